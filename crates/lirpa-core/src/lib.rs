@@ -1,0 +1,38 @@
+//! Core of lirpa: the bound graph, the operator traits and their registry, the
+//! linear-function algebra (`A·x + b` with lower and upper sides) on faer, and
+//! perturbation sets with their concretization.
+//!
+//! This crate names no concrete operator and knows nothing of ONNX: operators are
+//! plugins that register a builder with [`register_op!`], and importers feed the
+//! [`GraphBuilder`] with op types, attributes and tensors.
+
+pub mod attr;
+pub mod error;
+pub mod graph;
+pub mod linear;
+pub mod op;
+pub mod perturbation;
+pub mod registry;
+pub mod scalar;
+pub mod tensor;
+
+pub use attr::{Attr, Attributes};
+pub use error::{Error, Result};
+pub use graph::{Graph, GraphBuilder, Node, NodeId, NodeKind};
+pub use linear::{BackwardResult, ElementwiseRelaxation, LinearA, LinearBias};
+pub use op::{
+    BackwardCtx, BuiltOp, Evaluate, InputDef, Interval, IntervalRule, LinearRelaxation, NodeDef, Operator,
+    RelaxOptions, ReluLowerSlope,
+};
+pub use perturbation::{Norm, Perturbation};
+pub use registry::{OpRegistration, lookup, registered_ops};
+pub use scalar::Scalar;
+pub use tensor::{DType, Shape, TensorData, broadcast_shapes, broadcast_source_index, numel};
+
+/// Re-exported so that plugins use the same version of these crates as the core.
+pub mod reexport {
+    pub use faer;
+    pub use inventory;
+    pub use smallvec;
+}
+pub use faer::Par;

@@ -1,0 +1,256 @@
+//! The linear-function algebra of backward (CROWN) bound propagation.
+//!
+//! A backward pass carries, for a node `v` with `n` elements and a specification of
+//! `s` rows, two matrices `A_l, A_u` of size `s × n` and two bias vectors such that
+//! for every reachable value of `v`:
+//!
+//! ```text
+//!     A_l · v + b_l  <=  C · y  <=  A_u · v + b_u
+//! ```
+//!
+//! Matrices are faer `Mat<T>` (column-major): column `j` holds the coefficients of
+//! element `j` of the node, so element-wise relaxations scale whole columns.
+//! Either side may be absent when only one bound is asked for.
+
+use crate::{Error, Result, Scalar};
+use faer::linalg::matmul::matmul;
+use faer::{Accum, Mat, MatRef, Par};
+use smallvec::SmallVec;
+
+/// The linear coefficients of a bound with respect to one node.
+#[derive(Clone, Debug)]
+pub struct LinearA<T: Scalar> {
+    pub lower: Option<Mat<T>>,
+    pub upper: Option<Mat<T>>,
+}
+
+/// The constant terms of a bound, one entry per specification row.
+#[derive(Clone, Debug, PartialEq)]
+pub struct LinearBias<T: Scalar> {
+    pub lower: Vec<T>,
+    pub upper: Vec<T>,
+}
+
+impl<T: Scalar> LinearBias<T> {
+    pub fn zeros(spec: usize) -> Self {
+        LinearBias { lower: vec![T::zero(); spec], upper: vec![T::zero(); spec] }
+    }
+    pub fn add_assign(&mut self, other: &LinearBias<T>) {
+        add_into(&mut self.lower, &other.lower);
+        add_into(&mut self.upper, &other.upper);
+    }
+}
+
+fn add_into<T: Scalar>(acc: &mut [T], x: &[T]) {
+    for (a, b) in acc.iter_mut().zip(x) {
+        *a += *b;
+    }
+}
+
+impl<T: Scalar> LinearA<T> {
+    /// The same matrix for both sides (a specification matrix `C`).
+    pub fn both(m: Mat<T>, lower: bool, upper: bool) -> Self {
+        match (lower, upper) {
+            (true, true) => LinearA { lower: Some(m.clone()), upper: Some(m) },
+            (true, false) => LinearA { lower: Some(m), upper: None },
+            (false, true) => LinearA { lower: None, upper: Some(m) },
+            (false, false) => LinearA { lower: None, upper: None },
+        }
+    }
+
+    /// Number of specification rows.
+    pub fn spec(&self) -> usize {
+        self.any().map_or(0, |m| m.nrows())
+    }
+
+    /// Number of columns (elements of the node the coefficients refer to).
+    pub fn cols(&self) -> usize {
+        self.any().map_or(0, |m| m.ncols())
+    }
+
+    fn any(&self) -> Option<&Mat<T>> {
+        self.lower.as_ref().or(self.upper.as_ref())
+    }
+
+    /// Apply the same exact linear map to both sides (for affine operators).
+    pub fn map(self, mut f: impl FnMut(&Mat<T>) -> Result<Mat<T>>) -> Result<Self> {
+        Ok(LinearA {
+            lower: self.lower.as_ref().map(&mut f).transpose()?,
+            upper: self.upper.as_ref().map(&mut f).transpose()?,
+        })
+    }
+
+    /// Sum at fan-out: a node's coefficients are the sum of what all its consumers send.
+    pub fn add_assign(&mut self, other: LinearA<T>) -> Result<()> {
+        fn side<T: Scalar>(acc: &mut Option<Mat<T>>, x: Option<Mat<T>>) -> Result<()> {
+            match (acc.as_mut(), x) {
+                (_, None) => {}
+                (None, Some(x)) => *acc = Some(x),
+                (Some(a), Some(x)) => {
+                    if a.nrows() != x.nrows() || a.ncols() != x.ncols() {
+                        return Err(Error::Shape(format!(
+                            "adding coefficient matrices {}x{} and {}x{}",
+                            a.nrows(),
+                            a.ncols(),
+                            x.nrows(),
+                            x.ncols()
+                        )));
+                    }
+                    *a += &x;
+                }
+            }
+            Ok(())
+        }
+        side(&mut self.lower, other.lower)?;
+        side(&mut self.upper, other.upper)
+    }
+
+    /// `A · v` for a constant `v` on each side (contribution of an unperturbed input).
+    pub fn times_vector(&self, v: &[T]) -> LinearBias<T> {
+        let spec = self.spec();
+        LinearBias {
+            lower: self.lower.as_ref().map_or_else(|| vec![T::zero(); spec], |m| mat_vec(m.as_ref(), v)),
+            upper: self.upper.as_ref().map_or_else(|| vec![T::zero(); spec], |m| mat_vec(m.as_ref(), v)),
+        }
+    }
+}
+
+/// What an operator's backward rule returns: coefficients for each of its inputs
+/// (`None` where an input receives nothing) and the bias it adds.
+#[derive(Clone, Debug)]
+pub struct BackwardResult<T: Scalar> {
+    pub inputs: SmallVec<[Option<LinearA<T>>; 2]>,
+    pub bias: LinearBias<T>,
+}
+
+impl<T: Scalar> BackwardResult<T> {
+    /// A single input and no bias.
+    pub fn single(a: LinearA<T>) -> Self {
+        let spec = a.spec();
+        BackwardResult { inputs: smallvec::smallvec![Some(a)], bias: LinearBias::zeros(spec) }
+    }
+}
+
+/// Pick sequential execution for small products: rayon costs more than it saves there.
+pub fn par_for(m: usize, n: usize, k: usize, par: Par) -> Par {
+    if m.saturating_mul(n).saturating_mul(k) < (1 << 20) { Par::Seq } else { par }
+}
+
+/// `a · b`.
+pub fn matmul_new<T: Scalar>(a: MatRef<'_, T>, b: MatRef<'_, T>, par: Par) -> Mat<T> {
+    let mut out = Mat::<T>::zeros(a.nrows(), b.ncols());
+    matmul(out.as_mut(), Accum::Replace, a, b, T::one(), par_for(a.nrows(), b.ncols(), a.ncols(), par));
+    out
+}
+
+/// `a · v` for a vector `v`.
+pub fn mat_vec<T: Scalar>(a: MatRef<'_, T>, v: &[T]) -> Vec<T> {
+    debug_assert_eq!(a.ncols(), v.len());
+    let mut out = vec![T::zero(); a.nrows()];
+    for (j, &vj) in v.iter().enumerate() {
+        if vj == T::zero() {
+            continue;
+        }
+        let col = a.col(j);
+        for (i, o) in out.iter_mut().enumerate() {
+            *o += col[i] * vj;
+        }
+    }
+    out
+}
+
+/// Coefficients with respect to an input from coefficients with respect to an output
+/// that reads input element `src[i]` at output element `i` (broadcast, gather,
+/// transpose, reshape): `A_in[:, src[i]] += A_out[:, i]`.
+pub fn scatter_columns<T: Scalar>(a: &Mat<T>, src: &[usize], n_in: usize) -> Mat<T> {
+    debug_assert_eq!(a.ncols(), src.len());
+    let mut out = Mat::<T>::zeros(a.nrows(), n_in);
+    for (i, &j) in src.iter().enumerate() {
+        let from = a.col(i);
+        let mut to = out.col_mut(j);
+        for r in 0..from.nrows() {
+            to[r] += from[r];
+        }
+    }
+    out
+}
+
+/// Like [`scatter_columns`] with a per-output-element scale: `A_in[:, src[i]] += s[i] · A_out[:, i]`.
+pub fn scatter_columns_scaled<T: Scalar>(a: &Mat<T>, src: &[usize], scale: &[T], n_in: usize) -> Mat<T> {
+    let mut out = Mat::<T>::zeros(a.nrows(), n_in);
+    for (i, &j) in src.iter().enumerate() {
+        let s = scale[i];
+        if s == T::zero() {
+            continue;
+        }
+        let from = a.col(i);
+        let mut to = out.col_mut(j);
+        for r in 0..from.nrows() {
+            to[r] += s * from[r];
+        }
+    }
+    out
+}
+
+/// An element-wise linear relaxation `l_s·x + l_b <= f(x) <= u_s·x + u_b`, one slope
+/// and intercept per element. This is how most nonlinear operators express themselves;
+/// the sign split is done here, once, for all of them.
+#[derive(Clone, Debug, PartialEq)]
+pub struct ElementwiseRelaxation<T: Scalar> {
+    pub lower_slope: Vec<T>,
+    pub lower_intercept: Vec<T>,
+    pub upper_slope: Vec<T>,
+    pub upper_intercept: Vec<T>,
+}
+
+impl<T: Scalar> ElementwiseRelaxation<T> {
+    /// Propagate coefficients through the relaxation. For the lower bound, positive
+    /// coefficients take the lower line and negative ones the upper line; the upper
+    /// bound does the opposite.
+    pub fn backward(&self, a: LinearA<T>) -> BackwardResult<T> {
+        let spec = a.spec();
+        let mut bias = LinearBias::zeros(spec);
+        let lower = a.lower.map(|m| {
+            self.split(
+                m,
+                &mut bias.lower,
+                (&self.lower_slope, &self.lower_intercept),
+                (&self.upper_slope, &self.upper_intercept),
+            )
+        });
+        let upper = a.upper.map(|m| {
+            self.split(
+                m,
+                &mut bias.upper,
+                (&self.upper_slope, &self.upper_intercept),
+                (&self.lower_slope, &self.lower_intercept),
+            )
+        });
+        BackwardResult { inputs: smallvec::smallvec![Some(LinearA { lower, upper })], bias }
+    }
+
+    fn split(&self, mut m: Mat<T>, bias: &mut [T], pos: (&[T], &[T]), neg: (&[T], &[T])) -> Mat<T> {
+        let zero = T::zero();
+        for j in 0..m.ncols() {
+            let (ps, pb, ns, nb) = (pos.0[j], pos.1[j], neg.0[j], neg.1[j]);
+            let col = m.col_as_slice_mut(j);
+            if ps == ns && pb == zero && nb == zero {
+                // Same line on both sides (stable neuron): a plain scaling.
+                if ps != T::one() {
+                    col.iter_mut().for_each(|x| *x *= ps);
+                }
+                continue;
+            }
+            for (x, b) in col.iter_mut().zip(bias.iter_mut()) {
+                if *x >= zero {
+                    *b += *x * pb;
+                    *x *= ps;
+                } else {
+                    *b += *x * nb;
+                    *x *= ns;
+                }
+            }
+        }
+        m
+    }
+}

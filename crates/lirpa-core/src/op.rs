@@ -1,0 +1,186 @@
+//! The operator traits. An operator is a node's semantics, split by concern:
+//!
+//! - [`Evaluate`]: the clean forward computation;
+//! - [`IntervalRule`]: interval bound propagation (IBP);
+//! - [`LinearRelaxation`]: the backward (CROWN) rule, which maps linear coefficients
+//!   on the output to linear coefficients on the inputs plus a bias;
+//! - [`Operator`]: the object the graph stores, bundling the three. Later concerns
+//!   (forward-mode rules, optimizable relaxation parameters) are reached through
+//!   accessor methods with a `None` default, so existing plugins keep compiling.
+//!
+//! A relaxation never depends on the engine that uses it: it sees only its own input
+//! bounds and options through [`BackwardCtx`].
+
+use crate::linear::{BackwardResult, LinearA};
+use crate::{Attributes, Result, Scalar, Shape, TensorData};
+use faer::Par;
+use serde::{Deserialize, Serialize};
+use smallvec::SmallVec;
+use std::fmt::Debug;
+
+/// Borrowed element-wise bounds of one tensor.
+#[derive(Clone, Copy, Debug)]
+pub struct Interval<'a, T> {
+    pub lower: &'a [T],
+    pub upper: &'a [T],
+}
+
+/// Clean forward evaluation on flattened row-major values. Input and output shapes
+/// were fixed when the operator was built.
+pub trait Evaluate<T: Scalar> {
+    /// `inputs[i]` is the value of graph input edge `i`; `out` has the output's length.
+    fn forward(&self, inputs: &[&[T]], out: &mut [T]) -> Result<()>;
+}
+
+/// Interval bound propagation.
+pub trait IntervalRule<T: Scalar> {
+    /// Element-wise bounds of the output from element-wise bounds of the inputs.
+    fn interval(&self, inputs: &[Interval<'_, T>], lower: &mut [T], upper: &mut [T]) -> Result<()>;
+
+    /// True when interval propagation from exact input bounds already gives the best
+    /// element-wise bounds of the output (monotone element-wise functions such as
+    /// ReLU). The engine then bounds this node by IBP instead of a backward pass.
+    fn interval_is_tight(&self) -> bool {
+        false
+    }
+}
+
+/// Options read by relaxations. Operator-specific choices are expressed generically.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct RelaxOptions {
+    /// Lower slope of piecewise-linear activations on unstable neurons
+    /// (auto_LiRPA's `activation_bound_option`).
+    pub relu_lower_slope: ReluLowerSlope,
+}
+
+impl Default for RelaxOptions {
+    fn default() -> Self {
+        RelaxOptions { relu_lower_slope: ReluLowerSlope::Adaptive }
+    }
+}
+
+/// Lower-slope choice for unstable two-piece linear activations.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum ReluLowerSlope {
+    /// Slope 1 where `u > -l`, else the negative-side slope (auto_LiRPA's default).
+    Adaptive,
+    /// The same slope as the upper line.
+    SameSlope,
+    /// Always the negative-side slope.
+    ZeroLb,
+    /// Always slope 1.
+    OneLb,
+}
+
+/// What a backward rule may look at.
+pub struct BackwardCtx<'a, T: Scalar> {
+    /// Bounds of each input edge, where the engine computed them. An operator listed
+    /// an input in [`LinearRelaxation::needs_input_bounds`] gets `Some` there.
+    pub input_bounds: &'a [Option<Interval<'a, T>>],
+    pub options: &'a RelaxOptions,
+    /// Parallelism allowed for dense products.
+    pub par: Par,
+}
+
+impl<'a, T: Scalar> BackwardCtx<'a, T> {
+    /// Bounds of input `i`, or an error naming the missing bound.
+    pub fn bounds(&self, i: usize) -> Result<Interval<'a, T>> {
+        self.input_bounds.get(i).copied().flatten().ok_or_else(|| {
+            crate::Error::Invalid(format!("bounds of input {i} are needed but were not computed"))
+        })
+    }
+}
+
+/// The backward (CROWN) rule.
+pub trait LinearRelaxation<T: Scalar> {
+    /// Given coefficients `a` on this node's output, return coefficients on each input
+    /// edge and the bias, such that the bound stays valid.
+    fn backward(&self, ctx: &BackwardCtx<'_, T>, a: LinearA<T>) -> Result<BackwardResult<T>>;
+
+    /// Input edges whose bounds this relaxation needs (pre-activation nodes).
+    fn needs_input_bounds(&self) -> &[usize] {
+        &[]
+    }
+
+    /// Among the elements of input `input`, the ones whose bounds matter beyond what
+    /// `lower`/`upper` already give (e.g. unstable ReLU inputs); `None` means all of
+    /// them. The engine refines only these with a backward pass.
+    fn refine_mask(&self, _input: usize, _lower: &[T], _upper: &[T]) -> Option<Vec<bool>> {
+        None
+    }
+
+    /// True for operators that are exactly affine in their perturbed inputs (no
+    /// relaxation): the engine may pass a specification through them.
+    fn is_affine(&self) -> bool {
+        false
+    }
+}
+
+/// A node's semantics as stored in the graph.
+pub trait Operator<T: Scalar>:
+    Evaluate<T> + IntervalRule<T> + LinearRelaxation<T> + Debug + Send + Sync
+{
+    /// The operator type it was built from (e.g. `"Gemm"`).
+    fn op_type(&self) -> &str;
+}
+
+/// One input of a node being built: its shape and, if known at build time, its value.
+#[derive(Clone, Debug)]
+pub struct InputDef {
+    pub shape: Shape,
+    pub value: Option<TensorData>,
+}
+
+/// Everything a builder knows about the node it builds.
+#[derive(Clone, Copy, Debug)]
+pub struct NodeDef<'a> {
+    pub name: &'a str,
+    pub op_type: &'a str,
+    pub domain: &'a str,
+    /// Version of the operator set the model declares for this node's domain.
+    pub opset: i64,
+    pub attrs: &'a Attributes,
+    /// Inputs in order; `None` for an omitted optional input.
+    pub inputs: &'a [Option<InputDef>],
+}
+
+impl<'a> NodeDef<'a> {
+    /// Input `i`, or an error if it is missing.
+    pub fn input(&self, i: usize) -> Result<&'a InputDef> {
+        self.inputs
+            .get(i)
+            .and_then(|x| x.as_ref())
+            .ok_or_else(|| crate::Error::Invalid(format!("input {i} is missing")))
+    }
+
+    /// The value of input `i`, which must be a constant.
+    pub fn const_input(&self, i: usize) -> Result<&'a TensorData> {
+        self.input(i)?.value.as_ref().ok_or_else(|| {
+            crate::Error::Invalid(format!(
+                "input {i} must be a constant (perturbed values are not supported here)"
+            ))
+        })
+    }
+
+    /// Whether input `i` is present and constant.
+    pub fn is_const(&self, i: usize) -> bool {
+        matches!(self.inputs.get(i), Some(Some(InputDef { value: Some(_), .. })))
+    }
+}
+
+/// What a builder returns: the operator, which node inputs become graph edges (in the
+/// order the operator's methods see them), and the output shape. Inputs that are not
+/// edges must be constants the operator captured.
+#[derive(Debug)]
+pub struct BuiltOp<T: Scalar> {
+    pub op: Box<dyn Operator<T>>,
+    pub edges: SmallVec<[usize; 4]>,
+    pub output_shape: Shape,
+}
+
+impl<T: Scalar> BuiltOp<T> {
+    pub fn new(op: impl Operator<T> + 'static, edges: &[usize], output_shape: Shape) -> Self {
+        BuiltOp { op: Box::new(op), edges: edges.into(), output_shape }
+    }
+}

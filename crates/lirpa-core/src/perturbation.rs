@@ -1,0 +1,180 @@
+//! Perturbation sets of a graph input and their concretization: the exact minimum and
+//! maximum of a linear function `a · x` over the set.
+//!
+//! Concretization is the one place where a linear bound becomes a number, so a
+//! floating-point-sound mode (outward rounding) only has to change this module and
+//! the bias accumulation of the engine, never an operator.
+
+use crate::{Error, Result, Scalar};
+use faer::MatRef;
+use serde::{Deserialize, Serialize};
+
+/// The norm of an Lp ball.
+#[derive(Clone, Copy, Debug, PartialEq, Serialize, Deserialize)]
+pub enum Norm {
+    Inf,
+    L2,
+    L1,
+}
+
+impl std::str::FromStr for Norm {
+    type Err = Error;
+    fn from_str(s: &str) -> Result<Norm> {
+        match s.to_ascii_lowercase().as_str() {
+            "inf" | "linf" | "infinity" => Ok(Norm::Inf),
+            "2" | "l2" => Ok(Norm::L2),
+            "1" | "l1" => Ok(Norm::L1),
+            other => Err(Error::Invalid(format!("unknown norm '{other}' (expected inf, 2 or 1)"))),
+        }
+    }
+}
+
+/// A set of values for one graph input, flattened row-major.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Perturbation<T: Scalar> {
+    /// Per-element bounds `lower <= x <= upper`.
+    Box { lower: Vec<T>, upper: Vec<T> },
+    /// `‖x - center‖_p <= eps`.
+    Ball { norm: Norm, center: Vec<T>, eps: T },
+}
+
+impl<T: Scalar> Perturbation<T> {
+    /// Build and validate a box.
+    pub fn new_box(lower: Vec<T>, upper: Vec<T>) -> Result<Self> {
+        let p = Perturbation::Box { lower, upper };
+        p.validate()?;
+        Ok(p)
+    }
+
+    /// Build and validate a ball.
+    pub fn new_ball(norm: Norm, center: Vec<T>, eps: T) -> Result<Self> {
+        let p = Perturbation::Ball { norm, center, eps };
+        p.validate()?;
+        Ok(p)
+    }
+
+    /// Number of elements of the perturbed input.
+    pub fn len(&self) -> usize {
+        match self {
+            Perturbation::Box { lower, .. } => lower.len(),
+            Perturbation::Ball { center, .. } => center.len(),
+        }
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// Refuse NaN, infinities, inverted boxes and negative radii.
+    pub fn validate(&self) -> Result<()> {
+        match self {
+            Perturbation::Box { lower, upper } => {
+                if lower.len() != upper.len() {
+                    return Err(Error::Invalid(format!(
+                        "box lower has {} values but upper has {}",
+                        lower.len(),
+                        upper.len()
+                    )));
+                }
+                for (i, (l, u)) in lower.iter().zip(upper).enumerate() {
+                    if !l.is_finite() || !u.is_finite() {
+                        return Err(Error::NonFinite(format!("input box element {i}")));
+                    }
+                    if l > u {
+                        return Err(Error::Invalid(format!("input box element {i}: lower {l} > upper {u}")));
+                    }
+                }
+            }
+            Perturbation::Ball { center, eps, .. } => {
+                if let Some(i) = center.iter().position(|c| !c.is_finite()) {
+                    return Err(Error::NonFinite(format!("ball center element {i}")));
+                }
+                if !eps.is_finite() || *eps < T::zero() {
+                    return Err(Error::Invalid(format!("eps must be finite and >= 0, got {eps}")));
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// The centre of the set (for a box, the midpoint).
+    pub fn center(&self) -> Vec<T> {
+        match self {
+            Perturbation::Box { lower, upper } => {
+                let half = T::from_f64(0.5);
+                lower.iter().zip(upper).map(|(&l, &u)| (l + u) * half).collect()
+            }
+            Perturbation::Ball { center, .. } => center.clone(),
+        }
+    }
+
+    /// The smallest box containing the set (what IBP propagates).
+    pub fn interval(&self) -> (Vec<T>, Vec<T>) {
+        match self {
+            Perturbation::Box { lower, upper } => (lower.clone(), upper.clone()),
+            Perturbation::Ball { center, eps, .. } => {
+                (center.iter().map(|&c| c - *eps).collect(), center.iter().map(|&c| c + *eps).collect())
+            }
+        }
+    }
+
+    /// Whether the set is an axis-aligned box (L∞ balls included), on which interval
+    /// arithmetic through an affine map is exact.
+    pub fn is_box(&self) -> bool {
+        matches!(self, Perturbation::Box { .. } | Perturbation::Ball { norm: Norm::Inf, .. })
+    }
+
+    /// For each row `a` of `a_mat`, `min_x a·x` (`upper == false`) or `max_x a·x`
+    /// (`upper == true`) over the set.
+    pub fn concretize(&self, a_mat: MatRef<'_, T>, upper: bool) -> Vec<T> {
+        let s = a_mat.nrows();
+        let mut center_term = vec![T::zero(); s];
+        let mut dev = vec![T::zero(); s];
+        match self {
+            Perturbation::Box { lower, upper: hi } => return concretize_box(a_mat, lower, hi, upper),
+            Perturbation::Ball { norm, center, eps } => {
+                // Dual norm: q = 1 for inf, 2 for 2, inf for 1.
+                for j in 0..a_mat.ncols() {
+                    let col = a_mat.col(j);
+                    let c = center[j];
+                    for i in 0..s {
+                        center_term[i] += col[i] * c;
+                        match norm {
+                            Norm::Inf => dev[i] += col[i].abs(),
+                            Norm::L2 => dev[i] += col[i] * col[i],
+                            Norm::L1 => dev[i] = dev[i].max(col[i].abs()),
+                        }
+                    }
+                }
+                for d in dev.iter_mut() {
+                    *d = if *norm == Norm::L2 { d.sqrt() * *eps } else { *d * *eps };
+                }
+            }
+        }
+        center_term.iter().zip(&dev).map(|(&c, &d)| if upper { c + d } else { c - d }).collect()
+    }
+}
+
+/// For each row `a` of `a_mat`, `min` (or `max` when `upper`) of `a·x` over the box
+/// `lower <= x <= upper`, computed as `a·c ∓ |a|·r` with centre `c` and radius `r`.
+pub fn concretize_box<T: Scalar>(a_mat: MatRef<'_, T>, lower: &[T], hi: &[T], upper: bool) -> Vec<T> {
+    let s = a_mat.nrows();
+    let half = T::from_f64(0.5);
+    let mut center_term = vec![T::zero(); s];
+    let mut dev = vec![T::zero(); s];
+    for j in 0..a_mat.ncols() {
+        let (c, r) = ((lower[j] + hi[j]) * half, (hi[j] - lower[j]) * half);
+        let col = a_mat.col(j);
+        if r == T::zero() {
+            for i in 0..s {
+                center_term[i] += col[i] * c;
+            }
+        } else {
+            for i in 0..s {
+                center_term[i] += col[i] * c;
+                dev[i] += col[i].abs() * r;
+            }
+        }
+    }
+    center_term.iter().zip(&dev).map(|(&c, &d)| if upper { c + d } else { c - d }).collect()
+}

@@ -1,0 +1,515 @@
+//! IBP, CROWN and CROWN-IBP on a general DAG.
+
+use crate::options::{BoundOptions, BoundRequest, Method};
+use faer::{Mat, MatRef, Par};
+use lirpa_core::op::{BackwardCtx, Interval};
+use lirpa_core::perturbation::concretize_box;
+use lirpa_core::{
+    Error, Graph, LinearA, LinearBias, NodeId, NodeKind, Operator, Perturbation, Result, Scalar,
+};
+use smallvec::SmallVec;
+
+/// The value of one graph input: exact, or a perturbation set.
+#[derive(Clone, Debug)]
+pub enum InputValue<T: Scalar> {
+    Exact(Vec<T>),
+    Perturbed(Perturbation<T>),
+}
+
+/// Linear coefficients of the bound with respect to one perturbed graph input.
+#[derive(Clone, Debug)]
+pub struct LinearBoundA<T: Scalar> {
+    pub input: NodeId,
+    pub a: LinearA<T>,
+}
+
+/// Bounds of a node (or of `C·node`), and on request the linear functions of the
+/// perturbed inputs they came from: `lower = min_x Σ A_l·x + bias.lower`.
+#[derive(Clone, Debug)]
+pub struct BoundResult<T: Scalar> {
+    pub lower: Vec<T>,
+    pub upper: Vec<T>,
+    /// Coefficients per perturbed input (empty unless `return_a` with a linear method).
+    pub a: Vec<LinearBoundA<T>>,
+    /// The bias of those linear functions.
+    pub bias: Option<LinearBias<T>>,
+}
+
+type Bounds<T> = (Vec<T>, Vec<T>);
+
+/// Compute bounds of a node of `graph`, whose inputs take `inputs` (one per graph
+/// input, in order), with the method and options of `opts`.
+pub fn compute_bounds<T: Scalar>(
+    graph: &Graph<T>,
+    inputs: &[InputValue<T>],
+    opts: &BoundOptions,
+    req: &BoundRequest<'_, T>,
+) -> Result<BoundResult<T>> {
+    let st = State::new(graph, inputs, opts)?;
+    st.run(req)
+}
+
+struct State<'g, T: Scalar> {
+    graph: &'g Graph<T>,
+    opts: &'g BoundOptions,
+    par: Par,
+    /// Perturbation of each perturbed input node.
+    ptb: Vec<Option<&'g Perturbation<T>>>,
+    perturbed: Vec<bool>,
+    /// Exact values of unperturbed nodes.
+    values: Vec<Option<Vec<T>>>,
+    /// Final (sound) element-wise bounds of perturbed nodes, once computed.
+    bounds: Vec<Option<Bounds<T>>>,
+}
+
+impl<'g, T: Scalar> State<'g, T> {
+    fn new(graph: &'g Graph<T>, inputs: &'g [InputValue<T>], opts: &'g BoundOptions) -> Result<Self> {
+        let n = graph.len();
+        if inputs.len() != graph.inputs().len() {
+            return Err(Error::Invalid(format!(
+                "the model has {} inputs but {} input values were given",
+                graph.inputs().len(),
+                inputs.len()
+            )));
+        }
+        let mut ptb = vec![None; n];
+        let mut perturbed = vec![false; n];
+        let mut values: Vec<Option<Vec<T>>> = vec![None; n];
+        for (&id, v) in graph.inputs().iter().zip(inputs) {
+            let node = graph.node(id);
+            match v {
+                InputValue::Exact(x) => {
+                    if x.len() != node.numel() {
+                        return Err(Error::Invalid(format!(
+                            "input '{}' has {} elements, {} values were given",
+                            node.name,
+                            node.numel(),
+                            x.len()
+                        )));
+                    }
+                    if let Some(i) = x.iter().position(|v| !v.is_finite()) {
+                        return Err(Error::NonFinite(format!("input '{}' element {i}", node.name)));
+                    }
+                    values[id] = Some(x.clone());
+                }
+                InputValue::Perturbed(p) => {
+                    p.validate()?;
+                    if p.len() != node.numel() {
+                        return Err(Error::Invalid(format!(
+                            "input '{}' has {} elements, the perturbation has {}",
+                            node.name,
+                            node.numel(),
+                            p.len()
+                        )));
+                    }
+                    ptb[id] = Some(p);
+                    perturbed[id] = true;
+                }
+            }
+        }
+        for (id, node) in graph.nodes().iter().enumerate() {
+            match &node.kind {
+                NodeKind::Input => {}
+                NodeKind::Constant(c) => values[id] = Some(c.clone()),
+                NodeKind::Op(op) => {
+                    perturbed[id] = node.inputs.iter().any(|&i| perturbed[i]);
+                    if !perturbed[id] {
+                        let args: SmallVec<[&[T]; 4]> =
+                            node.inputs.iter().map(|&i| values[i].as_deref().expect("unperturbed")).collect();
+                        let mut out = vec![T::zero(); node.numel()];
+                        op.forward(&args, &mut out).map_err(|e| e.at_node(&node.name, op.op_type()))?;
+                        drop(args);
+                        values[id] = Some(out);
+                    }
+                }
+            }
+        }
+        Ok(State { graph, opts, par: opts.par(), ptb, perturbed, values, bounds: vec![None; n] })
+    }
+
+    fn run(mut self, req: &BoundRequest<'_, T>) -> Result<BoundResult<T>> {
+        let target = match req.node {
+            Some(t) if t < self.graph.len() => t,
+            Some(t) => return Err(Error::Invalid(format!("node {t} does not exist"))),
+            None => self.graph.output()?,
+        };
+        let node = self.graph.node(target);
+        let n = node.numel();
+        if let Some(c) = req.c {
+            if c.ncols() != n {
+                return Err(Error::Invalid(format!(
+                    "the specification matrix has {} columns but node '{}' has {} elements",
+                    c.ncols(),
+                    node.name,
+                    n
+                )));
+            }
+            for j in 0..c.ncols() {
+                for i in 0..c.nrows() {
+                    if !c[(i, j)].is_finite() {
+                        return Err(Error::NonFinite(format!("specification matrix row {i}, column {j}")));
+                    }
+                }
+            }
+        }
+        let spec_mat = || -> Mat<T> { req.c.map_or_else(|| Mat::identity(n, n), |c| c.to_owned()) };
+
+        if !self.perturbed[target] {
+            let v = self.values[target].as_ref().expect("unperturbed value");
+            let y = match req.c {
+                Some(c) => lirpa_core::linear::mat_vec(c, v),
+                None => v.clone(),
+            };
+            return Ok(BoundResult { lower: y.clone(), upper: y, a: vec![], bias: None });
+        }
+
+        let (lower, upper, a, bias) = match self.opts.method {
+            Method::Ibp => {
+                let (l, u) = self.ibp_spec(target, req.c)?;
+                (l, u, vec![], None)
+            }
+            Method::Crown | Method::CrownIbp => {
+                self.ensure_bounds(target)?;
+                let c = LinearA::both(spec_mat(), req.lower, req.upper);
+                let (roots, bias) = self.backward_from(target, c)?;
+                let (l, u) = self.concretize(&roots, &bias, req.lower, req.upper);
+                if req.return_a {
+                    let a = roots.into_iter().map(|(input, a)| LinearBoundA { input, a }).collect();
+                    (l, u, a, Some(bias))
+                } else {
+                    (l, u, vec![], None)
+                }
+            }
+        };
+        let check = |v: &[T], side: &str| -> Result<()> {
+            match v.iter().position(|x| x.is_nan()) {
+                Some(i) => Err(Error::NonFinite(format!("{side} bound {i} of node '{}'", node.name))),
+                None => Ok(()),
+            }
+        };
+        check(&lower, "lower")?;
+        check(&upper, "upper")?;
+        Ok(BoundResult { lower, upper, a, bias })
+    }
+
+    // ---------------------------------------------------------------- IBP
+
+    /// Interval of a node's input edge: final bounds, the exact value, or `memo`.
+    fn interval_of<'a>(&'a self, id: NodeId, memo: &'a [Option<Bounds<T>>]) -> Option<Interval<'a, T>> {
+        if let Some(v) = &self.values[id] {
+            return Some(Interval { lower: v, upper: v });
+        }
+        self.bounds[id].as_ref().or(memo[id].as_ref()).map(|(l, u)| Interval { lower: l, upper: u })
+    }
+
+    /// IBP bounds of `target`, starting from the final bounds already known.
+    fn ibp(&self, target: NodeId) -> Result<Bounds<T>> {
+        if let Some(b) = &self.bounds[target] {
+            return Ok(b.clone());
+        }
+        // Nodes of the cone that still need an interval, in topological order.
+        let mut todo = vec![false; target + 1];
+        todo[target] = true;
+        for id in (0..=target).rev() {
+            if todo[id] {
+                for &i in &self.graph.node(id).inputs {
+                    todo[i] = self.perturbed[i] && self.bounds[i].is_none();
+                }
+            }
+        }
+        let mut memo: Vec<Option<Bounds<T>>> = vec![None; target + 1];
+        for id in 0..=target {
+            if todo[id] && self.perturbed[id] && self.bounds[id].is_none() {
+                memo[id] = Some(self.ibp_one(id, &memo)?);
+            }
+        }
+        Ok(memo[target].take().expect("computed"))
+    }
+
+    /// IBP of one node from the intervals of its inputs.
+    fn ibp_one(&self, id: NodeId, memo: &[Option<Bounds<T>>]) -> Result<Bounds<T>> {
+        let node = self.graph.node(id);
+        let op = match &node.kind {
+            NodeKind::Input => return Ok(self.ptb[id].expect("perturbed input").interval()),
+            NodeKind::Op(op) => op.as_ref(),
+            NodeKind::Constant(_) => unreachable!("constants are not perturbed"),
+        };
+        // An affine map of a perturbed input with a non-box set: use the dual norm
+        // (exact), as auto_LiRPA does on the first layer.
+        if let Some(root) = self.single_perturbed_root(id) {
+            if !self.ptb[root].expect("root").is_box() {
+                let c = LinearA::both(Mat::identity(node.numel(), node.numel()), true, true);
+                let (roots, bias) = self.backward_from(id, c)?;
+                return Ok(self.concretize(&roots, &bias, true, true));
+            }
+        }
+        let ins: SmallVec<[Interval<'_, T>; 4]> = node
+            .inputs
+            .iter()
+            .map(|&i| self.interval_of(i, memo).expect("inputs are bounded before their consumers"))
+            .collect();
+        let mut lo = vec![T::zero(); node.numel()];
+        let mut hi = vec![T::zero(); node.numel()];
+        op.interval(&ins, &mut lo, &mut hi).map_err(|e| e.at_node(&node.name, op.op_type()))?;
+        Ok((lo, hi))
+    }
+
+    /// If `id` is an affine operator whose only perturbed input edge is a graph input,
+    /// that input.
+    fn single_perturbed_root(&self, id: NodeId) -> Option<NodeId> {
+        let node = self.graph.node(id);
+        let op = node.op()?;
+        if !op.is_affine() {
+            return None;
+        }
+        let mut pert = node.inputs.iter().filter(|&&i| self.perturbed[i]);
+        let first = *pert.next()?;
+        if pert.next().is_some() || !matches!(self.graph.node(first).kind, NodeKind::Input) {
+            return None;
+        }
+        Some(first)
+    }
+
+    /// IBP bounds of `C·target` (or of `target`). A specification is first carried
+    /// back exactly through the affine operators before `target` (as auto_LiRPA merges
+    /// `C` into the last linear layer), then concretized on the IBP intervals of the
+    /// nodes where that stops (or on the perturbation set of an input).
+    fn ibp_spec(&self, target: NodeId, c: Option<MatRef<'_, T>>) -> Result<Bounds<T>> {
+        let Some(c) = c else { return self.ibp(target) };
+        let mut pending: Vec<Option<LinearA<T>>> = (0..=target).map(|_| None).collect();
+        pending[target] = Some(LinearA::both(c.to_owned(), true, true));
+        let mut bias = LinearBias::zeros(c.nrows());
+        let mut roots = Vec::new();
+        let (mut lo, mut hi) = (vec![T::zero(); c.nrows()], vec![T::zero(); c.nrows()]);
+        for id in (0..=target).rev() {
+            let Some(a) = pending[id].take() else { continue };
+            let node = self.graph.node(id);
+            if let Some(v) = &self.values[id] {
+                bias.add_assign(&a.times_vector(v));
+                continue;
+            }
+            match node.op() {
+                Some(op) if op.is_affine() => {
+                    let res = self
+                        .backward_op(node.inputs.as_slice(), op, a)
+                        .map_err(|e| e.at_node(&node.name, op.op_type()))?;
+                    bias.add_assign(&res.bias);
+                    for (k, ak) in res.inputs.into_iter().enumerate() {
+                        if let (Some(ak), Some(&i)) = (ak, node.inputs.get(k)) {
+                            match &mut pending[i] {
+                                Some(acc) => acc.add_assign(ak)?,
+                                slot @ None => *slot = Some(ak),
+                            }
+                        }
+                    }
+                }
+                None => roots.push((id, a)),
+                Some(_) => {
+                    let (l, u) = self.ibp(id)?;
+                    if let Some(al) = &a.lower {
+                        add(&mut lo, &concretize_box(al.as_ref(), &l, &u, false));
+                    }
+                    if let Some(au) = &a.upper {
+                        add(&mut hi, &concretize_box(au.as_ref(), &l, &u, true));
+                    }
+                }
+            }
+        }
+        let (rl, ru) = self.concretize(&roots, &bias, true, true);
+        add(&mut lo, &rl);
+        add(&mut hi, &ru);
+        Ok((lo, hi))
+    }
+
+    // ---------------------------------------------------------------- CROWN
+
+    /// Compute final bounds of every node in the cone of `target` whose consumers'
+    /// relaxations need them, in topological order.
+    fn ensure_bounds(&mut self, target: NodeId) -> Result<()> {
+        let mut in_cone = vec![false; target + 1];
+        in_cone[target] = true;
+        let mut needed = vec![false; target + 1];
+        for id in (0..=target).rev() {
+            if !in_cone[id] || !self.perturbed[id] {
+                continue;
+            }
+            let node = self.graph.node(id);
+            for &i in &node.inputs {
+                in_cone[i] = true;
+            }
+            if let Some(op) = node.op() {
+                for &k in op.needs_input_bounds() {
+                    if let Some(&i) = node.inputs.get(k) {
+                        needed[i] = self.perturbed[i];
+                    }
+                }
+            }
+        }
+        for id in 0..=target {
+            if needed[id] && self.bounds[id].is_none() {
+                let b = self.intermediate_bounds(id)?;
+                self.bounds[id] = Some(b);
+            }
+        }
+        Ok(())
+    }
+
+    fn intermediate_bounds(&self, id: NodeId) -> Result<Bounds<T>> {
+        let node = self.graph.node(id);
+        let Some(op) = node.op() else {
+            return Ok(self.ptb[id].expect("perturbed input").interval());
+        };
+        if self.opts.method != Method::Crown {
+            return self.ibp(id);
+        }
+        let inputs_bounded = node.inputs.iter().all(|&i| !self.perturbed[i] || self.bounds[i].is_some());
+        if op.interval_is_tight() && inputs_bounded {
+            return self.ibp_one(id, &vec![None; id + 1]);
+        }
+        let reference = self.ibp(id)?;
+        if let Some(root) = self.single_perturbed_root(id) {
+            if self.ptb[root].expect("root").is_box() {
+                return Ok(reference); // IBP is exact on an affine map of a box.
+            }
+        }
+        let rows = self.rows_to_refine(id, &reference);
+        if rows.is_empty() {
+            return Ok(reference);
+        }
+        let n = node.numel();
+        let mut sel = Mat::<T>::zeros(rows.len(), n);
+        for (r, &j) in rows.iter().enumerate() {
+            sel[(r, j)] = T::one();
+        }
+        let (roots, bias) = self.backward_from(id, LinearA::both(sel, true, true))?;
+        let (cl, cu) = self.concretize(&roots, &bias, true, true);
+        let (mut lo, mut hi) = reference;
+        for (r, &j) in rows.iter().enumerate() {
+            lo[j] = lo[j].max(cl[r]);
+            hi[j] = hi[j].min(cu[r]);
+        }
+        Ok((lo, hi))
+    }
+
+    /// Elements of `id` whose bounds some consumer's relaxation depends on.
+    fn rows_to_refine(&self, id: NodeId, (lo, hi): &Bounds<T>) -> Vec<usize> {
+        let n = lo.len();
+        if !self.opts.sparse_intermediate {
+            return (0..n).collect();
+        }
+        let mut mask = vec![false; n];
+        for consumer in self.graph.nodes().iter().skip(id + 1) {
+            let Some(op) = consumer.op() else { continue };
+            for &k in op.needs_input_bounds() {
+                if consumer.inputs.get(k) != Some(&id) {
+                    continue;
+                }
+                match op.refine_mask(k, lo, hi) {
+                    None => return (0..n).collect(),
+                    Some(m) => mask.iter_mut().zip(m).for_each(|(a, b)| *a |= b),
+                }
+            }
+        }
+        mask.iter().enumerate().filter(|(_, m)| **m).map(|(i, _)| i).collect()
+    }
+
+    /// Propagate coefficients `a` on `target` back to the perturbed graph inputs.
+    /// Returns the coefficients per perturbed input and the accumulated bias.
+    #[allow(clippy::type_complexity)]
+    fn backward_from(
+        &self,
+        target: NodeId,
+        a: LinearA<T>,
+    ) -> Result<(Vec<(NodeId, LinearA<T>)>, LinearBias<T>)> {
+        let spec = a.spec();
+        let mut bias = LinearBias::zeros(spec);
+        let mut pending: Vec<Option<LinearA<T>>> = (0..=target).map(|_| None).collect();
+        pending[target] = Some(a);
+        let mut roots = Vec::new();
+        for id in (0..=target).rev() {
+            let Some(a) = pending[id].take() else { continue };
+            let node = self.graph.node(id);
+            if let Some(v) = &self.values[id] {
+                bias.add_assign(&a.times_vector(v));
+                continue;
+            }
+            let op = match &node.kind {
+                NodeKind::Input => {
+                    roots.push((id, a));
+                    continue;
+                }
+                NodeKind::Op(op) => op.as_ref(),
+                NodeKind::Constant(_) => unreachable!("constants have values"),
+            };
+            let res = self
+                .backward_op(node.inputs.as_slice(), op, a)
+                .map_err(|e| e.at_node(&node.name, op.op_type()))?;
+            bias.add_assign(&res.bias);
+            for (k, ak) in res.inputs.into_iter().enumerate() {
+                let Some(ak) = ak else { continue };
+                let i = *node.inputs.get(k).ok_or_else(|| {
+                    Error::Invalid(format!(
+                        "backward rule returned coefficients for input {k}, which does not exist"
+                    ))
+                })?;
+                match &mut pending[i] {
+                    Some(acc) => acc.add_assign(ak)?,
+                    slot @ None => *slot = Some(ak),
+                }
+            }
+        }
+        roots.sort_by_key(|(id, _)| *id);
+        Ok((roots, bias))
+    }
+
+    fn backward_op(
+        &self,
+        inputs: &[NodeId],
+        op: &dyn Operator<T>,
+        a: LinearA<T>,
+    ) -> Result<lirpa_core::BackwardResult<T>> {
+        let ctx_bounds: SmallVec<[Option<Interval<'_, T>>; 4]> = inputs
+            .iter()
+            .map(|&i| match (&self.values[i], &self.bounds[i]) {
+                (Some(v), _) => Some(Interval { lower: v.as_slice(), upper: v.as_slice() }),
+                (None, Some((l, u))) => Some(Interval { lower: l.as_slice(), upper: u.as_slice() }),
+                (None, None) => None,
+            })
+            .collect();
+        for &k in op.needs_input_bounds() {
+            if ctx_bounds.get(k).is_none_or(|b| b.is_none()) {
+                return Err(Error::Invalid(format!("bounds of input {k} were not computed")));
+            }
+        }
+        let ctx = BackwardCtx { input_bounds: &ctx_bounds, options: &self.opts.relax, par: self.par };
+        op.backward(&ctx, a)
+    }
+
+    /// Concretize linear bounds over the perturbation sets of the roots.
+    fn concretize(
+        &self,
+        roots: &[(NodeId, LinearA<T>)],
+        bias: &LinearBias<T>,
+        lower: bool,
+        upper: bool,
+    ) -> Bounds<T> {
+        let mut lo = if lower { bias.lower.clone() } else { vec![T::neg_infinity(); bias.lower.len()] };
+        let mut hi = if upper { bias.upper.clone() } else { vec![T::infinity(); bias.upper.len()] };
+        for (id, a) in roots {
+            let p = self.ptb[*id].expect("perturbed root");
+            if let (true, Some(al)) = (lower, &a.lower) {
+                add(&mut lo, &p.concretize(al.as_ref(), false));
+            }
+            if let (true, Some(au)) = (upper, &a.upper) {
+                add(&mut hi, &p.concretize(au.as_ref(), true));
+            }
+        }
+        (lo, hi)
+    }
+}
+
+fn add<T: Scalar>(acc: &mut [T], x: &[T]) {
+    for (a, b) in acc.iter_mut().zip(x) {
+        *a += *b;
+    }
+}

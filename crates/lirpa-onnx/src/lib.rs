@@ -1,0 +1,318 @@
+//! ONNX import in pure Rust: no protoc, no onnxruntime.
+//!
+//! The importer decodes the protobuf with hand-written prost messages ([`proto`]),
+//! turns initializers and `Constant` nodes into constants, treats symbolic (batch)
+//! dimensions as 1, and hands every node to the [`GraphBuilder`], which builds it
+//! through the operator registry and folds constant subgraphs. An operator no plugin
+//! provides is an error naming the node, its op type and the opset.
+
+pub mod proto;
+
+use lirpa_core::registry::BuilderFor;
+use lirpa_core::{Attr, Attributes, DType, Error, Graph, GraphBuilder, Scalar, TensorData};
+use prost::Message;
+use std::collections::{HashMap, HashSet};
+use std::path::Path;
+
+/// An import error, naming the file.
+#[derive(Debug, thiserror::Error)]
+pub enum OnnxError {
+    #[error("{path}: cannot read: {source}")]
+    Io { path: String, source: std::io::Error },
+    #[error("{path}: not a valid ONNX model: {source}")]
+    Decode { path: String, source: prost::DecodeError },
+    #[error("{path}: {source}")]
+    Graph { path: String, source: Error },
+}
+
+impl OnnxError {
+    /// The underlying graph error, if the file was decoded.
+    pub fn graph_error(&self) -> Option<&Error> {
+        match self {
+            OnnxError::Graph { source, .. } => Some(source),
+            _ => None,
+        }
+    }
+}
+
+/// Load an ONNX file into a graph over `T`.
+pub fn load<T: Scalar + BuilderFor>(path: impl AsRef<Path>) -> Result<Graph<T>, OnnxError> {
+    let path = path.as_ref();
+    let shown = path.display().to_string();
+    let bytes = std::fs::read(path).map_err(|source| OnnxError::Io { path: shown.clone(), source })?;
+    load_bytes(&bytes, &shown)
+}
+
+/// Load an ONNX model from memory; `name` is used in error messages.
+pub fn load_bytes<T: Scalar + BuilderFor>(bytes: &[u8], name: &str) -> Result<Graph<T>, OnnxError> {
+    let model = proto::ModelProto::decode(bytes)
+        .map_err(|source| OnnxError::Decode { path: name.to_string(), source })?;
+    convert(&model).map_err(|source| OnnxError::Graph { path: name.to_string(), source })
+}
+
+fn convert<T: Scalar + BuilderFor>(model: &proto::ModelProto) -> Result<Graph<T>, Error> {
+    let graph = model.graph.as_ref().ok_or_else(|| Error::Invalid("the model has no graph".into()))?;
+    let opsets: HashMap<&str, i64> = model
+        .opset_import
+        .iter()
+        .map(|o| (if o.domain == "ai.onnx" { "" } else { o.domain.as_str() }, o.version))
+        .collect();
+    let mut b = GraphBuilder::<T>::new();
+
+    let init_names: HashSet<&str> = graph.initializer.iter().map(|t| t.name.as_str()).collect();
+    for inp in &graph.input {
+        if init_names.contains(inp.name.as_str()) {
+            continue; // Old IR versions list initializers as inputs too.
+        }
+        b.add_input(&inp.name, &value_shape(inp)?)?;
+    }
+    for t in &graph.initializer {
+        let value = tensor(t).map_err(|e| Error::Invalid(format!("initializer '{}': {e}", t.name)))?;
+        b.add_constant(&t.name, value)?;
+    }
+
+    // Values read by some node or by the graph output (to reject unused-output tricks).
+    let mut consumed: HashSet<&str> = graph.output.iter().map(|o| o.name.as_str()).collect();
+    for n in &graph.node {
+        consumed.extend(n.input.iter().map(|s| s.as_str()));
+    }
+
+    for node in topological(&graph.node)? {
+        let shown = if node.name.is_empty() {
+            node.output.first().cloned().unwrap_or_default()
+        } else {
+            node.name.clone()
+        };
+        let ctx = |e: Error| match e {
+            Error::Node { msg, op_type, node: out } if out != shown => {
+                Error::Node { node: format!("{shown}' (output '{out}"), op_type, msg }
+            }
+            Error::Unsupported { op_type, domain, opset, known, .. } => {
+                Error::Unsupported { node: shown.clone(), op_type, domain, opset, known }
+            }
+            other => other,
+        };
+        let out = node
+            .output
+            .first()
+            .ok_or_else(|| Error::Invalid(format!("node '{shown}' ({}) has no output", node.op_type)))?;
+        if let Some(extra) =
+            node.output.iter().skip(1).find(|o| !o.is_empty() && consumed.contains(o.as_str()))
+        {
+            return Err(Error::Unimplemented {
+                node: shown.clone(),
+                op_type: node.op_type.clone(),
+                msg: format!("its output '{extra}' (beyond the first) is used"),
+            });
+        }
+        let mut attrs = Attributes::default();
+        for a in &node.attribute {
+            attrs.insert(a.name.clone(), attribute(a).map_err(|e| ctx(e.at_node(&shown, &node.op_type)))?);
+        }
+        let inputs: Vec<Option<&str>> =
+            node.input.iter().map(|s| if s.is_empty() { None } else { Some(s.as_str()) }).collect();
+        let domain = if node.domain == "ai.onnx" { "" } else { node.domain.as_str() };
+        let opset = opsets.get(domain).copied().unwrap_or(0);
+        b.add_node(out, &node.op_type, domain, opset, &attrs, &inputs).map_err(ctx)?;
+    }
+    let outputs: Vec<&str> = graph.output.iter().map(|o| o.name.as_str()).collect();
+    b.finish(&outputs)
+}
+
+/// Nodes in an order where every input is defined first (ONNX requires it, not every
+/// exporter obeys).
+fn topological(nodes: &[proto::NodeProto]) -> Result<Vec<&proto::NodeProto>, Error> {
+    let produced: HashSet<&str> = nodes.iter().flat_map(|n| n.output.iter().map(|s| s.as_str())).collect();
+    let mut defined: HashSet<&str> = HashSet::new();
+    let mut done = vec![false; nodes.len()];
+    let mut order = Vec::with_capacity(nodes.len());
+    loop {
+        let mut progress = false;
+        for (i, n) in nodes.iter().enumerate() {
+            if done[i] {
+                continue;
+            }
+            let ready = n
+                .input
+                .iter()
+                .all(|s| s.is_empty() || !produced.contains(s.as_str()) || defined.contains(s.as_str()));
+            if ready {
+                done[i] = true;
+                progress = true;
+                defined.extend(n.output.iter().map(|s| s.as_str()));
+                order.push(n);
+            }
+        }
+        if order.len() == nodes.len() {
+            return Ok(order);
+        }
+        if !progress {
+            let stuck =
+                nodes.iter().zip(&done).find(|(_, d)| !**d).map(|(n, _)| n.name.clone()).unwrap_or_default();
+            return Err(Error::Invalid(format!("the graph has a cycle (at node '{stuck}')")));
+        }
+    }
+}
+
+fn value_shape(v: &proto::ValueInfoProto) -> Result<Vec<usize>, Error> {
+    let t = v
+        .r#type
+        .as_ref()
+        .and_then(|t| t.tensor_type.as_ref())
+        .ok_or_else(|| Error::Invalid(format!("input '{}' is not a tensor", v.name)))?;
+    let Some(shape) = &t.shape else {
+        return Err(Error::Invalid(format!("input '{}' has no shape", v.name)));
+    };
+    Ok(shape
+        .dim
+        .iter()
+        .map(|d| match d.value {
+            Some(proto::DimValue::DimValue(n)) if n > 0 => n as usize,
+            // Symbolic or unknown dimensions (the batch) are taken as 1.
+            _ => 1,
+        })
+        .collect())
+}
+
+fn attribute(a: &proto::AttributeProto) -> Result<Attr, Error> {
+    let ty = if a.r#type != 0 {
+        a.r#type
+    } else if a.t.is_some() {
+        4
+    } else if !a.floats.is_empty() {
+        6
+    } else if !a.ints.is_empty() {
+        7
+    } else if !a.s.is_empty() {
+        3
+    } else if a.f != 0.0 {
+        1
+    } else {
+        2
+    };
+    Ok(match ty {
+        1 => Attr::Float(a.f as f64),
+        2 => Attr::Int(a.i),
+        3 => Attr::String(String::from_utf8_lossy(&a.s).into_owned()),
+        4 => Attr::Tensor(tensor(a.t.as_ref().expect("checked"))?),
+        6 => Attr::Floats(a.floats.iter().map(|&x| x as f64).collect()),
+        7 => Attr::Ints(a.ints.clone()),
+        8 => Attr::Strings(a.strings.iter().map(|s| String::from_utf8_lossy(s).into_owned()).collect()),
+        other => return Err(Error::unimplemented(format!("attribute '{}' of type {other}", a.name))),
+    })
+}
+
+fn f16_to_f64(bits: u16) -> f64 {
+    let sign = if bits & 0x8000 != 0 { -1.0 } else { 1.0 };
+    let exp = ((bits >> 10) & 0x1f) as i32;
+    let frac = (bits & 0x3ff) as f64;
+    sign * match exp {
+        0 => frac * 2f64.powi(-24),
+        31 => {
+            if frac == 0.0 {
+                f64::INFINITY
+            } else {
+                f64::NAN
+            }
+        }
+        e => (1.0 + frac / 1024.0) * 2f64.powi(e - 15),
+    }
+}
+
+/// Decode a tensor from its typed fields or its little-endian `raw_data`.
+pub fn tensor(t: &proto::TensorProto) -> Result<TensorData, Error> {
+    if t.data_location == 1 {
+        return Err(Error::unimplemented(format!("tensor '{}' stores its data in an external file", t.name)));
+    }
+    let shape: Vec<usize> = t
+        .dims
+        .iter()
+        .map(|&d| usize::try_from(d).map_err(|_| Error::Invalid(format!("negative dimension {d}"))))
+        .collect::<Result<_, _>>()?;
+    let raw = &t.raw_data;
+    fn chunks<const N: usize>(raw: &[u8], f: impl Fn([u8; N]) -> f64) -> Vec<f64> {
+        raw.chunks_exact(N).map(|c| f(c.try_into().expect("exact chunk"))).collect()
+    }
+    let (dtype, data): (DType, Vec<f64>) = match t.data_type {
+        1 => (
+            DType::Float,
+            if raw.is_empty() {
+                t.float_data.iter().map(|&x| x as f64).collect()
+            } else {
+                chunks(raw, |b| f32::from_le_bytes(b) as f64)
+            },
+        ),
+        11 => (
+            DType::Float,
+            if raw.is_empty() { t.double_data.clone() } else { chunks(raw, f64::from_le_bytes) },
+        ),
+        10 => (
+            DType::Float,
+            if raw.is_empty() {
+                t.int32_data.iter().map(|&x| f16_to_f64(x as u16)).collect()
+            } else {
+                chunks(raw, |b| f16_to_f64(u16::from_le_bytes(b)))
+            },
+        ),
+        7 => (
+            DType::Int,
+            if raw.is_empty() {
+                t.int64_data.iter().map(|&x| x as f64).collect()
+            } else {
+                chunks(raw, |b| i64::from_le_bytes(b) as f64)
+            },
+        ),
+        6 => (
+            DType::Int,
+            if raw.is_empty() {
+                t.int32_data.iter().map(|&x| x as f64).collect()
+            } else {
+                chunks(raw, |b| i32::from_le_bytes(b) as f64)
+            },
+        ),
+        5 => (
+            DType::Int,
+            if raw.is_empty() {
+                t.int32_data.iter().map(|&x| x as f64).collect()
+            } else {
+                chunks(raw, |b| i16::from_le_bytes(b) as f64)
+            },
+        ),
+        3 => (
+            DType::Int,
+            if raw.is_empty() {
+                t.int32_data.iter().map(|&x| x as f64).collect()
+            } else {
+                chunks(raw, |b: [u8; 1]| b[0] as i8 as f64)
+            },
+        ),
+        2 => (
+            DType::Int,
+            if raw.is_empty() {
+                t.int32_data.iter().map(|&x| x as f64).collect()
+            } else {
+                chunks(raw, |b: [u8; 1]| b[0] as f64)
+            },
+        ),
+        9 => (
+            DType::Bool,
+            if raw.is_empty() {
+                t.int32_data.iter().map(|&x| (x != 0) as u8 as f64).collect()
+            } else {
+                chunks(raw, |b: [u8; 1]| (b[0] != 0) as u8 as f64)
+            },
+        ),
+        12 | 13 => (
+            DType::Int,
+            if raw.is_empty() {
+                t.uint64_data.iter().map(|&x| x as f64).collect()
+            } else if t.data_type == 13 {
+                chunks(raw, |b| u64::from_le_bytes(b) as f64)
+            } else {
+                chunks(raw, |b| u32::from_le_bytes(b) as f64)
+            },
+        ),
+        other => return Err(Error::unimplemented(format!("tensor '{}' has element type {other}", t.name))),
+    };
+    TensorData::new(&shape, dtype, data)
+}

@@ -1,0 +1,50 @@
+//! lirpa: provable bounds on what a neural network can output when its input is
+//! perturbed, by linear relaxation based perturbation analysis (IBP, CROWN,
+//! CROWN-IBP), on ONNX models, without Python.
+//!
+//! This facade re-exports the core API and links the standard operator plugins
+//! (each behind a cargo feature), so that their registrations are present.
+//!
+//! ```no_run
+//! use lirpa::{BoundOptions, BoundRequest, InputValue, Method, Norm, Perturbation};
+//! let graph = lirpa::load_onnx::<f32>("model.onnx")?;
+//! let n = graph.node(graph.input()?).numel();
+//! let ptb = Perturbation::new_ball(Norm::Inf, vec![0.0; n], 0.1)?;
+//! let res = lirpa::compute_bounds(
+//!     &graph,
+//!     &[InputValue::Perturbed(ptb)],
+//!     &BoundOptions::with_method(Method::Crown),
+//!     &BoundRequest::default(),
+//! )?;
+//! println!("{:?} {:?}", res.lower, res.upper);
+//! # Ok::<(), Box<dyn std::error::Error>>(())
+//! ```
+
+// Name every plugin so the linker keeps its registrations (inventory's rule).
+#[cfg(feature = "linear")]
+use lirpa_ops_linear as _;
+#[cfg(feature = "relu")]
+use lirpa_ops_relu as _;
+
+pub mod sample;
+
+pub use lirpa_core::{
+    self as core, Error, Graph, LinearA, LinearBias, NodeId, Norm, Perturbation, Result, Scalar,
+    registered_ops,
+};
+pub use lirpa_engine::{
+    BoundOptions, BoundRequest, BoundResult, InputValue, LinearBoundA, Method, compute_bounds,
+};
+pub use lirpa_onnx::{self as onnx, OnnxError, load as load_onnx};
+
+/// The operator types the enabled standard plugins register.
+pub fn standard_ops() -> Vec<&'static str> {
+    #[allow(unused_mut)]
+    let mut v: Vec<&'static str> = Vec::new();
+    #[cfg(feature = "linear")]
+    v.extend(lirpa_ops_linear::OPS);
+    #[cfg(feature = "relu")]
+    v.extend(lirpa_ops_relu::OPS);
+    v.sort_unstable();
+    v
+}

@@ -1,0 +1,92 @@
+//! Deterministic sampling of perturbation sets, for soundness checks: every bound
+//! must contain the model's output at every sampled point.
+
+use crate::{Norm, Perturbation, Scalar};
+
+/// A small, fast, deterministic generator (SplitMix64). Not for cryptography.
+#[derive(Clone, Debug)]
+pub struct Rng(u64);
+
+impl Rng {
+    pub fn new(seed: u64) -> Self {
+        Rng(seed ^ 0x9E37_79B9_7F4A_7C15)
+    }
+    pub fn next_u64(&mut self) -> u64 {
+        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
+        let mut z = self.0;
+        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+        z ^ (z >> 31)
+    }
+    /// Uniform in `[0, 1)`.
+    pub fn uniform(&mut self) -> f64 {
+        (self.next_u64() >> 11) as f64 / (1u64 << 53) as f64
+    }
+    /// Standard normal (Box-Muller).
+    pub fn normal(&mut self) -> f64 {
+        let u1 = self.uniform().max(1e-300);
+        let u2 = self.uniform();
+        (-2.0 * u1.ln()).sqrt() * (std::f64::consts::TAU * u2).cos()
+    }
+    pub fn below(&mut self, n: usize) -> usize {
+        (self.next_u64() % n as u64) as usize
+    }
+}
+
+/// Points of a perturbation set: the centre, then a mix of extreme points (box
+/// vertices, sphere points, L1 vertices) and interior points. Every point lies in the
+/// set (coordinates are clamped to it, so rounding cannot leave it).
+pub fn sample_points<T: Scalar>(ptb: &Perturbation<T>, count: usize, seed: u64) -> Vec<Vec<T>> {
+    let mut rng = Rng::new(seed);
+    let center: Vec<f64> = ptb.center().iter().map(|x| x.as_f64()).collect();
+    let (lo, hi) = ptb.interval();
+    let (lo, hi): (Vec<f64>, Vec<f64>) =
+        (lo.iter().map(|x| x.as_f64()).collect(), hi.iter().map(|x| x.as_f64()).collect());
+    let n = center.len();
+    let mut out = Vec::with_capacity(count);
+    for k in 0..count {
+        let p: Vec<f64> = if k == 0 {
+            center.clone()
+        } else {
+            match ptb {
+                Perturbation::Box { .. } | Perturbation::Ball { norm: Norm::Inf, .. } => {
+                    if k % 2 == 1 {
+                        (0..n).map(|i| if rng.next_u64() & 1 == 0 { lo[i] } else { hi[i] }).collect()
+                    } else {
+                        (0..n).map(|i| lo[i] + (hi[i] - lo[i]) * rng.uniform()).collect()
+                    }
+                }
+                Perturbation::Ball { norm: Norm::L2, eps, .. } => {
+                    let g: Vec<f64> = (0..n).map(|_| rng.normal()).collect();
+                    let norm = g.iter().map(|x| x * x).sum::<f64>().sqrt().max(1e-300);
+                    // Radius slightly inside the sphere so rounding cannot leave the ball.
+                    let r = eps.as_f64()
+                        * (1.0 - 1e-6)
+                        * if k % 2 == 1 { 1.0 } else { rng.uniform().powf(1.0 / n as f64) };
+                    (0..n).map(|i| center[i] + r * g[i] / norm).collect()
+                }
+                Perturbation::Ball { norm: Norm::L1, eps, .. } => {
+                    let e = eps.as_f64() * (1.0 - 1e-6);
+                    if k % 2 == 1 {
+                        let mut p = center.clone();
+                        let i = rng.below(n);
+                        p[i] += if rng.next_u64() & 1 == 0 { e } else { -e };
+                        p
+                    } else {
+                        // Uniform direction on the L1 sphere, random radius.
+                        let w: Vec<f64> = (0..n).map(|_| -rng.uniform().max(1e-300).ln()).collect();
+                        let s: f64 = w.iter().sum();
+                        let r = e * rng.uniform();
+                        (0..n)
+                            .map(|i| {
+                                center[i] + r * w[i] / s * if rng.next_u64() & 1 == 0 { 1.0 } else { -1.0 }
+                            })
+                            .collect()
+                    }
+                }
+            }
+        };
+        out.push(p.iter().enumerate().map(|(i, &x)| T::from_f64(x.clamp(lo[i], hi[i]))).collect());
+    }
+    out
+}

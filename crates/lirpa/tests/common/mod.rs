@@ -1,0 +1,190 @@
+//! Shared helpers of the data-driven tests: reading reference cases and checking our
+//! bounds against them.
+#![allow(dead_code)]
+
+use lirpa::{
+    BoundOptions, BoundRequest, Error, Graph, InputValue, Method, Norm, OnnxError, Perturbation, Scalar,
+};
+use serde_json::Value;
+use std::path::{Path, PathBuf};
+
+/// `../shared` beside the repository root, or `$LIRPA_SHARED`.
+pub fn shared_dir() -> PathBuf {
+    if let Ok(p) = std::env::var("LIRPA_SHARED") {
+        return PathBuf::from(p);
+    }
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../../../shared")
+}
+
+pub fn reference_dir() -> PathBuf {
+    shared_dir().join("reference")
+}
+
+pub struct Case {
+    pub name: String,
+    pub dir: PathBuf,
+    pub json: Value,
+}
+
+fn floats(v: &Value) -> Vec<f64> {
+    v.as_array().expect("array").iter().map(|x| x.as_f64().expect("number")).collect()
+}
+
+impl Case {
+    pub fn load(dir: &Path) -> Case {
+        let text = std::fs::read_to_string(dir.join("case.json")).expect("case.json");
+        Case {
+            name: dir.file_name().unwrap().to_string_lossy().into_owned(),
+            dir: dir.to_path_buf(),
+            json: serde_json::from_str(&text).expect("valid JSON"),
+        }
+    }
+
+    /// The model, or why it is not supported yet (unregistered or unimplemented op).
+    pub fn graph<T: Scalar + lirpa::core::registry::BuilderFor>(&self) -> Result<Graph<T>, String> {
+        let path = self.dir.join(self.json["model"].as_str().unwrap());
+        match lirpa::load_onnx::<T>(&path) {
+            Ok(g) => Ok(g),
+            Err(e) => match e.graph_error() {
+                Some(Error::Unsupported { op_type, .. }) => {
+                    Err(format!("operator {op_type} not supported yet"))
+                }
+                Some(Error::Unimplemented { .. }) => Err(e.to_string()),
+                _ => panic!("{}: import failed: {e}", self.name),
+            },
+        }
+    }
+
+    pub fn perturbation<T: Scalar>(&self) -> Perturbation<T> {
+        let cast = |v: &Value| floats(v).into_iter().map(T::from_f64).collect::<Vec<T>>();
+        match self.json["norm"].as_str().unwrap() {
+            "box" => Perturbation::new_box(cast(&self.json["input_lower"]), cast(&self.json["input_upper"]))
+                .unwrap(),
+            n => {
+                let norm: Norm = n.parse().unwrap();
+                let eps = T::from_f64(self.json["eps"].as_f64().unwrap());
+                Perturbation::new_ball(norm, cast(&self.json["center"]), eps).unwrap()
+            }
+        }
+    }
+
+    pub fn center(&self) -> Vec<f64> {
+        match self.json["norm"].as_str().unwrap() {
+            "box" => floats(&self.json["input_lower"])
+                .iter()
+                .zip(floats(&self.json["input_upper"]))
+                .map(|(l, u)| (l + u) / 2.0)
+                .collect(),
+            _ => floats(&self.json["center"]),
+        }
+    }
+
+    pub fn spec_c(&self) -> Vec<Vec<f64>> {
+        self.json["spec_c"].as_array().unwrap().iter().map(floats).collect()
+    }
+
+    /// The recorded bounds of `method` (per version), or `None` where auto_LiRPA failed
+    /// or did not run it.
+    pub fn recorded(&self, key: &str, method: &str) -> Option<Vec<(String, Vec<f64>, Vec<f64>)>> {
+        let m = self.json.get(key)?.get(method)?;
+        let by = m.get("by_version")?.as_object()?;
+        let v: Vec<_> = by
+            .iter()
+            .filter_map(|(ver, b)| Some((ver.clone(), floats(b.get("lower")?), floats(b.get("upper")?))))
+            .collect();
+        (!v.is_empty()).then_some(v)
+    }
+
+    pub fn seconds(&self, key: &str, method: &str) -> Option<f64> {
+        self.json.get(key)?.get(method)?.get("seconds")?.as_f64()
+    }
+
+    pub fn sampled(&self) -> (Vec<f64>, Vec<f64>) {
+        (floats(&self.json["sampled"]["min"]), floats(&self.json["sampled"]["max"]))
+    }
+}
+
+pub fn parity(ours: f64, reference: f64) -> bool {
+    (ours - reference).abs() <= 1e-4 * reference.abs().max(1.0)
+}
+
+/// Run every method on a case and return the failed checks (empty when all pass).
+pub fn check_case<T: Scalar>(case: &Case, graph: &Graph<T>, methods: &[(&str, Method)]) -> Vec<String> {
+    let mut fails = Vec::new();
+    let ptb = case.perturbation::<T>();
+    // Forward evaluation at the centre matches the recorded output.
+    let center: Vec<T> = case.center().into_iter().map(T::from_f64).collect();
+    let out = graph.forward(&[&center], graph.output().unwrap()).unwrap();
+    let expected = floats(&case.json["output"]);
+    for (i, (o, e)) in out.iter().zip(&expected).enumerate() {
+        if (o.as_f64() - e).abs() > 1e-4 * e.abs().max(1.0) {
+            fails.push(format!("{}: forward output {i}: ours {o}, recorded {e}", case.name));
+        }
+    }
+    let (smin, smax) = case.sampled();
+    let c_rows = case.spec_c();
+    let c = faer::Mat::<T>::from_fn(c_rows.len(), c_rows[0].len(), |i, j| T::from_f64(c_rows[i][j]));
+    for &(name, method) in methods {
+        let opts = BoundOptions::with_method(method);
+        let inputs = [InputValue::Perturbed(ptb.clone())];
+        for (key, spec) in [("bounds", None), ("spec_bounds", Some(c.as_ref()))] {
+            let req = BoundRequest { c: spec, ..Default::default() };
+            let res = match lirpa::compute_bounds(graph, &inputs, &opts, &req) {
+                Ok(r) => r,
+                Err(e) => {
+                    fails.push(format!("{}: {name} {key}: error {e}", case.name));
+                    continue;
+                }
+            };
+            let (lo, hi): (Vec<f64>, Vec<f64>) = (
+                res.lower.iter().map(|x| x.as_f64()).collect(),
+                res.upper.iter().map(|x| x.as_f64()).collect(),
+            );
+            // Soundness against the sampled true outputs (raw outputs, or C·y bounds
+            // checked through the samples' element-wise range only for raw outputs).
+            if spec.is_none() {
+                for i in 0..lo.len() {
+                    if lo[i] > smin[i] + 1e-5 * smin[i].abs().max(1.0)
+                        || hi[i] < smax[i] - 1e-5 * smax[i].abs().max(1.0)
+                    {
+                        fails.push(format!(
+                            "{}: {name}: UNSOUND at output {i}: [{}, {}] vs sampled [{}, {}]",
+                            case.name, lo[i], hi[i], smin[i], smax[i]
+                        ));
+                    }
+                }
+            }
+            if let Some(versions) = case.recorded(key, name) {
+                let ok = versions.iter().any(|(_, rl, ru)| {
+                    lo.iter().zip(rl).all(|(a, b)| parity(*a, *b))
+                        && hi.iter().zip(ru).all(|(a, b)| parity(*a, *b))
+                });
+                let tighter = versions.iter().any(|(_, rl, ru)| {
+                    lo.iter().zip(rl).all(|(a, b)| *a >= *b - 1e-4 * b.abs().max(1.0))
+                        && hi.iter().zip(ru).all(|(a, b)| *a <= *b + 1e-4 * b.abs().max(1.0))
+                });
+                if !ok && !tighter {
+                    let (v, rl, ru) = &versions[0];
+                    let worst = lo
+                        .iter()
+                        .zip(rl)
+                        .chain(hi.iter().zip(ru))
+                        .map(|(a, b)| (a - b).abs() / b.abs().max(1.0))
+                        .fold(0.0, f64::max);
+                    fails.push(format!(
+                        "{}: {name} {key}: no parity (worst relative difference {worst:.3e} vs {v}); ours {:?}..{:?}, ref {:?}..{:?}",
+                        case.name,
+                        &lo[..lo.len().min(3)],
+                        &hi[..hi.len().min(3)],
+                        &rl[..rl.len().min(3)],
+                        &ru[..ru.len().min(3)]
+                    ));
+                }
+            }
+        }
+    }
+    fails
+}
+
+/// Keep the import error type in scope for callers that match on it.
+pub type ImportError = OnnxError;

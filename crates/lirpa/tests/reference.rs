@@ -1,0 +1,50 @@
+//! Parity with auto_LiRPA and soundness on every reference case in
+//! `../shared/reference` (synthetic and VNN-COMP), for IBP, CROWN and CROWN-IBP.
+//!
+//! One helper (`check_case`) exercises the API; the cases are data. Cases whose
+//! model uses an operator that no linked plugin implements are listed as skipped.
+
+mod common;
+
+use common::{Case, reference_dir};
+
+const METHODS: &[(&str, lirpa::Method)] =
+    &[("IBP", lirpa::Method::Ibp), ("CROWN", lirpa::Method::Crown), ("CROWN-IBP", lirpa::Method::CrownIbp)];
+
+#[test]
+fn reference_cases_parity_and_soundness() {
+    let root = reference_dir();
+    let mut dirs: Vec<_> = ["synthetic", "vnncomp"]
+        .iter()
+        .flat_map(|sub| {
+            std::fs::read_dir(root.join(sub)).expect("reference folder").map(|e| e.unwrap().path())
+        })
+        .collect();
+    dirs.sort();
+    assert!(dirs.len() >= 30, "expected the reference cases under {}", root.display());
+    let (mut checked, mut skipped, mut failures) = (0, Vec::new(), Vec::new());
+    for dir in &dirs {
+        let case = Case::load(dir);
+        match case.graph::<f32>() {
+            Err(reason) => skipped.push(format!("{}: {reason}", case.name)),
+            Ok(graph) => {
+                checked += 1;
+                failures.extend(common::check_case(&case, &graph, METHODS));
+            }
+        }
+    }
+    eprintln!("reference cases: {checked} checked, {} skipped", skipped.len());
+    for s in &skipped {
+        eprintln!("  skipped {s}");
+    }
+    for f in &failures {
+        eprintln!("  FAILED {f}");
+    }
+    assert!(failures.is_empty(), "{} reference checks failed", failures.len());
+    // The cases this foundation must cover (MLPs, ACAS Xu, mnistfc) are never skipped.
+    for must in
+        ["mlp_relu__linf_0.05", "mlp_leakyrelu__linf_0.1", "acas_2_1_prop1", "mnistfc_256x6_prop5_0.03"]
+    {
+        assert!(!skipped.iter().any(|s| s.starts_with(must)), "{must} was skipped");
+    }
+}

@@ -1,0 +1,47 @@
+//! Affine and shape operators. Every operator here is exact: its backward rule is a
+//! linear map of the coefficients, with no relaxation and no input bounds.
+
+mod dense;
+mod elementwise;
+mod shape;
+
+use lirpa_core::register_op;
+
+register_op!("Gemm", dense::build_gemm);
+register_op!("MatMul", dense::build_matmul);
+register_op!("Add", elementwise::build_add);
+register_op!("Sub", elementwise::build_sub);
+register_op!("Mul", elementwise::build_mul);
+register_op!("Div", elementwise::build_div);
+register_op!("Neg", elementwise::build_neg);
+register_op!("Constant", shape::build_constant);
+register_op!("Identity", shape::build_identity);
+register_op!("Dropout", shape::build_identity);
+register_op!("Cast", shape::build_cast);
+register_op!("Flatten", shape::build_flatten);
+register_op!("Reshape", shape::build_reshape);
+register_op!("Squeeze", shape::build_squeeze);
+register_op!("Unsqueeze", shape::build_unsqueeze);
+register_op!("Transpose", shape::build_transpose);
+register_op!("Shape", shape::build_shape);
+
+/// The operator types this crate registers (checked by the facade's tests).
+pub const OPS: &[&str] = &[
+    "Add",
+    "Cast",
+    "Constant",
+    "Div",
+    "Dropout",
+    "Flatten",
+    "Gemm",
+    "Identity",
+    "MatMul",
+    "Mul",
+    "Neg",
+    "Reshape",
+    "Shape",
+    "Squeeze",
+    "Sub",
+    "Transpose",
+    "Unsqueeze",
+];
