@@ -17,19 +17,20 @@ use std::path::Path;
 /// An import error, naming the file.
 #[derive(Debug, thiserror::Error)]
 pub enum OnnxError {
-    #[error("{path}: cannot read: {source}")]
-    Io { path: String, source: std::io::Error },
-    #[error("{path}: not a valid ONNX model: {source}")]
-    Decode { path: String, source: prost::DecodeError },
-    #[error("{path}: {source}")]
-    Graph { path: String, source: Error },
+    // The causes are part of the message (one line), not chained as `source`.
+    #[error("{path}: cannot read: {err}")]
+    Io { path: String, err: std::io::Error },
+    #[error("{path}: not a valid ONNX model: {err}")]
+    Decode { path: String, err: prost::DecodeError },
+    #[error("{path}: {err}")]
+    Graph { path: String, err: Error },
 }
 
 impl OnnxError {
     /// The underlying graph error, if the file was decoded.
     pub fn graph_error(&self) -> Option<&Error> {
         match self {
-            OnnxError::Graph { source, .. } => Some(source),
+            OnnxError::Graph { err, .. } => Some(err),
             _ => None,
         }
     }
@@ -39,15 +40,15 @@ impl OnnxError {
 pub fn load<T: Scalar + BuilderFor>(path: impl AsRef<Path>) -> Result<Graph<T>, OnnxError> {
     let path = path.as_ref();
     let shown = path.display().to_string();
-    let bytes = std::fs::read(path).map_err(|source| OnnxError::Io { path: shown.clone(), source })?;
+    let bytes = std::fs::read(path).map_err(|err| OnnxError::Io { path: shown.clone(), err })?;
     load_bytes(&bytes, &shown)
 }
 
 /// Load an ONNX model from memory; `name` is used in error messages.
 pub fn load_bytes<T: Scalar + BuilderFor>(bytes: &[u8], name: &str) -> Result<Graph<T>, OnnxError> {
-    let model = proto::ModelProto::decode(bytes)
-        .map_err(|source| OnnxError::Decode { path: name.to_string(), source })?;
-    convert(&model).map_err(|source| OnnxError::Graph { path: name.to_string(), source })
+    let model =
+        proto::ModelProto::decode(bytes).map_err(|err| OnnxError::Decode { path: name.to_string(), err })?;
+    convert(&model).map_err(|err| OnnxError::Graph { path: name.to_string(), err })
 }
 
 fn convert<T: Scalar + BuilderFor>(model: &proto::ModelProto) -> Result<Graph<T>, Error> {

@@ -1,0 +1,245 @@
+//! `lirpa`: provable bounds of an ONNX model's outputs under an input perturbation.
+
+use anyhow::{Context, Result, anyhow, bail};
+use clap::{Parser, Subcommand, ValueEnum};
+use lirpa::{BoundOptions, BoundRequest, Graph, InputValue, Method, Norm, Perturbation, Scalar};
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+
+#[derive(Parser)]
+#[command(
+    name = "lirpa",
+    version,
+    about = "Provable output bounds of neural networks (IBP, CROWN, CROWN-IBP)"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Bound the model's outputs (or C·outputs) over a perturbation of its input.
+    Bounds(BoundsArgs),
+    /// List the operator types this build supports.
+    Ops,
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum MethodArg {
+    Ibp,
+    Crown,
+    #[value(name = "crown-ibp")]
+    CrownIbp,
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum NormArg {
+    Inf,
+    #[value(name = "2")]
+    L2,
+    #[value(name = "1")]
+    L1,
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum DtypeArg {
+    F32,
+    F64,
+}
+
+#[derive(clap::Args)]
+struct BoundsArgs {
+    /// The ONNX model.
+    model: PathBuf,
+    #[arg(long, value_enum, default_value = "crown")]
+    method: MethodArg,
+    /// Norm of the ball around --center.
+    #[arg(long, value_enum, requires_all = ["eps", "center"], conflicts_with_all = ["lower", "upper"])]
+    norm: Option<NormArg>,
+    /// Radius of the ball.
+    #[arg(long)]
+    eps: Option<f64>,
+    /// JSON array: the ball's centre, row-major over the model input.
+    #[arg(long)]
+    center: Option<PathBuf>,
+    /// JSON array: per-element lower bounds of the input box.
+    #[arg(long, requires = "upper")]
+    lower: Option<PathBuf>,
+    /// JSON array: per-element upper bounds of the input box.
+    #[arg(long, requires = "lower")]
+    upper: Option<PathBuf>,
+    /// JSON array of rows over the flattened output: bound C·y instead of y.
+    #[arg(long)]
+    spec_c: Option<PathBuf>,
+    /// Print `{"lower": [...], "upper": [...]}` and nothing else on stdout.
+    #[arg(long)]
+    json: bool,
+    /// Number type of the computation.
+    #[arg(long, value_enum, default_value = "f32")]
+    dtype: DtypeArg,
+    /// Threads for dense products (1 = sequential, 0 = all cores).
+    #[arg(long, default_value_t = 1)]
+    threads: usize,
+}
+
+fn main() -> ExitCode {
+    let cli = match Cli::try_parse() {
+        Ok(cli) => cli,
+        Err(e) if !e.use_stderr() => {
+            let _ = e.print(); // --help, --version
+            return ExitCode::SUCCESS;
+        }
+        Err(e) => {
+            // One line on stderr, as for every other error.
+            let text = e.render().to_string();
+            let parts: Vec<&str> = text
+                .lines()
+                .map(str::trim)
+                .filter(|l| !l.is_empty() && !l.starts_with("For more information"))
+                .collect();
+            eprintln!("{}", parts.join("; "));
+            return ExitCode::from(2);
+        }
+    };
+    let res = match cli.command {
+        Command::Bounds(args) => match args.dtype {
+            DtypeArg::F32 => bounds::<f32>(&args),
+            DtypeArg::F64 => bounds::<f64>(&args),
+        },
+        Command::Ops => {
+            for r in lirpa::registered_ops() {
+                let d = if r.domain.is_empty() { "ai.onnx" } else { r.domain };
+                println!("{d}\t{}\t{}", r.op_type, r.plugin);
+            }
+            Ok(())
+        }
+    };
+    match res {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            let msg = format!("{e:#}").replace('\n', " ");
+            eprintln!("error: {msg}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// Read a JSON array of finite numbers.
+fn read_vector(path: &Path) -> Result<Vec<f64>> {
+    let text = std::fs::read_to_string(path).with_context(|| format!("{}: cannot read", path.display()))?;
+    let v: serde_json::Value =
+        serde_json::from_str(&text).with_context(|| format!("{}: not valid JSON", path.display()))?;
+    let arr = v.as_array().ok_or_else(|| anyhow!("{}: expected a JSON array of numbers", path.display()))?;
+    arr.iter()
+        .enumerate()
+        .map(|(i, x)| match x.as_f64() {
+            Some(f) if f.is_finite() => Ok(f),
+            _ => bail!("{}: element {i} is not a finite number ({x})", path.display()),
+        })
+        .collect()
+}
+
+/// Read a JSON array of rows of finite numbers.
+fn read_matrix(path: &Path) -> Result<Vec<Vec<f64>>> {
+    let text = std::fs::read_to_string(path).with_context(|| format!("{}: cannot read", path.display()))?;
+    let v: serde_json::Value =
+        serde_json::from_str(&text).with_context(|| format!("{}: not valid JSON", path.display()))?;
+    let rows = v.as_array().ok_or_else(|| anyhow!("{}: expected a JSON array of rows", path.display()))?;
+    let mut out = Vec::with_capacity(rows.len());
+    for (r, row) in rows.iter().enumerate() {
+        let row = row.as_array().ok_or_else(|| anyhow!("{}: row {r} is not an array", path.display()))?;
+        let vals = row
+            .iter()
+            .enumerate()
+            .map(|(j, x)| match x.as_f64() {
+                Some(f) if f.is_finite() => Ok(f),
+                _ => bail!("{}: row {r}, column {j} is not a finite number ({x})", path.display()),
+            })
+            .collect::<Result<Vec<_>>>()?;
+        out.push(vals);
+    }
+    if out.is_empty() {
+        bail!("{}: the specification matrix has no rows", path.display());
+    }
+    Ok(out)
+}
+
+fn cast<T: Scalar>(v: &[f64]) -> Vec<T> {
+    v.iter().map(|&x| T::from_f64(x)).collect()
+}
+
+fn bounds<T: Scalar + lirpa::core::registry::BuilderFor>(args: &BoundsArgs) -> Result<()> {
+    let graph: Graph<T> = lirpa::load_onnx(&args.model)?;
+    let input = graph.input().with_context(|| format!("{}", args.model.display()))?;
+    let n = graph.node(input).numel();
+    let check_len = |v: &[f64], path: &Path| -> Result<()> {
+        if v.len() != n {
+            bail!("{}: has {} values but the model input has {n} elements", path.display(), v.len());
+        }
+        Ok(())
+    };
+    let ptb: Perturbation<T> = match (&args.norm, &args.lower, &args.upper) {
+        (Some(norm), None, None) => {
+            let center_path = args.center.as_ref().expect("clap requires --center");
+            let center = read_vector(center_path)?;
+            check_len(&center, center_path)?;
+            let eps = args.eps.expect("clap requires --eps");
+            let norm = match norm {
+                NormArg::Inf => Norm::Inf,
+                NormArg::L2 => Norm::L2,
+                NormArg::L1 => Norm::L1,
+            };
+            Perturbation::new_ball(norm, cast(&center), T::from_f64(eps))?
+        }
+        (None, Some(lp), Some(up)) => {
+            let (l, u) = (read_vector(lp)?, read_vector(up)?);
+            check_len(&l, lp)?;
+            check_len(&u, up)?;
+            Perturbation::new_box(cast(&l), cast(&u))?
+        }
+        _ => bail!("give either --norm, --eps and --center, or --lower and --upper"),
+    };
+    let c = match &args.spec_c {
+        None => None,
+        Some(p) => {
+            let rows = read_matrix(p)?;
+            let m = graph.node(graph.output()?).numel();
+            if let Some(r) = rows.iter().position(|r| r.len() != m) {
+                bail!(
+                    "{}: row {r} has {} columns but the model output has {m} elements",
+                    p.display(),
+                    rows[r].len()
+                );
+            }
+            Some(faer::Mat::<T>::from_fn(rows.len(), m, |i, j| T::from_f64(rows[i][j])))
+        }
+    };
+    let method = match args.method {
+        MethodArg::Ibp => Method::Ibp,
+        MethodArg::Crown => Method::Crown,
+        MethodArg::CrownIbp => Method::CrownIbp,
+    };
+    let opts = BoundOptions { method, threads: args.threads, ..Default::default() };
+    let req = BoundRequest { c: c.as_ref().map(|c| c.as_ref()), ..Default::default() };
+    let res = lirpa::compute_bounds(&graph, &[InputValue::Perturbed(ptb)], &opts, &req)?;
+    if args.json {
+        let to = |v: &[T]| v.iter().map(|x| x.as_f64()).collect::<Vec<f64>>();
+        let out = serde_json::json!({ "lower": to(&res.lower), "upper": to(&res.upper) });
+        println!("{out}");
+    } else {
+        let what = if c.is_some() { "C·y row" } else { "output" };
+        println!(
+            "{} bounds of {} ({} {})",
+            method,
+            args.model.display(),
+            res.lower.len(),
+            if c.is_some() { "rows of C·y" } else { "outputs" }
+        );
+        println!("{:>10}  {:>16}  {:>16}", what, "lower", "upper");
+        for (i, (l, u)) in res.lower.iter().zip(&res.upper).enumerate() {
+            println!("{i:>10}  {:>16.8}  {:>16.8}", l.as_f64(), u.as_f64());
+        }
+    }
+    Ok(())
+}
