@@ -1,1 +1,93 @@
-fn main() {}
+//! Project automation, in the cargo-xtask style: `cargo xtask <command>`.
+//!
+//! - `ci`: exactly what `.ci/run` runs (format check, release build, all tests, the
+//!   README's main command on the bundled model).
+//! - `soundness [--cases N] [--seed S]`: the sampling property tests with many more
+//!   cases than `cargo test` uses, plus the ACAS Xu sampling test.
+//! - `bench`: the criterion benches and the ratio table against auto_LiRPA's times.
+
+use anyhow::{Context, Result, bail};
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+fn main() -> Result<()> {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let root = project_root();
+    std::env::set_current_dir(&root)?;
+    match args.first().map(String::as_str) {
+        Some("ci") => ci(),
+        Some("soundness") => soundness(&args[1..]),
+        Some("bench") => bench(&args[1..]),
+        _ => {
+            eprintln!("usage: cargo xtask <ci | soundness [--cases N] [--seed S] | bench [FILTER]>");
+            bail!("unknown or missing command")
+        }
+    }
+}
+
+fn project_root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).parent().expect("xtask lives in the workspace").to_path_buf()
+}
+
+fn run(cmd: &mut Command) -> Result<()> {
+    eprintln!("$ {cmd:?}");
+    let status = cmd.status().with_context(|| format!("cannot start {cmd:?}"))?;
+    if !status.success() {
+        bail!("{cmd:?} failed with {status}");
+    }
+    Ok(())
+}
+
+fn cargo() -> Command {
+    Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()))
+}
+
+/// The README's main command: bounds of the bundled toy model.
+pub const MAIN_JOB: &[&str] = &[
+    "run", "--release", "-q", "-p", "lirpa-cli", "--", "bounds", "models/toy.onnx", "--method", "crown", "--lower",
+    "models/toy_lower.json", "--upper", "models/toy_upper.json",
+];
+
+fn ci() -> Result<()> {
+    let fmt = cargo().args(["fmt", "--version"]).output().map(|o| o.status.success()).unwrap_or(false);
+    if fmt {
+        run(cargo().args(["fmt", "--all", "--", "--check"]))?;
+    } else {
+        eprintln!("rustfmt is not installed: format check skipped");
+    }
+    // One release build serves the tests, the CLI and the benches' compilation check.
+    run(cargo().args(["build", "--release", "--workspace", "--all-targets"]))?;
+    run(cargo().args(["test", "--release", "--workspace"]))?;
+    run(cargo().args(MAIN_JOB))?;
+    Ok(())
+}
+
+fn flag(args: &[String], name: &str) -> Result<Option<String>> {
+    match args.iter().position(|a| a == name) {
+        None => Ok(None),
+        Some(i) => args.get(i + 1).cloned().map(Some).with_context(|| format!("{name} needs a value")),
+    }
+}
+
+fn soundness(args: &[String]) -> Result<()> {
+    let cases = flag(args, "--cases")?.unwrap_or_else(|| "20000".into());
+    let seed = flag(args, "--seed")?;
+    cases.parse::<u64>().context("--cases takes a number")?;
+    let mut cmd = cargo();
+    cmd.args(["test", "--release", "-p", "lirpa", "--test", "random_graphs", "--test", "acasxu"])
+        .env("PROPTEST_CASES", &cases);
+    if let Some(s) = seed {
+        s.parse::<u64>().context("--seed takes a number")?;
+        cmd.env("PROPTEST_RNG_SEED", s).env("PROPTEST_RNG_ALGORITHM", "cc");
+    }
+    eprintln!("soundness: {cases} random graphs per property");
+    run(&mut cmd)
+}
+
+fn bench(args: &[String]) -> Result<()> {
+    let mut cmd = cargo();
+    cmd.args(["bench", "-p", "lirpa-benches", "--bench", "bounds", "--"]);
+    cmd.args(args);
+    run(&mut cmd)?;
+    run(cargo().args(["run", "--release", "-q", "-p", "lirpa-benches", "--bin", "bench-report"]))
+}

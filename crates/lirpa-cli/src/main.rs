@@ -58,7 +58,7 @@ struct BoundsArgs {
     #[arg(long, value_enum, requires_all = ["eps", "center"], conflicts_with_all = ["lower", "upper"])]
     norm: Option<NormArg>,
     /// Radius of the ball.
-    #[arg(long)]
+    #[arg(long, allow_negative_numbers = true)]
     eps: Option<f64>,
     /// JSON array: the ball's centre, row-major over the model input.
     #[arg(long)]

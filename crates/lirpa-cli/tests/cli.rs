@@ -1,0 +1,87 @@
+//! The `lirpa` command end to end. Each case is data: arguments, expected exit status,
+//! and a check of stdout (JSON bounds) or of the one-line stderr message.
+
+use std::process::Command;
+
+const ROOT: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../..");
+
+fn lirpa(args: &[&str]) -> (i32, String, String) {
+    let out = Command::new(env!("CARGO_BIN_EXE_lirpa")).current_dir(ROOT).args(args).output().expect("run lirpa");
+    (out.status.code().unwrap_or(-1), String::from_utf8(out.stdout).unwrap(), String::from_utf8(out.stderr).unwrap())
+}
+
+fn write_tmp(name: &str, text: &str) -> String {
+    let dir = std::env::temp_dir().join(format!("lirpa-cli-test-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let p = dir.join(name);
+    std::fs::write(&p, text).unwrap();
+    p.to_string_lossy().into_owned()
+}
+
+const BOX: &[&str] = &["--lower", "models/toy_lower.json", "--upper", "models/toy_upper.json"];
+
+#[test]
+fn json_bounds_of_the_toy_model() {
+    // auto_LiRPA's toy example (notes §4.2): IBP [-6, 4], CROWN and CROWN-IBP [-3, 3].
+    for (method, lo, hi) in [("ibp", -6.0, 4.0), ("crown", -3.0, 3.0), ("crown-ibp", -3.0, 3.0)] {
+        let mut args = vec!["bounds", "models/toy.onnx", "--method", method, "--json"];
+        args.extend(BOX);
+        let (code, stdout, stderr) = lirpa(&args);
+        assert_eq!(code, 0, "{stderr}");
+        let v: serde_json::Value = serde_json::from_str(stdout.trim()).expect("stdout is only JSON");
+        assert_eq!(v["lower"][0].as_f64(), Some(lo), "{method}");
+        assert_eq!(v["upper"][0].as_f64(), Some(hi), "{method}");
+    }
+    // With a specification matrix: bounds of -y.
+    let c = write_tmp("c.json", "[[-1.0]]");
+    let mut args = vec!["bounds", "models/toy.onnx", "--json", "--spec-c", &c];
+    args.extend(BOX);
+    let (code, stdout, _) = lirpa(&args);
+    assert_eq!(code, 0);
+    let v: serde_json::Value = serde_json::from_str(stdout.trim()).unwrap();
+    assert_eq!((v["lower"][0].as_f64(), v["upper"][0].as_f64()), (Some(-3.0), Some(3.0)));
+    // An L∞ ball around a centre gives the same as the equivalent box.
+    let center = write_tmp("center.json", "[0.5, -0.5]");
+    let (code, stdout, _) =
+        lirpa(&["bounds", "models/toy.onnx", "--json", "--norm", "inf", "--eps", "1.5", "--center", &center]);
+    assert_eq!(code, 0);
+    let v: serde_json::Value = serde_json::from_str(stdout.trim()).unwrap();
+    assert_eq!((v["lower"][0].as_f64(), v["upper"][0].as_f64()), (Some(-3.0), Some(3.0)));
+}
+
+#[test]
+fn bad_input_gives_one_line_error() {
+    let nan = write_tmp("nan.json", "[1, NaN]");
+    let short = write_tmp("short.json", "[1]");
+    let text = write_tmp("text.json", "[1, \"a\"]");
+    let not_onnx = write_tmp("bad.onnx", "this is not protobuf");
+    let bad_c = write_tmp("badc.json", "[[1.0, 2.0]]");
+    let cases: &[(&[&str], &str)] = &[
+        (&["bounds", "models/missing.onnx", "--lower", "models/toy_lower.json", "--upper", "models/toy_upper.json"], "missing.onnx"),
+        (&["bounds", "models/toy.onnx", "--method", "magic", "--lower", "models/toy_lower.json", "--upper", "models/toy_upper.json"], "magic"),
+        (&["bounds", "models/toy.onnx", "--lower", &nan, "--upper", "models/toy_upper.json"], "nan.json"),
+        (&["bounds", "models/toy.onnx", "--lower", &text, "--upper", "models/toy_upper.json"], "element 1"),
+        (&["bounds", "models/toy.onnx", "--norm", "inf", "--eps", "0.1", "--center", &short], "has 1 values"),
+        (&["bounds", "models/toy.onnx", "--lower", "models/toy_upper.json", "--upper", "models/toy_lower.json"], "lower"),
+        (&["bounds", &not_onnx, "--lower", "models/toy_lower.json", "--upper", "models/toy_upper.json"], "bad.onnx"),
+        (&["bounds", "models/toy.onnx", "--spec-c", &bad_c, "--lower", "models/toy_lower.json", "--upper", "models/toy_upper.json"], "2 columns"),
+        (&["bounds", "models/toy.onnx"], "give either"),
+        (&["bounds", "models/toy.onnx", "--norm", "inf", "--eps", "-1", "--center", "models/toy_lower.json"], "eps"),
+    ];
+    for (args, needle) in cases {
+        let (code, stdout, stderr) = lirpa(args);
+        assert_ne!(code, 0, "{args:?} should fail");
+        assert!(stdout.is_empty(), "{args:?}: stdout {stdout}");
+        assert_eq!(stderr.trim_end().lines().count(), 1, "{args:?}: not one line: {stderr}");
+        assert!(stderr.contains(needle), "{args:?}: {stderr} should mention {needle}");
+    }
+}
+
+#[test]
+fn ops_lists_the_standard_operators() {
+    let (code, stdout, _) = lirpa(&["ops"]);
+    assert_eq!(code, 0);
+    for op in ["Gemm", "MatMul", "Relu", "LeakyRelu", "Reshape", "Transpose"] {
+        assert!(stdout.lines().any(|l| l.split('\t').nth(1) == Some(op)), "{op} missing from:\n{stdout}");
+    }
+}
