@@ -6,8 +6,13 @@ use std::process::Command;
 const ROOT: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../..");
 
 fn lirpa(args: &[&str]) -> (i32, String, String) {
-    let out = Command::new(env!("CARGO_BIN_EXE_lirpa")).current_dir(ROOT).args(args).output().expect("run lirpa");
-    (out.status.code().unwrap_or(-1), String::from_utf8(out.stdout).unwrap(), String::from_utf8(out.stderr).unwrap())
+    let out =
+        Command::new(env!("CARGO_BIN_EXE_lirpa")).current_dir(ROOT).args(args).output().expect("run lirpa");
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8(out.stdout).unwrap(),
+        String::from_utf8(out.stderr).unwrap(),
+    )
 }
 
 fn write_tmp(name: &str, text: &str) -> String {
@@ -57,16 +62,75 @@ fn bad_input_gives_one_line_error() {
     let not_onnx = write_tmp("bad.onnx", "this is not protobuf");
     let bad_c = write_tmp("badc.json", "[[1.0, 2.0]]");
     let cases: &[(&[&str], &str)] = &[
-        (&["bounds", "models/missing.onnx", "--lower", "models/toy_lower.json", "--upper", "models/toy_upper.json"], "missing.onnx"),
-        (&["bounds", "models/toy.onnx", "--method", "magic", "--lower", "models/toy_lower.json", "--upper", "models/toy_upper.json"], "magic"),
+        (
+            &[
+                "bounds",
+                "models/missing.onnx",
+                "--lower",
+                "models/toy_lower.json",
+                "--upper",
+                "models/toy_upper.json",
+            ],
+            "missing.onnx",
+        ),
+        (
+            &[
+                "bounds",
+                "models/toy.onnx",
+                "--method",
+                "magic",
+                "--lower",
+                "models/toy_lower.json",
+                "--upper",
+                "models/toy_upper.json",
+            ],
+            "magic",
+        ),
         (&["bounds", "models/toy.onnx", "--lower", &nan, "--upper", "models/toy_upper.json"], "nan.json"),
         (&["bounds", "models/toy.onnx", "--lower", &text, "--upper", "models/toy_upper.json"], "element 1"),
         (&["bounds", "models/toy.onnx", "--norm", "inf", "--eps", "0.1", "--center", &short], "has 1 values"),
-        (&["bounds", "models/toy.onnx", "--lower", "models/toy_upper.json", "--upper", "models/toy_lower.json"], "lower"),
-        (&["bounds", &not_onnx, "--lower", "models/toy_lower.json", "--upper", "models/toy_upper.json"], "bad.onnx"),
-        (&["bounds", "models/toy.onnx", "--spec-c", &bad_c, "--lower", "models/toy_lower.json", "--upper", "models/toy_upper.json"], "2 columns"),
+        (
+            &[
+                "bounds",
+                "models/toy.onnx",
+                "--lower",
+                "models/toy_upper.json",
+                "--upper",
+                "models/toy_lower.json",
+            ],
+            "lower",
+        ),
+        (
+            &["bounds", &not_onnx, "--lower", "models/toy_lower.json", "--upper", "models/toy_upper.json"],
+            "bad.onnx",
+        ),
+        (
+            &[
+                "bounds",
+                "models/toy.onnx",
+                "--spec-c",
+                &bad_c,
+                "--lower",
+                "models/toy_lower.json",
+                "--upper",
+                "models/toy_upper.json",
+            ],
+            "2 columns",
+        ),
         (&["bounds", "models/toy.onnx"], "give either"),
-        (&["bounds", "models/toy.onnx", "--norm", "inf", "--eps", "-1", "--center", "models/toy_lower.json"], "eps"),
+        (
+            &[
+                "bounds",
+                "models/toy.onnx",
+                "--norm",
+                "inf",
+                "--eps",
+                "-1",
+                "--center",
+                "models/toy_lower.json",
+            ],
+            "eps",
+        ),
     ];
     for (args, needle) in cases {
         let (code, stdout, stderr) = lirpa(args);

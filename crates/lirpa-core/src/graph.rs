@@ -5,7 +5,9 @@ use crate::op::{InputDef, NodeDef, Operator};
 use crate::registry::{BuilderFor, lookup, registered_ops};
 use crate::{Attributes, DType, Error, Result, Scalar, Shape, TensorData, numel};
 use smallvec::SmallVec;
+use std::borrow::Cow;
 use std::collections::HashMap;
+use std::sync::Arc;
 
 /// Index of a node in its graph.
 pub type NodeId = usize;
@@ -104,6 +106,10 @@ impl<T: Scalar> Graph<T> {
 
     /// Evaluate every node on the given input values (one per graph input).
     pub fn forward_all(&self, inputs: &[&[T]]) -> Result<Vec<Vec<T>>> {
+        Ok(self.eval(inputs)?.into_iter().map(Cow::into_owned).collect())
+    }
+
+    fn eval<'a>(&'a self, inputs: &[&'a [T]]) -> Result<Vec<Cow<'a, [T]>>> {
         if inputs.len() != self.inputs.len() {
             return Err(Error::Invalid(format!(
                 "the graph has {} inputs, {} values were given",
@@ -111,7 +117,8 @@ impl<T: Scalar> Graph<T> {
                 inputs.len()
             )));
         }
-        let mut values: Vec<Vec<T>> = Vec::with_capacity(self.nodes.len());
+        // Constants are borrowed, not copied, on every evaluation.
+        let mut values: Vec<Cow<'a, [T]>> = Vec::with_capacity(self.nodes.len());
         for (id, node) in self.nodes.iter().enumerate() {
             let v = match &node.kind {
                 NodeKind::Input => {
@@ -124,15 +131,14 @@ impl<T: Scalar> Graph<T> {
                             inputs[k].len()
                         )));
                     }
-                    inputs[k].to_vec()
+                    Cow::Borrowed(inputs[k])
                 }
-                NodeKind::Constant(c) => c.clone(),
+                NodeKind::Constant(c) => Cow::Borrowed(c.as_slice()),
                 NodeKind::Op(op) => {
-                    let args: SmallVec<[&[T]; 4]> =
-                        node.inputs.iter().map(|&i| values[i].as_slice()).collect();
+                    let args: SmallVec<[&[T]; 4]> = node.inputs.iter().map(|&i| &*values[i]).collect();
                     let mut out = vec![T::zero(); node.numel()];
                     op.forward(&args, &mut out).map_err(|e| e.at_node(&node.name, op.op_type()))?;
-                    out
+                    Cow::Owned(out)
                 }
             };
             values.push(v);
@@ -142,7 +148,7 @@ impl<T: Scalar> Graph<T> {
 
     /// Evaluate the graph and return the value of `node`.
     pub fn forward(&self, inputs: &[&[T]], node: NodeId) -> Result<Vec<T>> {
-        Ok(self.forward_all(inputs)?.swap_remove(node))
+        Ok(self.eval(inputs)?.swap_remove(node).into_owned())
     }
 
     /// For each node, how many edges leave it (counting repeated use).
@@ -163,7 +169,7 @@ pub struct GraphBuilder<T: Scalar> {
     nodes: Vec<Node<T>>,
     inputs: Vec<NodeId>,
     by_name: HashMap<String, NodeId>,
-    consts: HashMap<NodeId, TensorData>,
+    consts: HashMap<NodeId, Arc<TensorData>>,
 }
 
 impl<T: Scalar + BuilderFor> Default for GraphBuilder<T> {
@@ -214,7 +220,7 @@ impl<T: Scalar + BuilderFor> GraphBuilder<T> {
             inputs: SmallVec::new(),
             shape: value.shape.clone(),
         })?;
-        self.consts.insert(id, value);
+        self.consts.insert(id, Arc::new(value));
         Ok(id)
     }
 

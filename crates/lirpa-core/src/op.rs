@@ -129,7 +129,8 @@ pub trait Operator<T: Scalar>:
 #[derive(Clone, Debug)]
 pub struct InputDef {
     pub shape: Shape,
-    pub value: Option<TensorData>,
+    /// Shared, so that handing a large weight to several builders copies nothing.
+    pub value: Option<std::sync::Arc<TensorData>>,
 }
 
 /// Everything a builder knows about the node it builds.
@@ -156,7 +157,7 @@ impl<'a> NodeDef<'a> {
 
     /// The value of input `i`, which must be a constant.
     pub fn const_input(&self, i: usize) -> Result<&'a TensorData> {
-        self.input(i)?.value.as_ref().ok_or_else(|| {
+        self.input(i)?.value.as_deref().ok_or_else(|| {
             crate::Error::Invalid(format!(
                 "input {i} must be a constant (perturbed values are not supported here)"
             ))

@@ -8,6 +8,7 @@ use lirpa_core::{
     Error, Graph, LinearA, LinearBias, NodeId, NodeKind, Operator, Perturbation, Result, Scalar,
 };
 use smallvec::SmallVec;
+use std::borrow::Cow;
 
 /// The value of one graph input: exact, or a perturbation set.
 #[derive(Clone, Debug)]
@@ -56,8 +57,8 @@ struct State<'g, T: Scalar> {
     /// Perturbation of each perturbed input node.
     ptb: Vec<Option<&'g Perturbation<T>>>,
     perturbed: Vec<bool>,
-    /// Exact values of unperturbed nodes.
-    values: Vec<Option<Vec<T>>>,
+    /// Exact values of unperturbed nodes (constants borrowed from the graph).
+    values: Vec<Option<Cow<'g, [T]>>>,
     /// Final (sound) element-wise bounds of perturbed nodes, once computed.
     bounds: Vec<Option<Bounds<T>>>,
 }
@@ -74,7 +75,7 @@ impl<'g, T: Scalar> State<'g, T> {
         }
         let mut ptb = vec![None; n];
         let mut perturbed = vec![false; n];
-        let mut values: Vec<Option<Vec<T>>> = vec![None; n];
+        let mut values: Vec<Option<Cow<'g, [T]>>> = vec![None; n];
         for (&id, v) in graph.inputs().iter().zip(inputs) {
             let node = graph.node(id);
             match v {
@@ -90,7 +91,7 @@ impl<'g, T: Scalar> State<'g, T> {
                     if let Some(i) = x.iter().position(|v| !v.is_finite()) {
                         return Err(Error::NonFinite(format!("input '{}' element {i}", node.name)));
                     }
-                    values[id] = Some(x.clone());
+                    values[id] = Some(Cow::Borrowed(x.as_slice()));
                 }
                 InputValue::Perturbed(p) => {
                     p.validate()?;
@@ -110,7 +111,7 @@ impl<'g, T: Scalar> State<'g, T> {
         for (id, node) in graph.nodes().iter().enumerate() {
             match &node.kind {
                 NodeKind::Input => {}
-                NodeKind::Constant(c) => values[id] = Some(c.clone()),
+                NodeKind::Constant(c) => values[id] = Some(Cow::Borrowed(c.as_slice())),
                 NodeKind::Op(op) => {
                     perturbed[id] = node.inputs.iter().any(|&i| perturbed[i]);
                     if !perturbed[id] {
@@ -119,7 +120,7 @@ impl<'g, T: Scalar> State<'g, T> {
                         let mut out = vec![T::zero(); node.numel()];
                         op.forward(&args, &mut out).map_err(|e| e.at_node(&node.name, op.op_type()))?;
                         drop(args);
-                        values[id] = Some(out);
+                        values[id] = Some(Cow::Owned(out));
                     }
                 }
             }
@@ -158,7 +159,7 @@ impl<'g, T: Scalar> State<'g, T> {
             let v = self.values[target].as_ref().expect("unperturbed value");
             let y = match req.c {
                 Some(c) => lirpa_core::linear::mat_vec(c, v),
-                None => v.clone(),
+                None => v.to_vec(),
             };
             return Ok(BoundResult { lower: y.clone(), upper: y, a: vec![], bias: None });
         }
@@ -471,7 +472,7 @@ impl<'g, T: Scalar> State<'g, T> {
         let ctx_bounds: SmallVec<[Option<Interval<'_, T>>; 4]> = inputs
             .iter()
             .map(|&i| match (&self.values[i], &self.bounds[i]) {
-                (Some(v), _) => Some(Interval { lower: v.as_slice(), upper: v.as_slice() }),
+                (Some(v), _) => Some(Interval { lower: &**v, upper: &**v }),
                 (None, Some((l, u))) => Some(Interval { lower: l.as_slice(), upper: u.as_slice() }),
                 (None, None) => None,
             })
