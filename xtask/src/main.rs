@@ -44,8 +44,20 @@ fn cargo() -> Command {
 
 /// The README's main command: bounds of the bundled toy model.
 pub const MAIN_JOB: &[&str] = &[
-    "run", "--release", "-q", "-p", "lirpa-cli", "--", "bounds", "models/toy.onnx", "--method", "crown", "--lower",
-    "models/toy_lower.json", "--upper", "models/toy_upper.json",
+    "run",
+    "--release",
+    "-q",
+    "-p",
+    "lirpa-cli",
+    "--",
+    "bounds",
+    "models/toy.onnx",
+    "--method",
+    "crown",
+    "--lower",
+    "models/toy_lower.json",
+    "--upper",
+    "models/toy_upper.json",
 ];
 
 fn ci() -> Result<()> {
