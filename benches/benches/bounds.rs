@@ -20,14 +20,20 @@ fn bench_bounds(c: &mut Criterion) {
         .collect();
     for &(mname, method) in METHODS {
         let mut group = c.benchmark_group(mname);
-        group.sample_size(20).measurement_time(Duration::from_secs(2)).warm_up_time(Duration::from_millis(500));
+        group
+            .sample_size(20)
+            .measurement_time(Duration::from_secs(2))
+            .warm_up_time(Duration::from_millis(500));
         let opts = BoundOptions::with_method(method);
         for case in &cases {
             let inputs = [InputValue::Perturbed(case.ptb.clone())];
             for (key, spec) in [("bounds", None), ("spec_bounds", Some(case.spec_c.as_ref()))] {
                 let req = BoundRequest { c: spec, ..Default::default() };
                 group.bench_function(BenchmarkId::new(&case.name, key), |b| {
-                    b.iter(|| lirpa::compute_bounds(black_box(&case.graph), black_box(&inputs), &opts, &req).unwrap())
+                    b.iter(|| {
+                        lirpa::compute_bounds(black_box(&case.graph), black_box(&inputs), &opts, &req)
+                            .unwrap()
+                    })
                 });
             }
         }

@@ -18,7 +18,8 @@ pub const CASES: &[(&str, &str)] = &[
     ("vnncomp", "mnistfc_256x6_prop5_0.03"),
 ];
 
-pub const METHODS: &[(&str, Method)] = &[("IBP", Method::Ibp), ("CROWN", Method::Crown), ("CROWN-IBP", Method::CrownIbp)];
+pub const METHODS: &[(&str, Method)] =
+    &[("IBP", Method::Ibp), ("CROWN", Method::Crown), ("CROWN-IBP", Method::CrownIbp)];
 
 /// `$LIRPA_SHARED/reference`, or `../shared/reference` beside the repository.
 pub fn reference_dir() -> PathBuf {
@@ -44,7 +45,8 @@ impl BenchCase {
     /// Load a case; `Err` says why it cannot be benchmarked.
     pub fn load(folder: &str, name: &str) -> Result<BenchCase, String> {
         let dir = reference_dir().join(folder).join(name);
-        let text = std::fs::read_to_string(dir.join("case.json")).map_err(|e| format!("{}: {e}", dir.display()))?;
+        let text =
+            std::fs::read_to_string(dir.join("case.json")).map_err(|e| format!("{}: {e}", dir.display()))?;
         let json: Value = serde_json::from_str(&text).map_err(|e| format!("{name}: {e}"))?;
         let graph = lirpa::load_onnx::<f32>(dir.join("model.onnx")).map_err(|e| e.to_string())?;
         let bad = || format!("{name}: malformed case.json");
@@ -60,8 +62,13 @@ impl BenchCase {
             ),
         }
         .map_err(|e| e.to_string())?;
-        let rows: Vec<Vec<f32>> =
-            json["spec_c"].as_array().ok_or_else(bad)?.iter().map(floats).collect::<Option<_>>().ok_or_else(bad)?;
+        let rows: Vec<Vec<f32>> = json["spec_c"]
+            .as_array()
+            .ok_or_else(bad)?
+            .iter()
+            .map(floats)
+            .collect::<Option<_>>()
+            .ok_or_else(bad)?;
         let spec_c = faer::Mat::from_fn(rows.len(), rows[0].len(), |i, j| rows[i][j]);
         Ok(BenchCase { name: name.to_string(), graph, ptb, spec_c, json })
     }
