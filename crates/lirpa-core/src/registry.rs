@@ -62,7 +62,7 @@ pub fn registered_ops() -> Vec<&'static OpRegistration> {
 /// `fn build<T: Scalar>(node: &NodeDef) -> Result<BuiltOp<T>>`; it is instantiated
 /// for `f32` and `f64`.
 ///
-/// ```ignore
+/// ```text
 /// lirpa_core::register_op!("Relu", build_relu);
 /// lirpa_core::register_op!(domain = "com.example", "Swish", build_swish);
 /// ```
