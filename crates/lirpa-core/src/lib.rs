@@ -15,6 +15,7 @@ pub mod perturbation;
 pub mod registry;
 pub mod scalar;
 pub mod tensor;
+pub mod window;
 
 pub use attr::{Attr, Attributes};
 pub use error::{Error, Result};
@@ -28,6 +29,7 @@ pub use perturbation::{Norm, Perturbation};
 pub use registry::{OpRegistration, lookup, registered_ops};
 pub use scalar::Scalar;
 pub use tensor::{DType, Shape, TensorData, broadcast_shapes, broadcast_source_index, numel};
+pub use window::{Window, spatial_dims};
 
 /// Re-exported so that plugins use the same version of these crates as the core.
 pub mod reexport {

@@ -12,16 +12,23 @@
 //! element `j` of the node, so element-wise relaxations scale whole columns.
 //! Either side may be absent when only one bound is asked for.
 
+use crate::window::Window;
 use crate::{Error, Result, Scalar};
 use faer::linalg::matmul::matmul;
 use faer::{Accum, Mat, MatRef, Par};
 use smallvec::SmallVec;
 
 /// The linear coefficients of a bound with respect to one node.
+///
+/// With `window: None` (dense form) column `j` is node element `j`. With a
+/// [`Window`] the columns are the cells of each row's window (compact form on
+/// spatial nodes); only operators that declare
+/// [`supports_window`](crate::op::LinearRelaxation::supports_window) ever see it.
 #[derive(Clone, Debug)]
 pub struct LinearA<T: Scalar> {
     pub lower: Option<Mat<T>>,
     pub upper: Option<Mat<T>>,
+    pub window: Option<Window>,
 }
 
 /// The constant terms of a bound, one entry per specification row.
@@ -51,10 +58,37 @@ impl<T: Scalar> LinearA<T> {
     /// The same matrix for both sides (a specification matrix `C`).
     pub fn both(m: Mat<T>, lower: bool, upper: bool) -> Self {
         match (lower, upper) {
-            (true, true) => LinearA { lower: Some(m.clone()), upper: Some(m) },
-            (true, false) => LinearA { lower: Some(m), upper: None },
-            (false, true) => LinearA { lower: None, upper: Some(m) },
-            (false, false) => LinearA { lower: None, upper: None },
+            (true, true) => LinearA { lower: Some(m.clone()), upper: Some(m), window: None },
+            (true, false) => LinearA { lower: Some(m), upper: None, window: None },
+            (false, true) => LinearA { lower: None, upper: Some(m), window: None },
+            (false, false) => LinearA { lower: None, upper: None, window: None },
+        }
+    }
+
+    /// Dense coefficients on each side (no window).
+    pub fn dense(lower: Option<Mat<T>>, upper: Option<Mat<T>>) -> Self {
+        LinearA { lower, upper, window: None }
+    }
+
+    /// The same coefficients in dense form.
+    pub fn into_dense(self) -> Self {
+        match &self.window {
+            None => self,
+            Some(w) => LinearA {
+                lower: self.lower.as_ref().map(|m| w.to_dense(m)),
+                upper: self.upper.as_ref().map(|m| w.to_dense(m)),
+                window: None,
+            },
+        }
+    }
+
+    /// Re-express windowed coefficients in the layout `to` (see [`Window::embed`]).
+    fn embed(self, to: &Window) -> Self {
+        let w = self.window.as_ref().expect("windowed");
+        LinearA {
+            lower: self.lower.as_ref().map(|m| w.embed(m, to)),
+            upper: self.upper.as_ref().map(|m| w.embed(m, to)),
+            window: Some(to.clone()),
         }
     }
 
@@ -77,11 +111,30 @@ impl<T: Scalar> LinearA<T> {
         Ok(LinearA {
             lower: self.lower.as_ref().map(&mut f).transpose()?,
             upper: self.upper.as_ref().map(&mut f).transpose()?,
+            window: self.window.clone(),
         })
     }
 
     /// Sum at fan-out: a node's coefficients are the sum of what all its consumers send.
-    pub fn add_assign(&mut self, other: LinearA<T>) -> Result<()> {
+    /// Windowed terms are brought to a common layout first (their union, or dense).
+    pub fn add_assign(&mut self, mut other: LinearA<T>) -> Result<()> {
+        if self.window != other.window {
+            let common = match (&self.window, &other.window) {
+                (Some(a), Some(b)) => a.union(b).filter(|u| !u.covers_node()),
+                _ => None,
+            };
+            let this = std::mem::replace(self, LinearA::dense(None, None));
+            match common {
+                Some(u) => {
+                    *self = this.embed(&u);
+                    other = other.embed(&u);
+                }
+                None => {
+                    *self = this.into_dense();
+                    other = other.into_dense();
+                }
+            }
+        }
         fn side<T: Scalar>(acc: &mut Option<Mat<T>>, x: Option<Mat<T>>) -> Result<()> {
             match (acc.as_mut(), x) {
                 (_, None) => {}
@@ -108,10 +161,12 @@ impl<T: Scalar> LinearA<T> {
     /// `A · v` for a constant `v` on each side (contribution of an unperturbed input).
     pub fn times_vector(&self, v: &[T]) -> LinearBias<T> {
         let spec = self.spec();
-        LinearBias {
-            lower: self.lower.as_ref().map_or_else(|| vec![T::zero(); spec], |m| mat_vec(m.as_ref(), v)),
-            upper: self.upper.as_ref().map_or_else(|| vec![T::zero(); spec], |m| mat_vec(m.as_ref(), v)),
-        }
+        let side = |m: &Option<Mat<T>>| match (m, &self.window) {
+            (None, _) => vec![T::zero(); spec],
+            (Some(m), None) => mat_vec(m.as_ref(), v),
+            (Some(m), Some(w)) => w.times_vector(m, v),
+        };
+        LinearBias { lower: side(&self.lower), upper: side(&self.upper) }
     }
 }
 
@@ -207,12 +262,15 @@ impl<T: Scalar> ElementwiseRelaxation<T> {
     /// Propagate coefficients through the relaxation. For the lower bound, positive
     /// coefficients take the lower line and negative ones the upper line; the upper
     /// bound does the opposite.
+    /// Works on dense and windowed coefficients alike.
     pub fn backward(&self, a: LinearA<T>) -> BackwardResult<T> {
         let spec = a.spec();
         let mut bias = LinearBias::zeros(spec);
+        let win = a.window.as_ref();
         let lower = a.lower.map(|m| {
             self.split(
                 m,
+                win,
                 &mut bias.lower,
                 (&self.lower_slope, &self.lower_intercept),
                 (&self.upper_slope, &self.upper_intercept),
@@ -221,15 +279,60 @@ impl<T: Scalar> ElementwiseRelaxation<T> {
         let upper = a.upper.map(|m| {
             self.split(
                 m,
+                win,
                 &mut bias.upper,
                 (&self.upper_slope, &self.upper_intercept),
                 (&self.lower_slope, &self.lower_intercept),
             )
         });
-        BackwardResult { inputs: smallvec::smallvec![Some(LinearA { lower, upper })], bias }
+        BackwardResult { inputs: smallvec::smallvec![Some(LinearA { lower, upper, window: a.window })], bias }
     }
 
-    fn split(&self, mut m: Mat<T>, bias: &mut [T], pos: (&[T], &[T]), neg: (&[T], &[T])) -> Mat<T> {
+    fn split(
+        &self,
+        m: Mat<T>,
+        win: Option<&Window>,
+        bias: &mut [T],
+        pos: (&[T], &[T]),
+        neg: (&[T], &[T]),
+    ) -> Mat<T> {
+        match win {
+            None => self.split_dense(m, bias, pos, neg),
+            Some(w) => self.split_window(m, w, bias, pos, neg),
+        }
+    }
+
+    fn split_window(
+        &self,
+        mut m: Mat<T>,
+        w: &Window,
+        bias: &mut [T],
+        pos: (&[T], &[T]),
+        neg: (&[T], &[T]),
+    ) -> Mat<T> {
+        let zero = T::zero();
+        let (hw, area) = (w.h * w.w, w.ph * w.pw);
+        for r in 0..m.nrows() {
+            let mut b = zero;
+            w.for_each_cell(r, |cell, node| {
+                for ch in 0..w.c {
+                    let (j, k) = (ch * hw + node, ch * area + cell);
+                    let x = m[(r, k)];
+                    if x > zero {
+                        b += x * pos.1[j];
+                        m[(r, k)] = x * pos.0[j];
+                    } else if x < zero {
+                        b += x * neg.1[j];
+                        m[(r, k)] = x * neg.0[j];
+                    }
+                }
+            });
+            bias[r] += b;
+        }
+        m
+    }
+
+    fn split_dense(&self, mut m: Mat<T>, bias: &mut [T], pos: (&[T], &[T]), neg: (&[T], &[T])) -> Mat<T> {
         let zero = T::zero();
         for j in 0..m.ncols() {
             let (ps, pb, ns, nb) = (pos.0[j], pos.1[j], neg.0[j], neg.1[j]);

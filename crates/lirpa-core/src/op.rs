@@ -115,6 +115,14 @@ pub trait LinearRelaxation<T: Scalar> {
     fn is_affine(&self) -> bool {
         false
     }
+
+    /// True when [`backward`](Self::backward) accepts coefficients in windowed form
+    /// (`a.window` is `Some`, see [`crate::window`]) on this node's output and returns
+    /// windowed or dense coefficients for its inputs. Operators that return `false`
+    /// always receive dense coefficients.
+    fn supports_window(&self) -> bool {
+        false
+    }
 }
 
 /// A node's semantics as stored in the graph.

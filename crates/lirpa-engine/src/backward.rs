@@ -1,11 +1,12 @@
 //! IBP, CROWN and CROWN-IBP on a general DAG.
 
-use crate::options::{BoundOptions, BoundRequest, Method};
+use crate::options::{BoundOptions, BoundRequest, ConvMode, Method};
 use faer::{Mat, MatRef, Par};
 use lirpa_core::op::{BackwardCtx, Interval};
 use lirpa_core::perturbation::concretize_box;
 use lirpa_core::{
-    Error, Graph, LinearA, LinearBias, NodeId, NodeKind, Operator, Perturbation, Result, Scalar,
+    Error, Graph, LinearA, LinearBias, NodeId, NodeKind, Operator, Perturbation, Result, Scalar, Window,
+    spatial_dims,
 };
 use smallvec::SmallVec;
 use std::borrow::Cow;
@@ -297,6 +298,7 @@ impl<'g, T: Scalar> State<'g, T> {
                     bias.add_assign(&res.bias);
                     for (k, ak) in res.inputs.into_iter().enumerate() {
                         if let (Some(ak), Some(&i)) = (ak, node.inputs.get(k)) {
+                            let ak = self.settle(i, ak)?;
                             match &mut pending[i] {
                                 Some(acc) => acc.add_assign(ak)?,
                                 slot @ None => *slot = Some(ak),
@@ -304,8 +306,9 @@ impl<'g, T: Scalar> State<'g, T> {
                         }
                     }
                 }
-                None => roots.push((id, a)),
+                None => roots.push((id, a.into_dense())),
                 Some(_) => {
+                    let a = a.into_dense();
                     let (l, u) = self.ibp(id)?;
                     if let Some(al) = &a.lower {
                         add(&mut lo, &concretize_box(al.as_ref(), &l, &u, false));
@@ -378,11 +381,21 @@ impl<'g, T: Scalar> State<'g, T> {
             return Ok(reference);
         }
         let n = node.numel();
-        let mut sel = Mat::<T>::zeros(rows.len(), n);
-        for (r, &j) in rows.iter().enumerate() {
-            sel[(r, j)] = T::one();
-        }
-        let (roots, bias) = self.backward_from(id, LinearA::both(sel, true, true))?;
+        let spatial = spatial_dims(&node.shape).filter(|_| self.opts.conv_mode == ConvMode::Auto);
+        let start = match spatial {
+            Some((c, h, w)) if op.supports_window() && h * w > 1 => {
+                let (win, sel) = Window::select::<T>(c, h, w, &rows);
+                LinearA { window: Some(win), ..LinearA::both(sel, true, true) }
+            }
+            _ => {
+                let mut sel = Mat::<T>::zeros(rows.len(), n);
+                for (r, &j) in rows.iter().enumerate() {
+                    sel[(r, j)] = T::one();
+                }
+                LinearA::both(sel, true, true)
+            }
+        };
+        let (roots, bias) = self.backward_from(id, start)?;
         let (cl, cu) = self.concretize(&roots, &bias, true, true);
         let (mut lo, mut hi) = reference;
         for (r, &j) in rows.iter().enumerate() {
@@ -436,7 +449,7 @@ impl<'g, T: Scalar> State<'g, T> {
             }
             let op = match &node.kind {
                 NodeKind::Input => {
-                    roots.push((id, a));
+                    roots.push((id, a.into_dense()));
                     continue;
                 }
                 NodeKind::Op(op) => op.as_ref(),
@@ -453,6 +466,7 @@ impl<'g, T: Scalar> State<'g, T> {
                         "backward rule returned coefficients for input {k}, which does not exist"
                     ))
                 })?;
+                let ak = self.settle(i, ak)?;
                 match &mut pending[i] {
                     Some(acc) => acc.add_assign(ak)?,
                     slot @ None => *slot = Some(ak),
@@ -483,7 +497,41 @@ impl<'g, T: Scalar> State<'g, T> {
             }
         }
         let ctx = BackwardCtx { input_bounds: &ctx_bounds, options: &self.opts.relax, par: self.par };
+        let a = if a.window.is_some() && !op.supports_window() { a.into_dense() } else { a };
         op.backward(&ctx, a)
+    }
+
+    /// Check coefficients an operator returned for node `id` and choose their form:
+    /// a window that covers the whole node becomes dense.
+    fn settle(&self, id: NodeId, a: LinearA<T>) -> Result<LinearA<T>> {
+        let numel = self.graph.node(id).numel();
+        match &a.window {
+            None => {
+                if a.cols() != numel && a.spec() > 0 {
+                    return Err(Error::Shape(format!(
+                        "backward rule returned {} coefficients per row for a node of {numel} elements",
+                        a.cols()
+                    )));
+                }
+                Ok(a)
+            }
+            Some(w) => {
+                if w.numel() != numel || a.cols() != w.cols() {
+                    return Err(Error::Shape(format!(
+                        "backward rule returned a window of {}x{}x{} (node {}x{}x{}) with {} columns \
+                         for a node of {numel} elements",
+                        w.c,
+                        w.ph,
+                        w.pw,
+                        w.c,
+                        w.h,
+                        w.w,
+                        a.cols()
+                    )));
+                }
+                Ok(if w.covers_node() { a.into_dense() } else { a })
+            }
+        }
     }
 
     /// Concretize linear bounds over the perturbation sets of the roots.

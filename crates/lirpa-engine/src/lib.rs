@@ -7,6 +7,6 @@ mod backward;
 mod options;
 
 pub use backward::{BoundResult, InputValue, LinearBoundA, compute_bounds};
-pub use options::{BoundOptions, BoundRequest, Method};
+pub use options::{BoundOptions, BoundRequest, ConvMode, Method};
 
 pub use lirpa_core::{Graph, NodeId, Perturbation, Scalar};

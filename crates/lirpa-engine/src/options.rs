@@ -49,6 +49,32 @@ pub struct BoundOptions {
     pub sparse_intermediate: bool,
     /// Threads for dense products: 1 is sequential, 0 uses every rayon thread.
     pub threads: usize,
+    /// Form of the coefficients on spatial (convolutional) nodes.
+    pub conv_mode: ConvMode,
+}
+
+/// How backward passes represent coefficients on `[1, C, H, W]` nodes (auto_LiRPA's
+/// `conv_mode`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum ConvMode {
+    /// Windowed (compact) coefficients for intermediate bounds of spatial nodes whose
+    /// operator supports them, switching to dense where a window covers its node.
+    #[default]
+    Auto,
+    /// Always dense `spec × numel` matrices.
+    Dense,
+}
+
+impl std::str::FromStr for ConvMode {
+    type Err = Error;
+    fn from_str(s: &str) -> Result<ConvMode> {
+        match s {
+            "auto" => Ok(ConvMode::Auto),
+            "dense" => Ok(ConvMode::Dense),
+            other => Err(Error::Invalid(format!("unknown conv mode '{other}' (expected auto or dense)"))),
+        }
+    }
 }
 
 impl Default for BoundOptions {
@@ -58,6 +84,7 @@ impl Default for BoundOptions {
             relax: RelaxOptions::default(),
             sparse_intermediate: true,
             threads: 1,
+            conv_mode: ConvMode::Auto,
         }
     }
 }

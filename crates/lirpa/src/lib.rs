@@ -21,6 +21,8 @@
 //! ```
 
 // Name every plugin so the linker keeps its registrations (inventory's rule).
+#[cfg(feature = "conv")]
+use lirpa_ops_conv as _;
 #[cfg(feature = "linear")]
 use lirpa_ops_linear as _;
 #[cfg(feature = "relu")]
@@ -33,7 +35,7 @@ pub use lirpa_core::{
     registered_ops,
 };
 pub use lirpa_engine::{
-    BoundOptions, BoundRequest, BoundResult, InputValue, LinearBoundA, Method, compute_bounds,
+    BoundOptions, BoundRequest, BoundResult, ConvMode, InputValue, LinearBoundA, Method, compute_bounds,
 };
 pub use lirpa_onnx::{self as onnx, OnnxError, load as load_onnx};
 
@@ -45,6 +47,8 @@ pub fn standard_ops() -> Vec<&'static str> {
     v.extend(lirpa_ops_linear::OPS);
     #[cfg(feature = "relu")]
     v.extend(lirpa_ops_relu::OPS);
+    #[cfg(feature = "conv")]
+    v.extend(lirpa_ops_conv::OPS);
     v.sort_unstable();
     v
 }

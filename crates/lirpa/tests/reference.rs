@@ -41,10 +41,20 @@ fn reference_cases_parity_and_soundness() {
         eprintln!("  FAILED {f}");
     }
     assert!(failures.is_empty(), "{} reference checks failed", failures.len());
-    // The cases this foundation must cover (MLPs, ACAS Xu, mnistfc) are never skipped.
-    for must in
-        ["mlp_relu__linf_0.05", "mlp_leakyrelu__linf_0.1", "acas_2_1_prop1", "mnistfc_256x6_prop5_0.03"]
-    {
+    // The cases the standard plugins must cover are never skipped.
+    for must in [
+        "mlp_relu__linf_0.05",
+        "mlp_leakyrelu__linf_0.1",
+        "acas_2_1_prop1",
+        "mnistfc_256x6_prop5_0.03",
+        "cnn__linf_0.02",
+        "cnn__l2_0.3",
+        "cnn_bn_avgpool__linf_0.01",
+        "cnn_maxpool__linf_0.01",
+        "resnet_tiny__linf_0.01",
+        "oval_wide_img19",
+        "resnet_2b_prop0",
+    ] {
         assert!(!skipped.iter().any(|s| s.starts_with(must)), "{must} was skipped");
     }
 }

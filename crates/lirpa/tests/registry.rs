@@ -15,7 +15,7 @@ fn standard_operators_are_registered() {
         );
     }
     for (op, plugin) in &registered {
-        let owner = if lirpa_ops_relu_owned(op) { "lirpa-ops-relu" } else { "lirpa-ops-linear" };
+        let owner = owner_of(op);
         assert_eq!(*plugin, owner, "operator {op} registered by {plugin}");
     }
     // No operator type is registered twice.
@@ -26,6 +26,13 @@ fn standard_operators_are_registered() {
     assert_eq!(before, names.len(), "duplicate registrations");
 }
 
-fn lirpa_ops_relu_owned(op: &str) -> bool {
-    matches!(op, "Relu" | "LeakyRelu")
+/// The plugin that owns each standard operator, from each plugin's own list.
+fn owner_of(op: &str) -> &'static str {
+    if lirpa_ops_relu::OPS.contains(&op) {
+        "lirpa-ops-relu"
+    } else if lirpa_ops_conv::OPS.contains(&op) {
+        "lirpa-ops-conv"
+    } else {
+        "lirpa-ops-linear"
+    }
 }

@@ -3,6 +3,7 @@
 
 mod dense;
 mod elementwise;
+mod index;
 mod shape;
 
 use lirpa_core::register_op;
@@ -24,22 +25,30 @@ register_op!("Squeeze", shape::build_squeeze);
 register_op!("Unsqueeze", shape::build_unsqueeze);
 register_op!("Transpose", shape::build_transpose);
 register_op!("Shape", shape::build_shape);
+register_op!("Concat", index::build_concat);
+register_op!("Slice", index::build_slice);
+register_op!("Gather", index::build_gather);
+register_op!("Pad", index::build_pad);
 
 /// The operator types this crate registers (checked by the facade's tests).
 pub const OPS: &[&str] = &[
     "Add",
     "Cast",
+    "Concat",
     "Constant",
     "Div",
     "Dropout",
     "Flatten",
+    "Gather",
     "Gemm",
     "Identity",
     "MatMul",
     "Mul",
     "Neg",
+    "Pad",
     "Reshape",
     "Shape",
+    "Slice",
     "Squeeze",
     "Sub",
     "Transpose",

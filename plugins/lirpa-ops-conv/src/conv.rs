@@ -1,0 +1,474 @@
+//! Convolution (1-D and 2-D; stride, dilation, asymmetric padding, groups), also used
+//! for average pooling (a depthwise convolution with a per-position divisor).
+//!
+//! The backward rule is the transposed convolution applied to every row of the
+//! coefficients at once: for each output position and kernel tap, the block of
+//! `spec × C_out/g` coefficients is multiplied by the tap's `C_out/g × C_in/g` weight
+//! matrix and added to the block of the input position it reads. Dense coefficients and
+//! windowed ones (see `lirpa_core::window`) use the same loop; only the frame differs.
+
+use crate::geom::{Geom, spatial_input};
+use faer::linalg::matmul::matmul;
+use faer::{Accum, Mat, MatMut, MatRef, Par};
+use lirpa_core::linear::mat_vec;
+use lirpa_core::op::{BackwardCtx, Evaluate, Interval, IntervalRule, LinearRelaxation, NodeDef, Operator};
+use lirpa_core::{BackwardResult, BuiltOp, Error, LinearA, LinearBias, Result, Scalar, Shape, Window};
+
+/// A convolution `y[co] = scale ⊙ Σ W[co, ci] ⋆ x[ci] + b[co]` on a batch-1 input.
+#[derive(Debug)]
+pub struct Conv<T> {
+    op_type: &'static str,
+    ci: usize,
+    co: usize,
+    groups: usize,
+    g: Geom,
+    /// Weights `[co][ci/groups][kh][kw]` and their absolute values.
+    w: Vec<T>,
+    w_abs: Vec<T>,
+    /// Per (group, ky, kx): the `co/g × ci/g` tap matrix.
+    taps: Vec<Mat<T>>,
+    /// Bias expanded to the output (`co·ho·wo`), if any entry is non-zero.
+    bias_map: Option<Vec<T>>,
+    /// Per-output-position factor (`ho·wo`), for average pooling without padding count.
+    out_scale: Option<Vec<T>>,
+}
+
+impl<T: Scalar> Conv<T> {
+    /// Build from weights `[co][ci/groups][kh][kw]` (f64) and an optional bias.
+    #[allow(clippy::too_many_arguments)]
+    pub fn new(
+        op_type: &'static str,
+        ci: usize,
+        co: usize,
+        groups: usize,
+        g: Geom,
+        w: &[f64],
+        bias: Option<&[f64]>,
+        out_scale: Option<Vec<f64>>,
+    ) -> Result<Self> {
+        if groups == 0 || ci % groups != 0 || co % groups != 0 {
+            return Err(Error::Invalid(format!(
+                "group {groups} does not divide {ci} input and {co} output channels"
+            )));
+        }
+        let (cig, cog) = (ci / groups, co / groups);
+        let k = g.kh * g.kw;
+        if w.len() != co * cig * k {
+            return Err(Error::Shape(format!(
+                "the weight has {} elements, expected {}",
+                w.len(),
+                co * cig * k
+            )));
+        }
+        let mut taps = Vec::with_capacity(groups * k);
+        for grp in 0..groups {
+            for t in 0..k {
+                taps.push(Mat::from_fn(cog, cig, |o, i| T::from_f64(w[((grp * cog + o) * cig + i) * k + t])));
+            }
+        }
+        let p = g.ho * g.wo;
+        let bias_map = match bias {
+            Some(b) if b.iter().any(|&v| v != 0.0) => {
+                if b.len() != co {
+                    return Err(Error::Shape(format!("the bias has {} elements, expected {co}", b.len())));
+                }
+                Some((0..co * p).map(|j| T::from_f64(b[j / p])).collect())
+            }
+            _ => None,
+        };
+        Ok(Conv {
+            op_type,
+            ci,
+            co,
+            groups,
+            g,
+            w: w.iter().map(|&v| T::from_f64(v)).collect(),
+            w_abs: w.iter().map(|&v| T::from_f64(v.abs())).collect(),
+            taps,
+            bias_map,
+            out_scale: out_scale.map(|s| s.into_iter().map(T::from_f64).collect()),
+        })
+    }
+
+    pub fn output_shape(&self, dims: usize) -> Shape {
+        if dims == 1 {
+            Shape::from_slice(&[1, self.co, self.g.wo])
+        } else {
+            Shape::from_slice(&[1, self.co, self.g.ho, self.g.wo])
+        }
+    }
+
+    /// `out = scale ⊙ (w ⋆ x)` (no bias), by im2col and one product per group.
+    fn convolve(&self, w: &[T], x: &[T], out: &mut [T]) {
+        let g = &self.g;
+        let (cig, cog) = (self.ci / self.groups, self.co / self.groups);
+        let (k, p, hw) = (g.kh * g.kw, g.ho * g.wo, g.hi * g.wi);
+        let mut cols = Mat::<T>::zeros(cig * k, p);
+        for grp in 0..self.groups {
+            for i in 0..cig {
+                let xc = &x[(grp * cig + i) * hw..][..hw];
+                for ky in 0..g.kh {
+                    for kx in 0..g.kw {
+                        let row = (i * g.kh + ky) * g.kw + kx;
+                        for y in 0..g.ho {
+                            let Some(iy) = g.in_h(y, ky) else {
+                                for xx in 0..g.wo {
+                                    cols[(row, y * g.wo + xx)] = T::zero();
+                                }
+                                continue;
+                            };
+                            for xx in 0..g.wo {
+                                cols[(row, y * g.wo + xx)] = match g.in_w(xx, kx) {
+                                    Some(ix) => xc[iy * g.wi + ix],
+                                    None => T::zero(),
+                                };
+                            }
+                        }
+                    }
+                }
+            }
+            let wg = MatRef::from_row_major_slice(&w[grp * cog * cig * k..][..cog * cig * k], cog, cig * k);
+            let mut res = Mat::<T>::zeros(cog, p);
+            matmul(res.as_mut(), Accum::Replace, wg, cols.as_ref(), T::one(), Par::Seq);
+            for o in 0..cog {
+                let dst = &mut out[(grp * cog + o) * p..][..p];
+                for (q, d) in dst.iter_mut().enumerate() {
+                    *d = res[(o, q)];
+                }
+            }
+        }
+        if let Some(s) = &self.out_scale {
+            for (j, v) in out.iter_mut().enumerate() {
+                *v *= s[j % p];
+            }
+        }
+    }
+
+    fn add_bias(&self, out: &mut [T]) {
+        if let Some(b) = &self.bias_map {
+            out.iter_mut().zip(b).for_each(|(o, b)| *o += *b);
+        }
+    }
+
+    /// `dst += src` through the transposed convolution. `src` has `co × ph × pw` cells
+    /// per row, `dst` has `ci × qh × qw`; source cell `(y, x)` with tap `(ky, kx)` lands
+    /// on destination cell `(y·sh + ky·dh − shift_h, x·sw + kx·dw − shift_w)` when that
+    /// is inside `qh × qw`.
+    #[allow(clippy::too_many_arguments)]
+    fn transpose_acc(
+        &self,
+        src: &Mat<T>,
+        (ph, pw): (usize, usize),
+        dst: &mut Mat<T>,
+        (qh, qw): (usize, usize),
+        (shift_h, shift_w): (isize, isize),
+    ) {
+        let g = &self.g;
+        let rows = src.nrows();
+        if rows == 0 {
+            return;
+        }
+        let (cig, cog) = (self.ci / self.groups, self.co / self.groups);
+        let (sp, dq) = (ph * pw, qh * qw);
+        let (scs, dcs) = (src.col_stride(), dst.col_stride());
+        let gemm = cog * cig >= 16 && rows >= 4;
+        for grp in 0..self.groups {
+            for y in 0..ph {
+                for ky in 0..g.kh {
+                    let dy = (y * g.sh + ky * g.dh) as isize - shift_h;
+                    if dy < 0 || dy as usize >= qh {
+                        continue;
+                    }
+                    for x in 0..pw {
+                        for kx in 0..g.kw {
+                            let dx = (x * g.sw + kx * g.dw) as isize - shift_w;
+                            if dx < 0 || dx as usize >= qw {
+                                continue;
+                            }
+                            let tap = &self.taps[(grp * g.kh + ky) * g.kw + kx];
+                            let s0 = grp * cog * sp + y * pw + x;
+                            let d0 = grp * cig * dq + dy as usize * qw + dx as usize;
+                            if gemm {
+                                // SAFETY: the views address columns s0 + o·sp (o < cog) of
+                                // `src` and d0 + i·dq (i < cig) of `dst`, all in bounds
+                                // (s0 + (cog−1)·sp < co·sp, d0 + (cig−1)·dq < ci·dq), with the
+                                // matrices' own strides; `src` and `dst` are distinct.
+                                unsafe {
+                                    let s = MatRef::from_raw_parts(
+                                        src.as_ptr().offset(s0 as isize * scs),
+                                        rows,
+                                        cog,
+                                        1,
+                                        sp as isize * scs,
+                                    );
+                                    let d = MatMut::from_raw_parts_mut(
+                                        dst.as_ptr_mut().offset(d0 as isize * dcs),
+                                        rows,
+                                        cig,
+                                        1,
+                                        dq as isize * dcs,
+                                    );
+                                    matmul(d, Accum::Add, s, tap.as_ref(), T::one(), Par::Seq);
+                                }
+                            } else {
+                                for o in 0..cog {
+                                    for i in 0..cig {
+                                        let wv = tap[(o, i)];
+                                        if wv == T::zero() {
+                                            continue;
+                                        }
+                                        let (sc, dc) = (s0 + o * sp, d0 + i * dq);
+                                        for r in 0..rows {
+                                            let v = src[(r, sc)];
+                                            dst[(r, dc)] += wv * v;
+                                        }
+                                    }
+                                }
+                            }
+                        }
+                    }
+                }
+            }
+        }
+    }
+
+    /// Scale columns by the per-position output factor (pooling divisors).
+    fn scale_columns(&self, m: &mut Mat<T>, win: Option<&Window>) {
+        let Some(s) = &self.out_scale else { return };
+        let p = self.g.ho * self.g.wo;
+        match win {
+            None => {
+                for j in 0..m.ncols() {
+                    let f = s[j % p];
+                    m.col_as_slice_mut(j).iter_mut().for_each(|v| *v *= f);
+                }
+            }
+            Some(w) => {
+                let area = w.ph * w.pw;
+                for r in 0..m.nrows() {
+                    w.for_each_cell(r, |cell, node| {
+                        for ch in 0..w.c {
+                            m[(r, ch * area + cell)] *= s[node];
+                        }
+                    });
+                }
+            }
+        }
+    }
+
+    /// Coefficients on the input from coefficients `m` on the output.
+    fn backward_side(&self, mut m: Mat<T>, win: Option<&Window>) -> (Mat<T>, Vec<T>) {
+        let g = &self.g;
+        let bias = match (&self.bias_map, win) {
+            (None, _) => vec![T::zero(); m.nrows()],
+            (Some(b), None) => mat_vec(m.as_ref(), b),
+            (Some(b), Some(w)) => w.times_vector(&m, b),
+        };
+        self.scale_columns(&mut m, win);
+        let out = match win {
+            None => {
+                let mut dst = Mat::<T>::zeros(m.nrows(), self.ci * g.hi * g.wi);
+                self.transpose_acc(&m, (g.ho, g.wo), &mut dst, (g.hi, g.wi), (g.pt as isize, g.pl as isize));
+                dst
+            }
+            Some(w) => {
+                let (qh, qw) = g.input_window(w.ph, w.pw);
+                let mut dst = Mat::<T>::zeros(m.nrows(), self.ci * qh * qw);
+                self.transpose_acc(&m, (w.ph, w.pw), &mut dst, (qh, qw), (0, 0));
+                dst
+            }
+        };
+        (out, bias)
+    }
+
+    /// The window on the input that a window `w` on the output maps to.
+    fn input_window(&self, w: &Window) -> Window {
+        let g = &self.g;
+        let (ph, pw) = g.input_window(w.ph, w.pw);
+        Window {
+            c: self.ci,
+            h: g.hi,
+            w: g.wi,
+            ph,
+            pw,
+            oh: w.oh.iter().map(|&o| o * g.sh as isize - g.pt as isize).collect(),
+            ow: w.ow.iter().map(|&o| o * g.sw as isize - g.pl as isize).collect(),
+        }
+    }
+}
+
+impl<T: Scalar> Evaluate<T> for Conv<T> {
+    fn forward(&self, inputs: &[&[T]], out: &mut [T]) -> Result<()> {
+        self.convolve(&self.w, inputs[0], out);
+        self.add_bias(out);
+        Ok(())
+    }
+}
+
+impl<T: Scalar> IntervalRule<T> for Conv<T> {
+    fn interval(&self, inputs: &[Interval<'_, T>], lower: &mut [T], upper: &mut [T]) -> Result<()> {
+        let half = T::from_f64(0.5);
+        let x = inputs[0];
+        let mid: Vec<T> = x.lower.iter().zip(x.upper).map(|(&l, &u)| (l + u) * half).collect();
+        let rad: Vec<T> = x.lower.iter().zip(x.upper).map(|(&l, &u)| (u - l) * half).collect();
+        self.convolve(&self.w, &mid, lower);
+        self.add_bias(lower);
+        self.convolve(&self.w_abs, &rad, upper);
+        for (l, u) in lower.iter_mut().zip(upper.iter_mut()) {
+            let (m, r) = (*l, *u);
+            *l = m - r;
+            *u = m + r;
+        }
+        Ok(())
+    }
+}
+
+impl<T: Scalar> LinearRelaxation<T> for Conv<T> {
+    fn backward(&self, _ctx: &BackwardCtx<'_, T>, a: LinearA<T>) -> Result<BackwardResult<T>> {
+        let spec = a.spec();
+        let win = a.window.as_ref();
+        let mut bias = LinearBias::zeros(spec);
+        let lower = a.lower.map(|m| {
+            let (m, b) = self.backward_side(m, win);
+            bias.lower = b;
+            m
+        });
+        let upper = a.upper.map(|m| {
+            let (m, b) = self.backward_side(m, win);
+            bias.upper = b;
+            m
+        });
+        let mut out = LinearA { lower, upper, window: win.map(|w| self.input_window(w)) };
+        if let Some(w) = &out.window {
+            if let Some(m) = out.lower.as_mut() {
+                w.zero_outside(m);
+            }
+            if let Some(m) = out.upper.as_mut() {
+                w.zero_outside(m);
+            }
+        }
+        Ok(BackwardResult { inputs: smallvec::smallvec![Some(out)], bias })
+    }
+    fn is_affine(&self) -> bool {
+        true
+    }
+    fn supports_window(&self) -> bool {
+        true
+    }
+}
+
+impl<T: Scalar> Operator<T> for Conv<T> {
+    fn op_type(&self) -> &str {
+        self.op_type
+    }
+}
+
+/// `Conv`: input `X` (perturbed or not), constant `W` and optional constant `B`.
+pub fn build_conv<T: Scalar>(node: &NodeDef<'_>) -> Result<BuiltOp<T>> {
+    let x = node.input(0)?;
+    let (ci, hi, wi, dims) = spatial_input(&x.shape, "Conv")?;
+    if !node.is_const(1) {
+        return Err(Error::unimplemented("Conv with a perturbed (non-constant) weight"));
+    }
+    let w = node.const_input(1)?;
+    w.check_finite("Conv weight")?;
+    let groups = node.attrs.int_or("group", 1)?;
+    if groups < 1 {
+        return Err(Error::Invalid(format!("group {groups} must be positive")));
+    }
+    let groups = groups as usize;
+    if w.shape.len() != dims + 2 {
+        return Err(Error::Shape(format!("weight of shape {:?} for a {dims}-D convolution", w.shape)));
+    }
+    let co = w.shape[0];
+    if w.shape[1] * groups != ci {
+        return Err(Error::Shape(format!(
+            "weight of shape {:?} with group {groups} does not match {ci} input channels",
+            w.shape
+        )));
+    }
+    let kernel = if dims == 1 { [1, w.shape[2]] } else { [w.shape[2], w.shape[3]] };
+    if let Some(ks) = node.attrs.ints("kernel_shape")? {
+        let ks: Vec<usize> = ks.iter().map(|&k| k as usize).collect();
+        if ks != w.shape[2..] {
+            return Err(Error::Shape(format!("kernel_shape {ks:?} does not match the weight {:?}", w.shape)));
+        }
+    }
+    let g = Geom::from_attrs(node, dims, hi, wi, kernel)?;
+    let bias = match node.inputs.get(2) {
+        Some(Some(_)) => {
+            let b = node.const_input(2)?;
+            b.check_finite("Conv bias")?;
+            Some(b.data.as_slice())
+        }
+        _ => None,
+    };
+    let conv = Conv::<T>::new("Conv", ci, co, groups, g, &w.data, bias, None)?;
+    let shape = conv.output_shape(dims);
+    Ok(BuiltOp::new(conv, &[0], shape))
+}
+
+/// `AveragePool` and `GlobalAveragePool`: a depthwise convolution with weight 1 and a
+/// per-position divisor (the window size, or with `count_include_pad = 0` the number of
+/// cells inside the input).
+pub fn build_average_pool<T: Scalar>(node: &NodeDef<'_>) -> Result<BuiltOp<T>> {
+    let x = node.input(0)?;
+    let (c, hi, wi, dims) = spatial_input(&x.shape, node.op_type)?;
+    let (g, include_pad) = if node.op_type == "GlobalAveragePool" {
+        let g = Geom {
+            hi,
+            wi,
+            ho: 1,
+            wo: 1,
+            kh: hi,
+            kw: wi,
+            sh: 1,
+            sw: 1,
+            dh: 1,
+            dw: 1,
+            pt: 0,
+            pl: 0,
+            pb: 0,
+            pr: 0,
+        };
+        (g, true)
+    } else {
+        let ks = node
+            .attrs
+            .ints("kernel_shape")?
+            .ok_or_else(|| Error::Invalid("AveragePool without kernel_shape".into()))?;
+        if ks.len() != dims || ks.iter().any(|&k| k < 1) {
+            return Err(Error::Invalid(format!("kernel_shape {ks:?} is invalid for {dims}-D")));
+        }
+        let kernel = if dims == 1 { [1, ks[0] as usize] } else { [ks[0] as usize, ks[1] as usize] };
+        (Geom::from_attrs(node, dims, hi, wi, kernel)?, node.attrs.int_or("count_include_pad", 0)? != 0)
+    };
+    // Divisor per output position: cells of the window inside the counted region.
+    let count = |start: isize, k: usize, d: usize, lo: isize, hi: isize| -> usize {
+        (0..k).filter(|&t| (lo..hi).contains(&(start + (t * d) as isize))).count()
+    };
+    let (lo_h, hi_h, lo_w, hi_w) = if include_pad {
+        (-(g.pt as isize), (g.hi + g.pb) as isize, -(g.pl as isize), (g.wi + g.pr) as isize)
+    } else {
+        (0, g.hi as isize, 0, g.wi as isize)
+    };
+    let mut scale = Vec::with_capacity(g.ho * g.wo);
+    for y in 0..g.ho {
+        for x in 0..g.wo {
+            let nh = count((y * g.sh) as isize - g.pt as isize, g.kh, g.dh, lo_h, hi_h);
+            let nw = count((x * g.sw) as isize - g.pl as isize, g.kw, g.dw, lo_w, hi_w);
+            if nh * nw == 0 {
+                return Err(Error::Invalid(format!(
+                    "{} has an output window with no input cell",
+                    node.op_type
+                )));
+            }
+            scale.push(1.0 / (nh * nw) as f64);
+        }
+    }
+    let ones = vec![1.0; c * g.kh * g.kw];
+    let op_type = if node.op_type == "GlobalAveragePool" { "GlobalAveragePool" } else { "AveragePool" };
+    let conv = Conv::<T>::new(op_type, c, c, c, g, &ones, None, Some(scale))?;
+    let shape = conv.output_shape(dims);
+    Ok(BuiltOp::new(conv, &[0], shape))
+}
