@@ -6,6 +6,9 @@ use lirpa::{BoundOptions, BoundRequest, Graph, InputValue, Method, Norm, Perturb
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 #[derive(Parser)]
 #[command(
     name = "lirpa",

@@ -153,13 +153,40 @@ impl<T: Scalar> Conv<T> {
     /// `dst += src` through the transposed convolution. `src` has `co × ph × pw` cells
     /// per row, `dst` has `ci × qh × qw`; source cell `(y, x)` with tap `(ky, kx)` lands
     /// on destination cell `(y·sh + ky·dh − shift_h, x·sw + kx·dw − shift_w)` when that
-    /// is inside `qh × qw`.
-    #[allow(clippy::too_many_arguments)]
+    /// is inside `qh × qw`. Rows are independent: with a parallel `par` they are split
+    /// in blocks across threads.
     fn transpose_acc(
         &self,
-        src: &Mat<T>,
+        src: MatRef<'_, T>,
+        src_frame: (usize, usize),
+        dst: MatMut<'_, T>,
+        dst_frame: (usize, usize),
+        shift: (isize, isize),
+        par: Par,
+    ) {
+        let rows = src.nrows();
+        let threads = par.degree();
+        // Below this much work per thread, splitting costs more than it saves.
+        let work = rows * self.ci * self.co / self.groups * self.g.kh * self.g.kw * src_frame.0 * src_frame.1;
+        if threads >= 2 && rows >= 64 && work >= (1 << 22) {
+            let half = rows / 2;
+            let (s0, s1) = src.split_at_row(half);
+            let (d0, d1) = dst.split_at_row_mut(half);
+            let sub = Par::rayon(threads.div_ceil(2));
+            rayon::join(
+                || self.transpose_acc(s0, src_frame, d0, dst_frame, shift, sub),
+                || self.transpose_acc(s1, src_frame, d1, dst_frame, shift, sub),
+            );
+            return;
+        }
+        self.transpose_acc_seq(src, src_frame, dst, dst_frame, shift);
+    }
+
+    fn transpose_acc_seq(
+        &self,
+        src: MatRef<'_, T>,
         (ph, pw): (usize, usize),
-        dst: &mut Mat<T>,
+        mut dst: MatMut<'_, T>,
         (qh, qw): (usize, usize),
         (shift_h, shift_w): (isize, isize),
     ) {
@@ -170,7 +197,8 @@ impl<T: Scalar> Conv<T> {
         }
         let (cig, cog) = (self.ci / self.groups, self.co / self.groups);
         let (sp, dq) = (ph * pw, qh * qw);
-        let (scs, dcs) = (src.col_stride(), dst.col_stride());
+        let (srs, scs) = (src.row_stride(), src.col_stride());
+        let (drs, dcs) = (dst.row_stride(), dst.col_stride());
         let gemm = cog * cig >= 16 && rows >= 4;
         for grp in 0..self.groups {
             for y in 0..ph {
@@ -192,20 +220,20 @@ impl<T: Scalar> Conv<T> {
                                 // SAFETY: the views address columns s0 + o·sp (o < cog) of
                                 // `src` and d0 + i·dq (i < cig) of `dst`, all in bounds
                                 // (s0 + (cog−1)·sp < co·sp, d0 + (cig−1)·dq < ci·dq), with the
-                                // matrices' own strides; `src` and `dst` are distinct.
+                                // views' own strides; `src` and `dst` do not overlap.
                                 unsafe {
                                     let s = MatRef::from_raw_parts(
                                         src.as_ptr().offset(s0 as isize * scs),
                                         rows,
                                         cog,
-                                        1,
+                                        srs,
                                         sp as isize * scs,
                                     );
                                     let d = MatMut::from_raw_parts_mut(
                                         dst.as_ptr_mut().offset(d0 as isize * dcs),
                                         rows,
                                         cig,
-                                        1,
+                                        drs,
                                         dq as isize * dcs,
                                     );
                                     matmul(d, Accum::Add, s, tap.as_ref(), T::one(), Par::Seq);
@@ -257,7 +285,7 @@ impl<T: Scalar> Conv<T> {
     }
 
     /// Coefficients on the input from coefficients `m` on the output.
-    fn backward_side(&self, mut m: Mat<T>, win: Option<&Window>) -> (Mat<T>, Vec<T>) {
+    fn backward_side(&self, mut m: Mat<T>, win: Option<&Window>, par: Par) -> (Mat<T>, Vec<T>) {
         let g = &self.g;
         let bias = match (&self.bias_map, win) {
             (None, _) => vec![T::zero(); m.nrows()],
@@ -268,13 +296,14 @@ impl<T: Scalar> Conv<T> {
         let out = match win {
             None => {
                 let mut dst = Mat::<T>::zeros(m.nrows(), self.ci * g.hi * g.wi);
-                self.transpose_acc(&m, (g.ho, g.wo), &mut dst, (g.hi, g.wi), (g.pt as isize, g.pl as isize));
+                let shift = (g.pt as isize, g.pl as isize);
+                self.transpose_acc(m.as_ref(), (g.ho, g.wo), dst.as_mut(), (g.hi, g.wi), shift, par);
                 dst
             }
             Some(w) => {
                 let (qh, qw) = g.input_window(w.ph, w.pw);
                 let mut dst = Mat::<T>::zeros(m.nrows(), self.ci * qh * qw);
-                self.transpose_acc(&m, (w.ph, w.pw), &mut dst, (qh, qw), (0, 0));
+                self.transpose_acc(m.as_ref(), (w.ph, w.pw), dst.as_mut(), (qh, qw), (0, 0), par);
                 dst
             }
         };
@@ -324,17 +353,17 @@ impl<T: Scalar> IntervalRule<T> for Conv<T> {
 }
 
 impl<T: Scalar> LinearRelaxation<T> for Conv<T> {
-    fn backward(&self, _ctx: &BackwardCtx<'_, T>, a: LinearA<T>) -> Result<BackwardResult<T>> {
+    fn backward(&self, ctx: &BackwardCtx<'_, T>, a: LinearA<T>) -> Result<BackwardResult<T>> {
         let spec = a.spec();
         let win = a.window.as_ref();
         let mut bias = LinearBias::zeros(spec);
         let lower = a.lower.map(|m| {
-            let (m, b) = self.backward_side(m, win);
+            let (m, b) = self.backward_side(m, win, ctx.par);
             bias.lower = b;
             m
         });
         let upper = a.upper.map(|m| {
-            let (m, b) = self.backward_side(m, win);
+            let (m, b) = self.backward_side(m, win, ctx.par);
             bias.upper = b;
             m
         });
