@@ -81,9 +81,12 @@ struct BoundsArgs {
     /// Number type of the computation.
     #[arg(long, value_enum, default_value = "f32")]
     dtype: DtypeArg,
-    /// Threads for dense products (1 = sequential, 0 = all cores).
-    #[arg(long, default_value_t = 1)]
+    /// Threads (0 = all cores, 1 = sequential). Small models stay sequential either way.
+    #[arg(long, default_value_t = 0)]
     threads: usize,
+    /// Coefficients on convolutional layers: windowed where it pays (auto) or dense.
+    #[arg(long, default_value = "auto")]
+    conv_mode: String,
 }
 
 fn main() -> ExitCode {
@@ -223,7 +226,8 @@ fn bounds<T: Scalar + lirpa::core::registry::BuilderFor>(args: &BoundsArgs) -> R
         MethodArg::Crown => Method::Crown,
         MethodArg::CrownIbp => Method::CrownIbp,
     };
-    let opts = BoundOptions { method, threads: args.threads, ..Default::default() };
+    let conv_mode = args.conv_mode.parse()?;
+    let opts = BoundOptions { method, threads: args.threads, conv_mode, ..Default::default() };
     let req = BoundRequest { c: c.as_ref().map(|c| c.as_ref()), ..Default::default() };
     let res = lirpa::compute_bounds(&graph, &[InputValue::Perturbed(ptb)], &opts, &req)?;
     if args.json {

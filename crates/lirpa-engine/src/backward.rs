@@ -173,7 +173,7 @@ impl<'g, T: Scalar> State<'g, T> {
             Method::Crown | Method::CrownIbp => {
                 self.ensure_bounds(target)?;
                 let c = LinearA::both(spec_mat(), req.lower, req.upper);
-                let (roots, bias) = self.backward_from(target, c)?;
+                let (roots, bias) = self.backward_from(target, c, self.par)?;
                 let (l, u) = self.concretize(&roots, &bias, req.lower, req.upper);
                 if req.return_a {
                     let a = roots.into_iter().map(|(input, a)| LinearBoundA { input, a }).collect();
@@ -241,7 +241,7 @@ impl<'g, T: Scalar> State<'g, T> {
         if let Some(root) = self.single_perturbed_root(id) {
             if !self.ptb[root].expect("root").is_box() {
                 let c = LinearA::both(Mat::identity(node.numel(), node.numel()), true, true);
-                let (roots, bias) = self.backward_from(id, c)?;
+                let (roots, bias) = self.backward_from(id, c, self.par)?;
                 return Ok(self.concretize(&roots, &bias, true, true));
             }
         }
@@ -293,7 +293,7 @@ impl<'g, T: Scalar> State<'g, T> {
             match node.op() {
                 Some(op) if op.is_affine() => {
                     let res = self
-                        .backward_op(node.inputs.as_slice(), op, a)
+                        .backward_op(node.inputs.as_slice(), op, a, self.par)
                         .map_err(|e| e.at_node(&node.name, op.op_type()))?;
                     bias.add_assign(&res.bias);
                     for (k, ak) in res.inputs.into_iter().enumerate() {
@@ -380,11 +380,43 @@ impl<'g, T: Scalar> State<'g, T> {
         if rows.is_empty() {
             return Ok(reference);
         }
+        // Rows are independent: bound them in batches (bounded memory per pass, and
+        // batches run on separate threads when parallelism is allowed).
+        // Small passes stay on one thread: spawning costs more than it saves.
+        let threads = if rows.len() >= 128 { self.par.degree().max(1) } else { 1 };
+        let max_batch = match self.opts.crown_batch_size {
+            0 => usize::MAX,
+            b => b,
+        };
+        let batch = rows.len().div_ceil(threads).clamp(1, max_batch);
+        let chunks: Vec<&[usize]> = rows.chunks(batch).collect();
+        let results: Vec<Result<Bounds<T>>> = if threads > 1 && chunks.len() > 1 {
+            use rayon::prelude::*;
+            chunks.par_iter().map(|c| self.bound_rows(id, c, Par::Seq)).collect()
+        } else {
+            let par = if chunks.len() > 1 { Par::Seq } else { self.par };
+            chunks.iter().map(|c| self.bound_rows(id, c, par)).collect()
+        };
+        let (mut lo, mut hi) = reference;
+        for (chunk, res) in chunks.iter().zip(results) {
+            let (cl, cu) = res?;
+            for (r, &j) in chunk.iter().enumerate() {
+                lo[j] = lo[j].max(cl[r]);
+                hi[j] = hi[j].min(cu[r]);
+            }
+        }
+        Ok((lo, hi))
+    }
+
+    /// Backward bounds of elements `rows` of node `id` (which must be an operator).
+    fn bound_rows(&self, id: NodeId, rows: &[usize], par: Par) -> Result<Bounds<T>> {
+        let node = self.graph.node(id);
         let n = node.numel();
+        let windowed = node.op().is_some_and(|op| op.supports_window());
         let spatial = spatial_dims(&node.shape).filter(|_| self.opts.conv_mode == ConvMode::Auto);
         let start = match spatial {
-            Some((c, h, w)) if op.supports_window() && h * w > 1 => {
-                let (win, sel) = Window::select::<T>(c, h, w, &rows);
+            Some((c, h, w)) if windowed && h * w > 1 => {
+                let (win, sel) = Window::select::<T>(c, h, w, rows);
                 LinearA { window: Some(win), ..LinearA::both(sel, true, true) }
             }
             _ => {
@@ -395,14 +427,8 @@ impl<'g, T: Scalar> State<'g, T> {
                 LinearA::both(sel, true, true)
             }
         };
-        let (roots, bias) = self.backward_from(id, start)?;
-        let (cl, cu) = self.concretize(&roots, &bias, true, true);
-        let (mut lo, mut hi) = reference;
-        for (r, &j) in rows.iter().enumerate() {
-            lo[j] = lo[j].max(cl[r]);
-            hi[j] = hi[j].min(cu[r]);
-        }
-        Ok((lo, hi))
+        let (roots, bias) = self.backward_from(id, start, par)?;
+        Ok(self.concretize(&roots, &bias, true, true))
     }
 
     /// Elements of `id` whose bounds some consumer's relaxation depends on.
@@ -434,6 +460,7 @@ impl<'g, T: Scalar> State<'g, T> {
         &self,
         target: NodeId,
         a: LinearA<T>,
+        par: Par,
     ) -> Result<(Vec<(NodeId, LinearA<T>)>, LinearBias<T>)> {
         let spec = a.spec();
         let mut bias = LinearBias::zeros(spec);
@@ -456,7 +483,7 @@ impl<'g, T: Scalar> State<'g, T> {
                 NodeKind::Constant(_) => unreachable!("constants have values"),
             };
             let res = self
-                .backward_op(node.inputs.as_slice(), op, a)
+                .backward_op(node.inputs.as_slice(), op, a, par)
                 .map_err(|e| e.at_node(&node.name, op.op_type()))?;
             bias.add_assign(&res.bias);
             for (k, ak) in res.inputs.into_iter().enumerate() {
@@ -482,6 +509,7 @@ impl<'g, T: Scalar> State<'g, T> {
         inputs: &[NodeId],
         op: &dyn Operator<T>,
         a: LinearA<T>,
+        par: Par,
     ) -> Result<lirpa_core::BackwardResult<T>> {
         let ctx_bounds: SmallVec<[Option<Interval<'_, T>>; 4]> = inputs
             .iter()
@@ -496,7 +524,7 @@ impl<'g, T: Scalar> State<'g, T> {
                 return Err(Error::Invalid(format!("bounds of input {k} were not computed")));
             }
         }
-        let ctx = BackwardCtx { input_bounds: &ctx_bounds, options: &self.opts.relax, par: self.par };
+        let ctx = BackwardCtx { input_bounds: &ctx_bounds, options: &self.opts.relax, par };
         let a = if a.window.is_some() && !op.supports_window() { a.into_dense() } else { a };
         op.backward(&ctx, a)
     }

@@ -51,6 +51,10 @@ pub struct BoundOptions {
     pub threads: usize,
     /// Form of the coefficients on spatial (convolutional) nodes.
     pub conv_mode: ConvMode,
+    /// Most specification rows per backward pass for intermediate bounds (auto_LiRPA's
+    /// `crown_batch_size`); 0 means no limit. Bounds memory, and lets batches run on
+    /// separate threads.
+    pub crown_batch_size: usize,
 }
 
 /// How backward passes represent coefficients on `[1, C, H, W]` nodes (auto_LiRPA's
@@ -85,6 +89,7 @@ impl Default for BoundOptions {
             sparse_intermediate: true,
             threads: 1,
             conv_mode: ConvMode::Auto,
+            crown_batch_size: 256,
         }
     }
 }
