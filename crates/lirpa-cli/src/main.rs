@@ -72,6 +72,9 @@ struct BoundsArgs {
     /// JSON array: per-element upper bounds of the input box.
     #[arg(long, requires = "lower")]
     upper: Option<PathBuf>,
+    /// A VNN-LIB property: its input box (the hull of its input regions).
+    #[arg(long, conflicts_with_all = ["norm", "lower", "upper"])]
+    vnnlib: Option<PathBuf>,
     /// JSON array of rows over the flattened output: bound C·y instead of y.
     #[arg(long)]
     spec_c: Option<PathBuf>,
@@ -186,6 +189,19 @@ fn bounds<T: Scalar + lirpa::core::registry::BuilderFor>(args: &BoundsArgs) -> R
         Ok(())
     };
     let ptb: Perturbation<T> = match (&args.norm, &args.lower, &args.upper) {
+        _ if args.vnnlib.is_some() => {
+            let path = args.vnnlib.as_ref().expect("checked");
+            let prop = lirpa_vnnlib::parse_file(path)?;
+            if prop.n_inputs != n {
+                bail!(
+                    "{}: declares {} inputs but the model input has {n} elements",
+                    path.display(),
+                    prop.n_inputs
+                );
+            }
+            let (l, u) = prop.input_box();
+            Perturbation::new_box(cast(&l), cast(&u))?
+        }
         (Some(norm), None, None) => {
             let center_path = args.center.as_ref().expect("clap requires --center");
             let center = read_vector(center_path)?;
@@ -204,7 +220,7 @@ fn bounds<T: Scalar + lirpa::core::registry::BuilderFor>(args: &BoundsArgs) -> R
             check_len(&u, up)?;
             Perturbation::new_box(cast(&l), cast(&u))?
         }
-        _ => bail!("give either --norm, --eps and --center, or --lower and --upper"),
+        _ => bail!("give either --norm, --eps and --center, or --lower and --upper, or --vnnlib"),
     };
     let c = match &args.spec_c {
         None => None,

@@ -1,0 +1,69 @@
+//! Every network of the VNN-COMP 2021 oval21 and cifar10_resnet benchmarks, with the
+//! input box of its first listed instance's .vnnlib: CROWN bounds (windowed
+//! coefficients, all cores) contain our forward outputs at 10,000 sampled inputs (the
+//! box centre, random vertices, uniform points). Our forward pass is checked against
+//! onnxruntime by the reference test (oval_wide_img19, resnet_2b_prop0).
+//!
+//! Sample count: `LIRPA_SAMPLES` (default 10,000).
+
+mod common;
+
+use lirpa::sample::sample_points;
+use lirpa::{BoundOptions, BoundRequest, InputValue, Method, Perturbation};
+
+#[test]
+fn cnn_benchmarks_crown_bounds_contain_sampled_outputs() {
+    let n_samples: usize = std::env::var("LIRPA_SAMPLES").ok().and_then(|s| s.parse().ok()).unwrap_or(10_000);
+    let root = common::shared_dir().join("benchmarks");
+    let mut nets = 0;
+    for (bench, csv) in [
+        ("vnncomp2021_oval21", "oval21_instances.csv"),
+        ("vnncomp2021_cifar10_resnet", "cifar10_resnet_instances.csv"),
+    ] {
+        let dir = root.join(bench);
+        let list = std::fs::read_to_string(dir.join(csv)).expect("instances csv");
+        let mut seen = std::collections::BTreeSet::new();
+        for line in list.lines().filter(|l| !l.trim().is_empty()) {
+            let cols: Vec<&str> = line.split(',').collect();
+            if !seen.insert(cols[0].to_string()) {
+                continue; // one property per network
+            }
+            let (onnx, vnnlib) = (dir.join(cols[0]), dir.join(cols[1]));
+            let g = lirpa::load_onnx::<f32>(&onnx).unwrap();
+            let prop = lirpa_vnnlib::parse_file(&vnnlib).unwrap();
+            let (l, u) = prop.input_box();
+            let ptb = Perturbation::<f32>::new_box(
+                l.iter().map(|&v| v as f32).collect(),
+                u.iter().map(|&v| v as f32).collect(),
+            )
+            .unwrap();
+            let opts = BoundOptions { threads: 0, ..BoundOptions::with_method(Method::Crown) };
+            let r = lirpa::compute_bounds(
+                &g,
+                &[InputValue::Perturbed(ptb.clone())],
+                &opts,
+                &BoundRequest::default(),
+            )
+            .unwrap();
+            let out = g.output().unwrap();
+            for (k, x) in sample_points(&ptb, n_samples, 11).iter().enumerate() {
+                let y = g.forward(&[x], out).unwrap();
+                for i in 0..y.len() {
+                    let m = 1e-5 * (1.0 + y[i].abs());
+                    assert!(
+                        r.lower[i] <= y[i] + m && y[i] <= r.upper[i] + m,
+                        "{} with {}: sample {k} output {i}: {} not in [{}, {}]",
+                        onnx.display(),
+                        vnnlib.display(),
+                        y[i],
+                        r.lower[i],
+                        r.upper[i]
+                    );
+                }
+            }
+            eprintln!("{}: CROWN bounds contain {n_samples} sampled outputs", cols[0]);
+            nets += 1;
+        }
+    }
+    assert_eq!(nets, 5, "expected 3 oval21 and 2 cifar10_resnet networks");
+}
