@@ -1,6 +1,6 @@
 //! Property tests over random small convolutional graphs built through the operator
 //! registry: Conv (random kernel, stride, dilation, asymmetric padding, groups, 1-D and
-//! 2-D), ReLU, MaxPool, AveragePool, GlobalAveragePool, BatchNormalization, Pad,
+//! 2-D), ConvTranspose, ReLU, MaxPool, AveragePool, GlobalAveragePool, BatchNormalization, Pad,
 //! residual Add of two perturbed values, and a dense head.
 //!
 //! - Soundness: every sampled output lies inside the IBP, CROWN and CROWN-IBP bounds.
@@ -29,7 +29,7 @@ struct Spec {
 }
 
 fn arb_spec() -> impl Strategy<Value = Spec> {
-    let step = (0u8..9, prop::array::uniform4(0usize..12));
+    let step = (0u8..10, prop::array::uniform4(0usize..12));
     (
         any::<bool>(),
         1usize..4,
@@ -135,6 +135,22 @@ fn build(spec: &Spec) -> Graph<f64> {
                     }
                     None => b.add_node(&name, "Relu", "", 13, &attrs, &[Some(&src)]),
                 }
+            }
+            9 => {
+                // ConvTranspose with random stride, padding, output padding.
+                let co = 1 + p[1] % 3;
+                let k = 1 + p[2] % 3;
+                let mut wshape = vec![c, co];
+                wshape.extend(std::iter::repeat_n(k, dims));
+                let wt = konst(&mut b, &wshape, &mut rng, -1.0, 1.0);
+                let bias = konst(&mut b, &[co], &mut rng, -0.5, 0.5);
+                let s = 1 + (p[3] % 2) as i64;
+                attrs.insert("strides", ints(&rep(s)));
+                attrs.insert("output_padding", ints(&rep((p[0] % 2) as i64 * (s - 1))));
+                let pads: Vec<i64> =
+                    (0..2 * dims).map(|j| ((p[j % 4] + j) % 2) as i64 * (k as i64 - 1).min(1)).collect();
+                attrs.insert("pads", ints(&pads));
+                b.add_node(&name, "ConvTranspose", "", 13, &attrs, &[Some(&src), Some(&wt), Some(&bias)])
             }
             _ => {
                 let pads: Vec<i64> = (0..2 * shape.len())

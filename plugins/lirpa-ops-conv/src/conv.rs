@@ -501,3 +501,201 @@ pub fn build_average_pool<T: Scalar>(node: &NodeDef<'_>) -> Result<BuiltOp<T>> {
     let shape = conv.output_shape(dims);
     Ok(BuiltOp::new(conv, &[0], shape))
 }
+
+/// `ConvTranspose`, as the adjoint of a convolution: `y = Convᵀ(x) + b`, where `Conv`
+/// maps the transposed convolution's output shape back to its input shape with the
+/// same weights. Its forward pass is that convolution's backward rule, and its backward
+/// rule is that convolution's forward pass applied to every coefficient row. Dense
+/// coefficients only (a window on the output does not map to one uniform window on the
+/// input when the stride is larger than 1).
+#[derive(Debug)]
+pub struct ConvTranspose<T> {
+    dual: Conv<T>,
+    dual_abs: Conv<T>,
+    bias_map: Option<Vec<T>>,
+}
+
+impl<T: Scalar> ConvTranspose<T> {
+    /// `out = Convᵀ(x)` with the weights of `c` (no bias).
+    fn apply(c: &Conv<T>, x: &[T], out: &mut [T]) {
+        let g = &c.g;
+        let src = Mat::from_fn(1, x.len(), |_, j| x[j]);
+        let mut dst = Mat::<T>::zeros(1, out.len());
+        let shift = (g.pt as isize, g.pl as isize);
+        c.transpose_acc(src.as_ref(), (g.ho, g.wo), dst.as_mut(), (g.hi, g.wi), shift, Par::Seq);
+        for (j, o) in out.iter_mut().enumerate() {
+            *o = dst[(0, j)];
+        }
+    }
+}
+
+impl<T: Scalar> Evaluate<T> for ConvTranspose<T> {
+    fn forward(&self, inputs: &[&[T]], out: &mut [T]) -> Result<()> {
+        Self::apply(&self.dual, inputs[0], out);
+        if let Some(b) = &self.bias_map {
+            out.iter_mut().zip(b).for_each(|(o, b)| *o += *b);
+        }
+        Ok(())
+    }
+}
+
+impl<T: Scalar> IntervalRule<T> for ConvTranspose<T> {
+    fn interval(&self, inputs: &[Interval<'_, T>], lower: &mut [T], upper: &mut [T]) -> Result<()> {
+        let half = T::from_f64(0.5);
+        let x = inputs[0];
+        let mid: Vec<T> = x.lower.iter().zip(x.upper).map(|(&l, &u)| (l + u) * half).collect();
+        let rad: Vec<T> = x.lower.iter().zip(x.upper).map(|(&l, &u)| (u - l) * half).collect();
+        self.forward(&[&mid], lower)?;
+        Self::apply(&self.dual_abs, &rad, upper);
+        for (l, u) in lower.iter_mut().zip(upper.iter_mut()) {
+            let (m, r) = (*l, *u);
+            *l = m - r;
+            *u = m + r;
+        }
+        Ok(())
+    }
+}
+
+impl<T: Scalar> LinearRelaxation<T> for ConvTranspose<T> {
+    fn backward(&self, _ctx: &BackwardCtx<'_, T>, a: LinearA<T>) -> Result<BackwardResult<T>> {
+        let n_in = self.dual.co * self.dual.g.ho * self.dual.g.wo;
+        let mut bias = LinearBias::zeros(a.spec());
+        let side = |m: &Mat<T>, b: &mut Vec<T>| -> Mat<T> {
+            if let Some(bm) = &self.bias_map {
+                *b = mat_vec(m.as_ref(), bm);
+            }
+            let mut out = Mat::<T>::zeros(m.nrows(), n_in);
+            let mut row = vec![T::zero(); m.ncols()];
+            let mut res = vec![T::zero(); n_in];
+            for r in 0..m.nrows() {
+                row.iter_mut().enumerate().for_each(|(j, v)| *v = m[(r, j)]);
+                self.dual.convolve(&self.dual.w, &row, &mut res);
+                res.iter().enumerate().for_each(|(j, v)| out[(r, j)] = *v);
+            }
+            out
+        };
+        let lower = a.lower.as_ref().map(|m| side(m, &mut bias.lower));
+        let upper = a.upper.as_ref().map(|m| side(m, &mut bias.upper));
+        Ok(BackwardResult { inputs: smallvec::smallvec![Some(LinearA::dense(lower, upper))], bias })
+    }
+    fn is_affine(&self) -> bool {
+        true
+    }
+}
+
+impl<T: Scalar> Operator<T> for ConvTranspose<T> {
+    fn op_type(&self) -> &str {
+        "ConvTranspose"
+    }
+}
+
+/// `ConvTranspose`: input `X`, constant `W` (`[C_in, C_out/group, k...]`), optional `B`;
+/// `strides`, `dilations`, `pads`, `output_padding`, `output_shape`, `group`.
+pub fn build_conv_transpose<T: Scalar>(node: &NodeDef<'_>) -> Result<BuiltOp<T>> {
+    let x = node.input(0)?;
+    let (ci, hi, wi, dims) = spatial_input(&x.shape, "ConvTranspose")?;
+    if !node.is_const(1) {
+        return Err(Error::unimplemented("ConvTranspose with a perturbed (non-constant) weight"));
+    }
+    if !matches!(node.attrs.string("auto_pad")?, None | Some("NOTSET") | Some("VALID")) {
+        return Err(Error::unimplemented("ConvTranspose with auto_pad SAME_*; give explicit pads"));
+    }
+    let w = node.const_input(1)?;
+    w.check_finite("ConvTranspose weight")?;
+    let groups = node.attrs.int_or("group", 1)?.max(1) as usize;
+    if w.shape.len() != dims + 2 || w.shape[0] != ci || ci % groups != 0 {
+        return Err(Error::Shape(format!("weight of shape {:?} for {ci} input channels", w.shape)));
+    }
+    let co = w.shape[1] * groups;
+    let kernel = if dims == 1 { [1, w.shape[2]] } else { [w.shape[2], w.shape[3]] };
+    let get = |name: &str, default: i64| -> Result<Vec<usize>> {
+        let v: Vec<i64> = node.attrs.ints(name)?.map_or_else(|| vec![default; dims], |v| v.to_vec());
+        if v.len() != dims || v.iter().any(|&x| x < 0) {
+            return Err(Error::Invalid(format!("attribute '{name}' {v:?} is invalid for {dims}-D")));
+        }
+        Ok(if dims == 1 {
+            vec![if default == 0 { 0 } else { 1 }, v[0] as usize]
+        } else {
+            v.iter().map(|&x| x as usize).collect()
+        })
+    };
+    let (s, d, op) = (get("strides", 1)?, get("dilations", 1)?, get("output_padding", 0)?);
+    let pads: Vec<usize> = match node.attrs.ints("pads")? {
+        Some(p) if p.len() == 2 * dims && p.iter().all(|&x| x >= 0) => {
+            p.iter().map(|&x| x as usize).collect()
+        }
+        Some(p) => return Err(Error::Invalid(format!("attribute 'pads' {p:?} is invalid for {dims}-D"))),
+        None => vec![0; 2 * dims],
+    };
+    let (pt, pl, pb, pr) =
+        if dims == 1 { (0, pads[0], 0, pads[1]) } else { (pads[0], pads[1], pads[2], pads[3]) };
+    let out_size =
+        |i: usize, s: usize, k: usize, d: usize, op: usize, p0: usize, p1: usize| -> Result<usize> {
+            (s * (i - 1) + op + (k - 1) * d + 1)
+                .checked_sub(p0 + p1)
+                .filter(|&o| o > 0)
+                .ok_or_else(|| Error::Invalid("ConvTranspose: the padding removes the whole output".into()))
+        };
+    let ho = out_size(hi, s[0], kernel[0], d[0], op[0], pt, pb)?;
+    let wo = out_size(wi, s[1], kernel[1], d[1], op[1], pl, pr)?;
+    if node.attrs.ints("output_shape")?.is_some() {
+        return Err(Error::unimplemented("ConvTranspose with output_shape; give pads and output_padding"));
+    }
+    if op[0] >= s[0].max(d[0]) || op[1] >= s[1].max(d[1]) {
+        return Err(Error::Invalid(
+            "ConvTranspose: output_padding must be smaller than stride or dilation".into(),
+        ));
+    }
+    let g = Geom {
+        hi: ho,
+        wi: wo,
+        ho: hi,
+        wo: wi,
+        kh: kernel[0],
+        kw: kernel[1],
+        sh: s[0],
+        sw: s[1],
+        dh: d[0],
+        dw: d[1],
+        pt,
+        pl,
+        pb,
+        pr,
+    };
+    let abs: Vec<f64> = w.data.iter().map(|v| v.abs()).collect();
+    let dual = Conv::<T>::new("ConvTranspose", co, ci, groups, g.clone(), &w.data, None, None)?;
+    let dual_abs = Conv::<T>::new("ConvTranspose", co, ci, groups, g, &abs, None, None)?;
+    let bias_map = match node.inputs.get(2) {
+        Some(Some(_)) => {
+            let b = node.const_input(2)?;
+            b.check_finite("ConvTranspose bias")?;
+            if b.numel() != co {
+                return Err(Error::Shape(format!("the bias has {} elements, expected {co}", b.numel())));
+            }
+            Some((0..co * ho * wo).map(|j| T::from_f64(b.data[j / (ho * wo)])).collect())
+        }
+        _ => None,
+    };
+    let shape = if dims == 1 { Shape::from_slice(&[1, co, wo]) } else { Shape::from_slice(&[1, co, ho, wo]) };
+    Ok(BuiltOp::new(ConvTranspose { dual, dual_abs, bias_map }, &[0], shape))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use lirpa_core::{Attr, Attributes, GraphBuilder, TensorData};
+
+    /// 1-D transposed convolution, stride 2, kernel [1, 1, 1], no padding: each input
+    /// spreads over three outputs, overlapping at one: [1, 2] -> [1, 1, 3, 2, 2].
+    #[test]
+    fn conv_transpose_by_hand() {
+        let mut b = GraphBuilder::<f64>::new();
+        b.add_input("x", &[1, 1, 2]).unwrap();
+        b.add_constant("w", TensorData::float(&[1, 1, 3], vec![1.0, 1.0, 1.0]).unwrap()).unwrap();
+        let mut a = Attributes::default();
+        a.insert("strides", Attr::Ints(vec![2]));
+        b.add_node("y", "ConvTranspose", "", 13, &a, &[Some("x"), Some("w")]).unwrap();
+        let g = b.finish(&["y"]).unwrap();
+        assert_eq!(g.forward(&[&[1.0, 2.0]], g.output().unwrap()).unwrap(), vec![1.0, 1.0, 3.0, 2.0, 2.0]);
+    }
+}

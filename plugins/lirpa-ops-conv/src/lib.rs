@@ -1,5 +1,5 @@
 //! Convolutional operators: `Conv` (1-D/2-D, stride, dilation, asymmetric padding,
-//! groups), `BatchNormalization` (inference), `AveragePool`, `GlobalAveragePool` and
+//! groups), `ConvTranspose`, `BatchNormalization` (inference), `AveragePool`, `GlobalAveragePool` and
 //! `MaxPool` (any kernel, stride, padding).
 //!
 //! Convolution, pooling averages and batch normalization are exact (affine); their
@@ -15,10 +15,12 @@ pub mod maxpool;
 use lirpa_core::register_op;
 
 register_op!("Conv", conv::build_conv);
+register_op!("ConvTranspose", conv::build_conv_transpose);
 register_op!("AveragePool", conv::build_average_pool);
 register_op!("GlobalAveragePool", conv::build_average_pool);
 register_op!("BatchNormalization", bn::build_batch_norm);
 register_op!("MaxPool", maxpool::build_max_pool);
 
 /// The operator types this crate registers (checked by the facade's tests).
-pub const OPS: &[&str] = &["AveragePool", "BatchNormalization", "Conv", "GlobalAveragePool", "MaxPool"];
+pub const OPS: &[&str] =
+    &["AveragePool", "BatchNormalization", "Conv", "ConvTranspose", "GlobalAveragePool", "MaxPool"];
