@@ -16,6 +16,13 @@ pub const CASES: &[(&str, &str)] = &[
     ("vnncomp", "acas_1_9_prop7"),
     ("vnncomp", "mnistfc_256x2_prop1_0.05"),
     ("vnncomp", "mnistfc_256x6_prop5_0.03"),
+    ("synthetic", "cnn__linf_0.02"),
+    ("synthetic", "cnn__l2_0.3"),
+    ("synthetic", "cnn_bn_avgpool__linf_0.01"),
+    ("synthetic", "cnn_maxpool__linf_0.01"),
+    ("synthetic", "resnet_tiny__linf_0.01"),
+    ("vnncomp", "oval_wide_img19"),
+    ("vnncomp", "resnet_2b_prop0"),
 ];
 
 pub const METHODS: &[(&str, Method)] =

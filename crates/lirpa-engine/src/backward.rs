@@ -240,9 +240,9 @@ impl<'g, T: Scalar> State<'g, T> {
         // (exact), as auto_LiRPA does on the first layer.
         if let Some(root) = self.single_perturbed_root(id) {
             if !self.ptb[root].expect("root").is_box() {
-                let c = LinearA::both(Mat::identity(node.numel(), node.numel()), true, true);
-                let (roots, bias) = self.backward_from(id, c, self.par)?;
-                return Ok(self.concretize(&roots, &bias, true, true));
+                // Windowed rows where the operator supports them (first conv layer).
+                let rows: Vec<usize> = (0..node.numel()).collect();
+                return self.bound_rows(id, &rows, self.par);
             }
         }
         let ins: SmallVec<[Interval<'_, T>; 4]> = node
