@@ -682,7 +682,6 @@ pub fn build_conv_transpose<T: Scalar>(node: &NodeDef<'_>) -> Result<BuiltOp<T>>
 
 #[cfg(test)]
 mod tests {
-    use super::*;
     use lirpa_core::{Attr, Attributes, GraphBuilder, TensorData};
 
     /// 1-D transposed convolution, stride 2, kernel [1, 1, 1], no padding: each input
