@@ -312,22 +312,29 @@ impl<T: Scalar> ElementwiseRelaxation<T> {
     ) -> Mat<T> {
         let zero = T::zero();
         let (hw, area) = (w.h * w.w, w.ph * w.pw);
-        for r in 0..m.nrows() {
-            let mut b = zero;
-            w.for_each_cell(r, |cell, node| {
-                for ch in 0..w.c {
-                    let (j, k) = (ch * hw + node, ch * area + cell);
-                    let x = m[(r, k)];
-                    if x > zero {
-                        b += x * pos.1[j];
-                        m[(r, k)] = x * pos.0[j];
-                    } else if x < zero {
-                        b += x * neg.1[j];
-                        m[(r, k)] = x * neg.0[j];
+        // Column by column (faer matrices are column-major); cells outside the node
+        // hold zero and stay zero.
+        for ch in 0..w.c {
+            for y in 0..w.ph {
+                for x in 0..w.pw {
+                    let col = m.col_as_slice_mut(ch * area + y * w.pw + x);
+                    for (r, (v, b)) in col.iter_mut().zip(bias.iter_mut()).enumerate() {
+                        let xv = *v;
+                        if xv == zero {
+                            continue;
+                        }
+                        let Some((hy, wx)) = w.position(r, y, x) else { continue };
+                        let j = ch * hw + hy * w.w + wx;
+                        if xv > zero {
+                            *b += xv * pos.1[j];
+                            *v = xv * pos.0[j];
+                        } else {
+                            *b += xv * neg.1[j];
+                            *v = xv * neg.0[j];
+                        }
                     }
                 }
-            });
-            bias[r] += b;
+            }
         }
         m
     }

@@ -5,7 +5,7 @@
 //! floating-point-sound mode (outward rounding) only has to change this module and
 //! the bias accumulation of the engine, never an operator.
 
-use crate::{Error, Result, Scalar};
+use crate::{Error, Result, Scalar, Window};
 use faer::MatRef;
 use serde::{Deserialize, Serialize};
 
@@ -149,6 +149,53 @@ impl<T: Scalar> Perturbation<T> {
                 for d in dev.iter_mut() {
                     *d = if *norm == Norm::L2 { d.sqrt() * *eps } else { *d * *eps };
                 }
+            }
+        }
+        center_term.iter().zip(&dev).map(|(&c, &d)| if upper { c + d } else { c - d }).collect()
+    }
+}
+
+impl<T: Scalar> Perturbation<T> {
+    /// [`concretize`](Self::concretize) for coefficients in windowed form (see
+    /// [`crate::window`]): the same numbers as on the dense form, without building it.
+    /// Cells outside the node hold zero (the window invariant) and are skipped.
+    pub fn concretize_windowed(&self, m: MatRef<'_, T>, w: &Window, upper: bool) -> Vec<T> {
+        let s = m.nrows();
+        let (hw, area) = (w.h * w.w, w.ph * w.pw);
+        let mut center_term = vec![T::zero(); s];
+        let mut dev = vec![T::zero(); s];
+        let half = T::from_f64(0.5);
+        let norm = match self {
+            Perturbation::Box { .. } => Norm::Inf,
+            Perturbation::Ball { norm, .. } => *norm,
+        };
+        for y in 0..w.ph {
+            for x in 0..w.pw {
+                for r in 0..s {
+                    let Some((hy, wx)) = w.position(r, y, x) else { continue };
+                    let node = hy * w.w + wx;
+                    for ch in 0..w.c {
+                        let a = m[(r, ch * area + y * w.pw + x)];
+                        let j = ch * hw + node;
+                        let (c, rad) = match self {
+                            Perturbation::Box { lower, upper: hi } => {
+                                ((lower[j] + hi[j]) * half, (hi[j] - lower[j]) * half)
+                            }
+                            Perturbation::Ball { center, .. } => (center[j], T::one()),
+                        };
+                        center_term[r] += a * c;
+                        match norm {
+                            Norm::Inf => dev[r] += a.abs() * rad,
+                            Norm::L2 => dev[r] += a * a,
+                            Norm::L1 => dev[r] = dev[r].max(a.abs()),
+                        }
+                    }
+                }
+            }
+        }
+        if let Perturbation::Ball { eps, .. } = self {
+            for d in dev.iter_mut() {
+                *d = if norm == Norm::L2 { d.sqrt() * *eps } else { *d * *eps };
             }
         }
         center_term.iter().zip(&dev).map(|(&c, &d)| if upper { c + d } else { c - d }).collect()

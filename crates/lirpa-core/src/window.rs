@@ -112,12 +112,18 @@ impl Window {
     pub fn to_dense<T: Scalar>(&self, m: &Mat<T>) -> Mat<T> {
         let (hw, area) = (self.h * self.w, self.ph * self.pw);
         let mut out = Mat::<T>::zeros(m.nrows(), self.numel());
-        for r in 0..m.nrows() {
-            self.for_each_cell(r, |cell, node| {
-                for ch in 0..self.c {
-                    out[(r, ch * hw + node)] = m[(r, ch * area + cell)];
+        // Column by column of the window (faer matrices are column-major).
+        for ch in 0..self.c {
+            for y in 0..self.ph {
+                for x in 0..self.pw {
+                    let src = m.col_as_slice(ch * area + y * self.pw + x);
+                    for (r, &v) in src.iter().enumerate() {
+                        if let Some((hy, wx)) = self.position(r, y, x) {
+                            out[(r, ch * hw + hy * self.w + wx)] = v;
+                        }
+                    }
                 }
-            });
+            }
         }
         out
     }

@@ -176,7 +176,10 @@ impl<'g, T: Scalar> State<'g, T> {
                 let (roots, bias) = self.backward_from(target, c, self.par)?;
                 let (l, u) = self.concretize(&roots, &bias, req.lower, req.upper);
                 if req.return_a {
-                    let a = roots.into_iter().map(|(input, a)| LinearBoundA { input, a }).collect();
+                    let a = roots
+                        .into_iter()
+                        .map(|(input, a)| LinearBoundA { input, a: a.into_dense() })
+                        .collect();
                     (l, u, a, Some(bias))
                 } else {
                     (l, u, vec![], None)
@@ -476,7 +479,8 @@ impl<'g, T: Scalar> State<'g, T> {
             }
             let op = match &node.kind {
                 NodeKind::Input => {
-                    roots.push((id, a.into_dense()));
+                    // Kept windowed: concretization reads windows directly.
+                    roots.push((id, a));
                     continue;
                 }
                 NodeKind::Op(op) => op.as_ref(),
@@ -574,11 +578,15 @@ impl<'g, T: Scalar> State<'g, T> {
         let mut hi = if upper { bias.upper.clone() } else { vec![T::infinity(); bias.upper.len()] };
         for (id, a) in roots {
             let p = self.ptb[*id].expect("perturbed root");
+            let conc = |m: &Mat<T>, up: bool| match &a.window {
+                None => p.concretize(m.as_ref(), up),
+                Some(w) => p.concretize_windowed(m.as_ref(), w, up),
+            };
             if let (true, Some(al)) = (lower, &a.lower) {
-                add(&mut lo, &p.concretize(al.as_ref(), false));
+                add(&mut lo, &conc(al, false));
             }
             if let (true, Some(au)) = (upper, &a.upper) {
-                add(&mut hi, &p.concretize(au.as_ref(), true));
+                add(&mut hi, &conc(au, true));
             }
         }
         (lo, hi)

@@ -25,8 +25,8 @@ pub struct Conv<T> {
     /// Weights `[co][ci/groups][kh][kw]` and their absolute values.
     w: Vec<T>,
     w_abs: Vec<T>,
-    /// Per (group, ky, kx): the `co/g × ci/g` tap matrix.
-    taps: Vec<Mat<T>>,
+    /// Per group: the `co/g × (ci/g)·kh·kw` weight matrix, column `i·kh·kw + ky·kw + kx`.
+    group_weights: Vec<Mat<T>>,
     /// Bias expanded to the output (`co·ho·wo`), if any entry is non-zero.
     bias_map: Option<Vec<T>>,
     /// Per-output-position factor (`ho·wo`), for average pooling without padding count.
@@ -60,12 +60,9 @@ impl<T: Scalar> Conv<T> {
                 co * cig * k
             )));
         }
-        let mut taps = Vec::with_capacity(groups * k);
-        for grp in 0..groups {
-            for t in 0..k {
-                taps.push(Mat::from_fn(cog, cig, |o, i| T::from_f64(w[((grp * cog + o) * cig + i) * k + t])));
-            }
-        }
+        let group_weights = (0..groups)
+            .map(|grp| Mat::from_fn(cog, cig * k, |o, j| T::from_f64(w[(grp * cog + o) * cig * k + j])))
+            .collect();
         let p = g.ho * g.wo;
         let bias_map = match bias {
             Some(b) if b.iter().any(|&v| v != 0.0) => {
@@ -84,7 +81,7 @@ impl<T: Scalar> Conv<T> {
             g,
             w: w.iter().map(|&v| T::from_f64(v)).collect(),
             w_abs: w.iter().map(|&v| T::from_f64(v.abs())).collect(),
-            taps,
+            group_weights,
             bias_map,
             out_scale: out_scale.map(|s| s.into_iter().map(T::from_f64).collect()),
         })
@@ -196,66 +193,87 @@ impl<T: Scalar> Conv<T> {
             return;
         }
         let (cig, cog) = (self.ci / self.groups, self.co / self.groups);
+        let k = g.kh * g.kw;
+        let kk = cig * k;
         let (sp, dq) = (ph * pw, qh * qw);
-        let (srs, scs) = (src.row_stride(), src.col_stride());
-        let (drs, dcs) = (dst.row_stride(), dst.col_stride());
-        let gemm = cog * cig >= 16 && rows >= 4;
+        // Source positions per product: the product is `(rows·n) × cog` times
+        // `cog × cig·k`; keep its result around a megabyte.
+        let chunk = ((1usize << 18) / (rows * kk).max(1)).clamp(1, sp);
+        let contiguous = src.row_stride() == 1 && src.col_stride() == rows as isize;
+        let mut gathered =
+            if contiguous { Mat::<T>::zeros(0, 0) } else { Mat::<T>::zeros(rows * chunk, cog) };
+        // A flat buffer viewed as a column-major `(rows·chunk) × kk` matrix: one zeroed
+        // allocation instead of faer's column-by-column initialization.
+        let ld = rows * chunk;
+        let mut prod_buf = vec![T::zero(); ld * kk];
+        // Destination columns must be contiguous slices; faer matrices are column-major.
+        debug_assert_eq!(dst.row_stride(), 1);
         for grp in 0..self.groups {
-            for y in 0..ph {
-                for ky in 0..g.kh {
-                    let dy = (y * g.sh + ky * g.dh) as isize - shift_h;
-                    if dy < 0 || dy as usize >= qh {
-                        continue;
+            let wg = &self.group_weights[grp];
+            let mut p0 = 0;
+            while p0 < sp {
+                let n = chunk.min(sp - p0);
+                let m = rows * n;
+                // The source block: row `pi·rows + r`, column `o` is src[r, (grp·cog + o)·sp + p0 + pi].
+                let s = if contiguous {
+                    // SAFETY: with row stride 1 and column stride `rows`, the cells of columns
+                    // (grp·cog + o)·sp + p0 .. + n are the `m` consecutive values starting at
+                    // ((grp·cog + o)·sp + p0)·rows, for o < cog, all inside `src`.
+                    unsafe {
+                        MatRef::from_raw_parts(
+                            src.as_ptr().add((grp * cog * sp + p0) * rows),
+                            m,
+                            cog,
+                            1,
+                            (sp * rows) as isize,
+                        )
                     }
-                    for x in 0..pw {
+                } else {
+                    for o in 0..cog {
+                        for pi in 0..n {
+                            let c = (grp * cog + o) * sp + p0 + pi;
+                            for r in 0..rows {
+                                gathered[(pi * rows + r, o)] = src[(r, c)];
+                            }
+                        }
+                    }
+                    gathered.as_ref().subrows(0, m)
+                };
+                let prod_mut = MatMut::from_column_major_slice_with_stride_mut(&mut prod_buf, m, kk, ld);
+                matmul(prod_mut, Accum::Replace, s, wg.as_ref(), T::one(), Par::Seq);
+                let prod = MatRef::from_column_major_slice_with_stride(&prod_buf, m, kk, ld);
+                // col2im: scatter each (position, tap) block to the input cell it reads.
+                for pi in 0..n {
+                    let (y, x) = ((p0 + pi) / pw, (p0 + pi) % pw);
+                    for ky in 0..g.kh {
+                        let dy = (y * g.sh + ky * g.dh) as isize - shift_h;
+                        if dy < 0 || dy as usize >= qh {
+                            continue;
+                        }
                         for kx in 0..g.kw {
                             let dx = (x * g.sw + kx * g.dw) as isize - shift_w;
                             if dx < 0 || dx as usize >= qw {
                                 continue;
                             }
-                            let tap = &self.taps[(grp * g.kh + ky) * g.kw + kx];
-                            let s0 = grp * cog * sp + y * pw + x;
+                            let t = ky * g.kw + kx;
                             let d0 = grp * cig * dq + dy as usize * qw + dx as usize;
-                            if gemm {
-                                // SAFETY: the views address columns s0 + o·sp (o < cog) of
-                                // `src` and d0 + i·dq (i < cig) of `dst`, all in bounds
-                                // (s0 + (cog−1)·sp < co·sp, d0 + (cig−1)·dq < ci·dq), with the
-                                // views' own strides; `src` and `dst` do not overlap.
-                                unsafe {
-                                    let s = MatRef::from_raw_parts(
-                                        src.as_ptr().offset(s0 as isize * scs),
-                                        rows,
-                                        cog,
-                                        srs,
-                                        sp as isize * scs,
-                                    );
-                                    let d = MatMut::from_raw_parts_mut(
-                                        dst.as_ptr_mut().offset(d0 as isize * dcs),
-                                        rows,
-                                        cig,
-                                        drs,
-                                        dq as isize * dcs,
-                                    );
-                                    matmul(d, Accum::Add, s, tap.as_ref(), T::one(), Par::Seq);
-                                }
-                            } else {
-                                for o in 0..cog {
-                                    for i in 0..cig {
-                                        let wv = tap[(o, i)];
-                                        if wv == T::zero() {
-                                            continue;
-                                        }
-                                        let (sc, dc) = (s0 + o * sp, d0 + i * dq);
-                                        for r in 0..rows {
-                                            let v = src[(r, sc)];
-                                            dst[(r, dc)] += wv * v;
-                                        }
-                                    }
+                            for i in 0..cig {
+                                let from =
+                                    &prod.col(i * k + t).try_as_col_major().expect("column-major").as_slice()
+                                        [pi * rows..][..rows];
+                                let to = dst
+                                    .as_mut()
+                                    .col_mut(d0 + i * dq)
+                                    .try_as_col_major_mut()
+                                    .expect("column-major");
+                                for (d, v) in to.as_slice_mut().iter_mut().zip(from) {
+                                    *d += *v;
                                 }
                             }
                         }
                     }
                 }
+                p0 += n;
             }
         }
     }

@@ -115,6 +115,10 @@ impl<T: Scalar> LinearRelaxation<T> for TwoPiece<T> {
     fn refine_mask(&self, _input: usize, lower: &[T], upper: &[T]) -> Option<Vec<bool>> {
         Some(lower.iter().zip(upper).map(|(&l, &u)| l < T::zero() && u > T::zero()).collect())
     }
+    /// Element-wise: the sign split works cell by cell on windowed coefficients.
+    fn supports_window(&self) -> bool {
+        true
+    }
 }
 
 impl<T: Scalar> Operator<T> for TwoPiece<T> {
