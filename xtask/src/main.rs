@@ -18,8 +18,11 @@ fn main() -> Result<()> {
         Some("ci") => ci(),
         Some("soundness") => soundness(&args[1..]),
         Some("bench") => bench(&args[1..]),
+        Some("reduced-build") => reduced_build(),
         _ => {
-            eprintln!("usage: cargo xtask <ci | soundness [--cases N] [--seed S] | bench [FILTER]>");
+            eprintln!(
+                "usage: cargo xtask <ci | soundness [--cases N] [--seed S] | bench [FILTER] | reduced-build>"
+            );
             bail!("unknown or missing command")
         }
     }
@@ -67,10 +70,48 @@ fn ci() -> Result<()> {
     } else {
         eprintln!("rustfmt is not installed: format check skipped");
     }
+    reduced_build()?;
     // One release build serves the tests, the CLI and the benches' compilation check.
     run(cargo().args(["build", "--release", "--workspace", "--all-targets"]))?;
     run(cargo().args(["test", "--release", "--workspace"]))?;
     run(cargo().args(MAIN_JOB))?;
+    Ok(())
+}
+
+/// A downstream build with only some operator families: the CLI built with
+/// `--no-default-features --features linear,relu` registers exactly those plugins'
+/// operators, and a model that needs another family fails with a clear error naming
+/// the node and the operator. (Run before the full build, which overwrites the binary.)
+fn reduced_build() -> Result<()> {
+    run(cargo().args([
+        "build",
+        "--release",
+        "-p",
+        "lirpa-cli",
+        "--no-default-features",
+        "--features",
+        "linear,relu",
+    ]))?;
+    let bin = Path::new("target/release/lirpa");
+    let ops = Command::new(bin).arg("ops").output().context("running the reduced lirpa")?;
+    let listed = String::from_utf8_lossy(&ops.stdout);
+    let has = |op: &str| listed.lines().any(|l| l.split('\t').nth(1) == Some(op));
+    if !ops.status.success() || !has("Relu") || !has("Gemm") || has("Conv") {
+        bail!("the reduced build (linear, relu) lists the wrong operators:\n{listed}");
+    }
+    let cnn = Path::new("../shared/reference/synthetic/cnn__linf_0.02/model.onnx");
+    if cnn.exists() {
+        let out = Command::new(bin)
+            .args(["bounds", cnn.to_str().unwrap(), "--method", "ibp", "--norm", "inf", "--eps", "0.1"])
+            .args(["--center", "models/toy_lower.json"])
+            .output()
+            .context("running the reduced lirpa")?;
+        let err = String::from_utf8_lossy(&out.stderr);
+        if out.status.success() || !err.contains("Conv") {
+            bail!("the reduced build should refuse a CNN naming the Conv operator, said: {err}");
+        }
+        eprintln!("reduced build: {}", err.trim());
+    }
     Ok(())
 }
 
