@@ -23,7 +23,7 @@ struct Spec {
     /// (kind, four parameters) per step.
     steps: Vec<(u8, [usize; 4])>,
     seed: u64,
-    /// 0: box, 1: L∞, 2: L2.
+    /// 0: box, 1: L∞, 2: L2, 3: L1.
     set: u8,
     radius: f64,
 }
@@ -37,7 +37,7 @@ fn arb_spec() -> impl Strategy<Value = Spec> {
         3usize..9,
         prop::collection::vec(step, 1..7),
         any::<u64>(),
-        0u8..3,
+        0u8..4,
         0.01f64..0.8,
     )
         .prop_map(|(one_d, c0, h, w, steps, seed, set, radius)| Spec {
@@ -193,7 +193,8 @@ fn perturbation(spec: &Spec, n: usize) -> Perturbation<f64> {
             .unwrap()
         }
         1 => Perturbation::new_ball(Norm::Inf, center, spec.radius).unwrap(),
-        _ => Perturbation::new_ball(Norm::L2, center, spec.radius * 3.0).unwrap(),
+        2 => Perturbation::new_ball(Norm::L2, center, spec.radius * 3.0).unwrap(),
+        _ => Perturbation::new_ball(Norm::L1, center, spec.radius * 5.0).unwrap(),
     }
 }
 
