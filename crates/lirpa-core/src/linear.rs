@@ -106,8 +106,23 @@ impl<T: Scalar> LinearA<T> {
         self.lower.as_ref().or(self.upper.as_ref())
     }
 
-    /// Apply the same exact linear map to both sides (for affine operators).
+    /// True when both sides are present and hold the same coefficients, as a
+    /// specification does until the first relaxation splits them: an affine operator
+    /// then needs one product instead of two.
+    pub fn sides_equal(&self) -> bool {
+        match (&self.lower, &self.upper) {
+            (Some(l), Some(u)) => l.nrows() == u.nrows() && l.ncols() == u.ncols() && l == u,
+            _ => false,
+        }
+    }
+
+    /// Apply the same exact linear map to both sides (for affine operators), once when
+    /// the sides are equal.
     pub fn map(self, mut f: impl FnMut(&Mat<T>) -> Result<Mat<T>>) -> Result<Self> {
+        if self.sides_equal() {
+            let m = f(self.lower.as_ref().expect("both sides"))?;
+            return Ok(LinearA { lower: Some(m.clone()), upper: Some(m), window: self.window.clone() });
+        }
         Ok(LinearA {
             lower: self.lower.as_ref().map(&mut f).transpose()?,
             upper: self.upper.as_ref().map(&mut f).transpose()?,

@@ -148,17 +148,21 @@ impl Window {
     /// `m · v` for a node-shaped vector `v` (the contribution of a constant).
     pub fn times_vector<T: Scalar>(&self, m: &Mat<T>, v: &[T]) -> Vec<T> {
         let (hw, area) = (self.h * self.w, self.ph * self.pw);
-        (0..m.nrows())
-            .map(|r| {
-                let mut acc = T::zero();
-                self.for_each_cell(r, |cell, node| {
-                    for ch in 0..self.c {
-                        acc += m[(r, ch * area + cell)] * v[ch * hw + node];
+        let mut out = vec![T::zero(); m.nrows()];
+        // Column by column of the window (faer matrices are column-major).
+        for ch in 0..self.c {
+            for y in 0..self.ph {
+                for x in 0..self.pw {
+                    let col = m.col_as_slice(ch * area + y * self.pw + x);
+                    for (r, (&a, o)) in col.iter().zip(out.iter_mut()).enumerate() {
+                        if let Some((hy, wx)) = self.position(r, y, x) {
+                            *o += a * v[ch * hw + hy * self.w + wx];
+                        }
                     }
-                });
-                acc
-            })
-            .collect()
+                }
+            }
+        }
+        out
     }
 
     /// The smallest common layout of two windows on the same node (per row, the

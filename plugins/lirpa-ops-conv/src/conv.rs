@@ -197,8 +197,8 @@ impl<T: Scalar> Conv<T> {
         let kk = cig * k;
         let (sp, dq) = (ph * pw, qh * qw);
         // Source positions per product: the product is `(rows·n) × cog` times
-        // `cog × cig·k`; keep its result around a megabyte.
-        let chunk = ((1usize << 18) / (rows * kk).max(1)).clamp(1, sp);
+        // `cog × cig·k`; keep its result within a core's L2 cache (256 KiB of f32).
+        let chunk = ((1usize << 16) / (rows * kk).max(1)).clamp(1, sp);
         let contiguous = src.row_stride() == 1 && src.col_stride() == rows as isize;
         let mut gathered =
             if contiguous { Mat::<T>::zeros(0, 0) } else { Mat::<T>::zeros(rows * chunk, cog) };
@@ -308,7 +308,13 @@ impl<T: Scalar> Conv<T> {
         let bias = match (&self.bias_map, win) {
             (None, _) => vec![T::zero(); m.nrows()],
             (Some(b), None) => mat_vec(m.as_ref(), b),
-            (Some(b), Some(w)) => w.times_vector(&m, b),
+            (Some(b), Some(w)) => {
+                // The bias is constant per channel and cells outside the node hold
+                // zero, so every cell of a channel's window takes that channel's bias.
+                let (p, area) = (g.ho * g.wo, w.ph * w.pw);
+                let per_cell: Vec<T> = (0..w.c * area).map(|k| b[(k / area) * p]).collect();
+                mat_vec(m.as_ref(), &per_cell)
+            }
         };
         self.scale_columns(&mut m, win);
         let out = match win {
@@ -375,16 +381,25 @@ impl<T: Scalar> LinearRelaxation<T> for Conv<T> {
         let spec = a.spec();
         let win = a.window.as_ref();
         let mut bias = LinearBias::zeros(spec);
-        let lower = a.lower.map(|m| {
-            let (m, b) = self.backward_side(m, win, ctx.par);
+        let (lower, upper) = if a.sides_equal() {
+            // One product serves both sides (a specification before any relaxation).
+            let (m, b) = self.backward_side(a.lower.expect("both sides"), win, ctx.par);
+            bias.upper = b.clone();
             bias.lower = b;
-            m
-        });
-        let upper = a.upper.map(|m| {
-            let (m, b) = self.backward_side(m, win, ctx.par);
-            bias.upper = b;
-            m
-        });
+            (Some(m.clone()), Some(m))
+        } else {
+            let lower = a.lower.map(|m| {
+                let (m, b) = self.backward_side(m, win, ctx.par);
+                bias.lower = b;
+                m
+            });
+            let upper = a.upper.map(|m| {
+                let (m, b) = self.backward_side(m, win, ctx.par);
+                bias.upper = b;
+                m
+            });
+            (lower, upper)
+        };
         let mut out = LinearA { lower, upper, window: win.map(|w| self.input_window(w)) };
         if let Some(w) = &out.window {
             if let Some(m) = out.lower.as_mut() {
