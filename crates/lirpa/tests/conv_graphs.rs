@@ -160,7 +160,11 @@ fn build(spec: &Spec) -> Graph<f64> {
                 let data = pads.iter().map(|&v| v as f64).collect();
                 let t = TensorData::new(&[pads.len()], lirpa::core::DType::Int, data).unwrap();
                 b.add_constant(&pads_name, t).unwrap();
-                b.add_node(&name, "Pad", "", 13, &attrs, &[Some(&src), Some(&pads_name)])
+                // Fill value -0.5, 0 or 0.5 (a non-zero fill goes to the bias).
+                let fill_name = format!("fill{i}");
+                let fill = TensorData::float(&[], vec![(p[1] % 3) as f64 * 0.5 - 0.5]).unwrap();
+                b.add_constant(&fill_name, fill).unwrap();
+                b.add_node(&name, "Pad", "", 13, &attrs, &[Some(&src), Some(&pads_name), Some(&fill_name)])
             }
         };
         if res.is_ok() {

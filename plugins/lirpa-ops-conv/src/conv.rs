@@ -198,6 +198,12 @@ impl<T: Scalar> Conv<T> {
         let (sp, dq) = (ph * pw, qh * qw);
         // Source positions per product: the product is `(rows·n) × cog` times
         // `cog × cig·k`; keep its result within a core's L2 cache (256 KiB of f32).
+        if cog * cig <= 4 {
+            // Depthwise (pooling) and other tiny channel blocks: a product per position
+            // would be all overhead; add scaled source columns directly.
+            self.transpose_acc_direct(src, (ph, pw), dst, (qh, qw), (shift_h, shift_w));
+            return;
+        }
         let chunk = ((1usize << 16) / (rows * kk).max(1)).clamp(1, sp);
         let contiguous = src.row_stride() == 1 && src.col_stride() == rows as isize;
         let mut gathered =
@@ -274,6 +280,57 @@ impl<T: Scalar> Conv<T> {
                     }
                 }
                 p0 += n;
+            }
+        }
+    }
+
+    /// [`Self::transpose_acc_seq`] without products: for every source cell, tap and
+    /// channel pair, `dst[:, d] += w · src[:, s]` on contiguous columns.
+    fn transpose_acc_direct(
+        &self,
+        src: MatRef<'_, T>,
+        (ph, pw): (usize, usize),
+        mut dst: MatMut<'_, T>,
+        (qh, qw): (usize, usize),
+        (shift_h, shift_w): (isize, isize),
+    ) {
+        let g = &self.g;
+        let (cig, cog) = (self.ci / self.groups, self.co / self.groups);
+        let k = g.kh * g.kw;
+        let (sp, dq) = (ph * pw, qh * qw);
+        for grp in 0..self.groups {
+            let wg = &self.group_weights[grp];
+            for o in 0..cog {
+                for p in 0..sp {
+                    let scol = (grp * cog + o) * sp + p;
+                    let from = src.col(scol);
+                    let (y, x) = (p / pw, p % pw);
+                    for ky in 0..g.kh {
+                        let dy = (y * g.sh + ky * g.dh) as isize - shift_h;
+                        if dy < 0 || dy as usize >= qh {
+                            continue;
+                        }
+                        for kx in 0..g.kw {
+                            let dx = (x * g.sw + kx * g.dw) as isize - shift_w;
+                            if dx < 0 || dx as usize >= qw {
+                                continue;
+                            }
+                            for i in 0..cig {
+                                let wv = wg[(o, i * k + ky * g.kw + kx)];
+                                if wv == T::zero() {
+                                    continue;
+                                }
+                                let d = (grp * cig + i) * dq + dy as usize * qw + dx as usize;
+                                // Coefficient matrices are column-major: row stride 1.
+                                let t = dst.as_mut().col_mut(d).try_as_col_major_mut().expect("column-major");
+                                let f = from.try_as_col_major().expect("column-major");
+                                for (t, f) in t.as_slice_mut().iter_mut().zip(f.as_slice()) {
+                                    *t += wv * *f;
+                                }
+                            }
+                        }
+                    }
+                }
             }
         }
     }

@@ -3,7 +3,9 @@
 //! [`IndexMap`]: output element `i` is element `j` of input edge `k`, or a constant.
 
 use lirpa_core::op::{BackwardCtx, Evaluate, Interval, IntervalRule, LinearRelaxation, NodeDef, Operator};
-use lirpa_core::{BackwardResult, BuiltOp, Error, LinearA, LinearBias, Result, Scalar, Shape, numel};
+use lirpa_core::{
+    BackwardResult, BuiltOp, Error, LinearA, LinearBias, Result, Scalar, Shape, Window, numel, spatial_dims,
+};
 use smallvec::SmallVec;
 
 /// Marks an output element that takes the fill value.
@@ -17,6 +19,19 @@ pub struct IndexMap<T> {
     /// Elements of each input edge.
     n_in: SmallVec<[usize; 4]>,
     fill: T,
+    /// For a constant Pad of only the spatial axes of a `[1, C, H, W]` (or `[1, C, L]`)
+    /// tensor: windowed coefficients map to the input by a shift of their windows.
+    spatial_pad: Option<SpatialPad>,
+}
+
+/// Geometry of a spatial constant Pad: input height and width, and the padding
+/// before them (all non-negative).
+#[derive(Clone, Copy, Debug)]
+struct SpatialPad {
+    top: usize,
+    left: usize,
+    in_h: usize,
+    in_w: usize,
 }
 
 impl<T: Scalar> Evaluate<T> for IndexMap<T> {
@@ -65,8 +80,55 @@ impl<T: Scalar> IndexMap<T> {
     }
 }
 
+impl<T: Scalar> IndexMap<T> {
+    /// Windowed coefficients through a spatial constant Pad: the same windows, shifted
+    /// into the input's coordinates; cells that fall on padding move to the bias
+    /// (times the fill value) and are zeroed (the window invariant).
+    fn backward_windowed(&self, pad: SpatialPad, a: LinearA<T>) -> Result<BackwardResult<T>> {
+        let w = a.window.as_ref().expect("windowed");
+        let (top, left) = (pad.top, pad.left);
+        let win = Window {
+            c: w.c,
+            h: pad.in_h,
+            w: pad.in_w,
+            ph: w.ph,
+            pw: w.pw,
+            oh: w.oh.iter().map(|&o| o - top as isize).collect(),
+            ow: w.ow.iter().map(|&o| o - left as isize).collect(),
+        };
+        let area = w.ph * w.pw;
+        let mut bias = LinearBias::zeros(a.spec());
+        let fill = self.fill;
+        let side = |mut m: faer::Mat<T>, bias: &mut [T]| {
+            for ch in 0..win.c {
+                for y in 0..win.ph {
+                    for x in 0..win.pw {
+                        let col = m.col_as_slice_mut(ch * area + y * win.pw + x);
+                        for (r, (v, b)) in col.iter_mut().zip(bias.iter_mut()).enumerate() {
+                            if *v != T::zero() && win.position(r, y, x).is_none() {
+                                *b += *v * fill;
+                                *v = T::zero();
+                            }
+                        }
+                    }
+                }
+            }
+            m
+        };
+        let lower = a.lower.map(|m| side(m, &mut bias.lower));
+        let upper = a.upper.map(|m| side(m, &mut bias.upper));
+        Ok(BackwardResult {
+            inputs: smallvec::smallvec![Some(LinearA { lower, upper, window: Some(win) })],
+            bias,
+        })
+    }
+}
+
 impl<T: Scalar> LinearRelaxation<T> for IndexMap<T> {
     fn backward(&self, _ctx: &BackwardCtx<'_, T>, a: LinearA<T>) -> Result<BackwardResult<T>> {
+        if let (Some(pad), Some(_)) = (self.spatial_pad, &a.window) {
+            return self.backward_windowed(pad, a);
+        }
         let mut bias = LinearBias::zeros(a.spec());
         let mut lower = a.lower.as_ref().map(|m| self.side(m, &mut bias.lower).into_iter());
         let mut upper = a.upper.as_ref().map(|m| self.side(m, &mut bias.upper).into_iter());
@@ -82,6 +144,9 @@ impl<T: Scalar> LinearRelaxation<T> for IndexMap<T> {
     }
     fn is_affine(&self) -> bool {
         true
+    }
+    fn supports_window(&self) -> bool {
+        self.spatial_pad.is_some()
     }
 }
 
@@ -104,6 +169,7 @@ fn strides(shape: &[usize]) -> Vec<usize> {
 /// output multi-index in row-major order.
 fn build_map<T: Scalar>(
     op_type: &'static str,
+    spatial_pad: Option<SpatialPad>,
     out_shape: &[usize],
     n_in: SmallVec<[usize; 4]>,
     fill: f64,
@@ -129,7 +195,7 @@ fn build_map<T: Scalar>(
             idx[d] = 0;
         }
     }
-    let op = IndexMap { op_type, src, n_in, fill: T::from_f64(fill) };
+    let op = IndexMap { op_type, src, n_in, fill: T::from_f64(fill), spatial_pad };
     Ok(BuiltOp::new(op, edges, Shape::from_slice(out_shape)))
 }
 
@@ -186,7 +252,7 @@ pub fn build_concat<T: Scalar>(node: &NodeDef<'_>) -> Result<BuiltOp<T>> {
     let shapes: Vec<Shape> =
         (0..node.inputs.len()).map(|k| node.input(k).map(|x| x.shape.clone())).collect::<Result<_>>()?;
     let st: Vec<Vec<usize>> = shapes.iter().map(|s| strides(s)).collect();
-    build_map("Concat", &out.clone(), n_in, 0.0, &edges, |idx| {
+    build_map("Concat", None, &out.clone(), n_in, 0.0, &edges, |idx| {
         let k = offsets.iter().rposition(|&o| o <= idx[axis]).expect("offset 0");
         let mut j = 0;
         for (d, &i) in idx.iter().enumerate() {
@@ -231,7 +297,7 @@ pub fn build_slice<T: Scalar>(node: &NodeDef<'_>) -> Result<BuiltOp<T>> {
     }
     let st = strides(&x.shape);
     let n_in = SmallVec::from_slice(&[numel(&x.shape)]);
-    build_map("Slice", &out, n_in, 0.0, &[0], |idx| {
+    build_map("Slice", None, &out, n_in, 0.0, &[0], |idx| {
         let j = idx.iter().enumerate().map(|(d, &i)| (first[d] + i as i64 * step[d]) as usize * st[d]).sum();
         Some((0, j))
     })
@@ -262,7 +328,7 @@ pub fn build_gather<T: Scalar>(node: &NodeDef<'_>) -> Result<BuiltOp<T>> {
     let st = strides(&x.shape);
     let ist = strides(&ind.shape);
     let n_in = SmallVec::from_slice(&[numel(&x.shape)]);
-    build_map("Gather", &out, n_in, 0.0, &[0], |idx| {
+    build_map("Gather", None, &out, n_in, 0.0, &[0], |idx| {
         let flat_ind: usize = (0..q).map(|t| idx[axis + t] * ist[t]).sum();
         let mut j = indices[flat_ind] * st[axis];
         for d in 0..axis {
@@ -324,7 +390,22 @@ pub fn build_pad<T: Scalar>(node: &NodeDef<'_>) -> Result<BuiltOp<T>> {
     if !matches!(mode, "constant" | "reflect" | "edge" | "wrap") {
         return Err(Error::unimplemented(format!("Pad mode '{mode}'")));
     }
-    build_map("Pad", &out, n_in, value, &[0], |idx| {
+    // Constant padding of the spatial axes only (batch and channels untouched, no
+    // cropping): windowed coefficients pass through by a shift.
+    let spatial = match (mode, spatial_dims(&x.shape)) {
+        ("constant", Some((_, h, w))) if begin.iter().all(|&b| b >= 0) => {
+            let untouched = (0..2).all(|d| out[d] == x.shape[d] && begin[d] == 0);
+            let grown = (2..rank).all(|d| out[d] >= x.shape[d]);
+            (untouched && grown).then(|| SpatialPad {
+                top: if rank == 4 { begin[2] as usize } else { 0 },
+                left: begin[rank - 1] as usize,
+                in_h: h,
+                in_w: w,
+            })
+        }
+        _ => None,
+    };
+    build_map("Pad", spatial, &out, n_in, value, &[0], |idx| {
         let mut j = 0usize;
         for d in 0..rank {
             let n = shape[d] as i64;
