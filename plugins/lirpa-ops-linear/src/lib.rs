@@ -16,6 +16,7 @@ register_op!("Mul", elementwise::build_mul);
 register_op!("Div", elementwise::build_div);
 register_op!("Neg", elementwise::build_neg);
 register_op!("Constant", shape::build_constant);
+register_op!("ConstantOfShape", shape::build_constant_of_shape);
 register_op!("Identity", shape::build_identity);
 register_op!("Dropout", shape::build_identity);
 register_op!("Cast", shape::build_cast);
@@ -36,6 +37,7 @@ pub const OPS: &[&str] = &[
     "Cast",
     "Concat",
     "Constant",
+    "ConstantOfShape",
     "Div",
     "Dropout",
     "Flatten",
