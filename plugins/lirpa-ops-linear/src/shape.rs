@@ -176,7 +176,9 @@ pub fn build_constant_of_shape<T: Scalar>(node: &NodeDef<'_>) -> Result<BuiltOp<
     let (dtype, fill) = match node.attrs.tensor("value")? {
         None => (DType::Float, 0.0),
         Some(t) if t.numel() == 1 => (t.dtype, t.data[0]),
-        Some(t) => return Err(Error::Shape(format!("ConstantOfShape value has {} elements, not 1", t.numel()))),
+        Some(t) => {
+            return Err(Error::Shape(format!("ConstantOfShape value has {} elements, not 1", t.numel())));
+        }
     };
     let value = TensorData::new(&shape, dtype, vec![fill; numel(&shape)])?;
     value.check_finite("ConstantOfShape value")?;
