@@ -73,3 +73,47 @@ pub(crate) fn check_finite<T: Scalar>(what: &str, xs: &[T]) -> lirpa_core::Resul
         None => Ok(()),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use lirpa_core::{Attributes, Error, GraphBuilder, TensorData};
+
+    /// This test binary links only this plugin: a product by a constant, which it
+    /// declines, has no other builder and is reported as not implemented, with the
+    /// reason.
+    #[test]
+    fn declined_use_without_the_linear_plugin_is_unimplemented() {
+        let mut b = GraphBuilder::<f64>::new();
+        b.add_input("x", &[3]).unwrap();
+        b.add_constant("c", TensorData::float(&[3], vec![1.0, 2.0, 3.0]).unwrap()).unwrap();
+        let err =
+            b.add_node("scaled", "Mul", "", 13, &Attributes::default(), &[Some("x"), Some("c")]).unwrap_err();
+        let msg = err.to_string();
+        assert!(matches!(err, Error::Unimplemented { .. }), "{msg}");
+        assert!(msg.contains("'scaled'") && msg.contains("declined") && msg.contains("constant"), "{msg}");
+    }
+
+    /// Hand-checked interval and reciprocal relaxation of Div on one element:
+    /// `x ∈ [1, 2]`, `y ∈ [2, 4]`: `x/y ∈ [1/4, 1]`.
+    #[test]
+    fn div_interval_hand_checked() {
+        let mut b = GraphBuilder::<f64>::new();
+        b.add_input("x", &[1]).unwrap();
+        b.add_input("y", &[1]).unwrap();
+        b.add_node("q", "Div", "", 13, &Attributes::default(), &[Some("x"), Some("y")]).unwrap();
+        let g = b.finish(&["q"]).unwrap();
+        let op = g.node(g.find("q").unwrap()).op().unwrap();
+        let (xl, xu, yl, yu) = ([1.0], [2.0], [2.0], [4.0]);
+        let ins = [
+            lirpa_core::Interval { lower: &xl[..], upper: &xu[..] },
+            lirpa_core::Interval { lower: &yl[..], upper: &yu[..] },
+        ];
+        let (mut lo, mut hi) = ([0.0], [0.0]);
+        op.interval(&ins, &mut lo, &mut hi).unwrap();
+        assert!((lo[0] - 0.25).abs() < 1e-12 && (hi[0] - 1.0).abs() < 1e-12, "{lo:?} {hi:?}");
+        // A divisor interval reaching 0 is an error, not a NaN.
+        let (yl, yu) = ([-1.0], [1.0]);
+        let ins = [ins[0], lirpa_core::Interval { lower: &yl[..], upper: &yu[..] }];
+        assert!(op.interval(&ins, &mut lo, &mut hi).is_err());
+    }
+}
