@@ -1,7 +1,8 @@
 //! Property tests of the products of perturbed tensors and the attention operators
 //! (plugins `lirpa-ops-bilinear` and `lirpa-ops-attention`) on random small graphs
 //! built through the registry: element-wise products with and without broadcasting,
-//! squares, batched `x·yᵀ` and `softmax·v` products (with a broadcast batch), Div by
+//! squares, batched `x·yᵀ` and `softmax·v` products (with a broadcast batch), a
+//! constant left factor of MatMul, Div by
 //! a positive perturbed value or of a constant, Softmax, reductions, ReLU, fan-out.
 //!
 //! Soundness: the output at every sampled input lies inside the IBP, CROWN and
@@ -34,7 +35,7 @@ struct Spec {
 }
 
 fn arb_spec() -> impl Strategy<Value = Spec> {
-    let step = (0u8..12, 0usize..64, 0usize..64, 1usize..4).prop_map(|(kind, a, b, width)| Step {
+    let step = (0u8..13, 0usize..64, 0usize..64, 1usize..4).prop_map(|(kind, a, b, width)| Step {
         kind,
         a,
         b,
@@ -154,6 +155,11 @@ fn build(spec: &Spec) -> Graph<f64> {
                 let d = bd.positive(&v, v.1);
                 let c = bd.konst(&[v.1], -2.0, 2.0);
                 (bd.op("Div", &[], &[&c, &d]), v.1)
+            }
+            12 => {
+                // A constant left factor: C·v with C of shape [m, m] (broadcast batch).
+                let c = bd.konst(&[bd.m, bd.m], -1.0, 1.0);
+                (bd.op("MatMul", &[], &[&c, &v.0]), v.1)
             }
             _ => {
                 // A batched product with a broadcast batch: u summed over the batch.

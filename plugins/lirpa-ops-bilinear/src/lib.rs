@@ -16,8 +16,10 @@
 //! reaches 0 is an error naming the node.
 //!
 //! These builders register with priority 10 for Mul, MatMul and Div and *decline*
-//! (see [`lirpa_core::registry`]) every use with a constant operand (a constant
-//! divisor for Div), which the linear plugin handles exactly.
+//! (see [`lirpa_core::registry`]) the uses the linear plugin handles exactly: a
+//! constant factor of Mul, a constant right operand of MatMul, a constant divisor.
+//! They take a constant left operand of MatMul (exact here) and a constant numerator
+//! of Div (an exact scaling of the reciprocal).
 //!
 //! Floating point: the planes' constant terms are widened outward by a relative
 //! `4·ε` of their magnitude (ε the machine epsilon of the number type), and the

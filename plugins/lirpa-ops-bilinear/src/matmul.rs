@@ -14,7 +14,6 @@
 //!
 //! and the upper bound exchanges `Y_l` and `Y_u`.
 
-use crate::mul::both_perturbed;
 use crate::{check_finite, mul_interval};
 use faer::linalg::matmul::matmul;
 use faer::{Accum, Mat, MatRef};
@@ -39,8 +38,15 @@ pub struct BilinearMatMul {
     nby: usize,
 }
 
+/// Both operands perturbed, or a constant left operand (`C·y`, which the linear
+/// plugin does not handle): the constant becomes an edge whose bounds are its value,
+/// and the planes are then exact (`x = x_l` makes both planes equal `x_l·y`). A
+/// constant right operand is declined: the linear plugin's exact `x·W`.
 pub fn build_matmul<T: Scalar>(node: &NodeDef<'_>) -> Result<BuiltOp<T>> {
-    both_perturbed(node)?;
+    node.input(0)?;
+    if node.is_const(1) {
+        return Err(Error::declined("the right operand is constant (an exact linear map)"));
+    }
     let (xs, ys) = (node.input(0)?.shape.clone(), node.input(1)?.shape.clone());
     let (op, out) = BilinearMatMul::new(&xs, &ys)?;
     Ok(BuiltOp::new(op, &[0, 1], out))
