@@ -35,7 +35,7 @@ struct Spec {
 }
 
 fn arb_spec() -> impl Strategy<Value = Spec> {
-    let step = (0u8..13, 0usize..64, 0usize..64, 1usize..4).prop_map(|(kind, a, b, width)| Step {
+    let step = (0u8..14, 0usize..64, 0usize..64, 1usize..4).prop_map(|(kind, a, b, width)| Step {
         kind,
         a,
         b,
@@ -155,6 +155,14 @@ fn build(spec: &Spec) -> Graph<f64> {
                 let d = bd.positive(&v, v.1);
                 let c = bd.konst(&[v.1], -2.0, 2.0);
                 (bd.op("Div", &[], &[&c, &d]), v.1)
+            }
+            13 => {
+                // LayerNormalization over the last axis, with a constant scale and bias.
+                let g = bd.konst(&[v.1], -1.5, 1.5);
+                let be = bd.konst(&[v.1], -0.5, 0.5);
+                let eps = if s.width % 2 == 0 { 1e-5 } else { 0.1 };
+                let attrs = [("axis", Attr::Int(-1)), ("epsilon", Attr::Float(eps))];
+                (bd.op("LayerNormalization", &attrs, &[&v.0, &g, &be]), v.1)
             }
             12 => {
                 // A constant left factor: C·v with C of shape [m, m] (broadcast batch).
