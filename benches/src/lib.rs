@@ -23,6 +23,10 @@ pub const CASES: &[(&str, &str)] = &[
     ("synthetic", "resnet_tiny__linf_0.01"),
     ("vnncomp", "oval_wide_img19"),
     ("vnncomp", "resnet_2b_prop0"),
+    ("synthetic", "elem_softmax__linf_0.1"),
+    ("synthetic", "attention__linf_0.02"),
+    // Skipped (with a message) until Sigmoid and Tanh are registered.
+    ("synthetic", "lstm__linf_0.05"),
 ];
 
 pub const METHODS: &[(&str, Method)] =

@@ -127,8 +127,19 @@ fn soundness(args: &[String]) -> Result<()> {
     let seed = flag(args, "--seed")?;
     cases.parse::<u64>().context("--cases takes a number")?;
     let mut cmd = cargo();
-    cmd.args(["test", "--release", "-p", "lirpa", "--test", "random_graphs", "--test", "acasxu"])
-        .env("PROPTEST_CASES", &cases);
+    cmd.args([
+        "test",
+        "--release",
+        "-p",
+        "lirpa",
+        "--test",
+        "random_graphs",
+        "--test",
+        "bilinear_graphs",
+        "--test",
+        "acasxu",
+    ])
+    .env("PROPTEST_CASES", &cases);
     if let Some(s) = seed {
         s.parse::<u64>().context("--seed takes a number")?;
         cmd.env("PROPTEST_RNG_SEED", s).env("PROPTEST_RNG_ALGORITHM", "cc");

@@ -119,7 +119,7 @@ fn main() -> ExitCode {
         Command::Ops => {
             for r in lirpa::registered_ops() {
                 let d = if r.domain.is_empty() { "ai.onnx" } else { r.domain };
-                println!("{d}\t{}\t{}", r.op_type, r.plugin);
+                println!("{d}\t{}\t{}\tpriority {}", r.op_type, r.plugin, r.priority);
             }
             Ok(())
         }

@@ -18,6 +18,12 @@ pub enum Error {
     /// (e.g. a product of two perturbed tensors in a linear-only plugin).
     #[error("node '{node}' ({op_type}): not implemented: {msg}")]
     Unimplemented { node: String, op_type: String, msg: String },
+    /// A builder does not handle this use of its operator and leaves it to the next
+    /// registered builder of the same operator type (see [`crate::registry`]). The
+    /// graph builder never returns it: when every builder declines, the node is
+    /// reported as [`Error::Unimplemented`] with the reasons.
+    #[error("declined: {0}")]
+    Declined(String),
     /// A value that must be finite is NaN or infinite.
     #[error("non-finite value in {0}")]
     NonFinite(String),
@@ -33,7 +39,7 @@ impl Error {
     /// Attach a node name and op type to an error raised without that context.
     pub fn at_node(self, node: &str, op_type: &str) -> Error {
         match self {
-            Error::Node { .. } | Error::Unsupported { .. } => self,
+            Error::Node { .. } | Error::Unsupported { .. } | Error::Declined(_) => self,
             Error::Unimplemented { node: n, msg, .. } if n.is_empty() => {
                 Error::Unimplemented { node: node.to_string(), op_type: op_type.to_string(), msg }
             }
@@ -49,6 +55,13 @@ impl Error {
     /// A not-yet-implemented use of an operator; the graph builder adds the node.
     pub fn unimplemented(msg: impl Into<String>) -> Error {
         Error::Unimplemented { node: String::new(), op_type: String::new(), msg: msg.into() }
+    }
+}
+
+impl Error {
+    /// A builder's refusal of one use of its operator (see [`Error::Declined`]).
+    pub fn declined(msg: impl Into<String>) -> Error {
+        Error::Declined(msg.into())
     }
 }
 

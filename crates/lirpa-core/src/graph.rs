@@ -2,7 +2,7 @@
 //! smaller ids), built through the operator registry.
 
 use crate::op::{InputDef, NodeDef, Operator};
-use crate::registry::{BuilderFor, lookup, registered_ops};
+use crate::registry::{BuilderFor, lookup_all, registered_ops};
 use crate::{Attributes, DType, Error, Result, Scalar, Shape, TensorData, numel};
 use smallvec::SmallVec;
 use std::borrow::Cow;
@@ -264,19 +264,43 @@ impl<T: Scalar + BuilderFor> GraphBuilder<T> {
                     defs.push(Some(InputDef {
                         shape: self.nodes[id].shape.clone(),
                         value: self.consts.get(&id).cloned(),
+                        value_id: id,
                     }));
                 }
             }
         }
-        let reg = lookup(domain, op_type).ok_or_else(|| Error::Unsupported {
+        let regs = lookup_all(domain, op_type);
+        if regs.is_empty() {
+            let mut known: Vec<&str> = registered_ops().iter().map(|r| r.op_type).collect();
+            known.dedup();
+            return Err(Error::Unsupported {
+                node: name.into(),
+                op_type: op_type.into(),
+                domain: if domain.is_empty() { "ai.onnx".into() } else { domain.into() },
+                opset,
+                known: known.join(", "),
+            });
+        }
+        let def = NodeDef { name, op_type, domain, opset, attrs, inputs: &defs };
+        // Builders from the highest priority down; one may decline and leave the
+        // node to the next.
+        let mut declined = Vec::new();
+        let mut built = None;
+        for reg in regs {
+            match (T::builder(reg))(&def) {
+                Ok(b) => {
+                    built = Some(b);
+                    break;
+                }
+                Err(Error::Declined(why)) => declined.push(format!("{}: {why}", reg.plugin)),
+                Err(e) => return Err(e.at_node(name, op_type)),
+            }
+        }
+        let built = built.ok_or_else(|| Error::Unimplemented {
             node: name.into(),
             op_type: op_type.into(),
-            domain: if domain.is_empty() { "ai.onnx".into() } else { domain.into() },
-            opset,
-            known: registered_ops().iter().map(|r| r.op_type).collect::<Vec<_>>().join(", "),
+            msg: format!("every registered builder declined ({})", declined.join("; ")),
         })?;
-        let def = NodeDef { name, op_type, domain, opset, attrs, inputs: &defs };
-        let built = (T::builder(reg))(&def).map_err(|e| e.at_node(name, op_type))?;
         let mut edges: SmallVec<[NodeId; 4]> = SmallVec::new();
         for &k in &built.edges {
             let id = ids.get(k).copied().flatten().ok_or_else(|| Error::Node {

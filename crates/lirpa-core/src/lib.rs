@@ -26,7 +26,7 @@ pub use op::{
     RelaxOptions, ReluLowerSlope,
 };
 pub use perturbation::{Norm, Perturbation};
-pub use registry::{OpRegistration, lookup, registered_ops};
+pub use registry::{OpRegistration, lookup, lookup_all, registered_ops};
 pub use scalar::Scalar;
 pub use tensor::{DType, Shape, TensorData, broadcast_shapes, broadcast_source_index, numel};
 pub use window::{Window, spatial_dims};

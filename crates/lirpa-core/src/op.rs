@@ -139,6 +139,9 @@ pub struct InputDef {
     pub shape: Shape,
     /// Shared, so that handing a large weight to several builders copies nothing.
     pub value: Option<std::sync::Arc<TensorData>>,
+    /// Identifies the value within the graph being built: two inputs with the same
+    /// `value_id` are the same tensor (e.g. `Mul(x, x)`, a square).
+    pub value_id: usize,
 }
 
 /// Everything a builder knows about the node it builds.
@@ -170,6 +173,14 @@ impl<'a> NodeDef<'a> {
                 "input {i} must be a constant (perturbed values are not supported here)"
             ))
         })
+    }
+
+    /// Whether inputs `i` and `j` are both present and are the same tensor.
+    pub fn same_value(&self, i: usize, j: usize) -> bool {
+        match (self.inputs.get(i), self.inputs.get(j)) {
+            (Some(Some(a)), Some(Some(b))) => a.value_id == b.value_id,
+            _ => false,
+        }
     }
 
     /// Whether input `i` is present and constant.

@@ -1,6 +1,13 @@
 //! The operator registry. Plugin crates submit an [`OpRegistration`] per operator
 //! type with [`register_op!`]; importers look builders up by `(domain, op_type)`.
 //!
+//! Several plugins may register the same `(domain, op_type)`, each with a
+//! `priority`. The graph builder tries the builders from the highest priority down;
+//! a builder that does not handle a particular use of its operator (e.g. a bilinear
+//! plugin shown a product by a constant) returns [`Error::Declined`](crate::Error::Declined)
+//! and the next one is tried. Two registrations of one operator type never share a
+//! priority (the facade's tests check it), so the order is deterministic.
+//!
 //! A plugin crate that no code names is not linked and its registrations vanish: the
 //! facade crate names every standard plugin, and tests check the registered set.
 
@@ -15,6 +22,10 @@ pub struct OpRegistration {
     /// Operator domain: `""` for the standard ONNX domain.
     pub domain: &'static str,
     pub op_type: &'static str,
+    /// Builders of the same operator type are tried from the highest priority down
+    /// (the standard plugins use 0; a plugin that refines some uses of an operator
+    /// registers with a higher one and declines the others).
+    pub priority: i32,
     /// The crate that registered it, for diagnostics.
     pub plugin: &'static str,
     pub build_f32: BuildFn<f32>,
@@ -43,18 +54,34 @@ fn norm_domain(d: &str) -> &str {
     if d == "ai.onnx" { "" } else { d }
 }
 
-/// The registration for an operator type, if any plugin provides it.
+/// The registration of an operator type with the highest priority, if any plugin
+/// provides it.
 pub fn lookup(domain: &str, op_type: &str) -> Option<&'static OpRegistration> {
-    let domain = norm_domain(domain);
-    inventory::iter::<OpRegistration>
-        .into_iter()
-        .find(|r| r.op_type == op_type && norm_domain(r.domain) == domain)
+    lookup_all(domain, op_type).into_iter().next()
 }
 
-/// All registrations, sorted by `(domain, op_type)` (inventory's order is unspecified).
+/// Every registration of an operator type, highest priority first (ties by plugin
+/// name, so that the order never depends on link order).
+pub fn lookup_all(domain: &str, op_type: &str) -> Vec<&'static OpRegistration> {
+    let domain = norm_domain(domain);
+    let mut v: Vec<_> = inventory::iter::<OpRegistration>
+        .into_iter()
+        .filter(|r| r.op_type == op_type && norm_domain(r.domain) == domain)
+        .collect();
+    v.sort_by(|a, b| b.priority.cmp(&a.priority).then(a.plugin.cmp(b.plugin)));
+    v
+}
+
+/// All registrations, sorted by `(domain, op_type)` and then by decreasing priority
+/// (inventory's order is unspecified).
 pub fn registered_ops() -> Vec<&'static OpRegistration> {
     let mut v: Vec<_> = inventory::iter::<OpRegistration>.into_iter().collect();
-    v.sort_by_key(|r| (r.domain, r.op_type));
+    v.sort_by(|a, b| {
+        (a.domain, a.op_type)
+            .cmp(&(b.domain, b.op_type))
+            .then(b.priority.cmp(&a.priority))
+            .then(a.plugin.cmp(b.plugin))
+    });
     v
 }
 
@@ -65,21 +92,30 @@ pub fn registered_ops() -> Vec<&'static OpRegistration> {
 /// ```text
 /// lirpa_core::register_op!("Relu", build_relu);
 /// lirpa_core::register_op!(domain = "com.example", "Swish", build_swish);
+/// // Tried before the priority-0 builder of "Mul"; declines what it does not handle.
+/// lirpa_core::register_op!(priority = 10, "Mul", build_bilinear_mul);
 /// ```
 #[macro_export]
 macro_rules! register_op {
-    (domain = $domain:expr, $op_type:expr, $($builder:ident)::+) => {
+    (priority = $priority:expr, domain = $domain:expr, $op_type:expr, $($builder:ident)::+) => {
         $crate::reexport::inventory::submit! {
             $crate::registry::OpRegistration {
                 domain: $domain,
                 op_type: $op_type,
+                priority: $priority,
                 plugin: env!("CARGO_PKG_NAME"),
                 build_f32: $($builder)::+::<f32>,
                 build_f64: $($builder)::+::<f64>,
             }
         }
     };
+    (priority = $priority:expr, $op_type:expr, $($builder:ident)::+) => {
+        $crate::register_op!(priority = $priority, domain = "", $op_type, $($builder)::+);
+    };
+    (domain = $domain:expr, $op_type:expr, $($builder:ident)::+) => {
+        $crate::register_op!(priority = 0, domain = $domain, $op_type, $($builder)::+);
+    };
     ($op_type:expr, $($builder:ident)::+) => {
-        $crate::register_op!(domain = "", $op_type, $($builder)::+);
+        $crate::register_op!(priority = 0, domain = "", $op_type, $($builder)::+);
     };
 }

@@ -21,6 +21,10 @@
 //! ```
 
 // Name every plugin so the linker keeps its registrations (inventory's rule).
+#[cfg(feature = "attention")]
+use lirpa_ops_attention as _;
+#[cfg(feature = "bilinear")]
+use lirpa_ops_bilinear as _;
 #[cfg(feature = "conv")]
 use lirpa_ops_conv as _;
 #[cfg(feature = "linear")]
@@ -49,6 +53,12 @@ pub fn standard_ops() -> Vec<&'static str> {
     v.extend(lirpa_ops_relu::OPS);
     #[cfg(feature = "conv")]
     v.extend(lirpa_ops_conv::OPS);
+    #[cfg(feature = "bilinear")]
+    v.extend(lirpa_ops_bilinear::OPS);
+    #[cfg(feature = "attention")]
+    v.extend(lirpa_ops_attention::OPS);
     v.sort_unstable();
+    // Bilinear refines operator types the linear plugin also registers.
+    v.dedup();
     v
 }

@@ -181,10 +181,14 @@ pub fn build_gemm<T: Scalar>(node: &NodeDef<'_>) -> Result<BuiltOp<T>> {
 pub fn build_matmul<T: Scalar>(node: &NodeDef<'_>) -> Result<BuiltOp<T>> {
     let x = node.input(0)?;
     if node.is_const(0) && !node.is_const(1) {
-        return Err(Error::unimplemented("MatMul of a constant by a perturbed tensor"));
+        return Err(Error::unimplemented(
+            "MatMul of a constant by a perturbed tensor (the bilinear plugin handles it)",
+        ));
     }
     if !node.is_const(1) {
-        return Err(Error::unimplemented("MatMul of two perturbed tensors (bilinear)"));
+        return Err(Error::unimplemented(
+            "product of two perturbed tensors in MatMul (the bilinear plugin relaxes it)",
+        ));
     }
     let w: &TensorData = node.const_input(1)?;
     let wshape: Vec<usize> = match w.shape.len() {

@@ -189,11 +189,13 @@ fn build_scale<T: Scalar>(node: &NodeDef<'_>, op_type: &'static str, divide: boo
         (Operand::Const(c), Operand::Var { edge, src, n_in }) if !divide => ((edge, src, n_in), c),
         (Operand::Const(_), Operand::Var { .. }) => {
             return Err(Error::unimplemented(
-                "division by a perturbed tensor (needs a reciprocal relaxation)",
+                "division by a perturbed tensor (the bilinear plugin relaxes it)",
             ));
         }
         (Operand::Var { .. }, Operand::Var { .. }) => {
-            return Err(Error::unimplemented(format!("{op_type} of two perturbed tensors (bilinear)")));
+            return Err(Error::unimplemented(format!(
+                "product of two perturbed tensors in {op_type} (the bilinear plugin relaxes it)"
+            )));
         }
         (Operand::Const(_), Operand::Const(_)) => unreachable!("folded by the graph builder before building"),
     };

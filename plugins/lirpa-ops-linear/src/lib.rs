@@ -16,6 +16,7 @@ register_op!("Mul", elementwise::build_mul);
 register_op!("Div", elementwise::build_div);
 register_op!("Neg", elementwise::build_neg);
 register_op!("Constant", shape::build_constant);
+register_op!("ConstantOfShape", shape::build_constant_of_shape);
 register_op!("Identity", shape::build_identity);
 register_op!("Dropout", shape::build_identity);
 register_op!("Cast", shape::build_cast);
@@ -36,6 +37,7 @@ pub const OPS: &[&str] = &[
     "Cast",
     "Concat",
     "Constant",
+    "ConstantOfShape",
     "Div",
     "Dropout",
     "Flatten",
@@ -54,3 +56,24 @@ pub const OPS: &[&str] = &[
     "Transpose",
     "Unsqueeze",
 ];
+
+#[cfg(test)]
+mod tests {
+    use lirpa_core::{Attributes, Error, GraphBuilder};
+
+    /// Without the bilinear plugin (this test binary links only this crate), a product
+    /// of two perturbed tensors is a clear "not implemented" naming the node.
+    #[test]
+    fn product_of_perturbed_tensors_is_unimplemented_here() {
+        for op in ["Mul", "MatMul", "Div"] {
+            let mut b = GraphBuilder::<f32>::new();
+            b.add_input("x", &[2, 2]).unwrap();
+            b.add_input("y", &[2, 2]).unwrap();
+            let err =
+                b.add_node("prod", op, "", 13, &Attributes::default(), &[Some("x"), Some("y")]).unwrap_err();
+            let msg = err.to_string();
+            assert!(matches!(err, Error::Unimplemented { .. }), "{op}: {msg}");
+            assert!(msg.contains("'prod'") && msg.contains("perturbed tensor"), "{op}: {msg}");
+        }
+    }
+}

@@ -162,6 +162,29 @@ pub fn build_constant<T: Scalar>(node: &NodeDef<'_>) -> Result<BuiltOp<T>> {
     constant_op(value)
 }
 
+/// ConstantOfShape: a tensor of the shape given by a constant input, filled with the
+/// one-element `value` attribute (default a float 0).
+pub fn build_constant_of_shape<T: Scalar>(node: &NodeDef<'_>) -> Result<BuiltOp<T>> {
+    let dims = node
+        .const_input(0)
+        .map_err(|_| Error::unimplemented("ConstantOfShape with a shape computed from perturbed values"))?
+        .to_i64()?;
+    if let Some(d) = dims.iter().find(|&&d| d < 0) {
+        return Err(Error::Shape(format!("ConstantOfShape with a negative dimension {d}")));
+    }
+    let shape: Vec<usize> = dims.iter().map(|&d| d as usize).collect();
+    let (dtype, fill) = match node.attrs.tensor("value")? {
+        None => (DType::Float, 0.0),
+        Some(t) if t.numel() == 1 => (t.dtype, t.data[0]),
+        Some(t) => {
+            return Err(Error::Shape(format!("ConstantOfShape value has {} elements, not 1", t.numel())));
+        }
+    };
+    let value = TensorData::new(&shape, dtype, vec![fill; numel(&shape)])?;
+    value.check_finite("ConstantOfShape value")?;
+    constant_op(value)
+}
+
 pub fn build_identity<T: Scalar>(node: &NodeDef<'_>) -> Result<BuiltOp<T>> {
     let x = node.input(0)?;
     view(if node.op_type == "Dropout" { "Dropout" } else { "Identity" }, &x.shape, x.shape.clone())

@@ -1,0 +1,279 @@
+//! LayerNormalization `y = (x − μ)·(v + ε)^{-1/2}·γ + β` over the trailing axes from
+//! `axis`, with `μ` the mean and `v` the (biased) variance of each normalized group.
+//!
+//! Relaxation (decomposed, as auto_LiRPA's `complex` LayerNorm, in one operator):
+//!
+//! 1. `d = x − μ` is exact (a linear map); its interval comes from the input box.
+//! 2. `s_i = d_i²`: chord above, tangent at the point of `[d_l, d_u]` nearest 0 below.
+//! 3. `w = mean(s) + ε`, exact given `s`; `w ∈ [mean(s_l) + ε, mean(s_u) + ε]`.
+//! 4. `r = w^{-1/2}` (convex, decreasing): chord above, tangent at the midpoint below.
+//!    A lower bound of `w` that is not positive (`ε = 0` and a variance that may
+//!    vanish) is an error naming the node.
+//! 5. `p_i = d_i·r`: the McCormick planes of the bilinear plugin (`d` as `x`).
+//! 6. `y_i = γ_i·p_i + β_i`, exact.
+//!
+//! A backward pass composes the lines right to left, choosing at each step the line
+//! the sign of the current coefficient requires, per row. Everything is computed in
+//! f64; every line's constant is widened outward by `8·ε_T` of its magnitude and the
+//! final bias by `8·ε_T·Σ_j |c_j|·max(|l_j|, |u_j|)`, which covers casting the
+//! coefficients to `T`. Scale and bias must be constants.
+
+use crate::groups::{norm_axis, reduce_groups};
+use faer::Mat;
+use lirpa_core::op::{BackwardCtx, Evaluate, Interval, IntervalRule, LinearRelaxation, NodeDef, Operator};
+use lirpa_core::{
+    BackwardResult, BuiltOp, Error, LinearA, LinearBias, Result, Scalar, broadcast_source_index, numel,
+};
+use smallvec::smallvec;
+
+#[derive(Debug)]
+pub struct LayerNorm {
+    groups: Vec<Vec<usize>>,
+    /// Scale and bias per position within a group.
+    gamma: Vec<f64>,
+    beta: Vec<f64>,
+    eps: f64,
+    n: usize,
+}
+
+pub fn build_layer_norm<T: Scalar>(node: &NodeDef<'_>) -> Result<BuiltOp<T>> {
+    let shape = node.input(0)?.shape.clone();
+    let rank = shape.len();
+    let axis = norm_axis(node.attrs.int_or("axis", -1)?, rank)?;
+    let eps = node.attrs.float_or("epsilon", 1e-5)?;
+    if !(eps >= 0.0) || !eps.is_finite() {
+        return Err(Error::Invalid(format!(
+            "LayerNormalization epsilon {eps} is not a finite non-negative number"
+        )));
+    }
+    let inner = &shape[axis..];
+    let per: usize = numel(inner);
+    let param = |i: usize, default: f64| -> Result<Vec<f64>> {
+        match node.inputs.get(i).and_then(|x| x.as_ref()) {
+            None => Ok(vec![default; per]),
+            Some(_) => {
+                let t = node.const_input(i).map_err(|_| {
+                    Error::unimplemented(format!("LayerNormalization with a perturbed input {i}"))
+                })?;
+                let src = broadcast_source_index(&t.shape, inner)?;
+                Ok(src.iter().map(|&j| t.data[j]).collect())
+            }
+        }
+    };
+    let gamma = param(1, 1.0)?;
+    let beta = param(2, 0.0)?;
+    let groups = reduce_groups(&shape, &(axis..rank).collect::<Vec<_>>(), true).0;
+    Ok(BuiltOp::new(LayerNorm { groups, gamma, beta, eps, n: numel(&shape) }, &[0], shape))
+}
+
+/// Intervals of the intermediate quantities of one group.
+struct GroupBounds {
+    dl: Vec<f64>,
+    du: Vec<f64>,
+    /// Interval of `r = (mean(s) + ε)^{-1/2}` and of `w = mean(s) + ε`.
+    rl: f64,
+    ru: f64,
+    wl: f64,
+    wu: f64,
+}
+
+fn closest_to_zero(l: f64, u: f64) -> f64 {
+    l.max(0.0).min(u)
+}
+
+fn group_bounds(l: &[f64], u: &[f64], eps: f64) -> Result<GroupBounds> {
+    let n = l.len() as f64;
+    let (sl, su): (f64, f64) = (l.iter().sum(), u.iter().sum());
+    let mut dl = Vec::with_capacity(l.len());
+    let mut du = Vec::with_capacity(l.len());
+    for i in 0..l.len() {
+        // d_i = x_i (1 − 1/N) − Σ_{j≠i} x_j / N, exact interval on a box; widened by
+        // a few ulps of the terms for rounding.
+        let lo = l[i] * (1.0 - 1.0 / n) - (su - u[i]) / n;
+        let hi = u[i] * (1.0 - 1.0 / n) - (sl - l[i]) / n;
+        let m = 1e-14 * (l[i].abs().max(u[i].abs()) + sl.abs().max(su.abs()) / n);
+        dl.push(lo - m);
+        du.push(hi + m);
+    }
+    let s_lo: f64 = dl.iter().zip(&du).map(|(&a, &b)| closest_to_zero(a, b).powi(2)).sum::<f64>() / n;
+    let s_hi: f64 = dl.iter().zip(&du).map(|(&a, &b)| a.abs().max(b.abs()).powi(2)).sum::<f64>() / n;
+    let (wl, wu) = ((s_lo + eps) * (1.0 - 1e-14), (s_hi + eps) * (1.0 + 1e-14));
+    if !(wl > 0.0) || !wu.is_finite() {
+        return Err(Error::Invalid(format!(
+            "LayerNormalization: the variance plus epsilon may reach {wl} (epsilon {eps}); its inverse square root is unbounded"
+        )));
+    }
+    let (rl, ru) = (wu.powf(-0.5) * (1.0 - 1e-14), wl.powf(-0.5) * (1.0 + 1e-14));
+    Ok(GroupBounds { dl, du, rl, ru, wl, wu })
+}
+
+impl<T: Scalar> Evaluate<T> for LayerNorm {
+    fn forward(&self, inputs: &[&[T]], out: &mut [T]) -> Result<()> {
+        let x = inputs[0];
+        for g in &self.groups {
+            let n = g.len() as f64;
+            let mean = g.iter().map(|&j| x[j].as_f64()).sum::<f64>() / n;
+            let var = g.iter().map(|&j| (x[j].as_f64() - mean).powi(2)).sum::<f64>() / n;
+            let r = 1.0 / (var + self.eps).sqrt();
+            for (k, &j) in g.iter().enumerate() {
+                out[j] = T::from_f64((x[j].as_f64() - mean) * r * self.gamma[k] + self.beta[k]);
+            }
+        }
+        Ok(())
+    }
+}
+
+fn check<T: Scalar>(x: &Interval<'_, T>) -> Result<()> {
+    for (i, (l, u)) in x.lower.iter().zip(x.upper).enumerate() {
+        if !l.is_finite() || !u.is_finite() {
+            return Err(Error::NonFinite(format!(
+                "LayerNormalization input bounds [{l}, {u}] at element {i}"
+            )));
+        }
+    }
+    Ok(())
+}
+
+fn mul_interval(xl: f64, xu: f64, yl: f64, yu: f64) -> (f64, f64) {
+    let (a, b, c, d) = (xl * yl, xl * yu, xu * yl, xu * yu);
+    (a.min(b).min(c.min(d)), a.max(b).max(c.max(d)))
+}
+
+impl<T: Scalar> IntervalRule<T> for LayerNorm {
+    fn interval(&self, inputs: &[Interval<'_, T>], lower: &mut [T], upper: &mut [T]) -> Result<()> {
+        let x = inputs[0];
+        check(&x)?;
+        for g in &self.groups {
+            let l: Vec<f64> = g.iter().map(|&j| x.lower[j].as_f64()).collect();
+            let u: Vec<f64> = g.iter().map(|&j| x.upper[j].as_f64()).collect();
+            let b = group_bounds(&l, &u, self.eps)?;
+            for (k, &j) in g.iter().enumerate() {
+                let (pl, pu) = mul_interval(b.dl[k], b.du[k], b.rl, b.ru);
+                let (ga, be) = (self.gamma[k], self.beta[k]);
+                let (lo, hi) =
+                    if ga >= 0.0 { (ga * pl + be, ga * pu + be) } else { (ga * pu + be, ga * pl + be) };
+                let m = 1e-14 * (lo.abs().max(hi.abs()) + be.abs());
+                lower[j] = T::from_f64(lo - m).next_down();
+                upper[j] = T::from_f64(hi + m).next_up();
+            }
+        }
+        Ok(())
+    }
+}
+
+impl<T: Scalar> LinearRelaxation<T> for LayerNorm {
+    fn backward(&self, ctx: &BackwardCtx<'_, T>, a: LinearA<T>) -> Result<BackwardResult<T>> {
+        let x = ctx.bounds(0)?;
+        check(&x)?;
+        let margin = 8.0 * T::epsilon().as_f64();
+        let spec = a.spec();
+        let mut all = Vec::with_capacity(self.groups.len());
+        for g in &self.groups {
+            let l: Vec<f64> = g.iter().map(|&j| x.lower[j].as_f64()).collect();
+            let u: Vec<f64> = g.iter().map(|&j| x.upper[j].as_f64()).collect();
+            all.push((group_bounds(&l, &u, self.eps)?, l, u));
+        }
+        let side = |m: &Mat<T>, lower: bool, bias: &mut [T]| -> Mat<T> {
+            let mut out = Mat::<T>::zeros(spec, self.n);
+            for (g, (b, l, u)) in self.groups.iter().zip(&all) {
+                let k = g.len();
+                let nf = k as f64;
+                // Lines of r = w^{-1/2}: (slope, intercept) of the tangent (below)
+                // and the chord (above), widened outward.
+                let f = |w: f64| w.powf(-0.5);
+                let mid = 0.5 * (b.wl + b.wu);
+                let t_s = -0.5 * mid.powf(-1.5);
+                let t_b = f(mid) - t_s * mid;
+                let t_b = t_b - margin * (t_b.abs() + t_s.abs() * b.wu);
+                let (c_s, c_b) = if b.wu - b.wl > 1e-9 * b.wu {
+                    let s = (f(b.wu) - f(b.wl)) / (b.wu - b.wl);
+                    (s, f(b.wl) - s * b.wl)
+                } else {
+                    let s = -0.5 * b.wu.powf(-1.5);
+                    (s, f(b.wl) - s * b.wl)
+                };
+                let c_b = c_b + margin * (c_b.abs() + c_s.abs() * b.wu);
+                let mut cd = vec![0.0f64; k];
+                for row in 0..spec {
+                    let mut bsum = 0.0f64;
+                    let mut cr = 0.0f64;
+                    // y = γ p + β; p = d·r (McCormick, d as x, r as y).
+                    for (i, &j) in g.iter().enumerate() {
+                        let c = m[(row, j)].as_f64();
+                        cd[i] = 0.0;
+                        if c == 0.0 {
+                            continue;
+                        }
+                        bsum += c * self.beta[i];
+                        let cp = c * self.gamma[i];
+                        if cp == 0.0 {
+                            continue;
+                        }
+                        let low_plane = (cp > 0.0) == lower;
+                        let (al, ga) =
+                            if low_plane { (b.rl, -b.dl[i] * b.rl) } else { (b.ru, -b.dl[i] * b.ru) };
+                        let ga = if low_plane { ga - margin * ga.abs() } else { ga + margin * ga.abs() };
+                        cd[i] = cp * al;
+                        cr += cp * b.dl[i];
+                        bsum += cp * ga;
+                    }
+                    // r = w^{-1/2}.
+                    let cw = if cr == 0.0 {
+                        0.0
+                    } else if (cr > 0.0) == lower {
+                        bsum += cr * t_b;
+                        cr * t_s
+                    } else {
+                        bsum += cr * c_b;
+                        cr * c_s
+                    };
+                    // w = mean(s) + ε; s_i = d_i².
+                    if cw != 0.0 {
+                        bsum += cw * self.eps;
+                        let cs = cw / nf;
+                        for i in 0..k {
+                            let (dl, du) = (b.dl[i], b.du[i]);
+                            if (cs > 0.0) == lower {
+                                let mm = closest_to_zero(dl, du);
+                                cd[i] += cs * 2.0 * mm;
+                                bsum += cs * (-(mm * mm) - margin * mm * mm);
+                            } else {
+                                let s = dl + du;
+                                cd[i] += cs * s;
+                                bsum += cs
+                                    * (-(dl * du)
+                                        + margin * ((dl * du).abs() + s.abs() * dl.abs().max(du.abs())));
+                            }
+                        }
+                    }
+                    // d = x − mean(x).
+                    let mean_cd = cd.iter().sum::<f64>() / nf;
+                    let mut cast_margin = 0.0;
+                    for (i, &j) in g.iter().enumerate() {
+                        let cx = cd[i] - mean_cd;
+                        out[(row, j)] = T::from_f64(cx);
+                        cast_margin += cx.abs() * l[i].abs().max(u[i].abs());
+                    }
+                    let widen = margin * (cast_margin + bsum.abs());
+                    let total = if lower { bsum - widen } else { bsum + widen };
+                    bias[row] += T::from_f64(total);
+                }
+            }
+            out
+        };
+        let mut bias = LinearBias::zeros(spec);
+        let lower = a.lower.as_ref().map(|m| side(m, true, &mut bias.lower));
+        let upper = a.upper.as_ref().map(|m| side(m, false, &mut bias.upper));
+        Ok(BackwardResult { inputs: smallvec![Some(LinearA::dense(lower, upper))], bias })
+    }
+
+    fn needs_input_bounds(&self) -> &[usize] {
+        &[0]
+    }
+}
+
+impl<T: Scalar> Operator<T> for LayerNorm {
+    fn op_type(&self) -> &str {
+        "LayerNormalization"
+    }
+}

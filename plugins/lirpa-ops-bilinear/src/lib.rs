@@ -1,0 +1,121 @@
+//! Products of two perturbed tensors: Mul, MatMul and Div.
+//!
+//! Every product term `x·y` is relaxed by auto_LiRPA's default McCormick planes
+//! (`bivariate.py`):
+//!
+//! ```text
+//!     lower: y_l·x + x_l·y − x_l·y_l      (x·y − lower = (x − x_l)(y − y_l) ≥ 0)
+//!     upper: y_u·x + x_l·y − x_l·y_u      (upper − x·y = (x − x_l)(y_u − y) ≥ 0)
+//! ```
+//!
+//! For a backward bound, a positive coefficient on the product takes the lower plane
+//! of the lower bound (the upper plane of the upper bound) and a negative one the
+//! other plane. MatMul applies this to each product term `x[.., i, t]·y[.., t, j]`
+//! and sums. Div `x / y` is `x · r` with `r = 1/y`, relaxed by the reciprocal's chord
+//! and midpoint tangent where `y` keeps one strict sign; an interval of `y` that
+//! reaches 0 is an error naming the node.
+//!
+//! These builders register with priority 10 for Mul, MatMul and Div and *decline*
+//! (see [`lirpa_core::registry`]) the uses the linear plugin handles exactly: a
+//! constant factor of Mul, a constant right operand of MatMul, a constant divisor.
+//! They take a constant left operand of MatMul (exact here) and a constant numerator
+//! of Div (an exact scaling of the reciprocal).
+//!
+//! Floating point: the planes' constant terms are widened outward by a relative
+//! `4·ε` of their magnitude (ε the machine epsilon of the number type), and the
+//! reciprocal's bounds `1/u`, `1/l` are rounded outward, so rounding in the
+//! relaxation itself cannot make a bound unsound.
+
+mod div;
+mod matmul;
+mod mul;
+
+use lirpa_core::register_op;
+
+/// Priority of these builders over the linear plugin's (0).
+pub const PRIORITY: i32 = 10;
+
+register_op!(priority = 10, "Mul", mul::build_mul);
+register_op!(priority = 10, "MatMul", matmul::build_matmul);
+register_op!(priority = 10, "Div", div::build_div);
+
+/// The operator types this crate registers (checked by the facade's tests).
+pub const OPS: &[&str] = &["Div", "MatMul", "Mul"];
+
+use lirpa_core::Scalar;
+
+/// The McCormick planes of one product term, as `(α, β, γ)` with
+/// `plane = α·x + β·y + γ`, for the lower (`lower = true`) or upper plane, with the
+/// constant widened outward for rounding.
+#[inline]
+pub(crate) fn plane<T: Scalar>(lower: bool, xl: T, yl: T, yu: T) -> (T, T, T) {
+    let margin = T::from_f64(4.0) * T::epsilon();
+    if lower {
+        let p = xl * yl;
+        (yl, xl, -p - margin * p.abs())
+    } else {
+        let p = xl * yu;
+        (yu, xl, -p + margin * p.abs())
+    }
+}
+
+/// Interval of `x·y` for `x ∈ [xl, xu]`, `y ∈ [yl, yu]`: the extremes of the four
+/// corner products.
+#[inline]
+pub(crate) fn mul_interval<T: Scalar>(xl: T, xu: T, yl: T, yu: T) -> (T, T) {
+    let (a, b, c, d) = (xl * yl, xl * yu, xu * yl, xu * yu);
+    (a.min(b).min(c.min(d)), a.max(b).max(c.max(d)))
+}
+
+/// Refuse infinite or NaN input bounds with a clear message (a relaxation built on
+/// them would produce NaN).
+pub(crate) fn check_finite<T: Scalar>(what: &str, xs: &[T]) -> lirpa_core::Result<()> {
+    match xs.iter().position(|x| !x.is_finite()) {
+        Some(i) => Err(lirpa_core::Error::NonFinite(format!("{what} bound {i}"))),
+        None => Ok(()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use lirpa_core::{Attributes, Error, GraphBuilder, TensorData};
+
+    /// This test binary links only this plugin: a product by a constant, which it
+    /// declines, has no other builder and is reported as not implemented, with the
+    /// reason.
+    #[test]
+    fn declined_use_without_the_linear_plugin_is_unimplemented() {
+        let mut b = GraphBuilder::<f64>::new();
+        b.add_input("x", &[3]).unwrap();
+        b.add_constant("c", TensorData::float(&[3], vec![1.0, 2.0, 3.0]).unwrap()).unwrap();
+        let err =
+            b.add_node("scaled", "Mul", "", 13, &Attributes::default(), &[Some("x"), Some("c")]).unwrap_err();
+        let msg = err.to_string();
+        assert!(matches!(err, Error::Unimplemented { .. }), "{msg}");
+        assert!(msg.contains("'scaled'") && msg.contains("declined") && msg.contains("constant"), "{msg}");
+    }
+
+    /// Hand-checked interval and reciprocal relaxation of Div on one element:
+    /// `x ∈ [1, 2]`, `y ∈ [2, 4]`: `x/y ∈ [1/4, 1]`.
+    #[test]
+    fn div_interval_hand_checked() {
+        let mut b = GraphBuilder::<f64>::new();
+        b.add_input("x", &[1]).unwrap();
+        b.add_input("y", &[1]).unwrap();
+        b.add_node("q", "Div", "", 13, &Attributes::default(), &[Some("x"), Some("y")]).unwrap();
+        let g = b.finish(&["q"]).unwrap();
+        let op = g.node(g.find("q").unwrap()).op().unwrap();
+        let (xl, xu, yl, yu) = ([1.0], [2.0], [2.0], [4.0]);
+        let ins = [
+            lirpa_core::Interval { lower: &xl[..], upper: &xu[..] },
+            lirpa_core::Interval { lower: &yl[..], upper: &yu[..] },
+        ];
+        let (mut lo, mut hi) = ([0.0], [0.0]);
+        op.interval(&ins, &mut lo, &mut hi).unwrap();
+        assert!((lo[0] - 0.25).abs() < 1e-12 && (hi[0] - 1.0).abs() < 1e-12, "{lo:?} {hi:?}");
+        // A divisor interval reaching 0 is an error, not a NaN.
+        let (yl, yu) = ([-1.0], [1.0]);
+        let ins = [ins[0], lirpa_core::Interval { lower: &yl[..], upper: &yu[..] }];
+        assert!(op.interval(&ins, &mut lo, &mut hi).is_err());
+    }
+}
