@@ -21,6 +21,8 @@
 //! ```
 
 // Name every plugin so the linker keeps its registrations (inventory's rule).
+#[cfg(feature = "activation")]
+use lirpa_ops_activation as _;
 #[cfg(feature = "conv")]
 use lirpa_ops_conv as _;
 #[cfg(feature = "linear")]
@@ -49,6 +51,8 @@ pub fn standard_ops() -> Vec<&'static str> {
     v.extend(lirpa_ops_relu::OPS);
     #[cfg(feature = "conv")]
     v.extend(lirpa_ops_conv::OPS);
+    #[cfg(feature = "activation")]
+    v.extend(lirpa_ops_activation::OPS);
     v.sort_unstable();
     v
 }

@@ -32,6 +32,8 @@ fn owner_of(op: &str) -> &'static str {
         "lirpa-ops-relu"
     } else if lirpa_ops_conv::OPS.contains(&op) {
         "lirpa-ops-conv"
+    } else if lirpa_ops_activation::OPS.contains(&op) {
+        "lirpa-ops-activation"
     } else {
         "lirpa-ops-linear"
     }
