@@ -92,6 +92,10 @@ impl Func for SShaped {
             SKind::Erf => erf(x),
         }
     }
+    fn extra_margin(&self, _l: f64, _u: f64) -> f64 {
+        // erf's error is absolute (a few ulps of 1).
+        if self.0 == SKind::Erf { 1e-15 } else { 0.0 }
+    }
     fn range(&self, l: f64, u: f64) -> (f64, f64) {
         (self.f(l), self.f(u))
     }
@@ -430,6 +434,10 @@ impl Func for Gelu {
             hi = hi.max(r.upper.b);
         }
         (lo, hi)
+    }
+    fn extra_margin(&self, l: f64, u: f64) -> f64 {
+        // erfc near 1.4 is 1 - erf with an absolute error of a few ulps of 1.
+        1e-14 * (1.0 + l.abs().max(u.abs()).min(1e6))
     }
     fn relax(&self, l: f64, u: f64) -> Relax {
         let f = |x: f64| self.f(x);

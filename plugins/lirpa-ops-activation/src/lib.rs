@@ -91,7 +91,11 @@ impl<F: Func> Elementwise<F> {
         if lo.is_nan() || hi.is_nan() {
             return Err(Error::Invalid(format!("{op}: no bound on input bounds [{l}, {u}]")));
         }
-        Ok((lo - 4.0 * f64::EPSILON * lo.abs(), hi + 4.0 * f64::EPSILON * hi.abs()))
+        // The function itself is evaluated with a few ulps of error (more for erf-based
+        // functions, whose error is absolute): widen by the relative margin and the
+        // function's absolute one.
+        let extra = self.func.extra_margin(l, u);
+        Ok((lo - (line::MARGIN * lo.abs() + extra), hi + (line::MARGIN * hi.abs() + extra)))
     }
 
     /// Sound lower and upper lines on `[l, u]` in `f64`.

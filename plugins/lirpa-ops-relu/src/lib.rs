@@ -7,7 +7,8 @@
 //! - lower line: through the origin with slope 1 or `slope`, chosen by
 //!   [`ReluLowerSlope`] (adaptive: 1 when the chord slope exceeds 0.5, i.e. `u > -l`).
 //!
-//! Both lines are exact on stable neurons, so the relaxation is sound on `[l, u]`.
+//! Both lines are exact on stable neurons, so the relaxation is sound on `[l, u]`. The
+//! upper intercept is widened by four ulps of the magnitudes it is computed from.
 
 use lirpa_core::op::{BackwardCtx, Evaluate, Interval, IntervalRule, LinearRelaxation, NodeDef, Operator};
 use lirpa_core::{
@@ -44,11 +45,16 @@ impl<T: Scalar> TwoPiece<T> {
         };
         let tiny = T::from_f64(1e-8);
         let half = T::from_f64(0.5);
+        let four_eps = T::from_f64(4.0) * T::epsilon();
         for (&l, &u) in lower.iter().zip(upper) {
             let l_r = l.min(T::zero());
             let u_r = u.max(T::zero()).max(l_r + tiny);
             let d = (u_r - self.slope * l_r) / (u_r - l_r);
+            // The intercept is a difference of two products of size |l_r·d|: widen it
+            // by a few ulps of those magnitudes so that rounding cannot put the upper
+            // line below f at u (found by the soundness harness on wide intervals).
             let b = -l_r * d + self.slope * l_r;
+            let b = b + four_eps * ((l_r * d).abs() + (self.slope * l_r).abs() + u_r.abs());
             let lower_d = match mode {
                 ReluLowerSlope::SameSlope => d,
                 ReluLowerSlope::ZeroLb => {
