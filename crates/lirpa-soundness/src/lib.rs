@@ -105,14 +105,13 @@ impl OpSpec {
         let reg = lirpa_core::lookup(&self.domain, &self.op_type).ok_or_else(|| {
             Error::Invalid(format!("operator {} (domain '{}') is not registered", self.op_type, self.domain))
         })?;
-        let mut inputs = vec![Some(InputDef { shape: shape.into(), value: None })];
+        let mut inputs = vec![Some(InputDef { shape: shape.into(), value: None, source: Some(0) })];
         for c in &self.const_inputs {
-            inputs.push(
-                c.as_ref().map(|t| InputDef {
-                    shape: t.shape.clone(),
-                    value: Some(std::sync::Arc::new(t.clone())),
-                }),
-            );
+            inputs.push(c.as_ref().map(|t| InputDef {
+                shape: t.shape.clone(),
+                value: Some(std::sync::Arc::new(t.clone())),
+                source: None,
+            }));
         }
         let def = NodeDef {
             name: "checked",

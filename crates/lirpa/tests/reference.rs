@@ -69,6 +69,7 @@ fn reference_cases_parity_and_soundness() {
         "elem_log__linf_0.1",
         "elem_reciprocal__linf_0.1",
         "elem_sqrt__linf_0.1",
+        "elem_square__linf_0.1",
         "elem_sin__linf_0.1",
         "elem_cos__linf_0.1",
         "eran_sigmoid_6x200_idx7167",
