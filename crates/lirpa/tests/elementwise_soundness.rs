@@ -60,3 +60,40 @@ fn every_registered_unary_op_is_sound() {
     );
     assert!(bad.is_empty(), "soundness violations:\n{}", bad.join("\n"));
 }
+
+/// Domain errors name the node and the operator, for every method, and are never NaN.
+#[test]
+fn domain_errors_name_the_node() {
+    use lirpa::core::{Attributes, GraphBuilder, TensorData};
+    use lirpa::{BoundOptions, BoundRequest, InputValue, Method, Perturbation};
+    for (op, lower, upper, exponent) in [
+        ("Log", -0.5, 1.0, None),
+        ("Log", 0.0, 1.0, None),
+        ("Reciprocal", -0.5, 1.0, None),
+        ("Sqrt", -0.5, 1.0, None),
+        ("Pow", -0.5, 1.0, Some(0.5)),
+        ("Pow", -0.5, 1.0, Some(-1.0)),
+    ] {
+        let mut b = GraphBuilder::<f32>::new();
+        b.add_input("x", &[2]).unwrap();
+        let mut inputs = vec![Some("x")];
+        if let Some(p) = exponent {
+            b.add_constant("p", TensorData::scalar(p)).unwrap();
+            inputs.push(Some("p"));
+        }
+        b.add_node("the_node", op, "", 17, &Attributes::default(), &inputs).unwrap();
+        let g = b.finish(&["the_node"]).unwrap();
+        let ptb = Perturbation::new_box(vec![lower, 2.0], vec![upper, 3.0]).unwrap();
+        for m in [Method::Ibp, Method::Crown, Method::CrownIbp] {
+            let r = lirpa::compute_bounds(
+                &g,
+                &[InputValue::Perturbed(ptb.clone())],
+                &BoundOptions::with_method(m),
+                &BoundRequest::default(),
+            );
+            let e = r.err().unwrap_or_else(|| panic!("{op} on [{lower}, {upper}] with {m:?} must fail"));
+            let msg = e.to_string();
+            assert!(msg.contains("the_node") && msg.contains(op), "{op} {m:?}: {msg}");
+        }
+    }
+}
