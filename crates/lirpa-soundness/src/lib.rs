@@ -482,10 +482,14 @@ fn check_typed<T: Scalar + BuilderFor>(spec: &OpSpec, cfg: &Config, truth: &Trut
                     // where they fall among T's subnormal numbers.
                     4.0 * eps * mag + 4.0 * tiny * (1.0 + xf.abs())
                 };
+                // The truth f(x) itself is rounded (to a subnormal or 0 near underflow).
+                let tol = tol + rows[r].abs() * (4.0 * f64::EPSILON * y.abs() + 4.0 * f64::from_bits(1));
                 if !inside(vl, vu, rows[r], tol) {
                     rep.fail(format!(
-                        "{label}: row {} on [{l}, {u}] at x = {xf}: {vl} <= {cy} <= {vu} fails (f(x) = {y})",
-                        rows[r]
+                        "{label}: row {} on [{:e}, {:e}] at x = {xf:e}: {vl:e} <= {cy:e} <= {vu:e} fails (f(x) = {y:e})",
+                        rows[r],
+                        l.as_f64(),
+                        u.as_f64()
                     ));
                 }
             }
