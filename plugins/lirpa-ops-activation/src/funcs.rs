@@ -192,7 +192,7 @@ impl Func for Trig {
         if il == iu {
             // sin is concave on [2mπ, (2m+1)π] and convex on the others.
             let convex = il.rem_euclid(2.0) == 1.0;
-            return convex_piece(&f, &df, l, u, 0.5 * (l + u), convex);
+            return convex_piece(&f, &df, l, u, 0.5 * l + 0.5 * u, convex);
         }
         let (lo, hi) = self.range(l, u);
         Relax::constant(lo, hi)
@@ -272,7 +272,7 @@ impl Func for SmoothFn {
     fn relax(&self, l: f64, u: f64) -> Relax {
         let f = |x: f64| self.f(x);
         let df = |x: f64| self.df(x);
-        let m = 0.5 * (l + u);
+        let m = 0.5 * l + 0.5 * u;
         match self.0 {
             // auto_LiRPA: tangent at min(m, l + 0.99), chord above.
             Smooth::Exp => convex_piece(&f, &df, l, u, m.min(l + 0.99), true),
@@ -345,7 +345,7 @@ impl Func for Pow {
     fn relax(&self, l: f64, u: f64) -> Relax {
         let f = |x: f64| self.f(x);
         let df = |x: f64| self.df(x);
-        let m = 0.5 * (l + u);
+        let m = 0.5 * l + 0.5 * u;
         match self.int() {
             Some(0) => Relax::constant(1.0, 1.0),
             Some(1) => Relax::new(Line { k: 1.0, b: 0.0 }, Line { k: 1.0, b: 0.0 }),

@@ -74,18 +74,20 @@ pub struct Elementwise<F: Func> {
     pub func: F,
 }
 
-fn check_bounds(op: &str, l: f64, u: f64) -> Result<()> {
-    if l.is_nan() || u.is_nan() || l > u {
+/// NaN bounds are an error; crossed bounds (`l > u`, which rounding in an engine's
+/// intersection of two bounds can produce) are treated as the interval between them.
+fn check_bounds(op: &str, l: f64, u: f64) -> Result<(f64, f64)> {
+    if l.is_nan() || u.is_nan() {
         return Err(Error::Invalid(format!("{op}: invalid input bounds [{l}, {u}]")));
     }
-    Ok(())
+    Ok((l.min(u), l.max(u)))
 }
 
 impl<F: Func> Elementwise<F> {
     /// The exact range on `[l, u]`, widened by a few ulps (IBP).
     pub fn interval_f64(&self, l: f64, u: f64) -> Result<(f64, f64)> {
         let op = self.func.op_type();
-        check_bounds(op, l, u)?;
+        let (l, u) = check_bounds(op, l, u)?;
         self.func.domain(l, u)?;
         let (lo, hi) = self.func.range(l, u);
         if lo.is_nan() || hi.is_nan() {
@@ -101,7 +103,7 @@ impl<F: Func> Elementwise<F> {
     /// Sound lower and upper lines on `[l, u]` in `f64`.
     pub fn relax_f64(&self, l: f64, u: f64) -> Result<(Line, Line)> {
         let op = self.func.op_type();
-        check_bounds(op, l, u)?;
+        let (l, u) = check_bounds(op, l, u)?;
         self.func.domain(l, u)?;
         let (lower, upper) = if l.is_finite() && u.is_finite() {
             let r = self.func.relax(l, u);
@@ -133,7 +135,7 @@ impl<F: Func> Elementwise<F> {
             upper_intercept: Vec::with_capacity(n),
         };
         for (&l, &u) in lower.iter().zip(upper) {
-            let (l, u) = (l.as_f64(), u.as_f64());
+            let (l, u) = (l.as_f64().min(u.as_f64()), l.as_f64().max(u.as_f64()));
             let (lo, hi) = self.relax_f64(l, u)?;
             let overflow = || {
                 Error::Invalid(format!(
@@ -291,4 +293,84 @@ fn build_clip<T: Scalar>(node: &NodeDef<'_>) -> Result<BuiltOp<T>> {
         return Err(Error::Invalid("Clip with a NaN bound".into()));
     }
     unary(node, Piecewise::Clip(lo, hi))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn relax(func: impl Func, l: f64, u: f64) -> (Line, Line) {
+        Elementwise { func }.relax_f64(l, u).unwrap()
+    }
+
+    fn close(a: f64, b: f64) -> bool {
+        (a - b).abs() <= 1e-9 * b.abs().max(1.0)
+    }
+
+    /// Exp on [0, 1] (auto_LiRPA): lower tangent at min(0.5, 0.99) = 0.5, slope e^0.5,
+    /// intercept e^0.5·(1 - 0.5); upper chord through (0, 1) with slope e - 1.
+    #[test]
+    fn exp_tangent_and_chord() {
+        let (lo, hi) = relax(SmoothFn(Smooth::Exp), 0.0, 1.0);
+        let e = std::f64::consts::E;
+        assert!(close(lo.k, e.sqrt()) && close(lo.b, 0.5 * e.sqrt()), "{lo:?}");
+        assert!(close(hi.k, e - 1.0) && close(hi.b, 1.0), "{hi:?}");
+        // Secured: the lower intercept is below, the upper above, the exact values.
+        assert!(lo.b <= 0.5 * e.sqrt() && hi.b >= 1.0);
+    }
+
+    /// Sigmoid on [1, 3] (concave side): chord below, tangent at 2 above.
+    #[test]
+    fn sigmoid_concave_side() {
+        let s = funcs::sigmoid;
+        let (lo, hi) = relax(SShaped(SKind::Sigmoid), 1.0, 3.0);
+        let k = (s(3.0) - s(1.0)) / 2.0;
+        assert!(close(lo.k, k) && close(lo.b, s(1.0) - k), "{lo:?}");
+        let d = s(2.0) * (1.0 - s(2.0));
+        assert!(close(hi.k, d) && close(hi.b, s(2.0) - 2.0 * d), "{hi:?}");
+    }
+
+    /// Tanh on [-1, 3]: the chord slope (tanh 3 + tanh 1)/4 ≈ 0.439 exceeds
+    /// tanh'(-1) ≈ 0.420, so the lower line is the tangent at the d < 0 whose line
+    /// touches tanh at 3.01 (the grid point above 3); it is below tanh on the whole
+    /// interval.
+    #[test]
+    fn tanh_crossing_zero_tangent_is_valid() {
+        let (lo, hi) = relax(SShaped(SKind::Tanh), -1.0, 3.0);
+        for i in 0..=400 {
+            let x = -1.0 + 4.0 * i as f64 / 400.0;
+            assert!(lo.k * x + lo.b <= x.tanh(), "lower at {x}");
+            assert!(hi.k * x + hi.b >= x.tanh(), "upper at {x}");
+        }
+        // The tangent touches tanh at 3.01, to bisection precision.
+        let gap = 3.01f64.tanh() - (lo.k * 3.01 + lo.b);
+        assert!((0.0..1e-9).contains(&gap), "gap {gap}");
+    }
+
+    /// Sin on [2, 3] lies in the decreasing piece around π (S-shaped, reflected) and
+    /// in the concave piece [0, π]: the bounds must contain sin on the interval.
+    #[test]
+    fn sin_reflected_piece() {
+        let (lo, hi) = relax(Trig { cos: false }, 2.0, 3.0);
+        for i in 0..=100 {
+            let x = 2.0 + i as f64 / 100.0;
+            assert!(lo.k * x + lo.b <= x.sin() && hi.k * x + hi.b >= x.sin(), "at {x}");
+        }
+        assert!(lo.k < 0.0 && hi.k < 0.0);
+    }
+
+    #[test]
+    fn domain_errors_are_errors() {
+        let e = Elementwise { func: SmoothFn(Smooth::Log) };
+        assert!(e.relax_f64(-1.0, 1.0).unwrap_err().to_string().contains("Log"));
+        assert!(e.interval_f64(0.0, 1.0).is_err());
+        let r = Elementwise { func: SmoothFn(Smooth::Reciprocal) };
+        assert!(r.relax_f64(-1.0, 1.0).is_err() && r.relax_f64(-2.0, -1.0).is_ok());
+        let s = Elementwise { func: SmoothFn(Smooth::Sqrt) };
+        assert!(s.relax_f64(-1e-9, 1.0).is_err() && s.relax_f64(0.0, 0.0).is_ok());
+        // Overflow is an error, not an infinite line.
+        let x = Elementwise { func: SmoothFn(Smooth::Exp) };
+        assert!(x.relax_f64(0.0, 1000.0).is_err());
+        assert!(x.relaxation::<f32>(&[0.0], &[88.0]).is_ok());
+    }
 }

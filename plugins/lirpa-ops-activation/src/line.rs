@@ -85,7 +85,7 @@ pub fn secure(
 ) -> Line {
     let mut viol = 0.0f64;
     let mut scale = line.b.abs();
-    let mid = 0.5 * (l + u);
+    let mid = 0.5 * l + 0.5 * u;
     for &p in [l, u, mid].iter().chain(pts) {
         if !(p >= l && p <= u) {
             continue;
@@ -135,7 +135,7 @@ pub fn to_scalar<T: Scalar>(line: Line, lower: bool, l: f64, u: f64) -> Option<(
 /// is secured at both ends, which suffices on a convex or concave piece).
 pub fn chord_slope(f: &dyn Fn(f64) -> f64, df: &dyn Fn(f64) -> f64, l: f64, u: f64) -> f64 {
     let w = u - l;
-    if w > 1e-7 * l.abs().max(u.abs()).max(1.0) { (f(u) - f(l)) / w } else { df(0.5 * (l + u)) }
+    if w > 1e-7 * l.abs().max(u.abs()).max(1.0) { (f(u) - f(l)) / w } else { df(0.5 * l + 0.5 * u) }
 }
 
 /// The chord through `(l, f(l))`.

@@ -68,7 +68,7 @@ impl SCurve<'_> {
     /// The lower line on `[l, u]` and its contact point (`NaN` for a chord).
     pub fn lower(&self, l: f64, u: f64) -> (Line, f64) {
         let (g, dg) = (self.g, self.dg);
-        let m = 0.5 * (l + u);
+        let m = 0.5 * l + 0.5 * u;
         if u <= 0.0 {
             return (tangent(g, dg, m), m);
         }
