@@ -2,8 +2,10 @@
 //!
 //! - `ci`: exactly what `.ci/run` runs (format check, release build, all tests, the
 //!   README's main command on the bundled model).
-//! - `soundness [--cases N] [--seed S]`: the sampling property tests with many more
-//!   cases than `cargo test` uses, plus the ACAS Xu sampling test.
+//! - `soundness [--cases N] [--seed S] [--op NAME]`: the soundness harness
+//!   (`lirpa-soundness`) on every registered unary operator (or only NAME) with N
+//!   random intervals per number type, then the sampling property tests with many more
+//!   cases than `cargo test` uses, plus the ACAS Xu sampling test (skipped with --op).
 //! - `bench`: the criterion benches and the ratio table against auto_LiRPA's times.
 
 use anyhow::{Context, Result, bail};
@@ -21,7 +23,7 @@ fn main() -> Result<()> {
         Some("reduced-build") => reduced_build(),
         _ => {
             eprintln!(
-                "usage: cargo xtask <ci | soundness [--cases N] [--seed S] | bench [FILTER] | reduced-build>"
+                "usage: cargo xtask <ci | soundness [--cases N] [--seed S] [--op NAME] | bench [FILTER] | reduced-build>"
             );
             bail!("unknown or missing command")
         }
@@ -125,7 +127,27 @@ fn flag(args: &[String], name: &str) -> Result<Option<String>> {
 fn soundness(args: &[String]) -> Result<()> {
     let cases = flag(args, "--cases")?.unwrap_or_else(|| "20000".into());
     let seed = flag(args, "--seed")?;
+    let op = flag(args, "--op")?;
     cases.parse::<u64>().context("--cases takes a number")?;
+    if let Some(s) = &seed {
+        s.parse::<u64>().context("--seed takes a number")?;
+    }
+    // The harness on every registered unary operator (or only --op), f32 and f64.
+    let mut cmd = cargo();
+    cmd.args(["test", "--release", "-p", "lirpa", "--test", "elementwise_soundness", "--", "--nocapture"])
+        .env("LIRPA_SOUNDNESS_CASES", &cases);
+    if let Some(s) = &seed {
+        cmd.env("LIRPA_SOUNDNESS_SEED", s);
+    }
+    if let Some(o) = &op {
+        cmd.env("LIRPA_SOUNDNESS_OP", o);
+    }
+    eprintln!("soundness: {cases} random intervals per operator and number type");
+    run(&mut cmd)?;
+    if op.is_some() {
+        return Ok(());
+    }
+    // The random graph properties.
     let mut cmd = cargo();
     cmd.args([
         "test",
@@ -141,7 +163,6 @@ fn soundness(args: &[String]) -> Result<()> {
     ])
     .env("PROPTEST_CASES", &cases);
     if let Some(s) = seed {
-        s.parse::<u64>().context("--seed takes a number")?;
         cmd.env("PROPTEST_RNG_SEED", s).env("PROPTEST_RNG_ALGORITHM", "cc");
     }
     eprintln!("soundness: {cases} random graphs per property");

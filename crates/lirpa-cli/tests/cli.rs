@@ -25,6 +25,14 @@ fn write_tmp(name: &str, text: &str) -> String {
 
 const BOX: &[&str] = &["--lower", "models/toy_lower.json", "--upper", "models/toy_upper.json"];
 
+/// The f32 bounds contain auto_LiRPA's exact golden interval `[lo, hi]` and are within
+/// 1e-5 of it: the relaxations raise an intercept by the rounding error they measure,
+/// so an f32 bound may be a few ulps looser than the exact value, never tighter.
+fn sound_and_close(v: &serde_json::Value, lo: f64, hi: f64) -> bool {
+    let (l, u) = (v["lower"][0].as_f64().unwrap(), v["upper"][0].as_f64().unwrap());
+    l <= lo && l >= lo - 1e-5 && u >= hi && u <= hi + 1e-5
+}
+
 #[test]
 fn json_bounds_of_the_toy_model() {
     // auto_LiRPA's toy example (notes §4.2): IBP [-6, 4], CROWN and CROWN-IBP [-3, 3].
@@ -34,8 +42,7 @@ fn json_bounds_of_the_toy_model() {
         let (code, stdout, stderr) = lirpa(&args);
         assert_eq!(code, 0, "{stderr}");
         let v: serde_json::Value = serde_json::from_str(stdout.trim()).expect("stdout is only JSON");
-        assert_eq!(v["lower"][0].as_f64(), Some(lo), "{method}");
-        assert_eq!(v["upper"][0].as_f64(), Some(hi), "{method}");
+        assert!(sound_and_close(&v, lo, hi), "{method}: {v}");
     }
     // With a specification matrix: bounds of -y.
     let c = write_tmp("c.json", "[[-1.0]]");
@@ -44,14 +51,14 @@ fn json_bounds_of_the_toy_model() {
     let (code, stdout, _) = lirpa(&args);
     assert_eq!(code, 0);
     let v: serde_json::Value = serde_json::from_str(stdout.trim()).unwrap();
-    assert_eq!((v["lower"][0].as_f64(), v["upper"][0].as_f64()), (Some(-3.0), Some(3.0)));
+    assert!(sound_and_close(&v, -3.0, 3.0), "{v}");
     // An L∞ ball around a centre gives the same as the equivalent box.
     let center = write_tmp("center.json", "[0.5, -0.5]");
     let (code, stdout, _) =
         lirpa(&["bounds", "models/toy.onnx", "--json", "--norm", "inf", "--eps", "1.5", "--center", &center]);
     assert_eq!(code, 0);
     let v: serde_json::Value = serde_json::from_str(stdout.trim()).unwrap();
-    assert_eq!((v["lower"][0].as_f64(), v["upper"][0].as_f64()), (Some(-3.0), Some(3.0)));
+    assert!(sound_and_close(&v, -3.0, 3.0), "{v}");
 }
 
 #[test]

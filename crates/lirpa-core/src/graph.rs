@@ -264,7 +264,7 @@ impl<T: Scalar + BuilderFor> GraphBuilder<T> {
                     defs.push(Some(InputDef {
                         shape: self.nodes[id].shape.clone(),
                         value: self.consts.get(&id).cloned(),
-                        value_id: id,
+                        source: Some(id),
                     }));
                 }
             }

@@ -139,9 +139,9 @@ pub struct InputDef {
     pub shape: Shape,
     /// Shared, so that handing a large weight to several builders copies nothing.
     pub value: Option<std::sync::Arc<TensorData>>,
-    /// Identifies the value within the graph being built: two inputs with the same
-    /// `value_id` are the same tensor (e.g. `Mul(x, x)`, a square).
-    pub value_id: usize,
+    /// The graph value feeding this input (its node id), when the builder knows it:
+    /// two inputs with the same source are the same tensor (e.g. `Mul(x, x)`).
+    pub source: Option<usize>,
 }
 
 /// Everything a builder knows about the node it builds.
@@ -175,12 +175,10 @@ impl<'a> NodeDef<'a> {
         })
     }
 
-    /// Whether inputs `i` and `j` are both present and are the same tensor.
-    pub fn same_value(&self, i: usize, j: usize) -> bool {
-        match (self.inputs.get(i), self.inputs.get(j)) {
-            (Some(Some(a)), Some(Some(b))) => a.value_id == b.value_id,
-            _ => false,
-        }
+    /// Whether inputs `i` and `j` are present and known to be the same tensor.
+    pub fn same_source(&self, i: usize, j: usize) -> bool {
+        let src = |k: usize| self.inputs.get(k).and_then(|x| x.as_ref()).and_then(|x| x.source);
+        matches!((src(i), src(j)), (Some(a), Some(b)) if a == b)
     }
 
     /// Whether input `i` is present and constant.

@@ -21,6 +21,8 @@
 //! ```
 
 // Name every plugin so the linker keeps its registrations (inventory's rule).
+#[cfg(feature = "activation")]
+use lirpa_ops_activation as _;
 #[cfg(feature = "attention")]
 use lirpa_ops_attention as _;
 #[cfg(feature = "bilinear")]
@@ -57,6 +59,8 @@ pub fn standard_ops() -> Vec<&'static str> {
     v.extend(lirpa_ops_bilinear::OPS);
     #[cfg(feature = "attention")]
     v.extend(lirpa_ops_attention::OPS);
+    #[cfg(feature = "activation")]
+    v.extend(lirpa_ops_activation::OPS);
     v.sort_unstable();
     // Bilinear refines operator types the linear plugin also registers.
     v.dedup();

@@ -42,6 +42,7 @@ fn owns(plugin: &str, op: &str) -> bool {
         "lirpa-ops-conv" => lirpa_ops_conv::OPS,
         "lirpa-ops-bilinear" => lirpa_ops_bilinear::OPS,
         "lirpa-ops-attention" => lirpa_ops_attention::OPS,
+        "lirpa-ops-activation" => lirpa_ops_activation::OPS,
         _ => return false,
     };
     list.contains(&op)

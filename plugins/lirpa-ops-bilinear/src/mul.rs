@@ -43,7 +43,7 @@ pub(crate) fn both_perturbed(node: &NodeDef<'_>) -> Result<()> {
 pub fn build_mul<T: Scalar>(node: &NodeDef<'_>) -> Result<BuiltOp<T>> {
     both_perturbed(node)?;
     let (x, y) = (&node.input(0)?.shape, &node.input(1)?.shape);
-    if node.same_value(0, 1) {
+    if node.same_source(0, 1) {
         return Ok(BuiltOp::new(Square, &[0], x.clone()));
     }
     let out = broadcast_shapes(x, y)?;

@@ -7,7 +7,8 @@
 //! - lower line: through the origin with slope 1 or `slope`, chosen by
 //!   [`ReluLowerSlope`] (adaptive: 1 when the chord slope exceeds 0.5, i.e. `u > -l`).
 //!
-//! Both lines are exact on stable neurons, so the relaxation is sound on `[l, u]`.
+//! Both lines are exact on stable neurons, so the relaxation is sound on `[l, u]`. The
+//! upper intercept is raised by any rounding violation measured at the ends.
 
 use lirpa_core::op::{BackwardCtx, Evaluate, Interval, IntervalRule, LinearRelaxation, NodeDef, Operator};
 use lirpa_core::{
@@ -33,6 +34,25 @@ impl<T: Scalar> TwoPiece<T> {
         if x >= T::zero() { x } else { self.slope * x }
     }
 
+    /// The intercept `b` of the chord is a difference of two products of size
+    /// `|l_r·d|`: on wide intervals rounding can put the line below `f` at an end by a
+    /// few ulps (found by the soundness harness). Measure the violation at both ends in
+    /// `f64` (with a fused multiply-add) and raise the intercept by it, rounded up;
+    /// exact cases are left untouched.
+    fn secure_upper(&self, d: T, b: T, l_r: T, u_r: T) -> T {
+        // f in f64 (exact for f32 operands).
+        let f = |x: T| if x >= T::zero() { x.as_f64() } else { self.slope.as_f64() * x.as_f64() };
+        let viol = |x: T| f(x) - d.as_f64().mul_add(x.as_f64(), b.as_f64());
+        let v = viol(l_r).max(viol(u_r));
+        if v > 0.0 {
+            let nb = T::from_f64(b.as_f64() + v);
+            let nb = if nb.as_f64() < b.as_f64() + v { nb.next_up() } else { nb };
+            nb.next_up()
+        } else {
+            b
+        }
+    }
+
     /// The element-wise relaxation on `[lower, upper]`.
     pub fn relaxation(&self, lower: &[T], upper: &[T], mode: ReluLowerSlope) -> ElementwiseRelaxation<T> {
         let n = lower.len();
@@ -49,6 +69,7 @@ impl<T: Scalar> TwoPiece<T> {
             let u_r = u.max(T::zero()).max(l_r + tiny);
             let d = (u_r - self.slope * l_r) / (u_r - l_r);
             let b = -l_r * d + self.slope * l_r;
+            let b = self.secure_upper(d, b, l_r, u_r);
             let lower_d = match mode {
                 ReluLowerSlope::SameSlope => d,
                 ReluLowerSlope::ZeroLb => {

@@ -108,9 +108,33 @@ pub fn parity(ours: f64, reference: f64) -> bool {
     (ours - reference).abs() <= 1e-4 * reference.abs().max(1.0)
 }
 
+/// What checking one case found.
+#[derive(Default)]
+pub struct CaseCheck {
+    /// Failed checks (empty when all pass).
+    pub fails: Vec<String>,
+    /// Per method and bound kind: which recorded version we match, or that we are
+    /// tighter than every version that we do not match.
+    pub notes: Vec<String>,
+}
+
+/// Sampled points of the perturbation set checked against every bound (besides the
+/// recorded `sampled` min/max, which only cover the raw outputs).
+const OWN_SAMPLES: usize = 512;
+
 /// Run every method on a case and return the failed checks (empty when all pass).
 pub fn check_case<T: Scalar>(case: &Case, graph: &Graph<T>, methods: &[(&str, Method)]) -> Vec<String> {
+    check_case_report(case, graph, methods).fails
+}
+
+/// Run every method on a case: forward output, soundness against the recorded samples
+/// and against our own samples (raw outputs and `C·y`), and parity with a recorded
+/// auto_LiRPA version. A bound that matches no version is accepted only when it is at
+/// least as tight as one version element by element and every sampled output lies
+/// inside it; the notes say which cases are tighter rather than equal.
+pub fn check_case_report<T: Scalar>(case: &Case, graph: &Graph<T>, methods: &[(&str, Method)]) -> CaseCheck {
     let mut fails = Vec::new();
+    let mut notes = Vec::new();
     let ptb = case.perturbation::<T>();
     // Forward evaluation at the centre matches the recorded output.
     let center: Vec<T> = case.center().into_iter().map(T::from_f64).collect();
@@ -124,6 +148,16 @@ pub fn check_case<T: Scalar>(case: &Case, graph: &Graph<T>, methods: &[(&str, Me
     let (smin, smax) = case.sampled();
     let c_rows = case.spec_c();
     let c = faer::Mat::<T>::from_fn(c_rows.len(), c_rows[0].len(), |i, j| T::from_f64(c_rows[i][j]));
+    // Our own samples: raw outputs and C·y, evaluated by our forward pass.
+    let own: Vec<Vec<f64>> = lirpa::sample::sample_points(&ptb, OWN_SAMPLES, 11)
+        .iter()
+        .map(|x| graph.forward(&[x], graph.output().unwrap()).unwrap().iter().map(|v| v.as_f64()).collect())
+        .collect();
+    let own_spec: Vec<Vec<f64>> = own
+        .iter()
+        .map(|y| c_rows.iter().map(|row| row.iter().zip(y).map(|(a, b)| a * b).sum()).collect())
+        .collect();
+    let slack = |v: f64| 1e-5 * v.abs().max(1.0);
     for &(name, method) in methods {
         let opts = BoundOptions::with_method(method);
         let inputs = [InputValue::Perturbed(ptb.clone())];
@@ -140,13 +174,13 @@ pub fn check_case<T: Scalar>(case: &Case, graph: &Graph<T>, methods: &[(&str, Me
                 res.lower.iter().map(|x| x.as_f64()).collect(),
                 res.upper.iter().map(|x| x.as_f64()).collect(),
             );
-            // Soundness against the sampled true outputs (raw outputs, or C·y bounds
-            // checked through the samples' element-wise range only for raw outputs).
+            let mut sound = true;
+            // Soundness against the recorded samples (raw outputs only: `sampled`
+            // holds the element-wise range of y).
             if spec.is_none() {
                 for i in 0..lo.len() {
-                    if lo[i] > smin[i] + 1e-5 * smin[i].abs().max(1.0)
-                        || hi[i] < smax[i] - 1e-5 * smax[i].abs().max(1.0)
-                    {
+                    if lo[i] > smin[i] + slack(smin[i]) || hi[i] < smax[i] - slack(smax[i]) {
+                        sound = false;
                         fails.push(format!(
                             "{}: {name}: UNSOUND at output {i}: [{}, {}] vs sampled [{}, {}]",
                             case.name, lo[i], hi[i], smin[i], smax[i]
@@ -154,16 +188,56 @@ pub fn check_case<T: Scalar>(case: &Case, graph: &Graph<T>, methods: &[(&str, Me
                     }
                 }
             }
+            // Soundness against our own samples.
+            let samples = if spec.is_none() { &own } else { &own_spec };
+            'outer: for y in samples {
+                for i in 0..lo.len() {
+                    if lo[i] > y[i] + slack(y[i]) || hi[i] < y[i] - slack(y[i]) {
+                        sound = false;
+                        fails.push(format!(
+                            "{}: {name} {key}: UNSOUND at element {i}: [{}, {}] misses sampled {}",
+                            case.name, lo[i], hi[i], y[i]
+                        ));
+                        break 'outer;
+                    }
+                }
+            }
             if let Some(versions) = case.recorded(key, name) {
-                let ok = versions.iter().any(|(_, rl, ru)| {
-                    lo.iter().zip(rl).all(|(a, b)| parity(*a, *b))
-                        && hi.iter().zip(ru).all(|(a, b)| parity(*a, *b))
-                });
-                let tighter = versions.iter().any(|(_, rl, ru)| {
-                    lo.iter().zip(rl).all(|(a, b)| *a >= *b - 1e-4 * b.abs().max(1.0))
-                        && hi.iter().zip(ru).all(|(a, b)| *a <= *b + 1e-4 * b.abs().max(1.0))
-                });
-                if !ok && !tighter {
+                let matched: Vec<&str> = versions
+                    .iter()
+                    .filter(|(_, rl, ru)| {
+                        lo.iter().zip(rl).all(|(a, b)| parity(*a, *b))
+                            && hi.iter().zip(ru).all(|(a, b)| parity(*a, *b))
+                    })
+                    .map(|(v, _, _)| v.as_str())
+                    .collect();
+                let tighter_than: Vec<&str> = versions
+                    .iter()
+                    .filter(|(_, rl, ru)| {
+                        lo.iter().zip(rl).all(|(a, b)| *a >= *b - 1e-4 * b.abs().max(1.0))
+                            && hi.iter().zip(ru).all(|(a, b)| *a <= *b + 1e-4 * b.abs().max(1.0))
+                    })
+                    .map(|(v, _, _)| v.as_str())
+                    .collect();
+                if !matched.is_empty() {
+                    notes.push(format!("{}: {name} {key}: parity with {}", case.name, matched.join(", ")));
+                } else if !tighter_than.is_empty() && sound {
+                    // Width ratio to the tightest version we beat (< 1: tighter).
+                    let gain = versions
+                        .iter()
+                        .filter(|(v, _, _)| tighter_than.contains(&v.as_str()))
+                        .map(|(_, rl, ru)| {
+                            let w_ref: f64 = rl.iter().zip(ru).map(|(a, b)| b - a).sum();
+                            let w_ours: f64 = lo.iter().zip(&hi).map(|(a, b)| b - a).sum();
+                            w_ours / w_ref
+                        })
+                        .fold(0.0, f64::max);
+                    notes.push(format!(
+                        "{}: {name} {key}: TIGHTER than {} (total width ratio {gain:.4}), sound",
+                        case.name,
+                        tighter_than.join(", ")
+                    ));
+                } else {
                     let (v, rl, ru) = &versions[0];
                     let worst = lo
                         .iter()
@@ -172,8 +246,9 @@ pub fn check_case<T: Scalar>(case: &Case, graph: &Graph<T>, methods: &[(&str, Me
                         .map(|(a, b)| (a - b).abs() / b.abs().max(1.0))
                         .fold(0.0, f64::max);
                     fails.push(format!(
-                        "{}: {name} {key}: no parity (worst relative difference {worst:.3e} vs {v}); ours {:?}..{:?}, ref {:?}..{:?}",
+                        "{}: {name} {key}: no parity (worst relative difference {worst:.3e} vs {v}){}; ours {:?}..{:?}, ref {:?}..{:?}",
                         case.name,
+                        if tighter_than.is_empty() { "" } else { ", tighter but not sound" },
                         &lo[..lo.len().min(3)],
                         &hi[..hi.len().min(3)],
                         &rl[..rl.len().min(3)],
@@ -183,7 +258,7 @@ pub fn check_case<T: Scalar>(case: &Case, graph: &Graph<T>, methods: &[(&str, Me
             }
         }
     }
-    fails
+    CaseCheck { fails, notes }
 }
 
 /// Keep the import error type in scope for callers that match on it.

@@ -1,0 +1,562 @@
+//! The element-wise functions: value, derivative, exact range and relaxation in `f64`.
+
+use crate::line::{Line, Relax, bisect_root, chord_slope, convex_piece, fixed_slope};
+use crate::special::{erf, erfc};
+use crate::sshape::SCurve;
+use lirpa_core::{Error, Result};
+use std::f64::consts::{FRAC_PI_2, PI, SQRT_2};
+
+/// One element-wise function. All methods work in `f64`.
+pub trait Func: std::fmt::Debug + Send + Sync + 'static {
+    fn op_type(&self) -> &'static str;
+    fn f(&self, x: f64) -> f64;
+    /// An error when `[l, u]` leaves the function's domain (e.g. Log of `x <= 0`).
+    fn domain(&self, _l: f64, _u: f64) -> Result<()> {
+        Ok(())
+    }
+    /// The exact range of `f` on `[l, u]` (`l <= u`, possibly infinite).
+    fn range(&self, l: f64, u: f64) -> (f64, f64);
+    /// Lower and upper lines on the finite interval `[l, u]` inside the domain, before
+    /// the floating-point verification of [`crate::line::secure`].
+    fn relax(&self, l: f64, u: f64) -> Relax;
+    /// Absolute margin added to both intercepts on top of the relative one (used where
+    /// a reduction of the argument loses absolute precision, e.g. sin of large inputs).
+    fn extra_margin(&self, _l: f64, _u: f64) -> f64 {
+        0.0
+    }
+}
+
+fn domain_error(op: &str, what: &str, l: f64, u: f64) -> Error {
+    Error::Invalid(format!("{op} needs {what}, but its input bounds are [{l}, {u}]"))
+}
+
+fn monotone_range(f: &dyn Fn(f64) -> f64, l: f64, u: f64) -> (f64, f64) {
+    let (a, b) = (f(l), f(u));
+    (a.min(b), a.max(b))
+}
+
+// ---------------------------------------------------------------- S-shaped
+
+/// Sigmoid, Tanh, Atan, Erf.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum SKind {
+    Sigmoid,
+    Tanh,
+    Atan,
+    Erf,
+}
+
+#[derive(Debug)]
+pub struct SShaped(pub SKind);
+
+pub fn sigmoid(x: f64) -> f64 {
+    if x >= 0.0 {
+        1.0 / (1.0 + (-x).exp())
+    } else {
+        let e = x.exp();
+        e / (1.0 + e)
+    }
+}
+
+impl SShaped {
+    fn df(&self, x: f64) -> f64 {
+        match self.0 {
+            SKind::Sigmoid => {
+                let e = (-x.abs()).exp();
+                e / ((1.0 + e) * (1.0 + e))
+            }
+            SKind::Tanh => {
+                let c = x.cosh();
+                1.0 / (c * c)
+            }
+            SKind::Atan => 1.0 / (1.0 + x * x),
+            SKind::Erf => std::f64::consts::FRAC_2_SQRT_PI * (-x * x).exp(),
+        }
+    }
+}
+
+impl Func for SShaped {
+    fn op_type(&self) -> &'static str {
+        match self.0 {
+            SKind::Sigmoid => "Sigmoid",
+            SKind::Tanh => "Tanh",
+            SKind::Atan => "Atan",
+            SKind::Erf => "Erf",
+        }
+    }
+    fn f(&self, x: f64) -> f64 {
+        match self.0 {
+            SKind::Sigmoid => sigmoid(x),
+            SKind::Tanh => x.tanh(),
+            SKind::Atan => x.atan(),
+            SKind::Erf => erf(x),
+        }
+    }
+    fn extra_margin(&self, _l: f64, _u: f64) -> f64 {
+        // erf's error is absolute (a few ulps of 1).
+        if self.0 == SKind::Erf { 1e-15 } else { 0.0 }
+    }
+    fn range(&self, l: f64, u: f64) -> (f64, f64) {
+        (self.f(l), self.f(u))
+    }
+    fn relax(&self, l: f64, u: f64) -> Relax {
+        let g = |x: f64| self.f(x);
+        let dg = |x: f64| self.df(x);
+        let center = if self.0 == SKind::Sigmoid { 0.5 } else { 0.0 };
+        SCurve { g: &g, dg: &dg, center, d_min: f64::NEG_INFINITY }.relax(l, u)
+    }
+}
+
+// ---------------------------------------------------------------- Sin, Cos
+
+/// `sin(x + phase)`: Sin (`phase = 0`) and Cos (`phase = π/2`).
+///
+/// Relaxation (in the sine's coordinate `y = x + phase`):
+/// - inside one monotone piece `[jπ - π/2, jπ + π/2]`, sin is S-shaped about `(jπ, 0)`
+///   (reflected for odd `j`): the S-shaped relaxation, as auto_LiRPA 0.7.1;
+/// - else inside one convex or concave piece `[iπ, (i+1)π]`: chord and tangent at the
+///   midpoint;
+/// - else the constant bounds of the exact range.
+#[derive(Debug)]
+pub struct Trig {
+    pub cos: bool,
+}
+
+impl Trig {
+    fn phase(&self) -> f64 {
+        if self.cos { FRAC_PI_2 } else { 0.0 }
+    }
+    fn df(&self, x: f64) -> f64 {
+        if self.cos { -x.sin() } else { x.cos() }
+    }
+    /// Beyond this magnitude the argument reduction is too coarse to be worth it.
+    const LARGE: f64 = 1e9;
+}
+
+impl Func for Trig {
+    fn op_type(&self) -> &'static str {
+        if self.cos { "Cos" } else { "Sin" }
+    }
+    fn f(&self, x: f64) -> f64 {
+        if self.cos { x.cos() } else { x.sin() }
+    }
+    fn range(&self, l: f64, u: f64) -> (f64, f64) {
+        let (yl, yu) = (l + self.phase(), u + self.phase());
+        if !(yl.abs() < Self::LARGE && yu.abs() < Self::LARGE) || yu - yl >= 2.0 * PI {
+            return (-1.0, 1.0);
+        }
+        // Extremum points are counted as inside when within a tolerance of the ends
+        // (conservative).
+        let tol = 1e-9;
+        let contains = |p0: f64| {
+            let k = ((yl - tol - p0) / (2.0 * PI)).ceil();
+            p0 + 2.0 * PI * k <= yu + tol
+        };
+        let (a, b) = (self.f(l), self.f(u));
+        let hi = if contains(FRAC_PI_2) { 1.0 } else { a.max(b) };
+        let lo = if contains(-FRAC_PI_2) { -1.0 } else { a.min(b) };
+        (lo, hi)
+    }
+    fn relax(&self, l: f64, u: f64) -> Relax {
+        let phase = self.phase();
+        let (yl, yu) = (l + phase, u + phase);
+        if !(yl.abs() < Self::LARGE && yu.abs() < Self::LARGE) || yu - yl >= 2.0 * PI {
+            let (lo, hi) = self.range(l, u);
+            return Relax::constant(lo, hi);
+        }
+        let jl = ((yl + FRAC_PI_2) / PI).floor();
+        let ju = ((yu + FRAC_PI_2) / PI).floor();
+        if jl == ju {
+            let cj = jl * PI;
+            let g = |t: f64| t.sin();
+            let dg = |t: f64| t.cos();
+            let s = SCurve { g: &g, dg: &dg, center: 0.0, d_min: -FRAC_PI_2 };
+            let (tl, tu) = (yl - cj, yu - cj);
+            let (lo, a) = s.lower(tl, tu);
+            let (hi, b) = s.upper(tl, tu);
+            // A line in t = x + phase - cj.
+            let shift = phase - cj;
+            let back = |t: f64| t - shift;
+            return if jl.rem_euclid(2.0) == 0.0 {
+                Relax::new(lo.shifted(shift), hi.shifted(shift)).with_contacts(&[back(a), back(b)])
+            } else {
+                // sin(y) = -sin(y - jπ) for odd j.
+                Relax::new(hi.neg().shifted(shift), lo.neg().shifted(shift))
+                    .with_contacts(&[back(a), back(b)])
+            };
+        }
+        let il = (yl / PI).floor();
+        let iu = (yu / PI).floor();
+        let f = |x: f64| self.f(x);
+        let df = |x: f64| self.df(x);
+        if il == iu {
+            // sin is concave on [2mπ, (2m+1)π] and convex on the others.
+            let convex = il.rem_euclid(2.0) == 1.0;
+            return convex_piece(&f, &df, l, u, 0.5 * l + 0.5 * u, convex);
+        }
+        let (lo, hi) = self.range(l, u);
+        Relax::constant(lo, hi)
+    }
+    fn extra_margin(&self, l: f64, u: f64) -> f64 {
+        // Reducing the argument by jπ costs an absolute error of a few ulps of |x|, and
+        // sin is 1-Lipschitz.
+        1e-14 * (l.abs().max(u.abs()) + 1.0)
+    }
+}
+
+// ---------------------------------------------------------------- convex / concave
+
+/// Exp, Log, Reciprocal, Sqrt, Softplus.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Smooth {
+    Exp,
+    Log,
+    Reciprocal,
+    Sqrt,
+    Softplus,
+}
+
+#[derive(Debug)]
+pub struct SmoothFn(pub Smooth);
+
+impl SmoothFn {
+    fn df(&self, x: f64) -> f64 {
+        match self.0 {
+            Smooth::Exp => x.exp(),
+            Smooth::Log => 1.0 / x,
+            Smooth::Reciprocal => -1.0 / (x * x),
+            Smooth::Sqrt => 0.5 / x.sqrt(),
+            Smooth::Softplus => sigmoid(x),
+        }
+    }
+}
+
+impl Func for SmoothFn {
+    fn op_type(&self) -> &'static str {
+        match self.0 {
+            Smooth::Exp => "Exp",
+            Smooth::Log => "Log",
+            Smooth::Reciprocal => "Reciprocal",
+            Smooth::Sqrt => "Sqrt",
+            Smooth::Softplus => "Softplus",
+        }
+    }
+    fn f(&self, x: f64) -> f64 {
+        match self.0 {
+            Smooth::Exp => x.exp(),
+            Smooth::Log => x.ln(),
+            Smooth::Reciprocal => 1.0 / x,
+            Smooth::Sqrt => x.sqrt(),
+            Smooth::Softplus => {
+                if x > 0.0 {
+                    x + (-x).exp().ln_1p()
+                } else {
+                    x.exp().ln_1p()
+                }
+            }
+        }
+    }
+    fn domain(&self, l: f64, u: f64) -> Result<()> {
+        match self.0 {
+            Smooth::Log if !(l > 0.0) => Err(domain_error("Log", "a positive input", l, u)),
+            Smooth::Sqrt if !(l >= 0.0) => Err(domain_error("Sqrt", "a non-negative input", l, u)),
+            Smooth::Reciprocal if !(l > 0.0 || u < 0.0) => {
+                Err(domain_error("Reciprocal", "an input interval that excludes 0", l, u))
+            }
+            _ => Ok(()),
+        }
+    }
+    fn range(&self, l: f64, u: f64) -> (f64, f64) {
+        monotone_range(&|x| self.f(x), l, u)
+    }
+    fn relax(&self, l: f64, u: f64) -> Relax {
+        let f = |x: f64| self.f(x);
+        let df = |x: f64| self.df(x);
+        let m = 0.5 * l + 0.5 * u;
+        match self.0 {
+            // auto_LiRPA: tangent at min(m, l + 0.99), chord above.
+            Smooth::Exp => convex_piece(&f, &df, l, u, m.min(l + 0.99), true),
+            Smooth::Softplus => convex_piece(&f, &df, l, u, m, true),
+            Smooth::Log => convex_piece(&f, &df, l, u, m, false),
+            Smooth::Reciprocal => convex_piece(&f, &df, l, u, m, l > 0.0),
+            Smooth::Sqrt => {
+                if m <= 0.0 {
+                    Relax::constant(0.0, f(u))
+                } else {
+                    convex_piece(&f, &df, l, u, m, false)
+                }
+            }
+        }
+    }
+}
+
+// ---------------------------------------------------------------- Pow
+
+/// `x^p` for a constant exponent `p`.
+#[derive(Debug)]
+pub struct Pow {
+    pub p: f64,
+}
+
+impl Pow {
+    fn int(&self) -> Option<i32> {
+        (self.p.fract() == 0.0 && self.p.abs() < 1e9).then_some(self.p as i32)
+    }
+    fn df(&self, x: f64) -> f64 {
+        match self.int() {
+            Some(0) => 0.0,
+            Some(n) => n as f64 * x.powi(n - 1),
+            None => self.p * x.powf(self.p - 1.0),
+        }
+    }
+}
+
+impl Func for Pow {
+    fn op_type(&self) -> &'static str {
+        "Pow"
+    }
+    fn f(&self, x: f64) -> f64 {
+        match self.int() {
+            Some(n) => x.powi(n),
+            None => x.powf(self.p),
+        }
+    }
+    fn domain(&self, l: f64, u: f64) -> Result<()> {
+        match self.int() {
+            Some(n) if n < 0 && !(l > 0.0 || u < 0.0) => {
+                Err(domain_error("Pow", &format!("an input interval excluding 0 for exponent {n}"), l, u))
+            }
+            None if self.p < 0.0 && !(l > 0.0) => {
+                Err(domain_error("Pow", &format!("a positive input for exponent {}", self.p), l, u))
+            }
+            None if !(l >= 0.0) => {
+                Err(domain_error("Pow", &format!("a non-negative input for exponent {}", self.p), l, u))
+            }
+            _ => Ok(()),
+        }
+    }
+    fn range(&self, l: f64, u: f64) -> (f64, f64) {
+        match self.int() {
+            Some(0) => (1.0, 1.0),
+            Some(n) if n > 0 && n % 2 == 0 && l < 0.0 && u > 0.0 => (0.0, self.f(l).max(self.f(u))),
+            _ => monotone_range(&|x| self.f(x), l, u),
+        }
+    }
+    fn relax(&self, l: f64, u: f64) -> Relax {
+        let f = |x: f64| self.f(x);
+        let df = |x: f64| self.df(x);
+        let m = 0.5 * l + 0.5 * u;
+        match self.int() {
+            Some(0) => Relax::constant(1.0, 1.0),
+            Some(1) => Relax::new(Line { k: 1.0, b: 0.0 }, Line { k: 1.0, b: 0.0 }),
+            // auto_LiRPA's BoundSqr: tangent at the point of [l, u] closest to 0.
+            Some(2) => convex_piece(&f, &df, l, u, 0.0f64.clamp(l, u), true),
+            Some(n) if n > 0 && n % 2 == 0 => convex_piece(&f, &df, l, u, m, true),
+            Some(n) if n > 0 => {
+                // Odd: concave on x <= 0, convex on x >= 0.
+                if l >= 0.0 || u <= 0.0 {
+                    convex_piece(&f, &df, l, u, m, l >= 0.0)
+                } else {
+                    let k = chord_slope(&f, &df, l, u);
+                    let r = (k / n as f64).powf(1.0 / (n - 1) as f64);
+                    let mut c = vec![l, u];
+                    c.extend([-r, r].into_iter().filter(|x| *x > l && *x < u));
+                    fixed_slope(&f, k, &c)
+                }
+            }
+            Some(n) => {
+                // Negative integer; [l, u] excludes 0. Even: convex; odd: convex for x > 0.
+                let convex = n % 2 == 0 || l > 0.0;
+                convex_piece(&f, &df, l, u, m, convex)
+            }
+            None => {
+                if u <= 0.0 || m <= 0.0 {
+                    let (lo, hi) = self.range(l, u);
+                    return Relax::constant(lo, hi);
+                }
+                let convex = self.p > 1.0 || self.p < 0.0;
+                convex_piece(&f, &df, l, u, m, convex)
+            }
+        }
+    }
+}
+
+// ---------------------------------------------------------------- GELU
+
+/// `x·Φ(x)` (ONNX Gelu with `approximate = "none"`).
+///
+/// `GELU'' = φ(x)(2 - x²)`: `GELU'` decreases on `x <= -√2`, increases on `[-√2, √2]`,
+/// decreases on `x >= √2`. Relaxation: the chord slope `k`, with the tightest
+/// intercepts, from `f - k·x` at the ends and at its stationary points (one at most per
+/// monotone piece of `GELU'`, found by bisection).
+#[derive(Debug)]
+pub struct Gelu;
+
+impl Gelu {
+    fn df(x: f64) -> f64 {
+        0.5 * erfc(-x / SQRT_2) + x * (-0.5 * x * x).exp() / (2.0 * PI).sqrt()
+    }
+    fn candidates(k: f64, l: f64, u: f64) -> Vec<f64> {
+        let mut c = vec![l, u];
+        let g = |x: f64| Self::df(x) - k;
+        for (a, b, inc) in
+            [(f64::NEG_INFINITY, -SQRT_2, false), (-SQRT_2, SQRT_2, true), (SQRT_2, f64::INFINITY, false)]
+        {
+            let (a, b) = (a.max(l), b.min(u));
+            if !(a < b) {
+                continue;
+            }
+            let (ga, gb) = (g(a), g(b));
+            if (ga <= 0.0) != (gb <= 0.0) || ga == 0.0 || gb == 0.0 {
+                c.push(bisect_root(&g, a, b, inc));
+            }
+        }
+        c
+    }
+}
+
+impl Func for Gelu {
+    fn op_type(&self) -> &'static str {
+        "Gelu"
+    }
+    fn f(&self, x: f64) -> f64 {
+        if x.is_infinite() {
+            return if x > 0.0 { x } else { 0.0 };
+        }
+        0.5 * x * erfc(-x / SQRT_2)
+    }
+    fn range(&self, l: f64, u: f64) -> (f64, f64) {
+        let (lc, uc) = (l.max(-60.0), u.min(60.0));
+        let (mut lo, mut hi) = monotone_range(&|x| self.f(x), l, u);
+        if lc < uc {
+            let r = fixed_slope(&|x| self.f(x), 0.0, &Self::candidates(0.0, lc, uc));
+            lo = lo.min(r.lower.b);
+            hi = hi.max(r.upper.b);
+        }
+        (lo, hi)
+    }
+    fn extra_margin(&self, l: f64, u: f64) -> f64 {
+        // erfc near 1.4 is 1 - erf with an absolute error of a few ulps of 1.
+        1e-14 * (1.0 + l.abs().max(u.abs()).min(1e6))
+    }
+    fn relax(&self, l: f64, u: f64) -> Relax {
+        let f = |x: f64| self.f(x);
+        let k = chord_slope(&f, &Self::df, l, u);
+        fixed_slope(&f, k, &Self::candidates(k, l, u))
+    }
+}
+
+// ---------------------------------------------------------------- piecewise
+
+/// Abs, Clip, Sign, Floor.
+#[derive(Debug)]
+pub enum Piecewise {
+    Abs,
+    /// `min(max(x, lo), hi)`.
+    Clip(f64, f64),
+    Sign,
+    Floor,
+}
+
+fn sign(x: f64) -> f64 {
+    if x > 0.0 {
+        1.0
+    } else if x < 0.0 {
+        -1.0
+    } else {
+        0.0
+    }
+}
+
+/// Fixed slope `k`, intercepts from explicit vertices `(x, y)` (one-sided limits at
+/// jumps included): exact for piecewise-linear functions.
+fn vertex_lines(k: f64, pts: &[(f64, f64)]) -> Relax {
+    let (mut lo, mut hi) = (f64::INFINITY, f64::NEG_INFINITY);
+    for &(x, y) in pts {
+        lo = lo.min(y - k * x);
+        hi = hi.max(y - k * x);
+    }
+    Relax::new(Line { k, b: lo }, Line { k, b: hi })
+}
+
+impl Func for Piecewise {
+    fn op_type(&self) -> &'static str {
+        match self {
+            Piecewise::Abs => "Abs",
+            Piecewise::Clip(..) => "Clip",
+            Piecewise::Sign => "Sign",
+            Piecewise::Floor => "Floor",
+        }
+    }
+    fn f(&self, x: f64) -> f64 {
+        match *self {
+            Piecewise::Abs => x.abs(),
+            Piecewise::Clip(a, b) => x.max(a).min(b),
+            Piecewise::Sign => sign(x),
+            Piecewise::Floor => x.floor(),
+        }
+    }
+    fn range(&self, l: f64, u: f64) -> (f64, f64) {
+        match self {
+            Piecewise::Abs if l < 0.0 && u > 0.0 => (0.0, (-l).max(u)),
+            _ => monotone_range(&|x| self.f(x), l, u),
+        }
+    }
+    fn relax(&self, l: f64, u: f64) -> Relax {
+        let f = |x: f64| self.f(x);
+        match *self {
+            // auto_LiRPA: chord above; below, the identity or its negation on a
+            // stable sign, else 0.
+            Piecewise::Abs => {
+                let upper = if u > l {
+                    Line::through((u.abs() - l.abs()) / (u - l), l, l.abs())
+                } else {
+                    Line::constant(l.abs())
+                };
+                let lower = if l >= 0.0 {
+                    Line { k: 1.0, b: 0.0 }
+                } else if u <= 0.0 {
+                    Line { k: -1.0, b: 0.0 }
+                } else {
+                    Line::constant(0.0)
+                };
+                Relax::new(lower, upper)
+            }
+            // The chord slope with the tightest intercepts (auto_LiRPA's same-slope
+            // HardTanh relaxation).
+            Piecewise::Clip(a, b) => {
+                let k = if u > l { (f(u) - f(l)) / (u - l) } else { 0.0 };
+                let mut pts = vec![(l, f(l)), (u, f(u))];
+                for x in [a, b] {
+                    if x > l && x < u {
+                        pts.push((x, f(x)));
+                    }
+                }
+                vertex_lines(k, &pts)
+            }
+            Piecewise::Sign => {
+                if l > 0.0 || u < 0.0 || (l == 0.0 && u == 0.0) {
+                    return Relax::constant(f(l), f(u));
+                }
+                let k = (f(u) - f(l)) / (u - l);
+                let mut pts = vec![(l, f(l)), (u, f(u)), (0.0, 0.0)];
+                if l < 0.0 {
+                    pts.push((0.0, -1.0));
+                }
+                if u > 0.0 {
+                    pts.push((0.0, 1.0));
+                }
+                vertex_lines(k, &pts)
+            }
+            // floor(x) is in (x - 1, x]; constant bounds when they are as tight.
+            Piecewise::Floor => {
+                let (fl, fu) = (l.floor(), u.floor());
+                if fu - fl <= 1.0 {
+                    Relax::constant(fl, fu)
+                } else {
+                    Relax::new(Line { k: 1.0, b: -1.0 }, Line { k: 1.0, b: 0.0 })
+                }
+            }
+        }
+    }
+}
