@@ -6,7 +6,9 @@
 //! a positive perturbed value or of a constant, Softmax, reductions, ReLU, fan-out.
 //!
 //! Soundness: the output at every sampled input lies inside the IBP, CROWN and
-//! CROWN-IBP bounds (f64). Every value has shape `[b, m, c]` (`c` varies).
+//! CROWN-IBP bounds (f64). Every value has shape `[b, m, c]` (`c` varies). Input sets:
+//! L∞ balls or boxes with some degenerate coordinates, radii log-uniform in
+//! `[1e-3, 50]` (saturated softmaxes, large products).
 //!
 //! Case count: `PROPTEST_CASES`; seed: `PROPTEST_RNG_SEED`.
 
@@ -48,9 +50,17 @@ fn arb_spec() -> impl Strategy<Value = Spec> {
         prop::collection::vec(step, 1..7),
         any::<u64>(),
         any::<bool>(),
-        0.001f64..1.0,
+        -3.0f64..1.7,
     )
-        .prop_map(|(b, m, c, steps, seed, boxed, radius)| Spec { b, m, c, steps, seed, boxed, radius })
+        .prop_map(|(b, m, c, steps, seed, boxed, radius)| Spec {
+            b,
+            m,
+            c,
+            steps,
+            seed,
+            boxed,
+            radius: 10f64.powf(radius),
+        })
 }
 
 struct Builder {
