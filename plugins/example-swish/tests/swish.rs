@@ -116,3 +116,18 @@ fn network_bounds_contain_sampled_outputs() {
         }
     }
 }
+
+/// The shared soundness harness on the plugin's registered operator: random intervals
+/// of every kind (wide, narrow, degenerate, near special points), dense grids and
+/// random points, interval rule and backward lines, in f32 and f64.
+#[test]
+fn soundness_harness_passes() {
+    use lirpa::core::Attr;
+    use lirpa_soundness::{Config, OpSpec, check_op};
+    for beta in [0.5, 1.0, 3.0] {
+        let spec = OpSpec::new("Swish").domain("com.example").opset(1).attr("beta", Attr::Float(beta));
+        let report = check_op(&spec, &Config { cases: 2000, seed: 5, ..Default::default() }).unwrap();
+        assert!(report.is_ok(), "{report}");
+        assert!(report.samples > 100_000, "{report}");
+    }
+}
