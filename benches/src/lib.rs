@@ -25,8 +25,10 @@ pub const CASES: &[(&str, &str)] = &[
     ("vnncomp", "resnet_2b_prop0"),
     ("synthetic", "elem_softmax__linf_0.1"),
     ("synthetic", "attention__linf_0.02"),
-    // Skipped (with a message) until Sigmoid and Tanh are registered.
     ("synthetic", "lstm__linf_0.05"),
+    ("synthetic", "mlp_sigmoid__linf_0.1"),
+    ("synthetic", "mlp_tanh__linf_0.1"),
+    ("vnncomp", "eran_sigmoid_6x200_idx7167"),
 ];
 
 pub const METHODS: &[(&str, Method)] =
