@@ -23,7 +23,7 @@ pub use graph::{Graph, GraphBuilder, Node, NodeId, NodeKind};
 pub use linear::{BackwardResult, ElementwiseRelaxation, LinearA, LinearBias};
 pub use op::{
     BackwardCtx, BuiltOp, Evaluate, InputDef, Interval, IntervalRule, LinearRelaxation, NodeDef, Operator,
-    RelaxOptions, ReluLowerSlope,
+    OptimizableRelaxation, RelaxOptions, ReluLowerSlope, SideParams,
 };
 pub use perturbation::{Norm, Perturbation};
 pub use registry::{OpRegistration, lookup, registered_ops};

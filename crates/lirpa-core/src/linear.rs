@@ -357,3 +357,68 @@ impl<T: Scalar> ElementwiseRelaxation<T> {
         m
     }
 }
+
+/// The two lines of an element-wise relaxation at one (row, element):
+/// `[lower slope, lower intercept, upper slope, upper intercept]`.
+pub type Lines<T> = [T; 4];
+
+/// Which line a coefficient `x` of side `upper_side` takes: the lower line for a
+/// non-negative coefficient of a lower bound or a negative one of an upper bound.
+/// Returns `(slope, intercept)`. The same rule as [`ElementwiseRelaxation::backward`].
+#[inline]
+pub fn chosen_line<T: Scalar>(x: T, upper_side: bool, l: &Lines<T>) -> (T, T) {
+    if (x >= T::zero()) != upper_side { (l[0], l[1]) } else { (l[2], l[3]) }
+}
+
+/// Sign split of one side's dense coefficients `m` with lines that may differ per row
+/// (optimized relaxations): `lines(r, j)` gives the lines of element `j` for row `r`.
+/// Adds the intercepts to `bias` and returns the coefficients on the input.
+pub fn split_rows<T: Scalar>(
+    mut m: Mat<T>,
+    upper_side: bool,
+    bias: &mut [T],
+    lines: impl Fn(usize, usize) -> Lines<T>,
+) -> Mat<T> {
+    for j in 0..m.ncols() {
+        let col = m.col_as_slice_mut(j);
+        for (r, (x, b)) in col.iter_mut().zip(bias.iter_mut()).enumerate() {
+            let (s, c) = chosen_line(*x, upper_side, &lines(r, j));
+            *b += *x * c;
+            *x *= s;
+        }
+    }
+    m
+}
+
+/// The adjoint of [`split_rows`]: `out[r, j] = s · z[r, j] + c` with the line
+/// `(s, c)` that coefficient `a[r, j]` chose. `z` and `out` are row-major
+/// `a.nrows() × a.ncols()`.
+pub fn forward_rows<T: Scalar>(
+    a: MatRef<'_, T>,
+    upper_side: bool,
+    z: &[T],
+    out: &mut [T],
+    lines: impl Fn(usize, usize) -> Lines<T>,
+) {
+    let n = a.ncols();
+    for r in 0..a.nrows() {
+        for j in 0..n {
+            let (s, c) = chosen_line(a[(r, j)], upper_side, &lines(r, j));
+            out[r * n + j] = s * z[r * n + j] + c;
+        }
+    }
+}
+
+impl<T: Scalar> ElementwiseRelaxation<T> {
+    /// The lines of element `j`.
+    #[inline]
+    pub fn lines(&self, j: usize) -> Lines<T> {
+        [self.lower_slope[j], self.lower_intercept[j], self.upper_slope[j], self.upper_intercept[j]]
+    }
+
+    /// The adjoint of [`backward`](Self::backward) for one side (see
+    /// [`LinearRelaxation::relaxed_forward`](crate::op::LinearRelaxation::relaxed_forward)).
+    pub fn relaxed_forward(&self, a: MatRef<'_, T>, upper_side: bool, z: &[T], out: &mut [T]) {
+        forward_rows(a, upper_side, z, out, |_, j| self.lines(j));
+    }
+}

@@ -39,6 +39,8 @@ pub struct BoundResult<T: Scalar> {
 
 type Bounds<T> = (Vec<T>, Vec<T>);
 
+pub(crate) mod alpha;
+
 /// Compute bounds of a node of `graph`, whose inputs take `inputs` (one per graph
 /// input, in order), with the method and options of `opts`.
 pub fn compute_bounds<T: Scalar>(
@@ -47,6 +49,9 @@ pub fn compute_bounds<T: Scalar>(
     opts: &BoundOptions,
     req: &BoundRequest<'_, T>,
 ) -> Result<BoundResult<T>> {
+    if opts.method == Method::AlphaCrown {
+        return alpha::compute_bounds_optimized(graph, inputs, opts, req, None).map(|(r, _)| r);
+    }
     let st = State::new(graph, inputs, opts)?;
     st.run(req)
 }
@@ -170,7 +175,7 @@ impl<'g, T: Scalar> State<'g, T> {
                 let (l, u) = self.ibp_spec(target, req.c)?;
                 (l, u, vec![], None)
             }
-            Method::Crown | Method::CrownIbp => {
+            Method::Crown | Method::CrownIbp | Method::AlphaCrown => {
                 self.ensure_bounds(target)?;
                 let c = LinearA::both(spec_mat(), req.lower, req.upper);
                 let (roots, bias) = self.backward_from(target, c, self.par)?;
@@ -363,7 +368,7 @@ impl<'g, T: Scalar> State<'g, T> {
         let Some(op) = node.op() else {
             return Ok(self.ptb[id].expect("perturbed input").interval());
         };
-        if self.opts.method != Method::Crown {
+        if !self.opts.method.crown_intermediate() {
             return self.ibp(id);
         }
         let inputs_bounded = node.inputs.iter().all(|&i| !self.perturbed[i] || self.bounds[i].is_some());
