@@ -216,6 +216,29 @@ pub trait OptimizableRelaxation<T: Scalar> {
         z: &[&[T]],
         grad: &mut [T],
     ) -> Result<()>;
+
+    /// How the bound of side `upper` depends on this relaxation's input bounds (the
+    /// chord of a ReLU moves with `l` and `u`): adds `Σ_r weight[r] · ∂(a_r · out_r)/∂l`
+    /// to `grad_lower[i]` (and likewise for `u`) for each input edge `i` listed in
+    /// [`LinearRelaxation::needs_input_bounds`] (`grad_lower[i]` has that input's length;
+    /// other entries are empty). This lets the engine optimize the parameters of
+    /// intermediate bounds through the final bound (auto_LiRPA's joint optimization). The
+    /// default treats the input bounds as constants (a zero contribution), which only makes
+    /// the optimization less effective, never unsound.
+    #[allow(clippy::too_many_arguments)]
+    fn bounds_grad(
+        &self,
+        _ctx: &BackwardCtx<'_, T>,
+        _params: &[T],
+        _a: MatRef<'_, T>,
+        _upper: bool,
+        _z: &[&[T]],
+        _weight: &[T],
+        _grad_lower: &mut [Vec<T>],
+        _grad_upper: &mut [Vec<T>],
+    ) -> Result<()> {
+        Ok(())
+    }
 }
 
 /// A node's semantics as stored in the graph.

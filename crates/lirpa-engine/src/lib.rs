@@ -7,7 +7,9 @@
 mod backward;
 mod options;
 
-pub use backward::alpha::{AlphaNode, AlphaState, bound_and_gradient, compute_bounds_optimized};
+pub use backward::alpha::{
+    AlphaNode, AlphaPass, AlphaRun, AlphaState, bound_and_gradient, compute_bounds_optimized,
+};
 pub use backward::{BoundResult, InputValue, LinearBoundA, compute_bounds};
 pub use options::{BoundOptions, BoundRequest, ConvMode, Method, OptimizeOptions};
 

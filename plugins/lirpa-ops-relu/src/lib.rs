@@ -252,6 +252,59 @@ impl<T: Scalar> OptimizableRelaxation<T> for TwoPiece<T> {
         }
         Ok(())
     }
+
+    fn bounds_grad(
+        &self,
+        ctx: &BackwardCtx<'_, T>,
+        _params: &[T],
+        a: MatRef<'_, T>,
+        upper: bool,
+        z: &[&[T]],
+        weight: &[T],
+        grad_lower: &mut [Vec<T>],
+        grad_upper: &mut [Vec<T>],
+    ) -> Result<()> {
+        // Only the chord of unstable elements depends on (l, u): with
+        // `u_r = max(u, l + 1e-8)`, `d = (u_r - s·l)/(u_r - l)` and the chord's value
+        // `y = d·(z - l) + s·l`,
+        //   ∂y/∂u_r = (z - l)·l·(s - 1)/(u_r - l)²,
+        //   ∂y/∂l  = (z - l)·u_r·(1 - s)/(u_r - l)² + s - d   (+ ∂y/∂u_r when u_r = l + 1e-8).
+        let b = ctx.bounds(0)?;
+        let n = b.lower.len();
+        let (s, tiny) = (self.slope, T::from_f64(1e-8));
+        let probe: Lines<T> = [T::zero(), T::zero(), T::one(), T::zero()];
+        let (gl, gu) = (&mut grad_lower[0], &mut grad_upper[0]);
+        for j in 0..n {
+            let (l, u) = (b.lower[j], b.upper[j]);
+            if !unstable(l, u) {
+                continue;
+            }
+            let clipped = u < l + tiny;
+            let u_r = if clipped { l + tiny } else { u };
+            let den = (u_r - l) * (u_r - l);
+            let d = (u_r - s * l) / (u_r - l);
+            let (mut sl, mut su) = (T::zero(), T::zero());
+            for r in 0..a.nrows() {
+                let x = a[(r, j)];
+                if chosen_line(x, upper, &probe).0 != T::one() || weight[r] == T::zero() {
+                    continue; // this coefficient took the lower line
+                }
+                let zl = z[0][r * n + j] - l;
+                let dy_du = zl * l * (s - T::one()) / den;
+                let dy_dl = zl * u_r * (T::one() - s) / den + s - d;
+                let wx = weight[r] * x;
+                if clipped {
+                    sl += wx * (dy_dl + dy_du);
+                } else {
+                    sl += wx * dy_dl;
+                    su += wx * dy_du;
+                }
+            }
+            gl[j] += sl;
+            gu[j] += su;
+        }
+        Ok(())
+    }
 }
 
 impl<T: Scalar> Operator<T> for TwoPiece<T> {

@@ -23,16 +23,22 @@
 //! [`OptimizableRelaxation::param_grad`] from the coefficients `a_v` it received. One
 //! step costs one backward pass plus one forward sweep over the specification rows.
 //!
-//! ## Optimization (auto_LiRPA's `_get_optimized_bounds` with `fix_interm_bounds`)
+//! ## Optimization (auto_LiRPA's `_get_optimized_bounds`)
 //!
-//! Intermediate bounds are CROWN's and stay fixed (auto_LiRPA's default
-//! `fix_interm_bounds: True`); the parameters of every optimizable node in the
-//! bounded node's cone are optimized for the bounded node, one row per specification
-//! row and one set per side (the lower and upper bounds are optimized independently,
-//! as auto_LiRPA's two separate runs; Adam acts per coordinate and each row's
-//! parameters only affect that row's bound, so one joint run is the same
-//! optimization). Every parameter value in the feasible set gives a sound bound, so the
-//! best bound per element over the iterations is sound; iteration 0 is CROWN.
+//! As auto_LiRPA does when no intermediate bounds are given, every bound computation
+//! of the run has its own parameters: each intermediate node bounded by a backward
+//! pass (a *pass*, keyed by its start node and the rows it refines, fixed at iteration
+//! 0) and the bounded node itself. Each iteration recomputes the intermediate bounds
+//! with their parameters (intersected with IBP, as CROWN does), then the final bound;
+//! the loss is the sum of the final bounds of one side, and its gradient reaches the
+//! intermediate passes' parameters through the intermediate bounds
+//! ([`OptimizableRelaxation::bounds_grad`]: how a relaxation moves with its input
+//! bounds), swept in reverse topological order. The lower and upper bounds are two
+//! independent runs, as in auto_LiRPA. Every parameter value in the feasible sets gives
+//! sound bounds, so the best final bound per element over the iterations is sound;
+//! iteration 0 is CROWN.
+//!
+//! [`OptimizableRelaxation::bounds_grad`]: lirpa_core::OptimizableRelaxation::bounds_grad
 //!
 //! [`Perturbation::extreme_points`]: lirpa_core::Perturbation::extreme_points
 //! [`Evaluate::forward`]: lirpa_core::Evaluate::forward
@@ -40,7 +46,7 @@
 //! [`OptimizableRelaxation::param_grad`]: lirpa_core::OptimizableRelaxation::param_grad
 
 use super::{BoundResult, Bounds, InputValue, LinearBoundA, State};
-use crate::options::{BoundOptions, BoundRequest, Method};
+use crate::options::{BoundOptions, BoundRequest, Method, OptimizeOptions};
 use faer::Mat;
 use lirpa_core::op::{BackwardCtx, Interval, SideParams};
 use lirpa_core::{
@@ -49,17 +55,38 @@ use lirpa_core::{
 use smallvec::SmallVec;
 use std::borrow::Cow;
 
-/// The relaxation parameters of one optimizable node for one bounded node.
+/// The relaxation parameters of one optimizable node in one pass.
 #[derive(Clone, Debug, PartialEq)]
 pub struct AlphaNode<T> {
     pub node: NodeId,
-    /// Values per specification row (the operator's row width).
+    /// Values per row of the pass (the operator's row width).
     pub width: usize,
-    /// Parameters of the lower-bound pass, row-major `spec × width` (`None` if the lower
-    /// bound was not requested).
+    /// Parameters used by the pass's lower-bound coefficients, row-major
+    /// `rows × width` (`None` if the pass has no lower side).
     pub lower: Option<Vec<T>>,
-    /// Parameters of the upper-bound pass.
+    /// Parameters used by its upper-bound coefficients.
     pub upper: Option<Vec<T>>,
+}
+
+/// The parameters of one backward pass: the bound of an intermediate node (both sides,
+/// some of its elements) or of the bounded node (one side, every specification row).
+#[derive(Clone, Debug, PartialEq)]
+pub struct AlphaPass<T> {
+    /// The node the pass bounds.
+    pub start: NodeId,
+    /// The elements it bounds (intermediate passes), or the specification rows.
+    pub rows: Vec<usize>,
+    /// Parameters of the optimizable nodes of the pass's cone, in topological order.
+    pub nodes: Vec<AlphaNode<T>>,
+}
+
+/// One optimization run (one side of the final bound): the parameters of every pass,
+/// intermediate passes in topological order, the bounded node's pass last.
+#[derive(Clone, Debug, PartialEq)]
+pub struct AlphaRun<T> {
+    /// Whether this run optimizes the upper bound.
+    pub upper: bool,
+    pub passes: Vec<AlphaPass<T>>,
 }
 
 /// Relaxation parameters of an optimized bound computation: what
@@ -71,29 +98,45 @@ pub struct AlphaState<T> {
     pub target: NodeId,
     /// Specification rows.
     pub spec: usize,
-    /// One entry per optimizable node of the bounded node's cone, in topological order.
-    pub nodes: Vec<AlphaNode<T>>,
+    /// One run per requested side (lower first).
+    pub runs: Vec<AlphaRun<T>>,
 }
 
-impl<T: Scalar> AlphaState<T> {
-    /// Whether `other` was made for the same bounded node, rows and parameter layout.
-    fn same_layout(&self, other: &AlphaState<T>) -> bool {
-        self.target == other.target
-            && self.spec == other.spec
-            && self.nodes.len() == other.nodes.len()
-            && self.nodes.iter().zip(&other.nodes).all(|(a, b)| {
-                a.node == b.node
-                    && a.width == b.width
-                    && a.lower.is_some() == b.lower.is_some()
-                    && a.upper.is_some() == b.upper.is_some()
+impl<T: Scalar> AlphaRun<T> {
+    /// Whether `other` has the same passes, rows and parameter layout.
+    pub fn same_layout(&self, other: &AlphaRun<T>) -> bool {
+        self.upper == other.upper
+            && self.passes.len() == other.passes.len()
+            && self.passes.iter().zip(&other.passes).all(|(p, q)| {
+                p.start == q.start
+                    && p.rows == q.rows
+                    && p.nodes.len() == q.nodes.len()
+                    && p.nodes.iter().zip(&q.nodes).all(|(a, b)| {
+                        a.node == b.node
+                            && a.width == b.width
+                            && a.lower.is_some() == b.lower.is_some()
+                            && a.upper.is_some() == b.upper.is_some()
+                    })
             })
+    }
+
+    /// Every parameter vector with its side, in a fixed order.
+    fn params_mut(&mut self) -> impl Iterator<Item = &mut Vec<T>> {
+        self.passes
+            .iter_mut()
+            .flat_map(|p| p.nodes.iter_mut())
+            .flat_map(|n| [&mut n.lower, &mut n.upper])
+            .flatten()
     }
 }
 
 /// Bounds with optimized relaxations (α-CROWN), whatever `opts.method` says; returns
 /// the bounds and the best parameters. `warm` (parameters of an earlier call on the same
-/// node and specification, e.g. the parent branch) replaces the CROWN initialization;
-/// it is projected onto the current feasible sets, and ignored if its layout differs.
+/// node and specification, e.g. the parent branch) replaces the CROWN initialization of
+/// each run whose layout matches; it is projected onto the current feasible sets.
+///
+/// With `return_a`, the linear coefficients and bounds are those of the best iteration
+/// (by the sum of the bounds) rather than the best per element.
 pub fn compute_bounds_optimized<T: Scalar>(
     graph: &Graph<T>,
     inputs: &[InputValue<T>],
@@ -104,180 +147,169 @@ pub fn compute_bounds_optimized<T: Scalar>(
     let opts = BoundOptions { method: Method::AlphaCrown, ..opts.clone() };
     let mut st = State::new(graph, inputs, &opts)?;
     let target = st.check_request(req)?;
-    let empty = AlphaState { target, spec: 0, nodes: vec![] };
     if !st.perturbed[target] {
         let plain = BoundOptions { method: Method::Crown, ..opts.clone() };
         let res = State::new(graph, inputs, &plain)?.run(req)?;
-        return Ok((res, empty));
+        let spec = res.lower.len();
+        return Ok((res, AlphaState { target, spec, runs: vec![] }));
     }
-    st.ensure_bounds(target)?;
-    let c = st.spec_a(target, req);
-    let mut state = st.init_alpha(target, &c, req)?;
-    if let Some(w) = warm.filter(|w| w.same_layout(&state)) {
-        state = w.clone();
-        st.project(&mut state)?;
-    }
-    let o = &opts.optimize;
-    let iterations = o.iterations.max(1);
-    let mut best_state = state.clone();
-    let mut best: Option<Bounds<T>> = None;
-    let mut adam = Adam::new(&state);
-    let mut since_improved = 0;
-    let mut last = None;
-    for it in 0..iterations {
-        let need_grad = it + 1 < iterations;
-        let pass = st.alpha_pass(target, &c, &state, need_grad, false)?;
-        st.check_finite(target, &pass.bounds)?;
-        let improved = match &mut best {
-            None => {
-                best = Some(pass.bounds.clone());
-                true
-            }
-            Some((bl, bu)) => {
-                let mut any = false;
-                for r in 0..state.spec {
-                    if pass.bounds.0[r] > bl[r] {
-                        bl[r] = pass.bounds.0[r];
-                        copy_row(&mut best_state, &state, r, false);
-                        any = true;
-                    }
-                    if pass.bounds.1[r] < bu[r] {
-                        bu[r] = pass.bounds.1[r];
-                        copy_row(&mut best_state, &state, r, true);
-                        any = true;
-                    }
-                }
-                any
-            }
-        };
-        since_improved = if improved { 0 } else { since_improved + 1 };
-        let stop = o.early_stop_patience > 0 && since_improved >= o.early_stop_patience;
-        if !need_grad || stop {
-            last = Some(pass.bounds);
-            break;
+    let c_full = st.spec_mat(target, req);
+    let spec = c_full.nrows();
+    let mut lower = vec![T::neg_infinity(); spec];
+    let mut upper = vec![T::infinity(); spec];
+    let mut runs = Vec::new();
+    let mut roots: Vec<(NodeId, LinearA<T>)> = Vec::new();
+    let mut bias = LinearBias::zeros(spec);
+    for (side_upper, wanted) in [(false, req.lower), (true, req.upper)] {
+        if !wanted {
+            continue;
         }
-        let lr = o.lr_alpha * o.lr_decay.powi(it as i32);
-        adam.step(&mut state, &pass.grads, lr, o);
-        st.project(&mut state)?;
+        let c = LinearA::both(c_full.clone(), !side_upper, side_upper);
+        let warm_run = warm.and_then(|w| w.runs.iter().find(|r| r.upper == side_upper));
+        let (bounds, run, lin) =
+            st.optimize_run(target, &c, side_upper, warm_run, &opts.optimize, req.return_a)?;
+        if side_upper {
+            upper = bounds;
+        } else {
+            lower = bounds;
+        }
+        if let Some((r, b)) = lin {
+            if side_upper {
+                bias.upper = b.upper;
+            } else {
+                bias.lower = b.lower;
+            }
+            for (id, a) in r {
+                match roots.iter_mut().find(|(i, _)| *i == id) {
+                    Some((_, acc)) => {
+                        if side_upper {
+                            acc.upper = a.upper;
+                        } else {
+                            acc.lower = a.lower;
+                        }
+                    }
+                    None => roots.push((id, a)),
+                }
+            }
+        }
+        runs.push(run);
     }
-    let (bounds, state) = if o.keep_best {
-        (best.expect("one iteration ran"), best_state)
+    let (a, bias) = if req.return_a {
+        (roots.into_iter().map(|(input, a)| LinearBoundA { input, a }).collect(), Some(bias))
     } else {
-        (last.expect("the loop ends with a pass"), state)
+        (vec![], None)
     };
-    let (mut lower, mut upper) = bounds;
-    let (mut a, mut bias) = (vec![], None);
-    if req.return_a {
-        let pass = st.alpha_pass(target, &c, &state, false, true)?;
-        a = pass.roots.into_iter().map(|(input, a)| LinearBoundA { input, a }).collect();
-        bias = pass.bias;
-        (lower, upper) = pass.bounds;
-    }
-    Ok((BoundResult { lower, upper, a, bias }, state))
+    Ok((BoundResult { lower, upper, a, bias }, AlphaState { target, spec, runs }))
 }
 
-/// The bound computed with the given parameters, and its gradient with respect to
-/// them (same layout as `state`): the building block of the optimizer, public for tests
-/// and for custom optimizers. Intermediate bounds are CROWN's.
+/// The final bound of `run`'s side computed with the parameters of `run`, and the
+/// gradient of the sum of those bounds with respect to every parameter of the run
+/// (same layout as `run`): the building block of the optimizer, public for tests and
+/// custom optimizers. `run` must have the layout [`compute_bounds_optimized`] returns
+/// for the same request.
 pub fn bound_and_gradient<T: Scalar>(
     graph: &Graph<T>,
     inputs: &[InputValue<T>],
     opts: &BoundOptions,
     req: &BoundRequest<'_, T>,
-    state: &AlphaState<T>,
-) -> Result<(BoundResult<T>, AlphaState<T>)> {
+    run: &AlphaRun<T>,
+) -> Result<(Vec<T>, AlphaRun<T>)> {
     let opts = BoundOptions { method: Method::AlphaCrown, ..opts.clone() };
     let mut st = State::new(graph, inputs, &opts)?;
     let target = st.check_request(req)?;
     if !st.perturbed[target] {
         return Err(Error::Invalid("the bounded node is not perturbed: there is nothing to optimize".into()));
     }
-    st.ensure_bounds(target)?;
-    let c = st.spec_a(target, req);
-    let layout = st.init_alpha(target, &c, req)?;
-    if !layout.same_layout(state) {
+    let c = LinearA::both(st.spec_mat(target, req), !run.upper, run.upper);
+    let layout = st.init_run(target, &c, run.upper)?;
+    if !layout.same_layout(run) {
         return Err(Error::Invalid(
             "the parameters were made for another node, specification or model".into(),
         ));
     }
-    let pass = st.alpha_pass(target, &c, state, true, false)?;
-    let mut grad = state.clone();
-    for (g, pg) in grad.nodes.iter_mut().zip(pass.grads) {
-        g.lower = pg.0;
-        g.upper = pg.1;
+    let mut run = run.clone();
+    let ev = st.evaluate_run(target, &c, &mut run, true, false)?;
+    let mut grad = run;
+    let mut g = ev.grads.into_iter();
+    for p in grad.params_mut() {
+        *p = g.next().expect("one gradient per parameter vector");
     }
-    let (lower, upper) = pass.bounds;
-    Ok((BoundResult { lower, upper, a: vec![], bias: None }, grad))
+    Ok((ev.bounds, grad))
 }
 
-fn copy_row<T: Scalar>(dst: &mut AlphaState<T>, src: &AlphaState<T>, r: usize, upper: bool) {
-    for (d, s) in dst.nodes.iter_mut().zip(&src.nodes) {
-        let w = d.width;
-        let (d, s) = if upper { (&mut d.upper, &s.upper) } else { (&mut d.lower, &s.lower) };
-        if let (Some(d), Some(s)) = (d, s) {
-            d[r * w..(r + 1) * w].copy_from_slice(&s[r * w..(r + 1) * w]);
-        }
-    }
-}
-
-/// Per-coordinate Adam moments (torch's `Adam`), one pair per node and side.
+/// Per-coordinate Adam moments (torch's `Adam`), in the order of `params_mut`.
 struct Adam<T> {
     t: i32,
-    m: Vec<[Vec<T>; 2]>,
-    v: Vec<[Vec<T>; 2]>,
+    m: Vec<Vec<T>>,
+    v: Vec<Vec<T>>,
 }
 
 impl<T: Scalar> Adam<T> {
-    fn new(state: &AlphaState<T>) -> Self {
-        let zeros = |p: &Option<Vec<T>>| p.as_ref().map_or(vec![], |p| vec![T::zero(); p.len()]);
-        let m: Vec<[Vec<T>; 2]> = state.nodes.iter().map(|n| [zeros(&n.lower), zeros(&n.upper)]).collect();
+    fn new(run: &mut AlphaRun<T>) -> Self {
+        let m: Vec<Vec<T>> = run.params_mut().map(|p| vec![T::zero(); p.len()]).collect();
         Adam { t: 0, v: m.clone(), m }
     }
 
-    /// One step: ascent on the lower bounds, descent on the upper bounds.
-    #[allow(clippy::type_complexity)]
-    fn step(
-        &mut self,
-        state: &mut AlphaState<T>,
-        grads: &[(Option<Vec<T>>, Option<Vec<T>>)],
-        lr: f64,
-        o: &crate::options::OptimizeOptions,
-    ) {
+    /// One step along `dir · grad` (ascent for a lower bound, descent for an upper one).
+    fn step(&mut self, run: &mut AlphaRun<T>, grads: Vec<Vec<T>>, lr: f64, dir: T, o: &OptimizeOptions) {
         self.t += 1;
         let (b1, b2) = (T::from_f64(o.adam_beta1), T::from_f64(o.adam_beta2));
         let c1 = T::one() - b1.powi(self.t);
         let c2 = T::one() - b2.powi(self.t);
         let (lr, eps) = (T::from_f64(lr), T::from_f64(o.adam_eps));
-        for (k, node) in state.nodes.iter_mut().enumerate() {
-            for side in 0..2 {
-                let (p, g, dir) = match side {
-                    0 => (&mut node.lower, &grads[k].0, T::one()),
-                    _ => (&mut node.upper, &grads[k].1, -T::one()),
-                };
-                let (Some(p), Some(g)) = (p.as_mut(), g.as_ref()) else { continue };
-                let (m, v) = (&mut self.m[k][side], &mut self.v[k][side]);
-                for i in 0..p.len() {
-                    let gi = g[i];
-                    m[i] = b1 * m[i] + (T::one() - b1) * gi;
-                    v[i] = b2 * v[i] + (T::one() - b2) * gi * gi;
-                    let step = lr * (m[i] / c1) / ((v[i] / c2).sqrt() + eps);
-                    if step.is_finite() {
-                        p[i] += dir * step;
-                    }
+        for (k, (p, g)) in run.params_mut().zip(grads).enumerate() {
+            let (m, v) = (&mut self.m[k], &mut self.v[k]);
+            for i in 0..p.len() {
+                let gi = g[i];
+                m[i] = b1 * m[i] + (T::one() - b1) * gi;
+                v[i] = b2 * v[i] + (T::one() - b2) * gi * gi;
+                let step = lr * (m[i] / c1) / ((v[i] / c2).sqrt() + eps);
+                if step.is_finite() {
+                    p[i] += dir * step;
                 }
             }
         }
     }
 }
 
-/// One bound evaluation with given parameters.
-struct Pass<T: Scalar> {
-    bounds: Bounds<T>,
-    /// Gradient per optimizable node (same order as the state) and side.
-    #[allow(clippy::type_complexity)]
-    grads: Vec<(Option<Vec<T>>, Option<Vec<T>>)>,
+/// What a pass keeps for the gradient sweep.
+struct PassRecord<T: Scalar> {
     roots: Vec<(NodeId, LinearA<T>)>,
-    bias: Option<LinearBias<T>>,
+    recorded: Vec<Option<LinearA<T>>>,
+    /// Rows whose backward bound is the node's bound (tighter than IBP), per side.
+    active: [Vec<bool>; 2],
+}
+
+/// One evaluation of a run.
+struct Eval<T: Scalar> {
+    /// The final bounds of the run's side.
+    bounds: Vec<T>,
+    /// Gradients in the order of `AlphaRun::params_mut` (empty without `need_grad`).
+    grads: Vec<Vec<T>>,
+    linear: Option<(Vec<(NodeId, LinearA<T>)>, LinearBias<T>)>,
+}
+
+/// How an intermediate node gets its bounds.
+enum Plan<T> {
+    Done(Bounds<T>),
+    /// A backward pass over these rows, intersected with the IBP reference.
+    Rows(Bounds<T>, Vec<usize>),
+}
+
+fn selection<T: Scalar>(rows: &[usize], n: usize) -> Mat<T> {
+    let mut sel = Mat::<T>::zeros(rows.len(), n);
+    for (r, &j) in rows.iter().enumerate() {
+        sel[(r, j)] = T::one();
+    }
+    sel
+}
+
+fn slots<T>(nodes: &[AlphaNode<T>], len: usize) -> Vec<Option<usize>> {
+    let mut slot = vec![None; len];
+    for (k, n) in nodes.iter().enumerate() {
+        slot[n.node] = Some(k);
+    }
+    slot
 }
 
 impl<'g, T: Scalar> State<'g, T> {
@@ -309,20 +341,19 @@ impl<'g, T: Scalar> State<'g, T> {
         Ok(target)
     }
 
-    fn spec_a(&self, target: NodeId, req: &BoundRequest<'_, T>) -> LinearA<T> {
+    fn spec_mat(&self, target: NodeId, req: &BoundRequest<'_, T>) -> Mat<T> {
         let n = self.graph.node(target).numel();
-        let m = req.c.map_or_else(|| Mat::identity(n, n), |c| c.to_owned());
-        LinearA::both(m, req.lower, req.upper)
+        req.c.map_or_else(|| Mat::identity(n, n), |c| c.to_owned())
     }
 
-    fn check_finite(&self, target: NodeId, (lo, hi): &Bounds<T>) -> Result<()> {
-        let name = &self.graph.node(target).name;
-        for (side, v) in [("lower", lo), ("upper", hi)] {
-            if let Some(i) = v.iter().position(|x| x.is_nan()) {
-                return Err(Error::NonFinite(format!("optimized {side} bound {i} of node '{name}'")));
-            }
+    fn check_finite(&self, id: NodeId, v: &[T], what: &str) -> Result<()> {
+        match v.iter().position(|x| x.is_nan()) {
+            Some(i) => Err(Error::NonFinite(format!(
+                "optimized {what} bound {i} of node '{}'",
+                self.graph.node(id).name
+            ))),
+            None => Ok(()),
         }
-        Ok(())
     }
 
     /// Call `f` with the backward context of node `id` (its inputs' bounds).
@@ -358,41 +389,84 @@ impl<'g, T: Scalar> State<'g, T> {
         in_cone
     }
 
+    /// Nodes of the cone of `target` whose bounds some relaxation needs, in order (as
+    /// [`State::ensure_bounds`]).
+    fn needed_nodes(&self, target: NodeId) -> Vec<NodeId> {
+        let cone = self.cone(target);
+        let mut needed = vec![false; target + 1];
+        for id in 0..=target {
+            if !cone[id] {
+                continue;
+            }
+            if let Some(op) = self.graph.node(id).op() {
+                for &k in op.needs_input_bounds() {
+                    if let Some(&i) = self.graph.node(id).inputs.get(k) {
+                        needed[i] |= self.perturbed[i];
+                    }
+                }
+            }
+        }
+        (0..=target).filter(|&i| needed[i]).collect()
+    }
+
+    /// How node `id` is bounded, mirroring [`State::intermediate_bounds`] for CROWN.
+    fn plan(&self, id: NodeId) -> Result<Plan<T>> {
+        let node = self.graph.node(id);
+        let Some(op) = node.op() else {
+            return Ok(Plan::Done(self.ptb[id].expect("perturbed input").interval()));
+        };
+        let inputs_bounded = node.inputs.iter().all(|&i| !self.perturbed[i] || self.bounds[i].is_some());
+        if op.interval_is_tight() && inputs_bounded {
+            return Ok(Plan::Done(self.ibp_one(id, &vec![None; id + 1])?));
+        }
+        let reference = self.ibp(id)?;
+        if let Some(root) = self.single_perturbed_root(id) {
+            if self.ptb[root].expect("root").is_box() {
+                return Ok(Plan::Done(reference));
+            }
+        }
+        let rows = self.rows_to_refine(id, &reference);
+        if rows.is_empty() {
+            return Ok(Plan::Done(reference));
+        }
+        Ok(Plan::Rows(reference, rows))
+    }
+
     fn optimizable(&self, id: NodeId) -> Option<&'g dyn OptimizableRelaxation<T>> {
         self.graph.node(id).op().and_then(|op| op.optimizable())
     }
 
-    /// CROWN-initialized parameters of every optimizable node of the cone.
-    fn init_alpha(&self, target: NodeId, c: &LinearA<T>, req: &BoundRequest<'_, T>) -> Result<AlphaState<T>> {
-        let spec = c.spec();
-        let cone = self.cone(target);
+    /// CROWN-initialized parameters of the optimizable nodes of the cone of `start`,
+    /// from the current bounds.
+    fn init_nodes(&self, start: NodeId, rows: usize, lower: bool, upper: bool) -> Result<Vec<AlphaNode<T>>> {
+        let cone = self.cone(start);
         let mut nodes = Vec::new();
-        for id in 0..=target {
+        for id in 0..=start {
             if !cone[id] {
                 continue;
             }
             let Some(opt) = self.optimizable(id) else { continue };
             let row = self.with_ctx(id, |ctx| opt.init_params(ctx))?;
-            let full = || -> Vec<T> { (0..spec).flat_map(|_| row.iter().copied()).collect() };
+            let full = || -> Vec<T> { (0..rows).flat_map(|_| row.iter().copied()).collect() };
             nodes.push(AlphaNode {
                 node: id,
                 width: row.len(),
-                lower: req.lower.then(full),
-                upper: req.upper.then(full),
+                lower: lower.then(full),
+                upper: upper.then(full),
             });
         }
-        Ok(AlphaState { target, spec, nodes })
+        Ok(nodes)
     }
 
-    fn project(&self, state: &mut AlphaState<T>) -> Result<()> {
-        for n in &mut state.nodes {
+    fn project(&self, nodes: &mut [AlphaNode<T>]) -> Result<()> {
+        for n in nodes {
             let opt = self
                 .optimizable(n.node)
                 .ok_or_else(|| Error::Invalid(format!("node {} has no optimizable relaxation", n.node)))?;
-            let w = n.width;
+            let w = n.width.max(1);
             self.with_ctx(n.node, |ctx| {
                 for p in [&mut n.lower, &mut n.upper].into_iter().flatten() {
-                    for row in p.chunks_mut(w.max(1)) {
+                    for row in p.chunks_mut(w) {
                         opt.project(ctx, row);
                     }
                 }
@@ -402,55 +476,277 @@ impl<'g, T: Scalar> State<'g, T> {
         Ok(())
     }
 
-    /// One backward pass with parameters `state`; with `need_grad`, also the gradient of
-    /// each row's bound with respect to that row's parameters.
-    fn alpha_pass(
+    fn reset_bounds(&mut self) {
+        self.bounds.iter_mut().for_each(|b| *b = None);
+    }
+
+    /// The passes of a run and their CROWN-initialized parameters.
+    fn init_run(&mut self, target: NodeId, c: &LinearA<T>, upper: bool) -> Result<AlphaRun<T>> {
+        self.reset_bounds();
+        let mut passes = Vec::new();
+        for id in self.needed_nodes(target) {
+            let b = match self.plan(id)? {
+                Plan::Done(b) => b,
+                Plan::Rows(reference, rows) => {
+                    let nodes = self.init_nodes(id, rows.len(), true, true)?;
+                    let pass = AlphaPass { start: id, rows, nodes };
+                    let (b, _) = self.intermediate_pass(&pass, reference, false)?;
+                    passes.push(pass);
+                    b
+                }
+            };
+            self.bounds[id] = Some(b);
+        }
+        let spec = c.spec();
+        let nodes = self.init_nodes(target, spec, !upper, upper)?;
+        passes.push(AlphaPass { start: target, rows: (0..spec).collect(), nodes });
+        Ok(AlphaRun { upper, passes })
+    }
+
+    /// Bounds of an intermediate node from its pass, intersected with `reference`.
+    fn intermediate_pass(
         &self,
+        pass: &AlphaPass<T>,
+        reference: Bounds<T>,
+        record: bool,
+    ) -> Result<(Bounds<T>, PassRecord<T>)> {
+        let id = pass.start;
+        let n = self.graph.node(id).numel();
+        let a = LinearA::both(selection(&pass.rows, n), true, true);
+        let (roots, bias, recorded) = self.alpha_backward(id, a, &pass.nodes, record)?;
+        let (cl, cu) = self.concretize(&roots, &bias, true, true);
+        self.check_finite(id, &cl, "intermediate lower")?;
+        self.check_finite(id, &cu, "intermediate upper")?;
+        let (mut lo, mut hi) = reference;
+        let mut active = [vec![false; pass.rows.len()], vec![false; pass.rows.len()]];
+        for (r, &j) in pass.rows.iter().enumerate() {
+            if cl[r] >= lo[j] {
+                lo[j] = cl[r];
+                active[0][r] = true;
+            }
+            if cu[r] <= hi[j] {
+                hi[j] = cu[r];
+                active[1][r] = true;
+            }
+        }
+        Ok(((lo, hi), PassRecord { roots, recorded, active }))
+    }
+
+    /// Optimize one side: projected Adam over every pass's parameters.
+    #[allow(clippy::type_complexity)]
+    fn optimize_run(
+        &mut self,
         target: NodeId,
         c: &LinearA<T>,
-        state: &AlphaState<T>,
+        upper: bool,
+        warm: Option<&AlphaRun<T>>,
+        o: &OptimizeOptions,
+        keep_linear: bool,
+    ) -> Result<(Vec<T>, AlphaRun<T>, Option<(Vec<(NodeId, LinearA<T>)>, LinearBias<T>)>)> {
+        let mut run = self.init_run(target, c, upper)?;
+        if let Some(w) = warm.filter(|w| w.same_layout(&run)) {
+            run = w.clone();
+        }
+        let iterations = o.iterations.max(1);
+        let mut adam = Adam::new(&mut run);
+        let better = |a: T, b: T| if upper { a < b } else { a > b };
+        let mut best: Option<Vec<T>> = None;
+        let mut best_run = run.clone();
+        let mut best_sum = T::zero();
+        let mut last = Vec::new();
+        let mut since_improved = 0;
+        for it in 0..iterations {
+            let need_grad = it + 1 < iterations;
+            let ev = self.evaluate_run(target, c, &mut run, need_grad, false)?;
+            let sum = ev.bounds.iter().fold(T::zero(), |a, &b| a + b);
+            let improved = match &mut best {
+                None => {
+                    best = Some(ev.bounds.clone());
+                    best_run = run.clone();
+                    best_sum = sum;
+                    true
+                }
+                Some(b) => {
+                    let mut any = false;
+                    for (x, &y) in b.iter_mut().zip(&ev.bounds) {
+                        if better(y, *x) {
+                            *x = y;
+                            any = true;
+                        }
+                    }
+                    if better(sum, best_sum) {
+                        best_sum = sum;
+                        best_run = run.clone();
+                    }
+                    any
+                }
+            };
+            last = ev.bounds;
+            since_improved = if improved { 0 } else { since_improved + 1 };
+            if !need_grad || (o.early_stop_patience > 0 && since_improved >= o.early_stop_patience) {
+                break;
+            }
+            let lr = o.lr_alpha * o.lr_decay.powi(it as i32);
+            let dir = if upper { -T::one() } else { T::one() };
+            adam.step(&mut run, ev.grads, lr, dir, o);
+        }
+        let (mut bounds, run) =
+            if o.keep_best { (best.expect("one iteration ran"), best_run) } else { (last, run) };
+        let mut run = run;
+        let mut linear = None;
+        if keep_linear {
+            let ev = self.evaluate_run(target, c, &mut run, false, true)?;
+            bounds = ev.bounds;
+            linear = ev.linear;
+        }
+        Ok((bounds, run, linear))
+    }
+
+    /// One evaluation of a run: intermediate bounds with their passes' parameters, then
+    /// the final bound; with `need_grad`, the gradient of the sum of the final bounds
+    /// with respect to every parameter (in the order of `AlphaRun::params_mut`).
+    fn evaluate_run(
+        &mut self,
+        target: NodeId,
+        c: &LinearA<T>,
+        run: &mut AlphaRun<T>,
         need_grad: bool,
         keep_linear: bool,
-    ) -> Result<Pass<T>> {
-        let (has_lower, has_upper) = (c.lower.is_some(), c.upper.is_some());
-        let mut slot = vec![None; target + 1];
-        for (k, n) in state.nodes.iter().enumerate() {
-            slot[n.node] = Some(k);
+    ) -> Result<Eval<T>> {
+        self.reset_bounds();
+        let last = run.passes.len() - 1;
+        let mut records: Vec<Option<PassRecord<T>>> = (0..=last).map(|_| None).collect();
+        let mut next = 0;
+        for id in self.needed_nodes(target) {
+            let b = if next < last && run.passes[next].start == id {
+                let reference = self.ibp(id)?;
+                self.project(&mut run.passes[next].nodes)?;
+                let (b, rec) = self.intermediate_pass(&run.passes[next], reference, need_grad)?;
+                records[next] = Some(rec);
+                next += 1;
+                b
+            } else {
+                self.intermediate_bounds(id)?
+            };
+            self.bounds[id] = Some(b);
         }
-        let (roots, bias, recorded) = self.alpha_backward(target, c.clone(), state, &slot, need_grad)?;
-        let bounds = self.concretize(&roots, &bias, has_lower, has_upper);
-        let mut grads: Vec<(Option<Vec<T>>, Option<Vec<T>>)> = vec![(None, None); state.nodes.len()];
-        if need_grad {
-            for upper in [false, true] {
-                if (upper && !has_upper) || (!upper && !has_lower) {
+        if next != last {
+            return Err(Error::Invalid("the parameters do not match the model's intermediate bounds".into()));
+        }
+        self.project(&mut run.passes[last].nodes)?;
+        let (roots, bias, recorded) =
+            self.alpha_backward(target, c.clone(), &run.passes[last].nodes, need_grad)?;
+        let (lo, hi) = self.concretize(&roots, &bias, !run.upper, run.upper);
+        let bounds = if run.upper { hi } else { lo };
+        self.check_finite(target, &bounds, if run.upper { "upper" } else { "lower" })?;
+        let spec = bounds.len();
+        records[last] = Some(PassRecord { roots, recorded, active: [vec![true; spec], vec![true; spec]] });
+        let grads = if need_grad { self.reverse(run, &records)? } else { vec![] };
+        let linear = if keep_linear {
+            let rec = records[last].take().expect("final record");
+            Some((rec.roots, bias))
+        } else {
+            None
+        };
+        Ok(Eval { bounds, grads, linear })
+    }
+
+    /// The reverse sweep over the passes (final first, then intermediate passes in
+    /// reverse topological order), accumulating `∂loss/∂bounds` of intermediate nodes.
+    fn reverse(&self, run: &AlphaRun<T>, records: &[Option<PassRecord<T>>]) -> Result<Vec<Vec<T>>> {
+        let n_nodes = self.graph.len();
+        // ∂loss/∂(lower, upper bounds) of each node, allocated on first use.
+        let mut gb: Vec<[Vec<T>; 2]> = (0..n_nodes).map(|_| [vec![], vec![]]).collect();
+        let last = run.passes.len() - 1;
+        let mut grads: Vec<Vec<[Option<Vec<T>>; 2]>> =
+            run.passes.iter().map(|p| p.nodes.iter().map(|_| [None, None]).collect()).collect();
+        for p in (0..=last).rev() {
+            let pass = &run.passes[p];
+            let rec = records[p].as_ref().expect("every pass was evaluated");
+            let rows = pass.rows.len();
+            for side in [false, true] {
+                let s = side as usize;
+                let weight: Vec<T> = if p == last {
+                    if side != run.upper {
+                        continue;
+                    }
+                    vec![T::one(); rows]
+                } else {
+                    let g = &gb[pass.start][s];
+                    pass.rows
+                        .iter()
+                        .enumerate()
+                        .map(|(r, &j)| if rec.active[s][r] && !g.is_empty() { g[j] } else { T::zero() })
+                        .collect()
+                };
+                if pass.nodes.is_empty() || weight.iter().all(|w| *w == T::zero()) {
                     continue;
                 }
-                let z = self.adjoint_forward(target, &roots, &recorded, state, &slot, upper)?;
-                for (k, n) in state.nodes.iter().enumerate() {
-                    let params = if upper { &n.upper } else { &n.lower };
+                let slot = slots(&pass.nodes, pass.start + 1);
+                let z = self.adjoint_forward(
+                    pass.start,
+                    &rec.roots,
+                    &rec.recorded,
+                    &pass.nodes,
+                    &slot,
+                    side,
+                    rows,
+                )?;
+                for (k, node) in pass.nodes.iter().enumerate() {
+                    let params = if side { &node.upper } else { &node.lower };
                     let Some(params) = params else { continue };
-                    let mut g = vec![T::zero(); params.len()];
-                    let a = recorded[n.node]
+                    let a = rec.recorded[node.node]
                         .as_ref()
-                        .and_then(|a| if upper { &a.upper } else { &a.lower }.as_ref());
+                        .and_then(|a| if side { &a.upper } else { &a.lower }.as_ref());
+                    let mut g = vec![T::zero(); params.len()];
                     if let Some(a) = a {
-                        let opt = self.optimizable(n.node).expect("optimizable");
-                        let zin = self.input_rows(n.node, &z, state.spec);
+                        let opt = self.optimizable(node.node).expect("optimizable");
+                        let zin = self.input_rows(node.node, &z, rows);
                         let zs: SmallVec<[&[T]; 4]> = zin.iter().map(|x| &**x).collect();
-                        self.with_ctx(n.node, |ctx| {
-                            opt.param_grad(ctx, params, a.as_ref(), upper, &zs, &mut g)
+                        self.with_ctx(node.node, |ctx| {
+                            opt.param_grad(ctx, params, a.as_ref(), side, &zs, &mut g)
                         })?;
+                        let w = node.width;
+                        for (r, &wr) in weight.iter().enumerate() {
+                            g[r * w..(r + 1) * w].iter_mut().for_each(|x| *x *= wr);
+                        }
+                        let ins = &self.graph.node(node.node).inputs;
+                        let sized = || -> Vec<Vec<T>> {
+                            ins.iter().map(|&i| vec![T::zero(); self.graph.node(i).numel()]).collect()
+                        };
+                        let (mut bl, mut bu) = (sized(), sized());
+                        self.with_ctx(node.node, |ctx| {
+                            opt.bounds_grad(ctx, params, a.as_ref(), side, &zs, &weight, &mut bl, &mut bu)
+                        })?;
+                        for (e, &i) in ins.iter().enumerate() {
+                            for (t, src) in [(0, &bl[e]), (1, &bu[e])] {
+                                if src.iter().all(|x| *x == T::zero()) {
+                                    continue;
+                                }
+                                let acc = &mut gb[i][t];
+                                if acc.is_empty() {
+                                    *acc = vec![T::zero(); src.len()];
+                                }
+                                acc.iter_mut().zip(src).for_each(|(a, b)| *a += *b);
+                            }
+                        }
                     }
-                    if upper {
-                        grads[k].1 = Some(g);
-                    } else {
-                        grads[k].0 = Some(g);
+                    grads[p][k][s] = Some(g);
+                }
+            }
+        }
+        // Flatten in the order of `params_mut`; absent gradients are zeros.
+        let mut out = Vec::new();
+        for (p, pass) in run.passes.iter().enumerate() {
+            for (k, node) in pass.nodes.iter().enumerate() {
+                for (s, params) in [&node.lower, &node.upper].into_iter().enumerate() {
+                    if let Some(params) = params {
+                        out.push(grads[p][k][s].take().unwrap_or_else(|| vec![T::zero(); params.len()]));
                     }
                 }
             }
         }
-        let (roots, bias) = if keep_linear { (roots, Some(bias)) } else { (vec![], None) };
-        Ok(Pass { bounds, grads, roots, bias })
+        Ok(out)
     }
 
     /// The backward sweep of [`State::backward_from`] with dense coefficients, where
@@ -461,10 +757,10 @@ impl<'g, T: Scalar> State<'g, T> {
         &self,
         target: NodeId,
         a: LinearA<T>,
-        state: &AlphaState<T>,
-        slot: &[Option<usize>],
+        nodes: &[AlphaNode<T>],
         record: bool,
     ) -> Result<(Vec<(NodeId, LinearA<T>)>, LinearBias<T>, Vec<Option<LinearA<T>>>)> {
+        let slot = slots(nodes, target + 1);
         let mut bias = LinearBias::zeros(a.spec());
         let mut pending: Vec<Option<LinearA<T>>> = (0..=target).map(|_| None).collect();
         let mut recorded: Vec<Option<LinearA<T>>> = (0..=target).map(|_| None).collect();
@@ -491,7 +787,7 @@ impl<'g, T: Scalar> State<'g, T> {
             }
             let res = match (slot[id], op.optimizable()) {
                 (Some(k), Some(opt)) => {
-                    let n = &state.nodes[k];
+                    let n = &nodes[k];
                     let params = SideParams { lower: n.lower.as_deref(), upper: n.upper.as_deref() };
                     self.with_ctx(id, |ctx| opt.backward_with(ctx, a, params))?
                 }
@@ -526,7 +822,7 @@ impl<'g, T: Scalar> State<'g, T> {
             .node(id)
             .inputs
             .iter()
-            .map(|&i| match (&self.values[i], &z[i]) {
+            .map(|&i| match (&self.values[i], z.get(i).and_then(|x| x.as_ref())) {
                 (Some(v), _) => Cow::Owned((0..rows).flat_map(|_| v.iter().copied()).collect()),
                 (None, Some(zi)) => Cow::Borrowed(zi.as_slice()),
                 (None, None) => Cow::Owned(vec![T::zero(); rows * self.graph.node(i).numel()]),
@@ -534,18 +830,20 @@ impl<'g, T: Scalar> State<'g, T> {
             .collect()
     }
 
-    /// The adjoint sweep of side `upper`: the linearized network of each specification
-    /// row evaluated at that row's optimal input point (see the module documentation).
+    /// The adjoint sweep of side `upper` for a pass from `target`: the linearized
+    /// network of each row evaluated at that row's optimal input point (see the module
+    /// documentation).
+    #[allow(clippy::too_many_arguments)]
     fn adjoint_forward(
         &self,
         target: NodeId,
         roots: &[(NodeId, LinearA<T>)],
         recorded: &[Option<LinearA<T>>],
-        state: &AlphaState<T>,
+        nodes: &[AlphaNode<T>],
         slot: &[Option<usize>],
         upper: bool,
+        rows: usize,
     ) -> Result<Vec<Option<Vec<T>>>> {
-        let rows = state.spec;
         let cone = self.cone(target);
         let mut z: Vec<Option<Vec<T>>> = vec![None; target + 1];
         let side = |a: &LinearA<T>| if upper { a.upper.clone() } else { a.lower.clone() };
@@ -591,7 +889,7 @@ impl<'g, T: Scalar> State<'g, T> {
                         let zs: SmallVec<[&[T]; 4]> = zin.iter().map(|x| &**x).collect();
                         match (slot[id], op.optimizable()) {
                             (Some(k), Some(opt)) => {
-                                let n = &state.nodes[k];
+                                let n = &nodes[k];
                                 let params = if upper { &n.upper } else { &n.lower };
                                 let params = params.as_deref().expect("parameters of a requested side");
                                 self.with_ctx(id, |ctx| {
