@@ -37,6 +37,11 @@ enum MethodArg {
     /// α-CROWN: CROWN with relaxation parameters optimized by projected Adam.
     #[value(name = "alpha-crown", alias = "crown-optimized")]
     AlphaCrown,
+    /// Forward mode (linear bounds propagated from the input).
+    Forward,
+    /// Forward mode for intermediate bounds, backward for the output.
+    #[value(name = "forward+backward", alias = "forward-backward")]
+    ForwardBackward,
 }
 
 #[derive(Clone, Copy, ValueEnum)]
@@ -251,6 +256,8 @@ fn bounds<T: Scalar + lirpa::core::registry::BuilderFor>(args: &BoundsArgs) -> R
         MethodArg::Crown => Method::Crown,
         MethodArg::CrownIbp => Method::CrownIbp,
         MethodArg::AlphaCrown => Method::AlphaCrown,
+        MethodArg::Forward => Method::Forward,
+        MethodArg::ForwardBackward => Method::ForwardBackward,
     };
     let conv_mode = args.conv_mode.parse()?;
     let mut opts = BoundOptions { method, threads: args.threads, conv_mode, ..Default::default() };

@@ -20,7 +20,7 @@ pub mod window;
 pub use attr::{Attr, Attributes};
 pub use error::{Error, Result};
 pub use graph::{Graph, GraphBuilder, Node, NodeId, NodeKind};
-pub use linear::{BackwardResult, ElementwiseRelaxation, LinearA, LinearBias};
+pub use linear::{BackwardResult, ElementwiseRelaxation, FormInput, LinearA, LinearBias, LinearForm};
 pub use op::{
     BackwardCtx, BuiltOp, Evaluate, InputDef, Interval, IntervalRule, LinearRelaxation, NodeDef, Operator,
     OptimizableRelaxation, RelaxOptions, ReluLowerSlope, SideParams,

@@ -11,7 +11,7 @@
 //! A relaxation never depends on the engine that uses it: it sees only its own input
 //! bounds and options through [`BackwardCtx`].
 
-use crate::linear::{BackwardResult, LinearA};
+use crate::linear::{BackwardResult, FormInput, LinearA, LinearForm};
 use crate::{Attributes, Result, Scalar, Shape, TensorData};
 use faer::{MatRef, Par};
 use serde::{Deserialize, Serialize};
@@ -122,6 +122,26 @@ pub trait LinearRelaxation<T: Scalar> {
     /// always receive dense coefficients.
     fn supports_window(&self) -> bool {
         false
+    }
+
+    /// The forward-mode rule (auto_LiRPA's `bound_forward`): linear bounds of this node's
+    /// elements in terms of the perturbed inputs (`dim` columns), from those of its
+    /// inputs. `ctx` carries the inputs' bounds as for `backward`.
+    ///
+    /// The default derives it from [`backward`](Self::backward) with identity
+    /// coefficients (each element's lower and upper linear bound in terms of the inputs,
+    /// see [`crate::linear::forward_from_backward`]), so every operator has a forward rule;
+    /// operators override it where a direct rule is cheaper (e.g. element-wise ones).
+    fn forward_linear(
+        &self,
+        ctx: &BackwardCtx<'_, T>,
+        inputs: &[FormInput<'_, T>],
+        n_out: usize,
+        dim: usize,
+    ) -> Result<LinearForm<T>> {
+        let eye = faer::Mat::<T>::identity(n_out, n_out);
+        let res = self.backward(ctx, LinearA::both(eye, true, true))?;
+        crate::linear::forward_from_backward(res, inputs, n_out, dim, ctx.par)
     }
 
     /// Optimizable relaxation parameters (α-CROWN), if this relaxation has any.

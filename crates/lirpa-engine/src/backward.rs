@@ -40,6 +40,7 @@ pub struct BoundResult<T: Scalar> {
 type Bounds<T> = (Vec<T>, Vec<T>);
 
 pub(crate) mod alpha;
+mod forward;
 
 /// Compute bounds of a node of `graph`, whose inputs take `inputs` (one per graph
 /// input, in order), with the method and options of `opts`.
@@ -49,8 +50,14 @@ pub fn compute_bounds<T: Scalar>(
     opts: &BoundOptions,
     req: &BoundRequest<'_, T>,
 ) -> Result<BoundResult<T>> {
-    if opts.method == Method::AlphaCrown {
-        return alpha::compute_bounds_optimized(graph, inputs, opts, req, None).map(|(r, _)| r);
+    match opts.method {
+        Method::AlphaCrown => {
+            return alpha::compute_bounds_optimized(graph, inputs, opts, req, None).map(|(r, _)| r);
+        }
+        Method::Forward | Method::ForwardBackward => {
+            return forward::compute_bounds_forward(graph, inputs, opts, req);
+        }
+        _ => {}
     }
     let st = State::new(graph, inputs, opts)?;
     st.run(req)
@@ -175,7 +182,11 @@ impl<'g, T: Scalar> State<'g, T> {
                 let (l, u) = self.ibp_spec(target, req.c)?;
                 (l, u, vec![], None)
             }
-            Method::Crown | Method::CrownIbp | Method::AlphaCrown => {
+            Method::Crown
+            | Method::CrownIbp
+            | Method::AlphaCrown
+            | Method::Forward
+            | Method::ForwardBackward => {
                 self.ensure_bounds(target)?;
                 let c = LinearA::both(spec_mat(), req.lower, req.upper);
                 let (roots, bias) = self.backward_from(target, c, self.par)?;

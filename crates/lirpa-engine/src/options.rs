@@ -16,6 +16,12 @@ pub enum Method {
     /// CROWN intermediate bounds, then projected Adam on the relaxation parameters of
     /// the bounded node's pass ([`OptimizeOptions`]).
     AlphaCrown,
+    /// Forward mode (auto_LiRPA's `forward`): linear bounds in terms of the perturbed
+    /// inputs propagated from the inputs to every node.
+    Forward,
+    /// Forward mode for intermediate bounds, backward (CROWN) for the bounded node
+    /// (auto_LiRPA's `forward+backward`).
+    ForwardBackward,
 }
 
 impl Method {
@@ -33,8 +39,10 @@ impl std::str::FromStr for Method {
             "crown" | "backward" => Ok(Method::Crown),
             "crown-ibp" | "ibp+backward" | "ibp+crown" => Ok(Method::CrownIbp),
             "alpha-crown" | "crown-optimized" | "alpha-crown-optimized" => Ok(Method::AlphaCrown),
+            "forward" => Ok(Method::Forward),
+            "forward+backward" | "forward-backward" | "forward+crown" => Ok(Method::ForwardBackward),
             other => Err(Error::Invalid(format!(
-                "unknown method '{other}' (expected ibp, crown, crown-ibp or alpha-crown)"
+                "unknown method '{other}' (expected ibp, crown, crown-ibp, alpha-crown, forward or forward+backward)"
             ))),
         }
     }
@@ -47,6 +55,8 @@ impl std::fmt::Display for Method {
             Method::Crown => "CROWN",
             Method::CrownIbp => "CROWN-IBP",
             Method::AlphaCrown => "alpha-CROWN",
+            Method::Forward => "forward",
+            Method::ForwardBackward => "forward+backward",
         })
     }
 }

@@ -1,21 +1,28 @@
 mod common;
 use common::{Case, reference_dir};
-use lirpa::*;
 #[test]
 fn scratch() {
-    let name = std::env::var("CASE").unwrap();
-    let case = Case::load(&reference_dir().join(name));
-    let g = case.graph::<f32>().unwrap();
-    let c_rows = case.spec_c();
-    let c = faer::Mat::<f32>::from_fn(c_rows.len(), c_rows[0].len(), |i, j| c_rows[i][j] as f32);
-    let inputs = [InputValue::Perturbed(case.perturbation::<f32>())];
-    let req = BoundRequest { c: Some(c.as_ref()), ..Default::default() };
-    for it in [1usize, 2, 5, 20, 100] {
-        let mut o = BoundOptions::with_method(Method::AlphaCrown);
-        o.optimize.iterations = it;
-        o.optimize.early_stop_patience = 0;
-        let r = compute_bounds(&g, &inputs, &o, &req).unwrap();
-        eprintln!("it {it}: {:?}", &r.lower[..3]);
+    let root = reference_dir();
+    for sub in ["synthetic", "vnncomp"] {
+        let mut dirs: Vec<_> =
+            std::fs::read_dir(root.join(sub)).unwrap().map(|e| e.unwrap().path()).collect();
+        dirs.sort();
+        for d in dirs {
+            let case = Case::load(&d);
+            if case.name.starts_with("oval") || case.name.starts_with("resnet_2b") {
+                continue;
+            }
+            let Ok(g) = case.graph::<f32>() else { continue };
+            let t = std::time::Instant::now();
+            let f = common::check_case(
+                &case,
+                &g,
+                &[("forward", lirpa::Method::Forward), ("forward+backward", lirpa::Method::ForwardBackward)],
+            );
+            eprintln!("{} {:?} fails {}", case.name, t.elapsed(), f.len());
+            for x in f.iter().take(3) {
+                eprintln!("   {x}");
+            }
+        }
     }
-    eprintln!("ref {:?}", common::recorded_best(&case, "spec_bounds", "alpha-CROWN").unwrap().0);
 }

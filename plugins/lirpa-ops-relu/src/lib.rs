@@ -21,8 +21,8 @@ use lirpa_core::op::{
 };
 use lirpa_core::reexport::faer::MatRef;
 use lirpa_core::{
-    BackwardResult, BuiltOp, ElementwiseRelaxation, LinearA, LinearBias, ReluLowerSlope, Result, Scalar,
-    register_op,
+    BackwardResult, BuiltOp, ElementwiseRelaxation, FormInput, LinearA, LinearBias, LinearForm,
+    ReluLowerSlope, Result, Scalar, register_op,
 };
 
 register_op!("Relu", build_relu);
@@ -128,6 +128,20 @@ impl<T: Scalar> LinearRelaxation<T> for TwoPiece<T> {
     }
     fn optimizable(&self) -> Option<&dyn OptimizableRelaxation<T>> {
         Some(self)
+    }
+    fn forward_linear(
+        &self,
+        ctx: &BackwardCtx<'_, T>,
+        inputs: &[FormInput<'_, T>],
+        n_out: usize,
+        _dim: usize,
+    ) -> Result<LinearForm<T>> {
+        let b = ctx.bounds(0)?;
+        let r = self.relaxation(b.lower, b.upper, ctx.options.relu_lower_slope);
+        match inputs.first() {
+            Some(FormInput::Linear(f)) if f.lw.nrows() == n_out => Ok(r.forward(f)),
+            _ => Err(lirpa_core::Error::Invalid("forward mode: the input must carry linear bounds".into())),
+        }
     }
     fn relaxed_forward(
         &self,

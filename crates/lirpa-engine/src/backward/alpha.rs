@@ -314,7 +314,7 @@ fn slots<T>(nodes: &[AlphaNode<T>], len: usize) -> Vec<Option<usize>> {
 
 impl<'g, T: Scalar> State<'g, T> {
     /// Validate a request and return the bounded node.
-    fn check_request(&self, req: &BoundRequest<'_, T>) -> Result<NodeId> {
+    pub(super) fn check_request(&self, req: &BoundRequest<'_, T>) -> Result<NodeId> {
         let target = match req.node {
             Some(t) if t < self.graph.len() => t,
             Some(t) => return Err(Error::Invalid(format!("node {t} does not exist"))),
@@ -341,7 +341,7 @@ impl<'g, T: Scalar> State<'g, T> {
         Ok(target)
     }
 
-    fn spec_mat(&self, target: NodeId, req: &BoundRequest<'_, T>) -> Mat<T> {
+    pub(super) fn spec_mat(&self, target: NodeId, req: &BoundRequest<'_, T>) -> Mat<T> {
         let n = self.graph.node(target).numel();
         req.c.map_or_else(|| Mat::identity(n, n), |c| c.to_owned())
     }
@@ -374,7 +374,7 @@ impl<'g, T: Scalar> State<'g, T> {
     }
 
     /// Perturbed nodes `target` depends on (itself included).
-    fn cone(&self, target: NodeId) -> Vec<bool> {
+    pub(super) fn cone(&self, target: NodeId) -> Vec<bool> {
         let mut in_cone = vec![false; target + 1];
         in_cone[target] = true;
         for id in (0..=target).rev() {
