@@ -1,5 +1,7 @@
 //! Parity with auto_LiRPA and soundness on every reference case in
-//! `../shared/reference` (synthetic and VNN-COMP), for IBP, CROWN and CROWN-IBP.
+//! `../shared/reference` (synthetic and VNN-COMP), for IBP, CROWN, CROWN-IBP, forward
+//! and forward+backward (parity where auto_LiRPA recorded a bound: `forward` on the
+//! synthetic cases; forward+backward is checked for soundness), and α-CROWN.
 //!
 //! One helper (`check_case`) exercises the API; the cases are data. Cases whose
 //! model uses an operator that no linked plugin implements are listed as skipped.
@@ -8,8 +10,13 @@ mod common;
 
 use common::{Case, reference_dir};
 
-const METHODS: &[(&str, lirpa::Method)] =
-    &[("IBP", lirpa::Method::Ibp), ("CROWN", lirpa::Method::Crown), ("CROWN-IBP", lirpa::Method::CrownIbp)];
+const METHODS: &[(&str, lirpa::Method)] = &[
+    ("IBP", lirpa::Method::Ibp),
+    ("CROWN", lirpa::Method::Crown),
+    ("CROWN-IBP", lirpa::Method::CrownIbp),
+    ("forward", lirpa::Method::Forward),
+    ("forward+backward", lirpa::Method::ForwardBackward),
+];
 
 #[test]
 fn reference_cases_parity_and_soundness() {

@@ -104,6 +104,21 @@ impl Case {
     }
 }
 
+/// Recorded bounds we deliberately do not reproduce (parity is not checked there;
+/// soundness still is), each with its reason.
+pub const KNOWN_DIVERGENCES: &[(&str, &str, &str)] = &[(
+    "mlp_leakyrelu",
+    "forward",
+    "auto_LiRPA 0.7.1's forward-mode ReLU relaxation (relu.py `_forward_relaxation`: \
+     `lw = mask_both * lower_k + mask_pos`, `uw = mask_pos + mask_both * upper_k`) gives \
+     dead neurons (u <= 0) slope 0 on both sides, which for LeakyRelu(a) bounds a*x \
+     (negative) by 0 from below: unsound. We keep slope a there.",
+)];
+
+fn known_divergence(case: &str, method: &str) -> Option<&'static str> {
+    KNOWN_DIVERGENCES.iter().find(|(c, m, _)| case.starts_with(c) && *m == method).map(|(_, _, r)| *r)
+}
+
 pub fn parity(ours: f64, reference: f64) -> bool {
     (ours - reference).abs() <= 1e-4 * reference.abs().max(1.0)
 }
@@ -154,7 +169,9 @@ pub fn check_case<T: Scalar>(case: &Case, graph: &Graph<T>, methods: &[(&str, Me
                     }
                 }
             }
-            if let Some(versions) = case.recorded(key, name) {
+            if let Some(reason) = known_divergence(&case.name, name) {
+                eprintln!("  {}: {name} {key}: parity not checked: {reason}", case.name);
+            } else if let Some(versions) = case.recorded(key, name) {
                 let ok = versions.iter().any(|(_, rl, ru)| {
                     lo.iter().zip(rl).all(|(a, b)| parity(*a, *b))
                         && hi.iter().zip(ru).all(|(a, b)| parity(*a, *b))
