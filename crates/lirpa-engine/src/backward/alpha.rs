@@ -47,13 +47,14 @@
 
 use super::{BoundResult, Bounds, InputValue, LinearBoundA, State};
 use crate::options::{BoundOptions, BoundRequest, Method, OptimizeOptions};
-use faer::Mat;
+use faer::{Accum, Mat, MatRef, Par};
 use lirpa_core::op::{BackwardCtx, Interval, SideParams};
 use lirpa_core::{
     Error, Graph, LinearA, LinearBias, NodeId, NodeKind, OptimizableRelaxation, Result, Scalar,
 };
 use smallvec::SmallVec;
 use std::borrow::Cow;
+use std::sync::OnceLock;
 
 /// The relaxation parameters of one optimizable node in one pass.
 #[derive(Clone, Debug, PartialEq)]
@@ -228,7 +229,7 @@ pub fn bound_and_gradient<T: Scalar>(
         ));
     }
     let mut run = run.clone();
-    let ev = st.evaluate_run(target, &c, &mut run, true, false)?;
+    let ev = st.evaluate_run(target, &c, &mut run, true, false, &affine_cache(graph.len()))?;
     let mut grad = run;
     let mut g = ev.grads.into_iter();
     for p in grad.params_mut() {
@@ -271,6 +272,25 @@ impl<T: Scalar> Adam<T> {
         }
     }
 }
+
+/// The dense matrix of an affine operator, per perturbed input edge (`numel(out) ×
+/// numel(input)`), and its constant term: the adjoint sweep evaluates affine nodes for
+/// all rows at once with it.
+struct AffineMap<T> {
+    mats: Vec<Option<Mat<T>>>,
+    bias: Vec<T>,
+}
+
+/// Lazily built [`AffineMap`]s per node (`None`: too large or mostly zeros, evaluated
+/// row by row).
+type AffineCache<T> = Vec<OnceLock<Option<AffineMap<T>>>>;
+
+fn affine_cache<T>(n: usize) -> AffineCache<T> {
+    (0..n).map(|_| OnceLock::new()).collect()
+}
+
+/// Largest dense affine map kept (elements).
+const AFFINE_MAP_LIMIT: usize = 1 << 24;
 
 /// What a pass keeps for the gradient sweep.
 struct PassRecord<T: Scalar> {
@@ -543,6 +563,7 @@ impl<'g, T: Scalar> State<'g, T> {
         o: &OptimizeOptions,
         keep_linear: bool,
     ) -> Result<(Vec<T>, AlphaRun<T>, Option<(Vec<(NodeId, LinearA<T>)>, LinearBias<T>)>)> {
+        let cache = affine_cache(self.graph.len());
         let mut run = self.init_run(target, c, upper)?;
         if let Some(w) = warm.filter(|w| w.same_layout(&run)) {
             run = w.clone();
@@ -557,7 +578,7 @@ impl<'g, T: Scalar> State<'g, T> {
         let mut since_improved = 0;
         for it in 0..iterations {
             let need_grad = it + 1 < iterations;
-            let ev = self.evaluate_run(target, c, &mut run, need_grad, false)?;
+            let ev = self.evaluate_run(target, c, &mut run, need_grad, false, &cache)?;
             let sum = ev.bounds.iter().fold(T::zero(), |a, &b| a + b);
             let improved = match &mut best {
                 None => {
@@ -595,7 +616,7 @@ impl<'g, T: Scalar> State<'g, T> {
         let mut run = run;
         let mut linear = None;
         if keep_linear {
-            let ev = self.evaluate_run(target, c, &mut run, false, true)?;
+            let ev = self.evaluate_run(target, c, &mut run, false, true, &cache)?;
             bounds = ev.bounds;
             linear = ev.linear;
         }
@@ -612,6 +633,7 @@ impl<'g, T: Scalar> State<'g, T> {
         run: &mut AlphaRun<T>,
         need_grad: bool,
         keep_linear: bool,
+        cache: &AffineCache<T>,
     ) -> Result<Eval<T>> {
         self.reset_bounds();
         let last = run.passes.len() - 1;
@@ -641,7 +663,7 @@ impl<'g, T: Scalar> State<'g, T> {
         self.check_finite(target, &bounds, if run.upper { "upper" } else { "lower" })?;
         let spec = bounds.len();
         records[last] = Some(PassRecord { roots, recorded, active: [vec![true; spec], vec![true; spec]] });
-        let grads = if need_grad { self.reverse(run, &records)? } else { vec![] };
+        let grads = if need_grad { self.reverse(run, &records, cache)? } else { vec![] };
         let linear = if keep_linear {
             let rec = records[last].take().expect("final record");
             Some((rec.roots, bias))
@@ -653,7 +675,12 @@ impl<'g, T: Scalar> State<'g, T> {
 
     /// The reverse sweep over the passes (final first, then intermediate passes in
     /// reverse topological order), accumulating `∂loss/∂bounds` of intermediate nodes.
-    fn reverse(&self, run: &AlphaRun<T>, records: &[Option<PassRecord<T>>]) -> Result<Vec<Vec<T>>> {
+    fn reverse(
+        &self,
+        run: &AlphaRun<T>,
+        records: &[Option<PassRecord<T>>],
+        cache: &AffineCache<T>,
+    ) -> Result<Vec<Vec<T>>> {
         let n_nodes = self.graph.len();
         // ∂loss/∂(lower, upper bounds) of each node, allocated on first use.
         let mut gb: Vec<[Vec<T>; 2]> = (0..n_nodes).map(|_| [vec![], vec![]]).collect();
@@ -691,6 +718,7 @@ impl<'g, T: Scalar> State<'g, T> {
                     &slot,
                     side,
                     rows,
+                    cache,
                 )?;
                 for (k, node) in pass.nodes.iter().enumerate() {
                     let params = if side { &node.upper } else { &node.lower };
@@ -815,6 +843,55 @@ impl<'g, T: Scalar> State<'g, T> {
         Ok((roots, bias, recorded))
     }
 
+    /// The dense map of affine node `id` (from its backward rule with identity
+    /// coefficients), or `None` if it is too large or the rule fails.
+    fn affine_map(&self, id: NodeId) -> Option<AffineMap<T>> {
+        let node = self.graph.node(id);
+        let op = node.op()?;
+        let n = node.numel();
+        let size: usize = node
+            .inputs
+            .iter()
+            .filter(|&&i| self.values[i].is_none())
+            .map(|&i| n * self.graph.node(i).numel())
+            .sum();
+        if size > AFFINE_MAP_LIMIT {
+            return None;
+        }
+        let eye = LinearA::both(Mat::<T>::identity(n, n), true, false);
+        let res = self.backward_op(node.inputs.as_slice(), op, eye, Par::Seq).ok()?;
+        let mut mats = Vec::with_capacity(node.inputs.len());
+        for (k, &i) in node.inputs.iter().enumerate() {
+            if self.values[i].is_some() {
+                mats.push(None);
+                continue;
+            }
+            let m = res.inputs.get(k).cloned().flatten().map(|a| a.into_dense().lower)?;
+            let m = m.unwrap_or_else(|| Mat::zeros(n, self.graph.node(i).numel()));
+            if m.nrows() != n || m.ncols() != self.graph.node(i).numel() {
+                return None;
+            }
+            // Sparse maps (convolutions, views, sums) are cheaper row by row.
+            let nnz =
+                (0..m.ncols()).map(|j| m.col(j).iter().filter(|x| **x != T::zero()).count()).sum::<usize>();
+            if nnz * 4 < m.nrows() * m.ncols() {
+                return None;
+            }
+            mats.push(Some(m));
+        }
+        let zeros: Vec<Vec<T>> =
+            node.inputs.iter().map(|&i| vec![T::zero(); self.graph.node(i).numel()]).collect();
+        let args: SmallVec<[&[T]; 4]> = node
+            .inputs
+            .iter()
+            .zip(&zeros)
+            .map(|(&i, z)| self.values[i].as_deref().unwrap_or(z.as_slice()))
+            .collect();
+        let mut bias = vec![T::zero(); n];
+        op.forward(&args, &mut bias).ok()?;
+        Some(AffineMap { mats, bias })
+    }
+
     /// Values of node `id`'s inputs in the adjoint sweep, row-major `rows × numel`
     /// (constants repeated per row).
     fn input_rows<'a>(&'a self, id: NodeId, z: &'a [Option<Vec<T>>], rows: usize) -> Vec<Cow<'a, [T]>> {
@@ -843,6 +920,7 @@ impl<'g, T: Scalar> State<'g, T> {
         slot: &[Option<usize>],
         upper: bool,
         rows: usize,
+        cache: &AffineCache<T>,
     ) -> Result<Vec<Option<Vec<T>>>> {
         let cone = self.cone(target);
         let mut z: Vec<Option<Vec<T>>> = vec![None; target + 1];
@@ -867,7 +945,33 @@ impl<'g, T: Scalar> State<'g, T> {
                 NodeKind::Constant(_) => continue,
                 NodeKind::Op(op) => {
                     let mut out = vec![T::zero(); rows * n];
-                    if op.is_affine() {
+                    let map = if op.is_affine() {
+                        cache[id].get_or_init(|| self.affine_map(id)).as_ref()
+                    } else {
+                        None
+                    };
+                    if let Some(map) = map {
+                        // Batched: out = Σ_k Z_k · M_kᵀ + b, row-major.
+                        let mut acc = Mat::<T>::zeros(rows, n);
+                        for (k, &i) in node.inputs.iter().enumerate() {
+                            let (Some(m), Some(zi)) = (&map.mats[k], &z[i]) else { continue };
+                            let zr = MatRef::from_row_major_slice(zi.as_slice(), rows, m.ncols());
+                            let par = lirpa_core::linear::par_for(rows, n, m.ncols(), self.par);
+                            faer::linalg::matmul::matmul(
+                                acc.as_mut(),
+                                Accum::Add,
+                                zr,
+                                m.transpose(),
+                                T::one(),
+                                par,
+                            );
+                        }
+                        for r in 0..rows {
+                            for j in 0..n {
+                                out[r * n + j] = acc[(r, j)] + map.bias[j];
+                            }
+                        }
+                    } else if op.is_affine() {
                         for r in 0..rows {
                             let args: SmallVec<[&[T]; 4]> = node
                                 .inputs
