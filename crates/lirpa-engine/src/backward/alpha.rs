@@ -121,6 +121,37 @@ impl<T: Scalar> AlphaRun<T> {
             })
     }
 
+    /// Take the parameters of `warm` wherever they apply: same pass start node, same
+    /// optimizable node and width, same row (element of the start node, or
+    /// specification row); other rows keep their CROWN initialization. In a
+    /// branch-and-bound loop the refined rows change from branch to branch, so the
+    /// layouts rarely match exactly.
+    pub fn warm_start(&mut self, warm: &AlphaRun<T>) {
+        if warm.upper != self.upper {
+            return;
+        }
+        for pass in &mut self.passes {
+            let Some(wp) = warm.passes.iter().find(|p| p.start == pass.start) else { continue };
+            // Row of `wp` holding each row of `pass`.
+            let src: Vec<Option<usize>> =
+                pass.rows.iter().map(|j| wp.rows.iter().position(|k| k == j)).collect();
+            for node in &mut pass.nodes {
+                let Some(wn) = wp.nodes.iter().find(|n| n.node == node.node && n.width == node.width) else {
+                    continue;
+                };
+                let w = node.width;
+                for (dst, from) in [(&mut node.lower, &wn.lower), (&mut node.upper, &wn.upper)] {
+                    let (Some(dst), Some(from)) = (dst.as_mut(), from.as_ref()) else { continue };
+                    for (r, s) in src.iter().enumerate() {
+                        if let Some(s) = s {
+                            dst[r * w..(r + 1) * w].copy_from_slice(&from[s * w..(s + 1) * w]);
+                        }
+                    }
+                }
+            }
+        }
+    }
+
     /// Every parameter vector with its side, in a fixed order.
     fn params_mut(&mut self) -> impl Iterator<Item = &mut Vec<T>> {
         self.passes
@@ -133,8 +164,9 @@ impl<T: Scalar> AlphaRun<T> {
 
 /// Bounds with optimized relaxations (α-CROWN), whatever `opts.method` says; returns
 /// the bounds and the best parameters. `warm` (parameters of an earlier call on the same
-/// node and specification, e.g. the parent branch) replaces the CROWN initialization of
-/// each run whose layout matches; it is projected onto the current feasible sets.
+/// node and specification, e.g. the parent branch) replaces the CROWN initialization
+/// wherever its passes, nodes and rows match ([`AlphaRun::warm_start`]); it is projected
+/// onto the current feasible sets.
 ///
 /// With `return_a`, the linear coefficients and bounds are those of the best iteration
 /// (by the sum of the bounds) rather than the best per element.
@@ -565,8 +597,8 @@ impl<'g, T: Scalar> State<'g, T> {
     ) -> Result<(Vec<T>, AlphaRun<T>, Option<(Vec<(NodeId, LinearA<T>)>, LinearBias<T>)>)> {
         let cache = affine_cache(self.graph.len());
         let mut run = self.init_run(target, c, upper)?;
-        if let Some(w) = warm.filter(|w| w.same_layout(&run)) {
-            run = w.clone();
+        if let Some(w) = warm {
+            run.warm_start(w);
         }
         let iterations = o.iterations.max(1);
         let mut adam = Adam::new(&mut run);
