@@ -890,6 +890,25 @@ impl<'g, T: Scalar> State<'g, T> {
         if size > AFFINE_MAP_LIMIT {
             return None;
         }
+        // Probe a few rows first: sparse maps (convolutions, views, sums) are cheaper
+        // row by row, and building them densely would cost a full pass.
+        if n > 64 {
+            let rows: Vec<usize> = (0..16).map(|k| k * n / 16).collect();
+            let probe = LinearA::both(selection::<T>(&rows, n), true, false);
+            let res = self.backward_op(node.inputs.as_slice(), op, probe, Par::Seq).ok()?;
+            let (mut nnz, mut size) = (0usize, 0usize);
+            for a in res.inputs.iter().flatten() {
+                if let Some(m) = &a.clone().into_dense().lower {
+                    size += m.nrows() * m.ncols();
+                    nnz += (0..m.ncols())
+                        .map(|j| m.col(j).iter().filter(|x| **x != T::zero()).count())
+                        .sum::<usize>();
+                }
+            }
+            if nnz * 4 < size {
+                return None;
+            }
+        }
         let eye = LinearA::both(Mat::<T>::identity(n, n), true, false);
         let res = self.backward_op(node.inputs.as_slice(), op, eye, Par::Seq).ok()?;
         let mut mats = Vec::with_capacity(node.inputs.len());
