@@ -34,6 +34,14 @@ enum MethodArg {
     Crown,
     #[value(name = "crown-ibp")]
     CrownIbp,
+    /// α-CROWN: CROWN with relaxation parameters optimized by projected Adam.
+    #[value(name = "alpha-crown", alias = "crown-optimized")]
+    AlphaCrown,
+    /// Forward mode (linear bounds propagated from the input).
+    Forward,
+    /// Forward mode for intermediate bounds, backward for the output.
+    #[value(name = "forward+backward", alias = "forward-backward")]
+    ForwardBackward,
 }
 
 #[derive(Clone, Copy, ValueEnum)]
@@ -57,6 +65,12 @@ struct BoundsArgs {
     model: PathBuf,
     #[arg(long, value_enum, default_value = "crown")]
     method: MethodArg,
+    /// α-CROWN: optimizer iterations (default 20).
+    #[arg(long)]
+    iterations: Option<usize>,
+    /// α-CROWN: Adam learning rate of the relaxation parameters (default 0.5).
+    #[arg(long)]
+    lr_alpha: Option<f64>,
     /// Norm of the ball around --center.
     #[arg(long, value_enum, requires_all = ["eps", "center"], conflicts_with_all = ["lower", "upper"])]
     norm: Option<NormArg>,
@@ -241,9 +255,18 @@ fn bounds<T: Scalar + lirpa::core::registry::BuilderFor>(args: &BoundsArgs) -> R
         MethodArg::Ibp => Method::Ibp,
         MethodArg::Crown => Method::Crown,
         MethodArg::CrownIbp => Method::CrownIbp,
+        MethodArg::AlphaCrown => Method::AlphaCrown,
+        MethodArg::Forward => Method::Forward,
+        MethodArg::ForwardBackward => Method::ForwardBackward,
     };
     let conv_mode = args.conv_mode.parse()?;
-    let opts = BoundOptions { method, threads: args.threads, conv_mode, ..Default::default() };
+    let mut opts = BoundOptions { method, threads: args.threads, conv_mode, ..Default::default() };
+    if let Some(it) = args.iterations {
+        opts.optimize.iterations = it;
+    }
+    if let Some(lr) = args.lr_alpha {
+        opts.optimize.lr_alpha = lr;
+    }
     let req = BoundRequest { c: c.as_ref().map(|c| c.as_ref()), ..Default::default() };
     let res = lirpa::compute_bounds(&graph, &[InputValue::Perturbed(ptb)], &opts, &req)?;
     if args.json {

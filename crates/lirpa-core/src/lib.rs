@@ -20,10 +20,10 @@ pub mod window;
 pub use attr::{Attr, Attributes};
 pub use error::{Error, Result};
 pub use graph::{Graph, GraphBuilder, Node, NodeId, NodeKind};
-pub use linear::{BackwardResult, ElementwiseRelaxation, LinearA, LinearBias};
+pub use linear::{BackwardResult, ElementwiseRelaxation, FormInput, LinearA, LinearBias, LinearForm};
 pub use op::{
     BackwardCtx, BuiltOp, Evaluate, InputDef, Interval, IntervalRule, LinearRelaxation, NodeDef, Operator,
-    RelaxOptions, ReluLowerSlope,
+    OptimizableRelaxation, RelaxOptions, ReluLowerSlope, SideParams,
 };
 pub use perturbation::{Norm, Perturbation};
 pub use registry::{OpRegistration, lookup, lookup_all, registered_ops};

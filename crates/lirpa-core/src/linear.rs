@@ -379,3 +379,192 @@ impl<T: Scalar> ElementwiseRelaxation<T> {
         m
     }
 }
+
+/// The two lines of an element-wise relaxation at one (row, element):
+/// `[lower slope, lower intercept, upper slope, upper intercept]`.
+pub type Lines<T> = [T; 4];
+
+/// Which line a coefficient `x` of side `upper_side` takes: the lower line for a
+/// non-negative coefficient of a lower bound or a negative one of an upper bound.
+/// Returns `(slope, intercept)`. The same rule as [`ElementwiseRelaxation::backward`].
+#[inline]
+pub fn chosen_line<T: Scalar>(x: T, upper_side: bool, l: &Lines<T>) -> (T, T) {
+    if (x >= T::zero()) != upper_side { (l[0], l[1]) } else { (l[2], l[3]) }
+}
+
+/// Sign split of one side's dense coefficients `m` with lines that may differ per row
+/// (optimized relaxations): `lines(r, j)` gives the lines of element `j` for row `r`.
+/// Adds the intercepts to `bias` and returns the coefficients on the input.
+pub fn split_rows<T: Scalar>(
+    mut m: Mat<T>,
+    upper_side: bool,
+    bias: &mut [T],
+    lines: impl Fn(usize, usize) -> Lines<T>,
+) -> Mat<T> {
+    for j in 0..m.ncols() {
+        let col = m.col_as_slice_mut(j);
+        for (r, (x, b)) in col.iter_mut().zip(bias.iter_mut()).enumerate() {
+            let (s, c) = chosen_line(*x, upper_side, &lines(r, j));
+            *b += *x * c;
+            *x *= s;
+        }
+    }
+    m
+}
+
+/// The adjoint of [`split_rows`]: `out[r, j] = s · z[r, j] + c` with the line
+/// `(s, c)` that coefficient `a[r, j]` chose. `z` and `out` are row-major
+/// `a.nrows() × a.ncols()`.
+pub fn forward_rows<T: Scalar>(
+    a: MatRef<'_, T>,
+    upper_side: bool,
+    z: &[T],
+    out: &mut [T],
+    lines: impl Fn(usize, usize) -> Lines<T>,
+) {
+    let n = a.ncols();
+    for r in 0..a.nrows() {
+        for j in 0..n {
+            let (s, c) = chosen_line(a[(r, j)], upper_side, &lines(r, j));
+            out[r * n + j] = s * z[r * n + j] + c;
+        }
+    }
+}
+
+impl<T: Scalar> ElementwiseRelaxation<T> {
+    /// The lines of element `j`.
+    #[inline]
+    pub fn lines(&self, j: usize) -> Lines<T> {
+        [self.lower_slope[j], self.lower_intercept[j], self.upper_slope[j], self.upper_intercept[j]]
+    }
+
+    /// The adjoint of [`backward`](Self::backward) for one side (see
+    /// [`LinearRelaxation::relaxed_forward`](crate::op::LinearRelaxation::relaxed_forward)).
+    pub fn relaxed_forward(&self, a: MatRef<'_, T>, upper_side: bool, z: &[T], out: &mut [T]) {
+        forward_rows(a, upper_side, z, out, |_, j| self.lines(j));
+    }
+}
+
+/// Linear bounds of a node's elements in terms of the perturbed inputs (forward mode):
+/// `lw·x + lb <= v <= uw·x + ub`, one row per element, one column per perturbed input
+/// element (all perturbed inputs concatenated).
+#[derive(Clone, Debug)]
+pub struct LinearForm<T: Scalar> {
+    pub lw: Mat<T>,
+    pub lb: Vec<T>,
+    pub uw: Mat<T>,
+    pub ub: Vec<T>,
+}
+
+/// An input of a forward-mode rule: an exact value or linear bounds.
+#[derive(Clone, Copy, Debug)]
+pub enum FormInput<'a, T: Scalar> {
+    Exact(&'a [T]),
+    Linear(&'a LinearForm<T>),
+}
+
+/// Add `al · v` (lower) and `au · v` (upper) to `out`, for a `v` with linear bounds `f`:
+/// positive coefficients of the lower side take `f`'s lower bound, negative ones its
+/// upper bound, and the opposite for the upper side.
+pub fn substitute_form<T: Scalar>(
+    out: &mut LinearForm<T>,
+    al: &Mat<T>,
+    au: &Mat<T>,
+    f: &LinearForm<T>,
+    par: Par,
+) -> Result<()> {
+    if al.ncols() != f.lw.nrows() || au.ncols() != f.lw.nrows() {
+        return Err(Error::Shape(format!(
+            "{} coefficients per row for a value of {} elements",
+            al.ncols(),
+            f.lw.nrows()
+        )));
+    }
+    let split = |m: &Mat<T>| {
+        let pos = Mat::from_fn(m.nrows(), m.ncols(), |i, j| m[(i, j)].max(T::zero()));
+        let neg = Mat::from_fn(m.nrows(), m.ncols(), |i, j| m[(i, j)].min(T::zero()));
+        (pos, neg)
+    };
+    let (lp, ln) = split(al);
+    let (up, un) = split(au);
+    let acc = |dst: &mut Mat<T>, a: &Mat<T>, b: &Mat<T>| {
+        let p = par_for(a.nrows(), b.ncols(), a.ncols(), par);
+        matmul(dst.as_mut(), Accum::Add, a.as_ref(), b.as_ref(), T::one(), p);
+    };
+    acc(&mut out.lw, &lp, &f.lw);
+    acc(&mut out.lw, &ln, &f.uw);
+    acc(&mut out.uw, &up, &f.uw);
+    acc(&mut out.uw, &un, &f.lw);
+    add_into(&mut out.lb, &mat_vec(lp.as_ref(), &f.lb));
+    add_into(&mut out.lb, &mat_vec(ln.as_ref(), &f.ub));
+    add_into(&mut out.ub, &mat_vec(up.as_ref(), &f.ub));
+    add_into(&mut out.ub, &mat_vec(un.as_ref(), &f.lb));
+    Ok(())
+}
+
+/// Forward-mode bounds of a node from its backward rule: `res` is what the rule returned
+/// for identity coefficients on the node's `n_out` elements (a linear lower and upper
+/// bound of each element in terms of its inputs, valid on the inputs' bounds), and the
+/// inputs' linear bounds are substituted with the sign split (positive coefficients take
+/// the lower bound of an input for the node's lower bound, negative ones its upper).
+pub fn forward_from_backward<T: Scalar>(
+    res: BackwardResult<T>,
+    inputs: &[FormInput<'_, T>],
+    n_out: usize,
+    dim: usize,
+    par: Par,
+) -> Result<LinearForm<T>> {
+    let mut out = LinearForm {
+        lw: Mat::zeros(n_out, dim),
+        lb: res.bias.lower,
+        uw: Mat::zeros(n_out, dim),
+        ub: res.bias.upper,
+    };
+    for (k, ak) in res.inputs.into_iter().enumerate() {
+        let Some(ak) = ak else { continue };
+        let ak = ak.into_dense();
+        let input = inputs.get(k).ok_or_else(|| {
+            Error::Invalid(format!("backward rule returned coefficients for input {k}, which does not exist"))
+        })?;
+        let (al, au) = match (ak.lower, ak.upper) {
+            (Some(l), Some(u)) => (l, u),
+            _ => return Err(Error::Invalid("backward rule dropped a side of identity coefficients".into())),
+        };
+        match input {
+            FormInput::Exact(v) => {
+                add_into(&mut out.lb, &mat_vec(al.as_ref(), v));
+                add_into(&mut out.ub, &mat_vec(au.as_ref(), v));
+            }
+            FormInput::Linear(f) => substitute_form(&mut out, &al, &au, f, par)?,
+        }
+    }
+    Ok(out)
+}
+
+impl<T: Scalar> ElementwiseRelaxation<T> {
+    /// The forward-mode rule of an element-wise relaxation: row `j` of the output's
+    /// bounds is the input's row `j` scaled by the chosen line's slope (the input's lower
+    /// bound for a non-negative slope in the lower line, its upper bound otherwise), plus
+    /// the intercept.
+    pub fn forward(&self, f: &LinearForm<T>) -> LinearForm<T> {
+        let (n, d) = (f.lw.nrows(), f.lw.ncols());
+        let mut out = LinearForm {
+            lw: Mat::zeros(n, d),
+            lb: vec![T::zero(); n],
+            uw: Mat::zeros(n, d),
+            ub: vec![T::zero(); n],
+        };
+        for j in 0..n {
+            let (ls, us) = (self.lower_slope[j], self.upper_slope[j]);
+            let (lsrc, lb) = if ls >= T::zero() { (&f.lw, f.lb[j]) } else { (&f.uw, f.ub[j]) };
+            let (usrc, ub) = if us >= T::zero() { (&f.uw, f.ub[j]) } else { (&f.lw, f.lb[j]) };
+            for c in 0..d {
+                out.lw[(j, c)] = ls * lsrc[(j, c)];
+                out.uw[(j, c)] = us * usrc[(j, c)];
+            }
+            out.lb[j] = ls * lb + self.lower_intercept[j];
+            out.ub[j] = us * ub + self.upper_intercept[j];
+        }
+        out
+    }
+}

@@ -11,9 +11,9 @@
 //! A relaxation never depends on the engine that uses it: it sees only its own input
 //! bounds and options through [`BackwardCtx`].
 
-use crate::linear::{BackwardResult, LinearA};
+use crate::linear::{BackwardResult, FormInput, LinearA, LinearForm};
 use crate::{Attributes, Result, Scalar, Shape, TensorData};
-use faer::Par;
+use faer::{MatRef, Par};
 use serde::{Deserialize, Serialize};
 use smallvec::SmallVec;
 use std::fmt::Debug;
@@ -122,6 +122,142 @@ pub trait LinearRelaxation<T: Scalar> {
     /// always receive dense coefficients.
     fn supports_window(&self) -> bool {
         false
+    }
+
+    /// The forward-mode rule (auto_LiRPA's `bound_forward`): linear bounds of this node's
+    /// elements in terms of the perturbed inputs (`dim` columns), from those of its
+    /// inputs. `ctx` carries the inputs' bounds as for `backward`.
+    ///
+    /// The default derives it from [`backward`](Self::backward) with identity
+    /// coefficients (each element's lower and upper linear bound in terms of the inputs,
+    /// see [`crate::linear::forward_from_backward`]), so every operator has a forward rule;
+    /// operators override it where a direct rule is cheaper (e.g. element-wise ones).
+    fn forward_linear(
+        &self,
+        ctx: &BackwardCtx<'_, T>,
+        inputs: &[FormInput<'_, T>],
+        n_out: usize,
+        dim: usize,
+    ) -> Result<LinearForm<T>> {
+        let eye = faer::Mat::<T>::identity(n_out, n_out);
+        let res = self.backward(ctx, LinearA::both(eye, true, true))?;
+        crate::linear::forward_from_backward(res, inputs, n_out, dim, ctx.par)
+    }
+
+    /// Optimizable relaxation parameters (α-CROWN), if this relaxation has any.
+    fn optimizable(&self) -> Option<&dyn OptimizableRelaxation<T>> {
+        None
+    }
+
+    /// The adjoint of [`backward`](Self::backward), for gradients of a bound: evaluate,
+    /// row by row, the linear lines `backward` chose for the (dense) coefficients `a`
+    /// it received on this node's output, at the points `z`.
+    ///
+    /// `upper` tells which side `a` belongs to (coefficients of an upper bound take the
+    /// upper line where they are positive). `z[i]` holds the values of input edge `i`,
+    /// row-major `a.nrows() × numel(input i)`; `out` receives this node's values, row-major
+    /// `a.nrows() × numel(output)`. Affine operators ([`is_affine`](Self::is_affine)) need
+    /// not implement it: the engine evaluates them with [`Evaluate::forward`] row by row.
+    fn relaxed_forward(
+        &self,
+        _ctx: &BackwardCtx<'_, T>,
+        _a: MatRef<'_, T>,
+        _upper: bool,
+        _z: &[&[T]],
+        _out: &mut [T],
+    ) -> Result<()> {
+        Err(crate::Error::unimplemented("relaxed forward evaluation (gradient of an optimized bound)"))
+    }
+}
+
+/// Relaxation parameters per specification row for each side of a backward pass,
+/// row-major `rows × width` (see [`OptimizableRelaxation`]). A side is `None` when that
+/// side's coefficients are absent.
+#[derive(Clone, Copy, Debug)]
+pub struct SideParams<'a, T> {
+    pub lower: Option<&'a [T]>,
+    pub upper: Option<&'a [T]>,
+}
+
+/// A relaxation with free parameters (α-CROWN): any parameter value in the feasible
+/// set gives a sound relaxation, and the engine optimizes them by projected gradient
+/// steps on the bound itself.
+///
+/// Parameters are kept per specification row of the pass that uses them (auto_LiRPA
+/// keys them by the node whose bound is computed, then by its rows) and per side: the
+/// lower-bound pass and the upper-bound pass each have their own. One row holds
+/// `width` values; their meaning is the operator's (ReLU: one lower slope per
+/// element; an S-shaped function may keep tangent points, several per element).
+///
+/// Contract, checked by the engine's gradient test: for parameters `p` from
+/// [`init_params`](Self::init_params), [`backward_with`](Self::backward_with) returns
+/// exactly what [`LinearRelaxation::backward`] returns (iteration 0 is CROWN), and
+/// [`param_grad`](Self::param_grad) is the derivative of `Σ_r a_r · out_r` (with `out` from
+/// [`relaxed_forward_with`](Self::relaxed_forward_with)) with respect to the parameters,
+/// at fixed `z` and sign pattern of `a`.
+pub trait OptimizableRelaxation<T: Scalar> {
+    /// Initial parameters of one row, from the CROWN relaxation on the current input
+    /// bounds; its length is the row width.
+    fn init_params(&self, ctx: &BackwardCtx<'_, T>) -> Result<Vec<T>>;
+
+    /// Project one row onto the feasible set, in place.
+    fn project(&self, ctx: &BackwardCtx<'_, T>, row: &mut [T]);
+
+    /// The backward rule with the given parameters (row `r` of each side's parameters
+    /// serves row `r` of that side's coefficients, which are dense).
+    fn backward_with(
+        &self,
+        ctx: &BackwardCtx<'_, T>,
+        a: LinearA<T>,
+        params: SideParams<'_, T>,
+    ) -> Result<BackwardResult<T>>;
+
+    /// [`LinearRelaxation::relaxed_forward`] with the given parameters of side `upper`.
+    fn relaxed_forward_with(
+        &self,
+        ctx: &BackwardCtx<'_, T>,
+        params: &[T],
+        a: MatRef<'_, T>,
+        upper: bool,
+        z: &[&[T]],
+        out: &mut [T],
+    ) -> Result<()>;
+
+    /// The gradient of the bound of side `upper` with respect to that side's parameters,
+    /// given the coefficients `a` this node received and the values `z` of its inputs in
+    /// the linearized network at the optimal point (row-major, as in
+    /// [`LinearRelaxation::relaxed_forward`]). Written into `grad` (`rows × width`).
+    fn param_grad(
+        &self,
+        ctx: &BackwardCtx<'_, T>,
+        params: &[T],
+        a: MatRef<'_, T>,
+        upper: bool,
+        z: &[&[T]],
+        grad: &mut [T],
+    ) -> Result<()>;
+
+    /// How the bound of side `upper` depends on this relaxation's input bounds (the
+    /// chord of a ReLU moves with `l` and `u`): adds `Σ_r weight[r] · ∂(a_r · out_r)/∂l`
+    /// to `grad_lower[i]` (and likewise for `u`) for each input edge `i` listed in
+    /// [`LinearRelaxation::needs_input_bounds`] (`grad_lower[i]` has that input's length;
+    /// other entries are empty). This lets the engine optimize the parameters of
+    /// intermediate bounds through the final bound (auto_LiRPA's joint optimization). The
+    /// default treats the input bounds as constants (a zero contribution), which only makes
+    /// the optimization less effective, never unsound.
+    #[allow(clippy::too_many_arguments)]
+    fn bounds_grad(
+        &self,
+        _ctx: &BackwardCtx<'_, T>,
+        _params: &[T],
+        _a: MatRef<'_, T>,
+        _upper: bool,
+        _z: &[&[T]],
+        _weight: &[T],
+        _grad_lower: &mut [Vec<T>],
+        _grad_upper: &mut [Vec<T>],
+    ) -> Result<()> {
+        Ok(())
     }
 }
 

@@ -156,6 +156,74 @@ impl<T: Scalar> Perturbation<T> {
 }
 
 impl<T: Scalar> Perturbation<T> {
+    /// For each row `a` of `a_mat`, a point of the set where `a·x` reaches its minimum
+    /// (`upper == false`) or maximum: the gradient of [`concretize`](Self::concretize)
+    /// with respect to `a` (a subgradient at ties). Row-major `a_mat.nrows() × len`.
+    pub fn extreme_points(&self, a_mat: MatRef<'_, T>, upper: bool) -> Vec<T> {
+        let (s, n) = (a_mat.nrows(), a_mat.ncols());
+        let mut out = vec![T::zero(); s * n];
+        // Direction of steepest increase of `a·x` (decrease for the minimum).
+        let sign = |x: T| -> T {
+            let up = if upper { x > T::zero() } else { x < T::zero() };
+            let down = if upper { x < T::zero() } else { x > T::zero() };
+            if up {
+                T::one()
+            } else if down {
+                -T::one()
+            } else {
+                T::zero()
+            }
+        };
+        match self {
+            Perturbation::Box { lower, upper: hi } => {
+                let half = T::from_f64(0.5);
+                for r in 0..s {
+                    for j in 0..n {
+                        let (c, rad) = ((lower[j] + hi[j]) * half, (hi[j] - lower[j]) * half);
+                        out[r * n + j] = c + sign(a_mat[(r, j)]) * rad;
+                    }
+                }
+            }
+            Perturbation::Ball { norm, center, eps } => {
+                for r in 0..s {
+                    let row = &mut out[r * n..(r + 1) * n];
+                    row.copy_from_slice(center);
+                    match norm {
+                        Norm::Inf => {
+                            for j in 0..n {
+                                row[j] += sign(a_mat[(r, j)]) * *eps;
+                            }
+                        }
+                        Norm::L2 => {
+                            let norm2 =
+                                (0..n).map(|j| a_mat[(r, j)] * a_mat[(r, j)]).fold(T::zero(), |a, b| a + b);
+                            let norm2 = norm2.sqrt();
+                            if norm2 > T::zero() {
+                                let dir = if upper { T::one() } else { -T::one() };
+                                for j in 0..n {
+                                    row[j] += dir * *eps * a_mat[(r, j)] / norm2;
+                                }
+                            }
+                        }
+                        Norm::L1 => {
+                            let k =
+                                (0..n).fold(
+                                    0,
+                                    |k, j| if a_mat[(r, j)].abs() > a_mat[(r, k)].abs() { j } else { k },
+                                );
+                            if n > 0 {
+                                row[k] += sign(a_mat[(r, k)]) * *eps;
+                            }
+                        }
+                    }
+                }
+            }
+        }
+        out
+    }
+}
+
+impl<T: Scalar> Perturbation<T> {
     /// [`concretize`](Self::concretize) for coefficients in windowed form (see
     /// [`crate::window`]): the same numbers as on the dense form, without building it.
     /// Cells outside the node hold zero (the window invariant) and are skipped.

@@ -39,6 +39,9 @@ pub struct BoundResult<T: Scalar> {
 
 type Bounds<T> = (Vec<T>, Vec<T>);
 
+pub(crate) mod alpha;
+mod forward;
+
 /// Compute bounds of a node of `graph`, whose inputs take `inputs` (one per graph
 /// input, in order), with the method and options of `opts`.
 pub fn compute_bounds<T: Scalar>(
@@ -47,6 +50,15 @@ pub fn compute_bounds<T: Scalar>(
     opts: &BoundOptions,
     req: &BoundRequest<'_, T>,
 ) -> Result<BoundResult<T>> {
+    match opts.method {
+        Method::AlphaCrown => {
+            return alpha::compute_bounds_optimized(graph, inputs, opts, req, None).map(|(r, _)| r);
+        }
+        Method::Forward | Method::ForwardBackward => {
+            return forward::compute_bounds_forward(graph, inputs, opts, req);
+        }
+        _ => {}
+    }
     let st = State::new(graph, inputs, opts)?;
     st.run(req)
 }
@@ -170,7 +182,11 @@ impl<'g, T: Scalar> State<'g, T> {
                 let (l, u) = self.ibp_spec(target, req.c)?;
                 (l, u, vec![], None)
             }
-            Method::Crown | Method::CrownIbp => {
+            Method::Crown
+            | Method::CrownIbp
+            | Method::AlphaCrown
+            | Method::Forward
+            | Method::ForwardBackward => {
                 self.ensure_bounds(target)?;
                 let c = LinearA::both(spec_mat(), req.lower, req.upper);
                 let (roots, bias) = self.backward_from(target, c, self.par)?;
@@ -366,7 +382,7 @@ impl<'g, T: Scalar> State<'g, T> {
         let Some(op) = node.op() else {
             return Ok(self.ptb[id].expect("perturbed input").interval());
         };
-        if self.opts.method != Method::Crown {
+        if !self.opts.method.crown_intermediate() {
             return self.ibp(id);
         }
         let inputs_bounded = node.inputs.iter().all(|&i| !self.perturbed[i] || self.bounds[i].is_some());

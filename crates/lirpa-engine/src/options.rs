@@ -12,6 +12,23 @@ pub enum Method {
     Crown,
     /// IBP for intermediate bounds, CROWN for the bounded node.
     CrownIbp,
+    /// CROWN with optimized relaxations (α-CROWN, auto_LiRPA's `CROWN-Optimized`):
+    /// CROWN intermediate bounds, then projected Adam on the relaxation parameters of
+    /// the bounded node's pass ([`OptimizeOptions`]).
+    AlphaCrown,
+    /// Forward mode (auto_LiRPA's `forward`): linear bounds in terms of the perturbed
+    /// inputs propagated from the inputs to every node.
+    Forward,
+    /// Forward mode for intermediate bounds, backward (CROWN) for the bounded node
+    /// (auto_LiRPA's `forward+backward`).
+    ForwardBackward,
+}
+
+impl Method {
+    /// Whether intermediate bounds come from backward (CROWN) passes.
+    pub fn crown_intermediate(self) -> bool {
+        matches!(self, Method::Crown | Method::AlphaCrown)
+    }
 }
 
 impl std::str::FromStr for Method {
@@ -21,9 +38,12 @@ impl std::str::FromStr for Method {
             "ibp" => Ok(Method::Ibp),
             "crown" | "backward" => Ok(Method::Crown),
             "crown-ibp" | "ibp+backward" | "ibp+crown" => Ok(Method::CrownIbp),
-            other => {
-                Err(Error::Invalid(format!("unknown method '{other}' (expected ibp, crown or crown-ibp)")))
-            }
+            "alpha-crown" | "crown-optimized" | "alpha-crown-optimized" => Ok(Method::AlphaCrown),
+            "forward" => Ok(Method::Forward),
+            "forward+backward" | "forward-backward" | "forward+crown" => Ok(Method::ForwardBackward),
+            other => Err(Error::Invalid(format!(
+                "unknown method '{other}' (expected ibp, crown, crown-ibp, alpha-crown, forward or forward+backward)"
+            ))),
         }
     }
 }
@@ -34,6 +54,9 @@ impl std::fmt::Display for Method {
             Method::Ibp => "IBP",
             Method::Crown => "CROWN",
             Method::CrownIbp => "CROWN-IBP",
+            Method::AlphaCrown => "alpha-CROWN",
+            Method::Forward => "forward",
+            Method::ForwardBackward => "forward+backward",
         })
     }
 }
@@ -55,6 +78,48 @@ pub struct BoundOptions {
     /// `crown_batch_size`); 0 means no limit. Bounds memory, and lets batches run on
     /// separate threads.
     pub crown_batch_size: usize,
+    /// The optimizer of α-CROWN (auto_LiRPA's `optimize_bound_args`).
+    pub optimize: OptimizeOptions,
+}
+
+/// Options of the relaxation-parameter optimization (α-CROWN), with auto_LiRPA's
+/// defaults (`optimize_bound_args`): Adam, learning rate 0.5 decayed by 0.98 per
+/// iteration, 20 iterations, best bound kept per element, patience 10.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct OptimizeOptions {
+    /// Bound evaluations (the first one uses the CROWN relaxation).
+    pub iterations: usize,
+    /// Adam learning rate of the relaxation parameters.
+    pub lr_alpha: f64,
+    /// Learning-rate factor per iteration (exponential decay).
+    pub lr_decay: f64,
+    /// Adam's moment decay rates and denominator guard (torch defaults).
+    pub adam_beta1: f64,
+    pub adam_beta2: f64,
+    pub adam_eps: f64,
+    /// Return the best bound of each element over all iterations (always at least as
+    /// tight as CROWN, which is iteration 0); otherwise the last iteration's.
+    /// auto_LiRPA starts keeping the best after half the iterations; we keep it from the
+    /// start, so the result is never looser than CROWN.
+    pub keep_best: bool,
+    /// Stop after this many iterations without any element improving (0: never).
+    pub early_stop_patience: usize,
+}
+
+impl Default for OptimizeOptions {
+    fn default() -> Self {
+        OptimizeOptions {
+            iterations: 20,
+            lr_alpha: 0.5,
+            lr_decay: 0.98,
+            adam_beta1: 0.9,
+            adam_beta2: 0.999,
+            adam_eps: 1e-8,
+            keep_best: true,
+            early_stop_patience: 10,
+        }
+    }
 }
 
 /// How backward passes represent coefficients on `[1, C, H, W]` nodes (auto_LiRPA's
@@ -90,6 +155,7 @@ impl Default for BoundOptions {
             threads: 1,
             conv_mode: ConvMode::Auto,
             crown_batch_size: 256,
+            optimize: OptimizeOptions::default(),
         }
     }
 }

@@ -41,7 +41,9 @@ pub use lirpa_core::{
     registered_ops,
 };
 pub use lirpa_engine::{
-    BoundOptions, BoundRequest, BoundResult, ConvMode, InputValue, LinearBoundA, Method, compute_bounds,
+    AlphaNode, AlphaPass, AlphaRun, AlphaState, BoundOptions, BoundRequest, BoundResult, ConvMode,
+    InputValue, LinearBoundA, Method, OptimizeOptions, bound_and_gradient, compute_bounds,
+    compute_bounds_optimized,
 };
 pub use lirpa_onnx::{self as onnx, OnnxError, load as load_onnx};
 

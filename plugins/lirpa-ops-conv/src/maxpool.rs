@@ -11,7 +11,7 @@
 //! valid, and coefficients of different outputs that read the same input add up.
 
 use crate::geom::{Geom, spatial_input};
-use faer::Mat;
+use faer::{Mat, MatRef};
 use lirpa_core::op::{BackwardCtx, Evaluate, Interval, IntervalRule, LinearRelaxation, NodeDef, Operator};
 use lirpa_core::{BackwardResult, BuiltOp, Error, LinearA, LinearBias, Result, Scalar, Shape};
 use smallvec::SmallVec;
@@ -107,6 +107,30 @@ impl<T: Scalar> LinearRelaxation<T> for MaxPool {
     }
     fn needs_input_bounds(&self) -> &[usize] {
         &[0]
+    }
+    /// The adjoint of `backward` (α-CROWN gradients): the line each coefficient chose,
+    /// evaluated at `z`.
+    fn relaxed_forward(
+        &self,
+        ctx: &BackwardCtx<'_, T>,
+        a: MatRef<'_, T>,
+        upper: bool,
+        z: &[&[T]],
+        out: &mut [T],
+    ) -> Result<()> {
+        let b = ctx.bounds(0)?;
+        let lines = self.lines(b.lower, b.upper);
+        let n = lines.len();
+        for r in 0..a.nrows() {
+            for (o, line) in lines.iter().enumerate() {
+                let takes_lower = (a[(r, o)] >= T::zero()) != upper;
+                out[r * n + o] = match (takes_lower, line.upper_const) {
+                    (true, _) | (false, None) => z[0][r * self.n_in + line.best],
+                    (false, Some(c)) => c,
+                };
+            }
+        }
+        Ok(())
     }
 }
 

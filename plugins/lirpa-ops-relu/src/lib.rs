@@ -9,10 +9,21 @@
 //!
 //! Both lines are exact on stable neurons, so the relaxation is sound on `[l, u]`. The
 //! upper intercept is raised by any rounding violation measured at the ends.
+//!
+//! Optimizable (α-CROWN): on unstable neurons (`l < 0 < u`) the lower line's slope α
+//! is a free parameter in `[slope, 1]` (any line through the origin with such a slope
+//! lies below `f` everywhere), one per element and specification row, initialized to
+//! the CROWN choice above. Stable neurons keep their exact lines.
 
-use lirpa_core::op::{BackwardCtx, Evaluate, Interval, IntervalRule, LinearRelaxation, NodeDef, Operator};
+use lirpa_core::linear::{Lines, chosen_line, forward_rows, split_rows};
+use lirpa_core::op::{
+    BackwardCtx, Evaluate, Interval, IntervalRule, LinearRelaxation, NodeDef, Operator,
+    OptimizableRelaxation, SideParams,
+};
+use lirpa_core::reexport::faer::MatRef;
 use lirpa_core::{
-    BackwardResult, BuiltOp, ElementwiseRelaxation, LinearA, ReluLowerSlope, Result, Scalar, register_op,
+    BackwardResult, BuiltOp, ElementwiseRelaxation, FormInput, LinearA, LinearBias, LinearForm,
+    ReluLowerSlope, Result, Scalar, register_op,
 };
 
 register_op!("Relu", build_relu);
@@ -139,6 +150,199 @@ impl<T: Scalar> LinearRelaxation<T> for TwoPiece<T> {
     /// Element-wise: the sign split works cell by cell on windowed coefficients.
     fn supports_window(&self) -> bool {
         true
+    }
+    fn optimizable(&self) -> Option<&dyn OptimizableRelaxation<T>> {
+        Some(self)
+    }
+    fn forward_linear(
+        &self,
+        ctx: &BackwardCtx<'_, T>,
+        inputs: &[FormInput<'_, T>],
+        n_out: usize,
+        _dim: usize,
+    ) -> Result<LinearForm<T>> {
+        let b = ctx.bounds(0)?;
+        let r = self.relaxation(b.lower, b.upper, ctx.options.relu_lower_slope);
+        match inputs.first() {
+            Some(FormInput::Linear(f)) if f.lw.nrows() == n_out => Ok(r.forward(f)),
+            _ => Err(lirpa_core::Error::Invalid("forward mode: the input must carry linear bounds".into())),
+        }
+    }
+    fn relaxed_forward(
+        &self,
+        ctx: &BackwardCtx<'_, T>,
+        a: MatRef<'_, T>,
+        upper: bool,
+        z: &[&[T]],
+        out: &mut [T],
+    ) -> Result<()> {
+        let b = ctx.bounds(0)?;
+        self.relaxation(b.lower, b.upper, ctx.options.relu_lower_slope).relaxed_forward(a, upper, z[0], out);
+        Ok(())
+    }
+}
+
+#[inline]
+fn unstable<T: Scalar>(l: T, u: T) -> bool {
+    l < T::zero() && u > T::zero()
+}
+
+impl<T: Scalar> TwoPiece<T> {
+    /// The lines of element `j` for one row: the CROWN lines, with lower slope `alpha`
+    /// on unstable elements.
+    #[inline]
+    fn lines_with(
+        &self,
+        crown: &ElementwiseRelaxation<T>,
+        b: &Interval<'_, T>,
+        j: usize,
+        alpha: T,
+    ) -> Lines<T> {
+        let mut l = crown.lines(j);
+        if unstable(b.lower[j], b.upper[j]) {
+            l[0] = alpha;
+            l[1] = T::zero();
+        }
+        l
+    }
+}
+
+impl<T: Scalar> OptimizableRelaxation<T> for TwoPiece<T> {
+    fn init_params(&self, ctx: &BackwardCtx<'_, T>) -> Result<Vec<T>> {
+        let b = ctx.bounds(0)?;
+        Ok(self.relaxation(b.lower, b.upper, ctx.options.relu_lower_slope).lower_slope)
+    }
+
+    fn project(&self, _ctx: &BackwardCtx<'_, T>, row: &mut [T]) {
+        for x in row {
+            // NaN (never produced by the engine) maps to the CROWN-safe slope 1.
+            *x = if x.is_nan() { T::one() } else { x.max(self.slope).min(T::one()) };
+        }
+    }
+
+    fn backward_with(
+        &self,
+        ctx: &BackwardCtx<'_, T>,
+        a: LinearA<T>,
+        params: SideParams<'_, T>,
+    ) -> Result<BackwardResult<T>> {
+        let b = ctx.bounds(0)?;
+        let crown = self.relaxation(b.lower, b.upper, ctx.options.relu_lower_slope);
+        let a = a.into_dense();
+        let n = b.lower.len();
+        let mut bias = LinearBias::zeros(a.spec());
+        let side = |m: Option<lirpa_core::reexport::faer::Mat<T>>,
+                    p: Option<&[T]>,
+                    upper: bool,
+                    bias: &mut Vec<T>| {
+            m.map(|m| match p {
+                Some(p) => split_rows(m, upper, bias, |r, j| self.lines_with(&crown, &b, j, p[r * n + j])),
+                None => split_rows(m, upper, bias, |_, j| crown.lines(j)),
+            })
+        };
+        let lower = side(a.lower, params.lower, false, &mut bias.lower);
+        let upper = side(a.upper, params.upper, true, &mut bias.upper);
+        Ok(BackwardResult {
+            inputs: lirpa_core::reexport::smallvec::smallvec![Some(LinearA::dense(lower, upper))],
+            bias,
+        })
+    }
+
+    fn relaxed_forward_with(
+        &self,
+        ctx: &BackwardCtx<'_, T>,
+        params: &[T],
+        a: MatRef<'_, T>,
+        upper: bool,
+        z: &[&[T]],
+        out: &mut [T],
+    ) -> Result<()> {
+        let b = ctx.bounds(0)?;
+        let crown = self.relaxation(b.lower, b.upper, ctx.options.relu_lower_slope);
+        let n = b.lower.len();
+        forward_rows(a, upper, z[0], out, |r, j| self.lines_with(&crown, &b, j, params[r * n + j]));
+        Ok(())
+    }
+
+    fn param_grad(
+        &self,
+        ctx: &BackwardCtx<'_, T>,
+        _params: &[T],
+        a: MatRef<'_, T>,
+        upper: bool,
+        z: &[&[T]],
+        grad: &mut [T],
+    ) -> Result<()> {
+        // The bound contains `a[r, j] · (α · z[r, j])` where the coefficient took the
+        // lower line of an unstable element; elsewhere α does not appear.
+        let b = ctx.bounds(0)?;
+        let n = b.lower.len();
+        let probe: Lines<T> = [T::one(), T::zero(), T::zero(), T::zero()];
+        for r in 0..a.nrows() {
+            for j in 0..n {
+                let x = a[(r, j)];
+                let takes_lower = chosen_line(x, upper, &probe).0 == T::one();
+                grad[r * n + j] = if takes_lower && unstable(b.lower[j], b.upper[j]) {
+                    x * z[0][r * n + j]
+                } else {
+                    T::zero()
+                };
+            }
+        }
+        Ok(())
+    }
+
+    fn bounds_grad(
+        &self,
+        ctx: &BackwardCtx<'_, T>,
+        _params: &[T],
+        a: MatRef<'_, T>,
+        upper: bool,
+        z: &[&[T]],
+        weight: &[T],
+        grad_lower: &mut [Vec<T>],
+        grad_upper: &mut [Vec<T>],
+    ) -> Result<()> {
+        // Only the chord of unstable elements depends on (l, u): with
+        // `u_r = max(u, l + 1e-8)`, `d = (u_r - s·l)/(u_r - l)` and the chord's value
+        // `y = d·(z - l) + s·l`,
+        //   ∂y/∂u_r = (z - l)·l·(s - 1)/(u_r - l)²,
+        //   ∂y/∂l  = (z - l)·u_r·(1 - s)/(u_r - l)² + s - d   (+ ∂y/∂u_r when u_r = l + 1e-8).
+        let b = ctx.bounds(0)?;
+        let n = b.lower.len();
+        let (s, tiny) = (self.slope, T::from_f64(1e-8));
+        let probe: Lines<T> = [T::zero(), T::zero(), T::one(), T::zero()];
+        let (gl, gu) = (&mut grad_lower[0], &mut grad_upper[0]);
+        for j in 0..n {
+            let (l, u) = (b.lower[j], b.upper[j]);
+            if !unstable(l, u) {
+                continue;
+            }
+            let clipped = u < l + tiny;
+            let u_r = if clipped { l + tiny } else { u };
+            let den = (u_r - l) * (u_r - l);
+            let d = (u_r - s * l) / (u_r - l);
+            let (mut sl, mut su) = (T::zero(), T::zero());
+            for r in 0..a.nrows() {
+                let x = a[(r, j)];
+                if chosen_line(x, upper, &probe).0 != T::one() || weight[r] == T::zero() {
+                    continue; // this coefficient took the lower line
+                }
+                let zl = z[0][r * n + j] - l;
+                let dy_du = zl * l * (s - T::one()) / den;
+                let dy_dl = zl * u_r * (T::one() - s) / den + s - d;
+                let wx = weight[r] * x;
+                if clipped {
+                    sl += wx * (dy_dl + dy_du);
+                } else {
+                    sl += wx * dy_dl;
+                    su += wx * dy_du;
+                }
+            }
+            gl[j] += sl;
+            gu[j] += su;
+        }
+        Ok(())
     }
 }
 

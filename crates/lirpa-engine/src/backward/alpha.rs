@@ -1,0 +1,1067 @@
+//! α-CROWN: CROWN whose relaxation parameters (e.g. the lower slopes of unstable
+//! ReLUs) are optimized by projected Adam on the bound itself.
+//!
+//! ## Gradient of a bound with respect to the parameters
+//!
+//! We have no autograd, so the vector-Jacobian product of the backward pass is written
+//! by hand. For one specification row `r` and fixed signs of all coefficients (away
+//! from kinks), the backward pass with parameters `α` computes
+//! `bound_r = min_{x ∈ S} c_r · N_r(x; α)`, where `N_r` is the *linearized network*: every
+//! nonlinear node replaced by the line its coefficient chose in row `r`, every affine
+//! node kept. The adjoint of each step of the backward pass is then:
+//!
+//! - concretization (`min_x a·x` by dual norm or box): its gradient in `a` is the
+//!   minimizing point `x*` ([`Perturbation::extreme_points`]);
+//! - a product with a weight (any affine node): the node's own forward map, applied
+//!   to the adjoint values of its inputs ([`Evaluate::forward`] row by row);
+//! - a sign split with lines (any relaxed node): evaluating the chosen line
+//!   ([`LinearRelaxation::relaxed_forward`]).
+//!
+//! So the adjoint values `z_v` (the linearized network evaluated at `x*`, one row per
+//! specification row) come from one forward sweep, and by the envelope theorem
+//! `∂bound_r/∂α_v = ∂(a_v · out_v(z; α_v))/∂α_v`, which each operator computes in
+//! [`OptimizableRelaxation::param_grad`] from the coefficients `a_v` it received. One
+//! step costs one backward pass plus one forward sweep over the specification rows.
+//!
+//! ## Optimization (auto_LiRPA's `_get_optimized_bounds`)
+//!
+//! As auto_LiRPA does when no intermediate bounds are given, every bound computation
+//! of the run has its own parameters: each intermediate node bounded by a backward
+//! pass (a *pass*, keyed by its start node and the rows it refines, fixed at iteration
+//! 0) and the bounded node itself. Each iteration recomputes the intermediate bounds
+//! with their parameters (intersected with IBP, as CROWN does), then the final bound;
+//! the loss is the sum of the final bounds of one side, and its gradient reaches the
+//! intermediate passes' parameters through the intermediate bounds
+//! ([`OptimizableRelaxation::bounds_grad`]: how a relaxation moves with its input
+//! bounds), swept in reverse topological order. The lower and upper bounds are two
+//! independent runs, as in auto_LiRPA. Every parameter value in the feasible sets gives
+//! sound bounds, so the best final bound per element over the iterations is sound;
+//! iteration 0 is CROWN.
+//!
+//! [`OptimizableRelaxation::bounds_grad`]: lirpa_core::OptimizableRelaxation::bounds_grad
+//!
+//! [`Perturbation::extreme_points`]: lirpa_core::Perturbation::extreme_points
+//! [`Evaluate::forward`]: lirpa_core::Evaluate::forward
+//! [`LinearRelaxation::relaxed_forward`]: lirpa_core::LinearRelaxation::relaxed_forward
+//! [`OptimizableRelaxation::param_grad`]: lirpa_core::OptimizableRelaxation::param_grad
+
+use super::{BoundResult, Bounds, InputValue, LinearBoundA, State};
+use crate::options::{BoundOptions, BoundRequest, Method, OptimizeOptions};
+use faer::{Accum, Mat, MatRef, Par};
+use lirpa_core::op::{BackwardCtx, Interval, SideParams};
+use lirpa_core::{
+    Error, Graph, LinearA, LinearBias, NodeId, NodeKind, OptimizableRelaxation, Result, Scalar,
+};
+use smallvec::SmallVec;
+use std::borrow::Cow;
+use std::sync::OnceLock;
+
+/// The relaxation parameters of one optimizable node in one pass.
+#[derive(Clone, Debug, PartialEq)]
+pub struct AlphaNode<T> {
+    pub node: NodeId,
+    /// Values per row of the pass (the operator's row width).
+    pub width: usize,
+    /// Parameters used by the pass's lower-bound coefficients, row-major
+    /// `rows × width` (`None` if the pass has no lower side).
+    pub lower: Option<Vec<T>>,
+    /// Parameters used by its upper-bound coefficients.
+    pub upper: Option<Vec<T>>,
+}
+
+/// The parameters of one backward pass: the bound of an intermediate node (both sides,
+/// some of its elements) or of the bounded node (one side, every specification row).
+#[derive(Clone, Debug, PartialEq)]
+pub struct AlphaPass<T> {
+    /// The node the pass bounds.
+    pub start: NodeId,
+    /// The elements it bounds (intermediate passes), or the specification rows.
+    pub rows: Vec<usize>,
+    /// Parameters of the optimizable nodes of the pass's cone, in topological order.
+    pub nodes: Vec<AlphaNode<T>>,
+}
+
+/// One optimization run (one side of the final bound): the parameters of every pass,
+/// intermediate passes in topological order, the bounded node's pass last.
+#[derive(Clone, Debug, PartialEq)]
+pub struct AlphaRun<T> {
+    /// Whether this run optimizes the upper bound.
+    pub upper: bool,
+    pub passes: Vec<AlphaPass<T>>,
+}
+
+/// Relaxation parameters of an optimized bound computation: what
+/// [`compute_bounds_optimized`] returns, and takes back as a warm start (e.g. per branch
+/// of a branch-and-bound loop, where only the intermediate bounds change).
+#[derive(Clone, Debug, PartialEq)]
+pub struct AlphaState<T> {
+    /// The bounded node.
+    pub target: NodeId,
+    /// Specification rows.
+    pub spec: usize,
+    /// One run per requested side (lower first).
+    pub runs: Vec<AlphaRun<T>>,
+}
+
+impl<T: Scalar> AlphaRun<T> {
+    /// Whether `other` has the same passes, rows and parameter layout.
+    pub fn same_layout(&self, other: &AlphaRun<T>) -> bool {
+        self.upper == other.upper
+            && self.passes.len() == other.passes.len()
+            && self.passes.iter().zip(&other.passes).all(|(p, q)| {
+                p.start == q.start
+                    && p.rows == q.rows
+                    && p.nodes.len() == q.nodes.len()
+                    && p.nodes.iter().zip(&q.nodes).all(|(a, b)| {
+                        a.node == b.node
+                            && a.width == b.width
+                            && a.lower.is_some() == b.lower.is_some()
+                            && a.upper.is_some() == b.upper.is_some()
+                    })
+            })
+    }
+
+    /// Take the parameters of `warm` wherever they apply: same pass start node, same
+    /// optimizable node and width, same row (element of the start node, or
+    /// specification row); other rows keep their CROWN initialization. In a
+    /// branch-and-bound loop the refined rows change from branch to branch, so the
+    /// layouts rarely match exactly.
+    pub fn warm_start(&mut self, warm: &AlphaRun<T>) {
+        if warm.upper != self.upper {
+            return;
+        }
+        for pass in &mut self.passes {
+            let Some(wp) = warm.passes.iter().find(|p| p.start == pass.start) else { continue };
+            // Row of `wp` holding each row of `pass`.
+            let src: Vec<Option<usize>> =
+                pass.rows.iter().map(|j| wp.rows.iter().position(|k| k == j)).collect();
+            for node in &mut pass.nodes {
+                let Some(wn) = wp.nodes.iter().find(|n| n.node == node.node && n.width == node.width) else {
+                    continue;
+                };
+                let w = node.width;
+                for (dst, from) in [(&mut node.lower, &wn.lower), (&mut node.upper, &wn.upper)] {
+                    let (Some(dst), Some(from)) = (dst.as_mut(), from.as_ref()) else { continue };
+                    for (r, s) in src.iter().enumerate() {
+                        if let Some(s) = s {
+                            dst[r * w..(r + 1) * w].copy_from_slice(&from[s * w..(s + 1) * w]);
+                        }
+                    }
+                }
+            }
+        }
+    }
+
+    /// Every parameter vector with its side, in a fixed order.
+    fn params_mut(&mut self) -> impl Iterator<Item = &mut Vec<T>> {
+        self.passes
+            .iter_mut()
+            .flat_map(|p| p.nodes.iter_mut())
+            .flat_map(|n| [&mut n.lower, &mut n.upper])
+            .flatten()
+    }
+}
+
+/// Bounds with optimized relaxations (α-CROWN), whatever `opts.method` says; returns
+/// the bounds and the best parameters. `warm` (parameters of an earlier call on the same
+/// node and specification, e.g. the parent branch) replaces the CROWN initialization
+/// wherever its passes, nodes and rows match ([`AlphaRun::warm_start`]); it is projected
+/// onto the current feasible sets.
+///
+/// With `return_a`, the linear coefficients and bounds are those of the best iteration
+/// (by the sum of the bounds) rather than the best per element.
+pub fn compute_bounds_optimized<T: Scalar>(
+    graph: &Graph<T>,
+    inputs: &[InputValue<T>],
+    opts: &BoundOptions,
+    req: &BoundRequest<'_, T>,
+    warm: Option<&AlphaState<T>>,
+) -> Result<(BoundResult<T>, AlphaState<T>)> {
+    let opts = BoundOptions { method: Method::AlphaCrown, ..opts.clone() };
+    let mut st = State::new(graph, inputs, &opts)?;
+    let target = st.check_request(req)?;
+    if !st.perturbed[target] {
+        let plain = BoundOptions { method: Method::Crown, ..opts.clone() };
+        let res = State::new(graph, inputs, &plain)?.run(req)?;
+        let spec = res.lower.len();
+        return Ok((res, AlphaState { target, spec, runs: vec![] }));
+    }
+    let c_full = st.spec_mat(target, req);
+    let spec = c_full.nrows();
+    let mut lower = vec![T::neg_infinity(); spec];
+    let mut upper = vec![T::infinity(); spec];
+    let mut runs = Vec::new();
+    let mut roots: Vec<(NodeId, LinearA<T>)> = Vec::new();
+    let mut bias = LinearBias::zeros(spec);
+    for (side_upper, wanted) in [(false, req.lower), (true, req.upper)] {
+        if !wanted {
+            continue;
+        }
+        let c = LinearA::both(c_full.clone(), !side_upper, side_upper);
+        let warm_run = warm.and_then(|w| w.runs.iter().find(|r| r.upper == side_upper));
+        let (bounds, run, lin) =
+            st.optimize_run(target, &c, side_upper, warm_run, &opts.optimize, req.return_a)?;
+        if side_upper {
+            upper = bounds;
+        } else {
+            lower = bounds;
+        }
+        if let Some((r, b)) = lin {
+            if side_upper {
+                bias.upper = b.upper;
+            } else {
+                bias.lower = b.lower;
+            }
+            for (id, a) in r {
+                match roots.iter_mut().find(|(i, _)| *i == id) {
+                    Some((_, acc)) => {
+                        if side_upper {
+                            acc.upper = a.upper;
+                        } else {
+                            acc.lower = a.lower;
+                        }
+                    }
+                    None => roots.push((id, a)),
+                }
+            }
+        }
+        runs.push(run);
+    }
+    let (a, bias) = if req.return_a {
+        (roots.into_iter().map(|(input, a)| LinearBoundA { input, a }).collect(), Some(bias))
+    } else {
+        (vec![], None)
+    };
+    Ok((BoundResult { lower, upper, a, bias }, AlphaState { target, spec, runs }))
+}
+
+/// The final bound of `run`'s side computed with the parameters of `run`, and the
+/// gradient of the sum of those bounds with respect to every parameter of the run
+/// (same layout as `run`): the building block of the optimizer, public for tests and
+/// custom optimizers. `run` must have the layout [`compute_bounds_optimized`] returns
+/// for the same request.
+pub fn bound_and_gradient<T: Scalar>(
+    graph: &Graph<T>,
+    inputs: &[InputValue<T>],
+    opts: &BoundOptions,
+    req: &BoundRequest<'_, T>,
+    run: &AlphaRun<T>,
+) -> Result<(Vec<T>, AlphaRun<T>)> {
+    let opts = BoundOptions { method: Method::AlphaCrown, ..opts.clone() };
+    let mut st = State::new(graph, inputs, &opts)?;
+    let target = st.check_request(req)?;
+    if !st.perturbed[target] {
+        return Err(Error::Invalid("the bounded node is not perturbed: there is nothing to optimize".into()));
+    }
+    let c = LinearA::both(st.spec_mat(target, req), !run.upper, run.upper);
+    let layout = st.init_run(target, &c, run.upper)?;
+    if !layout.same_layout(run) {
+        return Err(Error::Invalid(
+            "the parameters were made for another node, specification or model".into(),
+        ));
+    }
+    let mut run = run.clone();
+    let ev = st.evaluate_run(target, &c, &mut run, true, false, &affine_cache(graph.len()))?;
+    let mut grad = run;
+    let mut g = ev.grads.into_iter();
+    for p in grad.params_mut() {
+        *p = g.next().expect("one gradient per parameter vector");
+    }
+    Ok((ev.bounds, grad))
+}
+
+/// Per-coordinate Adam moments (torch's `Adam`), in the order of `params_mut`.
+struct Adam<T> {
+    t: i32,
+    m: Vec<Vec<T>>,
+    v: Vec<Vec<T>>,
+}
+
+impl<T: Scalar> Adam<T> {
+    fn new(run: &mut AlphaRun<T>) -> Self {
+        let m: Vec<Vec<T>> = run.params_mut().map(|p| vec![T::zero(); p.len()]).collect();
+        Adam { t: 0, v: m.clone(), m }
+    }
+
+    /// One step along `dir · grad` (ascent for a lower bound, descent for an upper one).
+    fn step(&mut self, run: &mut AlphaRun<T>, grads: Vec<Vec<T>>, lr: f64, dir: T, o: &OptimizeOptions) {
+        self.t += 1;
+        let (b1, b2) = (T::from_f64(o.adam_beta1), T::from_f64(o.adam_beta2));
+        let c1 = T::one() - b1.powi(self.t);
+        let c2 = T::one() - b2.powi(self.t);
+        let (lr, eps) = (T::from_f64(lr), T::from_f64(o.adam_eps));
+        for (k, (p, g)) in run.params_mut().zip(grads).enumerate() {
+            let (m, v) = (&mut self.m[k], &mut self.v[k]);
+            for i in 0..p.len() {
+                let gi = g[i];
+                m[i] = b1 * m[i] + (T::one() - b1) * gi;
+                v[i] = b2 * v[i] + (T::one() - b2) * gi * gi;
+                let step = lr * (m[i] / c1) / ((v[i] / c2).sqrt() + eps);
+                if step.is_finite() {
+                    p[i] += dir * step;
+                }
+            }
+        }
+    }
+}
+
+/// The dense matrix of an affine operator, per perturbed input edge (`numel(out) ×
+/// numel(input)`), and its constant term: the adjoint sweep evaluates affine nodes for
+/// all rows at once with it.
+struct AffineMap<T> {
+    mats: Vec<Option<Mat<T>>>,
+    bias: Vec<T>,
+}
+
+/// Lazily built [`AffineMap`]s per node (`None`: too large or mostly zeros, evaluated
+/// row by row).
+type AffineCache<T> = Vec<OnceLock<Option<AffineMap<T>>>>;
+
+fn affine_cache<T>(n: usize) -> AffineCache<T> {
+    (0..n).map(|_| OnceLock::new()).collect()
+}
+
+/// Largest dense affine map kept (elements).
+const AFFINE_MAP_LIMIT: usize = 1 << 24;
+
+/// What a pass keeps for the gradient sweep.
+struct PassRecord<T: Scalar> {
+    roots: Vec<(NodeId, LinearA<T>)>,
+    recorded: Vec<Option<LinearA<T>>>,
+    /// Rows whose backward bound is the node's bound (tighter than IBP), per side.
+    active: [Vec<bool>; 2],
+}
+
+/// One evaluation of a run.
+struct Eval<T: Scalar> {
+    /// The final bounds of the run's side.
+    bounds: Vec<T>,
+    /// Gradients in the order of `AlphaRun::params_mut` (empty without `need_grad`).
+    grads: Vec<Vec<T>>,
+    linear: Option<(Vec<(NodeId, LinearA<T>)>, LinearBias<T>)>,
+}
+
+/// How an intermediate node gets its bounds.
+enum Plan<T> {
+    Done(Bounds<T>),
+    /// A backward pass over these rows, intersected with the IBP reference.
+    Rows(Bounds<T>, Vec<usize>),
+}
+
+fn selection<T: Scalar>(rows: &[usize], n: usize) -> Mat<T> {
+    let mut sel = Mat::<T>::zeros(rows.len(), n);
+    for (r, &j) in rows.iter().enumerate() {
+        sel[(r, j)] = T::one();
+    }
+    sel
+}
+
+fn slots<T>(nodes: &[AlphaNode<T>], len: usize) -> Vec<Option<usize>> {
+    let mut slot = vec![None; len];
+    for (k, n) in nodes.iter().enumerate() {
+        slot[n.node] = Some(k);
+    }
+    slot
+}
+
+impl<'g, T: Scalar> State<'g, T> {
+    /// Validate a request and return the bounded node.
+    pub(super) fn check_request(&self, req: &BoundRequest<'_, T>) -> Result<NodeId> {
+        let target = match req.node {
+            Some(t) if t < self.graph.len() => t,
+            Some(t) => return Err(Error::Invalid(format!("node {t} does not exist"))),
+            None => self.graph.output()?,
+        };
+        let node = self.graph.node(target);
+        if let Some(c) = req.c {
+            if c.ncols() != node.numel() {
+                return Err(Error::Invalid(format!(
+                    "the specification matrix has {} columns but node '{}' has {} elements",
+                    c.ncols(),
+                    node.name,
+                    node.numel()
+                )));
+            }
+            for j in 0..c.ncols() {
+                for i in 0..c.nrows() {
+                    if !c[(i, j)].is_finite() {
+                        return Err(Error::NonFinite(format!("specification matrix row {i}, column {j}")));
+                    }
+                }
+            }
+        }
+        Ok(target)
+    }
+
+    pub(super) fn spec_mat(&self, target: NodeId, req: &BoundRequest<'_, T>) -> Mat<T> {
+        let n = self.graph.node(target).numel();
+        req.c.map_or_else(|| Mat::identity(n, n), |c| c.to_owned())
+    }
+
+    fn check_finite(&self, id: NodeId, v: &[T], what: &str) -> Result<()> {
+        match v.iter().position(|x| x.is_nan()) {
+            Some(i) => Err(Error::NonFinite(format!(
+                "optimized {what} bound {i} of node '{}'",
+                self.graph.node(id).name
+            ))),
+            None => Ok(()),
+        }
+    }
+
+    /// Call `f` with the backward context of node `id` (its inputs' bounds).
+    fn with_ctx<R>(&self, id: NodeId, f: impl FnOnce(&BackwardCtx<'_, T>) -> Result<R>) -> Result<R> {
+        let node = self.graph.node(id);
+        let ctx_bounds: SmallVec<[Option<Interval<'_, T>>; 4]> = node
+            .inputs
+            .iter()
+            .map(|&i| match (&self.values[i], &self.bounds[i]) {
+                (Some(v), _) => Some(Interval { lower: &**v, upper: &**v }),
+                (None, Some((l, u))) => Some(Interval { lower: l.as_slice(), upper: u.as_slice() }),
+                (None, None) => None,
+            })
+            .collect();
+        let ctx = BackwardCtx { input_bounds: &ctx_bounds, options: &self.opts.relax, par: self.par };
+        let op_type = node.op().map_or("", |op| op.op_type());
+        f(&ctx).map_err(|e| e.at_node(&node.name, op_type))
+    }
+
+    /// Perturbed nodes `target` depends on (itself included).
+    pub(super) fn cone(&self, target: NodeId) -> Vec<bool> {
+        let mut in_cone = vec![false; target + 1];
+        in_cone[target] = true;
+        for id in (0..=target).rev() {
+            if in_cone[id] && self.perturbed[id] {
+                for &i in &self.graph.node(id).inputs {
+                    in_cone[i] = true;
+                }
+            } else {
+                in_cone[id] = false;
+            }
+        }
+        in_cone
+    }
+
+    /// Nodes of the cone of `target` whose bounds some relaxation needs, in order (as
+    /// [`State::ensure_bounds`]).
+    fn needed_nodes(&self, target: NodeId) -> Vec<NodeId> {
+        let cone = self.cone(target);
+        let mut needed = vec![false; target + 1];
+        for id in 0..=target {
+            if !cone[id] {
+                continue;
+            }
+            if let Some(op) = self.graph.node(id).op() {
+                for &k in op.needs_input_bounds() {
+                    if let Some(&i) = self.graph.node(id).inputs.get(k) {
+                        needed[i] |= self.perturbed[i];
+                    }
+                }
+            }
+        }
+        (0..=target).filter(|&i| needed[i]).collect()
+    }
+
+    /// How node `id` is bounded, mirroring [`State::intermediate_bounds`] for CROWN.
+    fn plan(&self, id: NodeId) -> Result<Plan<T>> {
+        let node = self.graph.node(id);
+        let Some(op) = node.op() else {
+            return Ok(Plan::Done(self.ptb[id].expect("perturbed input").interval()));
+        };
+        let inputs_bounded = node.inputs.iter().all(|&i| !self.perturbed[i] || self.bounds[i].is_some());
+        if op.interval_is_tight() && inputs_bounded {
+            return Ok(Plan::Done(self.ibp_one(id, &vec![None; id + 1])?));
+        }
+        let reference = self.ibp(id)?;
+        if let Some(root) = self.single_perturbed_root(id) {
+            if self.ptb[root].expect("root").is_box() {
+                return Ok(Plan::Done(reference));
+            }
+        }
+        let rows = self.rows_to_refine(id, &reference);
+        if rows.is_empty() {
+            return Ok(Plan::Done(reference));
+        }
+        Ok(Plan::Rows(reference, rows))
+    }
+
+    fn optimizable(&self, id: NodeId) -> Option<&'g dyn OptimizableRelaxation<T>> {
+        self.graph.node(id).op().and_then(|op| op.optimizable())
+    }
+
+    /// CROWN-initialized parameters of the optimizable nodes of the cone of `start`,
+    /// from the current bounds.
+    fn init_nodes(&self, start: NodeId, rows: usize, lower: bool, upper: bool) -> Result<Vec<AlphaNode<T>>> {
+        let cone = self.cone(start);
+        let mut nodes = Vec::new();
+        for id in 0..=start {
+            if !cone[id] {
+                continue;
+            }
+            let Some(opt) = self.optimizable(id) else { continue };
+            let row = self.with_ctx(id, |ctx| opt.init_params(ctx))?;
+            let full = || -> Vec<T> { (0..rows).flat_map(|_| row.iter().copied()).collect() };
+            nodes.push(AlphaNode {
+                node: id,
+                width: row.len(),
+                lower: lower.then(full),
+                upper: upper.then(full),
+            });
+        }
+        Ok(nodes)
+    }
+
+    fn project(&self, nodes: &mut [AlphaNode<T>]) -> Result<()> {
+        for n in nodes {
+            let opt = self
+                .optimizable(n.node)
+                .ok_or_else(|| Error::Invalid(format!("node {} has no optimizable relaxation", n.node)))?;
+            let w = n.width.max(1);
+            self.with_ctx(n.node, |ctx| {
+                for p in [&mut n.lower, &mut n.upper].into_iter().flatten() {
+                    for row in p.chunks_mut(w) {
+                        opt.project(ctx, row);
+                    }
+                }
+                Ok(())
+            })?;
+        }
+        Ok(())
+    }
+
+    fn reset_bounds(&mut self) {
+        self.bounds.iter_mut().for_each(|b| *b = None);
+    }
+
+    /// The passes of a run and their CROWN-initialized parameters.
+    fn init_run(&mut self, target: NodeId, c: &LinearA<T>, upper: bool) -> Result<AlphaRun<T>> {
+        self.reset_bounds();
+        let mut passes = Vec::new();
+        for id in self.needed_nodes(target) {
+            let b = match self.plan(id)? {
+                Plan::Done(b) => b,
+                Plan::Rows(reference, rows) => {
+                    let nodes = self.init_nodes(id, rows.len(), true, true)?;
+                    let pass = AlphaPass { start: id, rows, nodes };
+                    let (b, _) = self.intermediate_pass(&pass, reference, false)?;
+                    passes.push(pass);
+                    b
+                }
+            };
+            self.bounds[id] = Some(b);
+        }
+        let spec = c.spec();
+        let nodes = self.init_nodes(target, spec, !upper, upper)?;
+        passes.push(AlphaPass { start: target, rows: (0..spec).collect(), nodes });
+        Ok(AlphaRun { upper, passes })
+    }
+
+    /// Bounds of an intermediate node from its pass, intersected with `reference`.
+    fn intermediate_pass(
+        &self,
+        pass: &AlphaPass<T>,
+        reference: Bounds<T>,
+        record: bool,
+    ) -> Result<(Bounds<T>, PassRecord<T>)> {
+        let id = pass.start;
+        let n = self.graph.node(id).numel();
+        let a = LinearA::both(selection(&pass.rows, n), true, true);
+        let (roots, bias, recorded) = self.alpha_backward(id, a, &pass.nodes, record)?;
+        let (cl, cu) = self.concretize(&roots, &bias, true, true);
+        self.check_finite(id, &cl, "intermediate lower")?;
+        self.check_finite(id, &cu, "intermediate upper")?;
+        let (mut lo, mut hi) = reference;
+        let mut active = [vec![false; pass.rows.len()], vec![false; pass.rows.len()]];
+        for (r, &j) in pass.rows.iter().enumerate() {
+            if cl[r] >= lo[j] {
+                lo[j] = cl[r];
+                active[0][r] = true;
+            }
+            if cu[r] <= hi[j] {
+                hi[j] = cu[r];
+                active[1][r] = true;
+            }
+        }
+        Ok(((lo, hi), PassRecord { roots, recorded, active }))
+    }
+
+    /// Optimize one side: projected Adam over every pass's parameters.
+    #[allow(clippy::type_complexity)]
+    fn optimize_run(
+        &mut self,
+        target: NodeId,
+        c: &LinearA<T>,
+        upper: bool,
+        warm: Option<&AlphaRun<T>>,
+        o: &OptimizeOptions,
+        keep_linear: bool,
+    ) -> Result<(Vec<T>, AlphaRun<T>, Option<(Vec<(NodeId, LinearA<T>)>, LinearBias<T>)>)> {
+        let cache = affine_cache(self.graph.len());
+        let mut run = self.init_run(target, c, upper)?;
+        if let Some(w) = warm {
+            run.warm_start(w);
+        }
+        let iterations = o.iterations.max(1);
+        let mut adam = Adam::new(&mut run);
+        let better = |a: T, b: T| if upper { a < b } else { a > b };
+        let mut best: Option<Vec<T>> = None;
+        let mut best_run = run.clone();
+        let mut best_sum = T::zero();
+        let mut last = Vec::new();
+        let mut since_improved = 0;
+        for it in 0..iterations {
+            let need_grad = it + 1 < iterations;
+            let ev = self.evaluate_run(target, c, &mut run, need_grad, false, &cache)?;
+            let sum = ev.bounds.iter().fold(T::zero(), |a, &b| a + b);
+            let improved = match &mut best {
+                None => {
+                    best = Some(ev.bounds.clone());
+                    best_run = run.clone();
+                    best_sum = sum;
+                    true
+                }
+                Some(b) => {
+                    let mut any = false;
+                    for (x, &y) in b.iter_mut().zip(&ev.bounds) {
+                        if better(y, *x) {
+                            *x = y;
+                            any = true;
+                        }
+                    }
+                    if better(sum, best_sum) {
+                        best_sum = sum;
+                        best_run = run.clone();
+                    }
+                    any
+                }
+            };
+            last = ev.bounds;
+            since_improved = if improved { 0 } else { since_improved + 1 };
+            if !need_grad || (o.early_stop_patience > 0 && since_improved >= o.early_stop_patience) {
+                break;
+            }
+            let lr = o.lr_alpha * o.lr_decay.powi(it as i32);
+            let dir = if upper { -T::one() } else { T::one() };
+            adam.step(&mut run, ev.grads, lr, dir, o);
+        }
+        let (mut bounds, run) =
+            if o.keep_best { (best.expect("one iteration ran"), best_run) } else { (last, run) };
+        let mut run = run;
+        let mut linear = None;
+        if keep_linear {
+            let ev = self.evaluate_run(target, c, &mut run, false, true, &cache)?;
+            bounds = ev.bounds;
+            linear = ev.linear;
+        }
+        Ok((bounds, run, linear))
+    }
+
+    /// One evaluation of a run: intermediate bounds with their passes' parameters, then
+    /// the final bound; with `need_grad`, the gradient of the sum of the final bounds
+    /// with respect to every parameter (in the order of `AlphaRun::params_mut`).
+    fn evaluate_run(
+        &mut self,
+        target: NodeId,
+        c: &LinearA<T>,
+        run: &mut AlphaRun<T>,
+        need_grad: bool,
+        keep_linear: bool,
+        cache: &AffineCache<T>,
+    ) -> Result<Eval<T>> {
+        self.reset_bounds();
+        let last = run.passes.len() - 1;
+        let mut records: Vec<Option<PassRecord<T>>> = (0..=last).map(|_| None).collect();
+        let mut next = 0;
+        for id in self.needed_nodes(target) {
+            let b = if next < last && run.passes[next].start == id {
+                let reference = self.ibp(id)?;
+                self.project(&mut run.passes[next].nodes)?;
+                let (b, rec) = self.intermediate_pass(&run.passes[next], reference, need_grad)?;
+                records[next] = Some(rec);
+                next += 1;
+                b
+            } else {
+                self.intermediate_bounds(id)?
+            };
+            self.bounds[id] = Some(b);
+        }
+        if next != last {
+            return Err(Error::Invalid("the parameters do not match the model's intermediate bounds".into()));
+        }
+        self.project(&mut run.passes[last].nodes)?;
+        let (roots, bias, recorded) =
+            self.alpha_backward(target, c.clone(), &run.passes[last].nodes, need_grad)?;
+        let (lo, hi) = self.concretize(&roots, &bias, !run.upper, run.upper);
+        let bounds = if run.upper { hi } else { lo };
+        self.check_finite(target, &bounds, if run.upper { "upper" } else { "lower" })?;
+        let spec = bounds.len();
+        records[last] = Some(PassRecord { roots, recorded, active: [vec![true; spec], vec![true; spec]] });
+        let grads = if need_grad { self.reverse(run, &records, cache)? } else { vec![] };
+        let linear = if keep_linear {
+            let rec = records[last].take().expect("final record");
+            Some((rec.roots, bias))
+        } else {
+            None
+        };
+        Ok(Eval { bounds, grads, linear })
+    }
+
+    /// The reverse sweep over the passes (final first, then intermediate passes in
+    /// reverse topological order), accumulating `∂loss/∂bounds` of intermediate nodes.
+    fn reverse(
+        &self,
+        run: &AlphaRun<T>,
+        records: &[Option<PassRecord<T>>],
+        cache: &AffineCache<T>,
+    ) -> Result<Vec<Vec<T>>> {
+        let n_nodes = self.graph.len();
+        // ∂loss/∂(lower, upper bounds) of each node, allocated on first use.
+        let mut gb: Vec<[Vec<T>; 2]> = (0..n_nodes).map(|_| [vec![], vec![]]).collect();
+        let last = run.passes.len() - 1;
+        let mut grads: Vec<Vec<[Option<Vec<T>>; 2]>> =
+            run.passes.iter().map(|p| p.nodes.iter().map(|_| [None, None]).collect()).collect();
+        for p in (0..=last).rev() {
+            let pass = &run.passes[p];
+            let rec = records[p].as_ref().expect("every pass was evaluated");
+            let rows = pass.rows.len();
+            for side in [false, true] {
+                let s = side as usize;
+                let weight: Vec<T> = if p == last {
+                    if side != run.upper {
+                        continue;
+                    }
+                    vec![T::one(); rows]
+                } else {
+                    let g = &gb[pass.start][s];
+                    pass.rows
+                        .iter()
+                        .enumerate()
+                        .map(|(r, &j)| if rec.active[s][r] && !g.is_empty() { g[j] } else { T::zero() })
+                        .collect()
+                };
+                if pass.nodes.is_empty() || weight.iter().all(|w| *w == T::zero()) {
+                    continue;
+                }
+                let slot = slots(&pass.nodes, pass.start + 1);
+                let z = self.adjoint_forward(
+                    pass.start,
+                    &rec.roots,
+                    &rec.recorded,
+                    &pass.nodes,
+                    &slot,
+                    side,
+                    rows,
+                    cache,
+                )?;
+                for (k, node) in pass.nodes.iter().enumerate() {
+                    let params = if side { &node.upper } else { &node.lower };
+                    let Some(params) = params else { continue };
+                    let a = rec.recorded[node.node]
+                        .as_ref()
+                        .and_then(|a| if side { &a.upper } else { &a.lower }.as_ref());
+                    let mut g = vec![T::zero(); params.len()];
+                    if let Some(a) = a {
+                        let opt = self.optimizable(node.node).expect("optimizable");
+                        let zin = self.input_rows(node.node, &z, rows);
+                        let zs: SmallVec<[&[T]; 4]> = zin.iter().map(|x| &**x).collect();
+                        self.with_ctx(node.node, |ctx| {
+                            opt.param_grad(ctx, params, a.as_ref(), side, &zs, &mut g)
+                        })?;
+                        let w = node.width;
+                        for (r, &wr) in weight.iter().enumerate() {
+                            g[r * w..(r + 1) * w].iter_mut().for_each(|x| *x *= wr);
+                        }
+                        let ins = &self.graph.node(node.node).inputs;
+                        let sized = || -> Vec<Vec<T>> {
+                            ins.iter().map(|&i| vec![T::zero(); self.graph.node(i).numel()]).collect()
+                        };
+                        let (mut bl, mut bu) = (sized(), sized());
+                        self.with_ctx(node.node, |ctx| {
+                            opt.bounds_grad(ctx, params, a.as_ref(), side, &zs, &weight, &mut bl, &mut bu)
+                        })?;
+                        for (e, &i) in ins.iter().enumerate() {
+                            for (t, src) in [(0, &bl[e]), (1, &bu[e])] {
+                                if src.iter().all(|x| *x == T::zero()) {
+                                    continue;
+                                }
+                                let acc = &mut gb[i][t];
+                                if acc.is_empty() {
+                                    *acc = vec![T::zero(); src.len()];
+                                }
+                                acc.iter_mut().zip(src).for_each(|(a, b)| *a += *b);
+                            }
+                        }
+                    }
+                    grads[p][k][s] = Some(g);
+                }
+            }
+        }
+        // Flatten in the order of `params_mut`; absent gradients are zeros.
+        let mut out = Vec::new();
+        for (p, pass) in run.passes.iter().enumerate() {
+            for (k, node) in pass.nodes.iter().enumerate() {
+                for (s, params) in [&node.lower, &node.upper].into_iter().enumerate() {
+                    if let Some(params) = params {
+                        out.push(grads[p][k][s].take().unwrap_or_else(|| vec![T::zero(); params.len()]));
+                    }
+                }
+            }
+        }
+        Ok(out)
+    }
+
+    /// The backward sweep of [`State::backward_from`] with dense coefficients, where
+    /// optimizable nodes use their parameters. With `record`, keeps the coefficients each
+    /// non-affine node received (the adjoint sweep chooses its lines by their signs).
+    #[allow(clippy::type_complexity)]
+    fn alpha_backward(
+        &self,
+        target: NodeId,
+        a: LinearA<T>,
+        nodes: &[AlphaNode<T>],
+        record: bool,
+    ) -> Result<(Vec<(NodeId, LinearA<T>)>, LinearBias<T>, Vec<Option<LinearA<T>>>)> {
+        let slot = slots(nodes, target + 1);
+        let mut bias = LinearBias::zeros(a.spec());
+        let mut pending: Vec<Option<LinearA<T>>> = (0..=target).map(|_| None).collect();
+        let mut recorded: Vec<Option<LinearA<T>>> = (0..=target).map(|_| None).collect();
+        pending[target] = Some(a);
+        let mut roots = Vec::new();
+        for id in (0..=target).rev() {
+            let Some(a) = pending[id].take() else { continue };
+            let node = self.graph.node(id);
+            if let Some(v) = &self.values[id] {
+                bias.add_assign(&a.times_vector(v));
+                continue;
+            }
+            let op = match &node.kind {
+                NodeKind::Input => {
+                    roots.push((id, a.into_dense()));
+                    continue;
+                }
+                NodeKind::Op(op) => op.as_ref(),
+                NodeKind::Constant(_) => unreachable!("constants have values"),
+            };
+            let a = a.into_dense();
+            if record && !op.is_affine() {
+                recorded[id] = Some(a.clone());
+            }
+            let res = match (slot[id], op.optimizable()) {
+                (Some(k), Some(opt)) => {
+                    let n = &nodes[k];
+                    let params = SideParams { lower: n.lower.as_deref(), upper: n.upper.as_deref() };
+                    self.with_ctx(id, |ctx| opt.backward_with(ctx, a, params))?
+                }
+                _ => self
+                    .backward_op(node.inputs.as_slice(), op, a, self.par)
+                    .map_err(|e| e.at_node(&node.name, op.op_type()))?,
+            };
+            bias.add_assign(&res.bias);
+            for (k, ak) in res.inputs.into_iter().enumerate() {
+                let Some(ak) = ak else { continue };
+                let i = *node.inputs.get(k).ok_or_else(|| {
+                    Error::Invalid(format!(
+                        "backward rule of node '{}' returned coefficients for input {k}, which does not exist",
+                        node.name
+                    ))
+                })?;
+                let ak = self.settle(i, ak.into_dense())?;
+                match &mut pending[i] {
+                    Some(acc) => acc.add_assign(ak)?,
+                    slot @ None => *slot = Some(ak),
+                }
+            }
+        }
+        roots.sort_by_key(|(id, _)| *id);
+        Ok((roots, bias, recorded))
+    }
+
+    /// The dense map of affine node `id` (from its backward rule with identity
+    /// coefficients), or `None` if it is too large or the rule fails.
+    fn affine_map(&self, id: NodeId) -> Option<AffineMap<T>> {
+        let node = self.graph.node(id);
+        let op = node.op()?;
+        let n = node.numel();
+        let size: usize = node
+            .inputs
+            .iter()
+            .filter(|&&i| self.values[i].is_none())
+            .map(|&i| n * self.graph.node(i).numel())
+            .sum();
+        if size > AFFINE_MAP_LIMIT {
+            return None;
+        }
+        // Probe a few rows first: sparse maps (convolutions, views, sums) are cheaper
+        // row by row, and building them densely would cost a full pass.
+        if n > 64 {
+            let rows: Vec<usize> = (0..16).map(|k| k * n / 16).collect();
+            let probe = LinearA::both(selection::<T>(&rows, n), true, false);
+            let res = self.backward_op(node.inputs.as_slice(), op, probe, Par::Seq).ok()?;
+            let (mut nnz, mut size) = (0usize, 0usize);
+            for a in res.inputs.iter().flatten() {
+                if let Some(m) = &a.clone().into_dense().lower {
+                    size += m.nrows() * m.ncols();
+                    nnz += (0..m.ncols())
+                        .map(|j| m.col(j).iter().filter(|x| **x != T::zero()).count())
+                        .sum::<usize>();
+                }
+            }
+            if nnz * 4 < size {
+                return None;
+            }
+        }
+        let eye = LinearA::both(Mat::<T>::identity(n, n), true, false);
+        let res = self.backward_op(node.inputs.as_slice(), op, eye, Par::Seq).ok()?;
+        let mut mats = Vec::with_capacity(node.inputs.len());
+        for (k, &i) in node.inputs.iter().enumerate() {
+            if self.values[i].is_some() {
+                mats.push(None);
+                continue;
+            }
+            let m = res.inputs.get(k).cloned().flatten().map(|a| a.into_dense().lower)?;
+            let m = m.unwrap_or_else(|| Mat::zeros(n, self.graph.node(i).numel()));
+            if m.nrows() != n || m.ncols() != self.graph.node(i).numel() {
+                return None;
+            }
+            // Sparse maps (convolutions, views, sums) are cheaper row by row.
+            let nnz =
+                (0..m.ncols()).map(|j| m.col(j).iter().filter(|x| **x != T::zero()).count()).sum::<usize>();
+            if nnz * 4 < m.nrows() * m.ncols() {
+                return None;
+            }
+            mats.push(Some(m));
+        }
+        let zeros: Vec<Vec<T>> =
+            node.inputs.iter().map(|&i| vec![T::zero(); self.graph.node(i).numel()]).collect();
+        let args: SmallVec<[&[T]; 4]> = node
+            .inputs
+            .iter()
+            .zip(&zeros)
+            .map(|(&i, z)| self.values[i].as_deref().unwrap_or(z.as_slice()))
+            .collect();
+        let mut bias = vec![T::zero(); n];
+        op.forward(&args, &mut bias).ok()?;
+        Some(AffineMap { mats, bias })
+    }
+
+    /// Values of node `id`'s inputs in the adjoint sweep, row-major `rows × numel`
+    /// (constants repeated per row).
+    fn input_rows<'a>(&'a self, id: NodeId, z: &'a [Option<Vec<T>>], rows: usize) -> Vec<Cow<'a, [T]>> {
+        self.graph
+            .node(id)
+            .inputs
+            .iter()
+            .map(|&i| match (&self.values[i], z.get(i).and_then(|x| x.as_ref())) {
+                (Some(v), _) => Cow::Owned((0..rows).flat_map(|_| v.iter().copied()).collect()),
+                (None, Some(zi)) => Cow::Borrowed(zi.as_slice()),
+                (None, None) => Cow::Owned(vec![T::zero(); rows * self.graph.node(i).numel()]),
+            })
+            .collect()
+    }
+
+    /// The adjoint sweep of side `upper` for a pass from `target`: the linearized
+    /// network of each row evaluated at that row's optimal input point (see the module
+    /// documentation).
+    #[allow(clippy::too_many_arguments)]
+    fn adjoint_forward(
+        &self,
+        target: NodeId,
+        roots: &[(NodeId, LinearA<T>)],
+        recorded: &[Option<LinearA<T>>],
+        nodes: &[AlphaNode<T>],
+        slot: &[Option<usize>],
+        upper: bool,
+        rows: usize,
+        cache: &AffineCache<T>,
+    ) -> Result<Vec<Option<Vec<T>>>> {
+        let cone = self.cone(target);
+        let mut z: Vec<Option<Vec<T>>> = vec![None; target + 1];
+        let side = |a: &LinearA<T>| if upper { a.upper.clone() } else { a.lower.clone() };
+        for id in 0..=target {
+            if !cone[id] || !self.perturbed[id] {
+                continue;
+            }
+            let node = self.graph.node(id);
+            let n = node.numel();
+            let out = match &node.kind {
+                NodeKind::Input => {
+                    let p = self.ptb[id].expect("perturbed input");
+                    match roots.iter().find(|(r, _)| *r == id).and_then(|(_, a)| side(a)) {
+                        Some(a) => p.extreme_points(a.as_ref(), upper),
+                        None => {
+                            let c = p.center();
+                            (0..rows).flat_map(|_| c.iter().copied()).collect()
+                        }
+                    }
+                }
+                NodeKind::Constant(_) => continue,
+                NodeKind::Op(op) => {
+                    let mut out = vec![T::zero(); rows * n];
+                    let map = if op.is_affine() {
+                        cache[id].get_or_init(|| self.affine_map(id)).as_ref()
+                    } else {
+                        None
+                    };
+                    if let Some(map) = map {
+                        // Batched: out = Σ_k Z_k · M_kᵀ + b, row-major.
+                        let mut acc = Mat::<T>::zeros(rows, n);
+                        for (k, &i) in node.inputs.iter().enumerate() {
+                            let (Some(m), Some(zi)) = (&map.mats[k], &z[i]) else { continue };
+                            let zr = MatRef::from_row_major_slice(zi.as_slice(), rows, m.ncols());
+                            let par = lirpa_core::linear::par_for(rows, n, m.ncols(), self.par);
+                            faer::linalg::matmul::matmul(
+                                acc.as_mut(),
+                                Accum::Add,
+                                zr,
+                                m.transpose(),
+                                T::one(),
+                                par,
+                            );
+                        }
+                        for r in 0..rows {
+                            for j in 0..n {
+                                out[r * n + j] = acc[(r, j)] + map.bias[j];
+                            }
+                        }
+                    } else if op.is_affine() {
+                        for r in 0..rows {
+                            let args: SmallVec<[&[T]; 4]> = node
+                                .inputs
+                                .iter()
+                                .map(|&i| match (&self.values[i], &z[i]) {
+                                    (Some(v), _) => &**v,
+                                    (None, Some(zi)) => {
+                                        let ni = self.graph.node(i).numel();
+                                        &zi[r * ni..(r + 1) * ni]
+                                    }
+                                    (None, None) => unreachable!("inputs of a cone node are in the cone"),
+                                })
+                                .collect();
+                            op.forward(&args, &mut out[r * n..(r + 1) * n])
+                                .map_err(|e| e.at_node(&node.name, op.op_type()))?;
+                        }
+                    } else if let Some(a) = recorded[id].as_ref().and_then(side) {
+                        let zin = self.input_rows(id, &z, rows);
+                        let zs: SmallVec<[&[T]; 4]> = zin.iter().map(|x| &**x).collect();
+                        match (slot[id], op.optimizable()) {
+                            (Some(k), Some(opt)) => {
+                                let n = &nodes[k];
+                                let params = if upper { &n.upper } else { &n.lower };
+                                let params = params.as_deref().expect("parameters of a requested side");
+                                self.with_ctx(id, |ctx| {
+                                    opt.relaxed_forward_with(ctx, params, a.as_ref(), upper, &zs, &mut out)
+                                })?
+                            }
+                            _ => self.with_ctx(id, |ctx| {
+                                op.relaxed_forward(ctx, a.as_ref(), upper, &zs, &mut out)
+                            })?,
+                        }
+                    }
+                    // A node that received no coefficients does not affect the bound: zeros.
+                    out
+                }
+            };
+            z[id] = Some(out);
+        }
+        Ok(z)
+    }
+}

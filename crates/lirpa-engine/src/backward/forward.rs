@@ -1,0 +1,190 @@
+//! Forward mode (auto_LiRPA's `forward`, Xu et al. 2020): every node gets linear bounds
+//! `lw·x + lb <= v <= uw·x + ub` in terms of the perturbed inputs `x` (all perturbed
+//! inputs concatenated), from its inputs' linear bounds through the operator's
+//! [`forward_linear`](lirpa_core::LinearRelaxation::forward_linear) rule; each node's
+//! bounds are those linear bounds concretized over the perturbation sets. Memory is
+//! `O(numel × input dimension)` per node.
+//!
+//! `forward+backward` computes intermediate bounds this way and the bounded node by a
+//! backward (CROWN) pass.
+
+use super::{BoundResult, State};
+use crate::options::{BoundOptions, BoundRequest, Method};
+use faer::{Mat, MatRef};
+use lirpa_core::op::{BackwardCtx, Interval};
+use lirpa_core::{Error, FormInput, Graph, LinearA, LinearBias, LinearForm, NodeKind, Result, Scalar};
+use smallvec::SmallVec;
+
+pub(super) fn compute_bounds_forward<T: Scalar>(
+    graph: &Graph<T>,
+    inputs: &[super::InputValue<T>],
+    opts: &BoundOptions,
+    req: &BoundRequest<'_, T>,
+) -> Result<BoundResult<T>> {
+    let mut st = State::new(graph, inputs, opts)?;
+    let target = st.check_request(req)?;
+    if !st.perturbed[target] {
+        let plain = BoundOptions { method: Method::Crown, ..opts.clone() };
+        return State::new(graph, inputs, &plain)?.run(req);
+    }
+    // Column offsets of the perturbed inputs.
+    let mut offsets = vec![usize::MAX; graph.len()];
+    let mut dim = 0;
+    for &id in graph.inputs() {
+        if st.ptb[id].is_some() {
+            offsets[id] = dim;
+            dim += graph.node(id).numel();
+        }
+    }
+    let last = if opts.method == Method::Forward { target } else { target.saturating_sub(1) };
+    let cone = st.cone(target);
+    let mut forms: Vec<Option<LinearForm<T>>> = (0..=target).map(|_| None).collect();
+    for id in 0..=last {
+        if !cone[id] || !st.perturbed[id] {
+            continue;
+        }
+        let node = graph.node(id);
+        let n = node.numel();
+        let form = match &node.kind {
+            NodeKind::Input => {
+                let mut w = Mat::<T>::zeros(n, dim);
+                for j in 0..n {
+                    w[(j, offsets[id] + j)] = T::one();
+                }
+                LinearForm { lw: w.clone(), lb: vec![T::zero(); n], uw: w, ub: vec![T::zero(); n] }
+            }
+            NodeKind::Constant(_) => continue,
+            NodeKind::Op(op) => {
+                let ins: SmallVec<[FormInput<'_, T>; 4]> = node
+                    .inputs
+                    .iter()
+                    .map(|&i| match (&st.values[i], &forms[i]) {
+                        (Some(v), _) => Ok(FormInput::Exact(&**v)),
+                        (None, Some(f)) => Ok(FormInput::Linear(f)),
+                        (None, None) => Err(Error::Invalid(format!("forward mode: input {i} has no bounds"))),
+                    })
+                    .collect::<Result<_>>()?;
+                let ctx_bounds: SmallVec<[Option<Interval<'_, T>>; 4]> = node
+                    .inputs
+                    .iter()
+                    .map(|&i| match (&st.values[i], &st.bounds[i]) {
+                        (Some(v), _) => Some(Interval { lower: &**v, upper: &**v }),
+                        (None, Some((l, u))) => Some(Interval { lower: l.as_slice(), upper: u.as_slice() }),
+                        (None, None) => None,
+                    })
+                    .collect();
+                let ctx = BackwardCtx { input_bounds: &ctx_bounds, options: &st.opts.relax, par: st.par };
+                op.forward_linear(&ctx, &ins, n, dim).map_err(|e| e.at_node(&node.name, op.op_type()))?
+            }
+        };
+        let (lo, hi) = concretize_form(&st, &form, &offsets)?;
+        if let Some(i) = lo.iter().chain(&hi).position(|x| x.is_nan()) {
+            return Err(Error::NonFinite(format!("forward-mode bound {i} of node '{}'", node.name)));
+        }
+        st.bounds[id] = Some((lo, hi));
+        forms[id] = Some(form);
+    }
+    let (lower, upper) = if opts.method == Method::Forward {
+        let f = match req.c {
+            None => forms[target].take().expect("the bounded node has a form"),
+            Some(c) => spec_form(&st, target, c, &forms, dim)?,
+        };
+        let (mut lo, mut hi) = concretize_form(&st, &f, &offsets)?;
+        if !req.lower {
+            lo.iter_mut().for_each(|x| *x = T::neg_infinity());
+        }
+        if !req.upper {
+            hi.iter_mut().for_each(|x| *x = T::infinity());
+        }
+        (lo, hi)
+    } else {
+        let c = LinearA::both(st.spec_mat(target, req), req.lower, req.upper);
+        let (roots, bias) = st.backward_from(target, c, st.par)?;
+        st.concretize(&roots, &bias, req.lower, req.upper)
+    };
+    let name = &graph.node(target).name;
+    if let Some(i) = lower.iter().chain(&upper).position(|x| x.is_nan()) {
+        return Err(Error::NonFinite(format!("bound {i} of node '{name}'")));
+    }
+    Ok(BoundResult { lower, upper, a: vec![], bias: None })
+}
+
+/// Linear bounds of `C·target`: `C` is first carried back exactly through the trailing
+/// affine operators (as auto_LiRPA merges it into the last linear layer), then the linear
+/// bounds of the nodes where that stops are substituted with the sign split.
+fn spec_form<T: Scalar>(
+    st: &State<'_, T>,
+    target: usize,
+    c: MatRef<'_, T>,
+    forms: &[Option<LinearForm<T>>],
+    dim: usize,
+) -> Result<LinearForm<T>> {
+    let rows = c.nrows();
+    let mut pending: Vec<Option<LinearA<T>>> = (0..=target).map(|_| None).collect();
+    pending[target] = Some(LinearA::both(c.to_owned(), true, true));
+    let mut bias = LinearBias::zeros(rows);
+    let mut out = LinearForm {
+        lw: Mat::zeros(rows, dim),
+        lb: vec![T::zero(); rows],
+        uw: Mat::zeros(rows, dim),
+        ub: vec![T::zero(); rows],
+    };
+    for id in (0..=target).rev() {
+        let Some(a) = pending[id].take() else { continue };
+        let node = st.graph.node(id);
+        if let Some(v) = &st.values[id] {
+            bias.add_assign(&a.times_vector(v));
+            continue;
+        }
+        match node.op() {
+            Some(op) if op.is_affine() => {
+                let res = st
+                    .backward_op(node.inputs.as_slice(), op, a.into_dense(), st.par)
+                    .map_err(|e| e.at_node(&node.name, op.op_type()))?;
+                bias.add_assign(&res.bias);
+                for (k, ak) in res.inputs.into_iter().enumerate() {
+                    if let (Some(ak), Some(&i)) = (ak, node.inputs.get(k)) {
+                        let ak = st.settle(i, ak.into_dense())?;
+                        match &mut pending[i] {
+                            Some(acc) => acc.add_assign(ak)?,
+                            slot @ None => *slot = Some(ak),
+                        }
+                    }
+                }
+            }
+            _ => {
+                let f = forms[id].as_ref().ok_or_else(|| {
+                    Error::Invalid(format!("forward mode: node '{}' has no linear bounds", node.name))
+                })?;
+                let a = a.into_dense();
+                let (al, au) = (a.lower.expect("both sides"), a.upper.expect("both sides"));
+                lirpa_core::linear::substitute_form(&mut out, &al, &au, f, st.par)?;
+            }
+        }
+    }
+    out.lb.iter_mut().zip(&bias.lower).for_each(|(a, b)| *a += *b);
+    out.ub.iter_mut().zip(&bias.upper).for_each(|(a, b)| *a += *b);
+    Ok(out)
+}
+
+/// Element-wise bounds from linear bounds: each perturbed input's block of columns is
+/// concretized over its set.
+fn concretize_form<T: Scalar>(
+    st: &State<'_, T>,
+    f: &LinearForm<T>,
+    offsets: &[usize],
+) -> Result<(Vec<T>, Vec<T>)> {
+    let (mut lo, mut hi) = (f.lb.clone(), f.ub.clone());
+    for (id, &off) in offsets.iter().enumerate() {
+        if off == usize::MAX {
+            continue;
+        }
+        let p = st.ptb[id].expect("perturbed input");
+        let n = st.graph.node(id).numel();
+        let cl = p.concretize(f.lw.as_ref().subcols(off, n), false);
+        let cu = p.concretize(f.uw.as_ref().subcols(off, n), true);
+        lo.iter_mut().zip(cl).for_each(|(a, b)| *a += b);
+        hi.iter_mut().zip(cu).for_each(|(a, b)| *a += b);
+    }
+    Ok((lo, hi))
+}
