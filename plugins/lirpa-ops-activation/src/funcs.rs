@@ -116,7 +116,9 @@ impl Func for SShaped {
 ///   (reflected for odd `j`): the S-shaped relaxation, as auto_LiRPA 0.7.1;
 /// - else inside one convex or concave piece `[iπ, (i+1)π]`: chord and tangent at the
 ///   midpoint;
-/// - else the constant bounds of the exact range.
+/// - else, below a width of 2π, the chord slope with the tightest intercepts (from the
+///   ends and the stationary points `cos y = k`); wider, the constant bounds of the
+///   exact range.
 #[derive(Debug)]
 pub struct Trig {
     pub cos: bool,
@@ -194,8 +196,29 @@ impl Func for Trig {
             let convex = il.rem_euclid(2.0) == 1.0;
             return convex_piece(&f, &df, l, u, 0.5 * l + 0.5 * u, convex);
         }
-        let (lo, hi) = self.range(l, u);
-        Relax::constant(lo, hi)
+        // Across an extremum: the chord slope k with the tightest intercepts, from
+        // sin(y) - k·y at the ends and at its stationary points cos(y) = k.
+        let k = (yu.sin() - yl.sin()) / (yu - yl);
+        if !(k.abs() <= 1.0) {
+            let (lo, hi) = self.range(l, u);
+            return Relax::constant(lo, hi);
+        }
+        let a = k.acos();
+        let mut cand = vec![yl, yu];
+        for base in [a, -a] {
+            let n0 = ((yl - base) / (2.0 * PI)).ceil();
+            let mut y = base + 2.0 * PI * n0;
+            while y <= yu && cand.len() < 6 {
+                if y >= yl {
+                    cand.push(y);
+                }
+                y += 2.0 * PI;
+            }
+        }
+        let g = |y: f64| y.sin();
+        let r = fixed_slope(&g, k, &cand);
+        let xs: Vec<f64> = cand.iter().map(|y| y - phase).collect();
+        Relax::new(r.lower.shifted(phase), r.upper.shifted(phase)).with_contacts(&xs)
     }
     fn extra_margin(&self, l: f64, u: f64) -> f64 {
         // Reducing the argument by jπ costs an absolute error of a few ulps of |x|, and

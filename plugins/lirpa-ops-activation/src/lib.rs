@@ -359,6 +359,24 @@ mod tests {
         assert!(lo.k < 0.0 && hi.k < 0.0);
     }
 
+    /// Sin on [1, 4] crosses the maximum at π/2 and the inflection at π: the chord
+    /// slope k = (sin 4 - sin 1)/3 ≈ -0.533 with intercepts touching sin at the ends
+    /// or where cos y = k (y ≈ 2.133); the upper line at 4 is ≈ -0.15, far below the
+    /// constant bound 1.
+    #[test]
+    fn sin_across_an_extremum() {
+        let (lo, hi) = relax(Trig { cos: false }, 1.0, 4.0);
+        let k = (4f64.sin() - 1f64.sin()) / 3.0;
+        assert!(close(lo.k, k) && close(hi.k, k));
+        for i in 0..=300 {
+            let x = 1.0 + 3.0 * i as f64 / 300.0;
+            assert!(lo.k * x + lo.b <= x.sin() && hi.k * x + hi.b >= x.sin(), "at {x}");
+        }
+        let y = k.acos();
+        assert!(close(hi.b, y.sin() - k * y), "{hi:?}");
+        assert!(hi.k * 4.0 + hi.b < 0.0);
+    }
+
     #[test]
     fn domain_errors_are_errors() {
         let e = Elementwise { func: SmoothFn(Smooth::Log) };
