@@ -2,7 +2,8 @@
 //!
 //! - S-shaped: Sigmoid, Tanh, Atan, Erf (auto_LiRPA 0.7.1's tangent/chord cases, with
 //!   tangent points found by bisection and verified, see [`sshape`]);
-//! - Gelu (`approximate = "none"`): the chord slope with the tightest intercepts;
+//! - Gelu (`approximate = "none"` or `"tanh"`): the chord slope with the tightest
+//!   intercepts;
 //! - convex or concave: Exp, Log, Reciprocal, Sqrt, Softplus, Pow with a constant
 //!   exponent (`Pow(x, 2)` is auto_LiRPA's `BoundSqr`): chord on one side, tangent on
 //!   the other (auto_LiRPA's tangent points);
@@ -218,8 +219,9 @@ fn build_erf<T: Scalar>(node: &NodeDef<'_>) -> Result<BuiltOp<T>> {
 }
 fn build_gelu<T: Scalar>(node: &NodeDef<'_>) -> Result<BuiltOp<T>> {
     match node.attrs.string("approximate")? {
-        None | Some("none") => unary(node, Gelu),
-        Some(a) => Err(Error::unimplemented(format!("Gelu with approximate = '{a}'"))),
+        None | Some("none") => unary(node, Gelu { tanh: false }),
+        Some("tanh") => unary(node, Gelu { tanh: true }),
+        Some(a) => Err(Error::Invalid(format!("Gelu with unknown approximate = '{a}'"))),
     }
 }
 fn build_exp<T: Scalar>(node: &NodeDef<'_>) -> Result<BuiltOp<T>> {
