@@ -534,6 +534,7 @@ pub fn registered_unary_specs() -> Vec<OpSpec> {
     }
     variants.push(OpSpec::new("Clip").opset(6).attr("min", Attr::Float(-0.5)).attr("max", Attr::Float(2.0)));
     variants.push(OpSpec::new("LeakyRelu").attr("alpha", Attr::Float(0.2)));
+    variants.push(OpSpec::new("Gelu").attr("approximate", Attr::String("tanh".into())));
     for s in variants {
         if s.build::<f64>(&[1]).is_ok() {
             v.push(s);

@@ -116,7 +116,9 @@ impl Func for SShaped {
 ///   (reflected for odd `j`): the S-shaped relaxation, as auto_LiRPA 0.7.1;
 /// - else inside one convex or concave piece `[iπ, (i+1)π]`: chord and tangent at the
 ///   midpoint;
-/// - else the constant bounds of the exact range.
+/// - else, below a width of 2π, the chord slope with the tightest intercepts (from the
+///   ends and the stationary points `cos y = k`); wider, the constant bounds of the
+///   exact range.
 #[derive(Debug)]
 pub struct Trig {
     pub cos: bool,
@@ -194,8 +196,29 @@ impl Func for Trig {
             let convex = il.rem_euclid(2.0) == 1.0;
             return convex_piece(&f, &df, l, u, 0.5 * l + 0.5 * u, convex);
         }
-        let (lo, hi) = self.range(l, u);
-        Relax::constant(lo, hi)
+        // Across an extremum: the chord slope k with the tightest intercepts, from
+        // sin(y) - k·y at the ends and at its stationary points cos(y) = k.
+        let k = (yu.sin() - yl.sin()) / (yu - yl);
+        if !(k.abs() <= 1.0) {
+            let (lo, hi) = self.range(l, u);
+            return Relax::constant(lo, hi);
+        }
+        let a = k.acos();
+        let mut cand = vec![yl, yu];
+        for base in [a, -a] {
+            let n0 = ((yl - base) / (2.0 * PI)).ceil();
+            let mut y = base + 2.0 * PI * n0;
+            while y <= yu && cand.len() < 6 {
+                if y >= yl {
+                    cand.push(y);
+                }
+                y += 2.0 * PI;
+            }
+        }
+        let g = |y: f64| y.sin();
+        let r = fixed_slope(&g, k, &cand);
+        let xs: Vec<f64> = cand.iter().map(|y| y - phase).collect();
+        Relax::new(r.lower.shifted(phase), r.upper.shifted(phase)).with_contacts(&xs)
     }
     fn extra_margin(&self, l: f64, u: f64) -> f64 {
         // Reducing the argument by jπ costs an absolute error of a few ulps of |x|, and
@@ -383,25 +406,60 @@ impl Func for Pow {
 
 // ---------------------------------------------------------------- GELU
 
-/// `x·Φ(x)` (ONNX Gelu with `approximate = "none"`).
+/// `x·Φ(x)` (ONNX Gelu, `approximate = "none"`) or its tanh approximation
+/// `x/2·(1 + tanh(√(2/π)(x + 0.044715x³)))` (`approximate = "tanh"`).
 ///
-/// `GELU'' = φ(x)(2 - x²)`: `GELU'` decreases on `x <= -√2`, increases on `[-√2, √2]`,
-/// decreases on `x >= √2`. Relaxation: the chord slope `k`, with the tightest
-/// intercepts, from `f - k·x` at the ends and at its stationary points (one at most per
-/// monotone piece of `GELU'`, found by bisection).
+/// Both have `GELU'` decreasing on `x <= -r`, increasing on `[-r, r]`, decreasing on
+/// `x >= r`: for the exact GELU `GELU'' = φ(x)(2 - x²)`, so `r = √2`; for the tanh
+/// form `GELU'' = 2σ'(2v)·h(x)` with `v = √(2/π)(x + 0.044715x³)` and
+/// `h = 2v' + x·v'' + 2x(1 - 2σ(2v))·v'²`, an even function, positive at 0 and
+/// decreasing to -∞, whose positive root `r` is found by bisection. Relaxation: the
+/// chord slope `k`, with the tightest intercepts, from `f - k·x` at the ends and at
+/// its stationary points (one at most per monotone piece of `GELU'`, by bisection).
 #[derive(Debug)]
-pub struct Gelu;
+pub struct Gelu {
+    pub tanh: bool,
+}
+
+const GELU_C: f64 = 0.797_884_560_802_865_4; // √(2/π)
+const GELU_A: f64 = 0.044_715;
+
+fn sigmoid_d(z: f64) -> f64 {
+    let e = (-z.abs()).exp();
+    e / ((1.0 + e) * (1.0 + e))
+}
 
 impl Gelu {
-    fn df(x: f64) -> f64 {
-        0.5 * erfc(-x / SQRT_2) + x * (-0.5 * x * x).exp() / (2.0 * PI).sqrt()
+    fn df(&self, x: f64) -> f64 {
+        if self.tanh {
+            let v = GELU_C * (x + GELU_A * x * x * x);
+            let dv = GELU_C * (1.0 + 3.0 * GELU_A * x * x);
+            sigmoid(2.0 * v) + 2.0 * x * sigmoid_d(2.0 * v) * dv
+        } else {
+            0.5 * erfc(-x / SQRT_2) + x * (-0.5 * x * x).exp() / (2.0 * PI).sqrt()
+        }
     }
-    fn candidates(k: f64, l: f64, u: f64) -> Vec<f64> {
+    /// The positive inflection point.
+    fn inflection(&self) -> f64 {
+        if !self.tanh {
+            return SQRT_2;
+        }
+        static R: std::sync::OnceLock<f64> = std::sync::OnceLock::new();
+        *R.get_or_init(|| {
+            let h = |x: f64| {
+                let v = GELU_C * (x + GELU_A * x * x * x);
+                let dv = GELU_C * (1.0 + 3.0 * GELU_A * x * x);
+                let ddv = 6.0 * GELU_C * GELU_A * x;
+                2.0 * dv + x * ddv + 2.0 * x * (1.0 - 2.0 * sigmoid(2.0 * v)) * dv * dv
+            };
+            bisect_root(&h, 0.0, 4.0, false)
+        })
+    }
+    fn candidates(&self, k: f64, l: f64, u: f64) -> Vec<f64> {
         let mut c = vec![l, u];
-        let g = |x: f64| Self::df(x) - k;
-        for (a, b, inc) in
-            [(f64::NEG_INFINITY, -SQRT_2, false), (-SQRT_2, SQRT_2, true), (SQRT_2, f64::INFINITY, false)]
-        {
+        let g = |x: f64| self.df(x) - k;
+        let r = self.inflection();
+        for (a, b, inc) in [(f64::NEG_INFINITY, -r, false), (-r, r, true), (r, f64::INFINITY, false)] {
             let (a, b) = (a.max(l), b.min(u));
             if !(a < b) {
                 continue;
@@ -423,13 +481,18 @@ impl Func for Gelu {
         if x.is_infinite() {
             return if x > 0.0 { x } else { 0.0 };
         }
-        0.5 * x * erfc(-x / SQRT_2)
+        if self.tanh {
+            // x/2·(1 + tanh v) = x·σ(2v), without cancellation for negative x.
+            x * sigmoid(2.0 * GELU_C * (x + GELU_A * x * x * x))
+        } else {
+            0.5 * x * erfc(-x / SQRT_2)
+        }
     }
     fn range(&self, l: f64, u: f64) -> (f64, f64) {
         let (lc, uc) = (l.max(-60.0), u.min(60.0));
         let (mut lo, mut hi) = monotone_range(&|x| self.f(x), l, u);
         if lc < uc {
-            let r = fixed_slope(&|x| self.f(x), 0.0, &Self::candidates(0.0, lc, uc));
+            let r = fixed_slope(&|x| self.f(x), 0.0, &self.candidates(0.0, lc, uc));
             lo = lo.min(r.lower.b);
             hi = hi.max(r.upper.b);
         }
@@ -441,8 +504,9 @@ impl Func for Gelu {
     }
     fn relax(&self, l: f64, u: f64) -> Relax {
         let f = |x: f64| self.f(x);
-        let k = chord_slope(&f, &Self::df, l, u);
-        fixed_slope(&f, k, &Self::candidates(k, l, u))
+        let df = |x: f64| self.df(x);
+        let k = chord_slope(&f, &df, l, u);
+        fixed_slope(&f, k, &self.candidates(k, l, u))
     }
 }
 

@@ -2,7 +2,8 @@
 //!
 //! - S-shaped: Sigmoid, Tanh, Atan, Erf (auto_LiRPA 0.7.1's tangent/chord cases, with
 //!   tangent points found by bisection and verified, see [`sshape`]);
-//! - Gelu (`approximate = "none"`): the chord slope with the tightest intercepts;
+//! - Gelu (`approximate = "none"` or `"tanh"`): the chord slope with the tightest
+//!   intercepts;
 //! - convex or concave: Exp, Log, Reciprocal, Sqrt, Softplus, Pow with a constant
 //!   exponent (`Pow(x, 2)` is auto_LiRPA's `BoundSqr`): chord on one side, tangent on
 //!   the other (auto_LiRPA's tangent points);
@@ -218,8 +219,9 @@ fn build_erf<T: Scalar>(node: &NodeDef<'_>) -> Result<BuiltOp<T>> {
 }
 fn build_gelu<T: Scalar>(node: &NodeDef<'_>) -> Result<BuiltOp<T>> {
     match node.attrs.string("approximate")? {
-        None | Some("none") => unary(node, Gelu),
-        Some(a) => Err(Error::unimplemented(format!("Gelu with approximate = '{a}'"))),
+        None | Some("none") => unary(node, Gelu { tanh: false }),
+        Some("tanh") => unary(node, Gelu { tanh: true }),
+        Some(a) => Err(Error::Invalid(format!("Gelu with unknown approximate = '{a}'"))),
     }
 }
 fn build_exp<T: Scalar>(node: &NodeDef<'_>) -> Result<BuiltOp<T>> {
@@ -357,6 +359,24 @@ mod tests {
             assert!(lo.k * x + lo.b <= x.sin() && hi.k * x + hi.b >= x.sin(), "at {x}");
         }
         assert!(lo.k < 0.0 && hi.k < 0.0);
+    }
+
+    /// Sin on [1, 4] crosses the maximum at π/2 and the inflection at π: the chord
+    /// slope k = (sin 4 - sin 1)/3 ≈ -0.533 with intercepts touching sin at the ends
+    /// or where cos y = k (y ≈ 2.133); the upper line at 4 is ≈ -0.15, far below the
+    /// constant bound 1.
+    #[test]
+    fn sin_across_an_extremum() {
+        let (lo, hi) = relax(Trig { cos: false }, 1.0, 4.0);
+        let k = (4f64.sin() - 1f64.sin()) / 3.0;
+        assert!(close(lo.k, k) && close(hi.k, k));
+        for i in 0..=300 {
+            let x = 1.0 + 3.0 * i as f64 / 300.0;
+            assert!(lo.k * x + lo.b <= x.sin() && hi.k * x + hi.b >= x.sin(), "at {x}");
+        }
+        let y = k.acos();
+        assert!(close(hi.b, y.sin() - k * y), "{hi:?}");
+        assert!(hi.k * 4.0 + hi.b < 0.0);
     }
 
     #[test]
