@@ -13,6 +13,7 @@ pub mod linear;
 pub mod op;
 pub mod perturbation;
 pub mod registry;
+pub mod rng;
 pub mod scalar;
 pub mod tensor;
 pub mod window;
