@@ -53,6 +53,15 @@ struct VerifyArgs {
     /// Seed of the attack.
     #[arg(long, default_value_t = 0)]
     seed: u64,
+    /// PGD restarts of the first attack (default: the library's).
+    #[arg(long)]
+    pgd_restarts: Option<usize>,
+    /// Split look-ahead (default: the library's).
+    #[arg(long)]
+    lookahead: Option<usize>,
+    /// PGD steps per restart (default: the library's).
+    #[arg(long)]
+    pgd_steps: Option<usize>,
 }
 
 #[derive(Clone, Copy, ValueEnum)]
@@ -333,6 +342,9 @@ fn verify(args: &VerifyArgs, started: std::time::Instant) -> Result<()> {
     let mut opts = VerifyOptions::with_timeout(timeout);
     opts.deadline = deadline;
     opts.seed = args.seed;
+    opts.pgd_restarts = args.pgd_restarts.unwrap_or(opts.pgd_restarts);
+    opts.pgd_steps = args.pgd_steps.unwrap_or(opts.pgd_steps);
+    opts.lookahead = args.lookahead.unwrap_or(opts.lookahead);
     opts.progress = Some(&progress);
     let model = lirpa_verify::Model::load(&args.model)?;
     let problem = lirpa_verify::Problem::from_property(&lirpa_vnnlib::parse_file(&args.spec)?);

@@ -79,6 +79,9 @@ pub struct BabOptions {
     pub batch: usize,
     /// Deepest split; 0 bounds the region once without splitting.
     pub max_depth: u32,
+    /// Bound both halves for this many of the best-scored dimensions and split the
+    /// one whose worse half has the best bound (0: the score alone).
+    pub lookahead: usize,
 }
 
 /// The outcome on one region.
@@ -196,6 +199,31 @@ fn process(
     if dim.is_some_and(|j| score[j] <= 0.0) {
         dim = pick(&width); // no information from the coefficients: the widest side
     }
+    if opts.lookahead > 0 {
+        let mut order: Vec<usize> = (0..n).filter(|&j| splittable(j)).collect();
+        order.sort_by(|&a, &b| score[b].total_cmp(&score[a]));
+        let mut best: Option<(usize, f64)> = None;
+        for &j in order.iter().take(opts.lookahead) {
+            let mid = 0.5 * (dom.lower[j] + dom.upper[j]);
+            let mut worst_half = f64::INFINITY;
+            for half in 0..2 {
+                let (mut l, mut u) = (dom.lower.clone(), dom.upper.clone());
+                if half == 0 {
+                    u[j] = mid
+                } else {
+                    l[j] = mid
+                }
+                let b = bounder.bound(&l, &u, &rows)?;
+                worst_half = worst_half.min(objective(region, &dom.open, &b.lower));
+            }
+            if best.is_none_or(|(_, v)| worst_half > v) {
+                best = Some((j, worst_half));
+            }
+        }
+        if let Some((j, _)) = best {
+            dim = Some(j);
+        }
+    }
     let Some(j) = dim.filter(|_| dom.depth < opts.max_depth) else { return Ok(Outcome::Stuck(worst)) };
     let mid = 0.5 * (dom.lower[j] + dom.upper[j]);
     let mut left = Domain {
@@ -208,6 +236,19 @@ fn process(
     let mut right = Domain { lower: dom.lower, upper: dom.upper, open, depth: dom.depth + 1 };
     right.lower[j] = mid;
     Ok(Outcome::Split(left, right, worst))
+}
+
+/// The worst (over disjuncts `open`, rows stacked in `lower`) best-row margin.
+fn objective(region: &Region, open: &[usize], lower: &[f64]) -> f64 {
+    let mut r0 = 0;
+    let mut worst = f64::INFINITY;
+    for &k in open {
+        let d = &region.disjuncts[k].d;
+        let best = d.iter().enumerate().map(|(i, d)| lower[r0 + i] - d).fold(f64::NEG_INFINITY, f64::max);
+        worst = worst.min(best);
+        r0 += d.len();
+    }
+    worst
 }
 
 /// Branch and bound on the input box of `region`. Returns the result and the number

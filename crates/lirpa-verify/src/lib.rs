@@ -41,11 +41,11 @@ use std::time::{Duration, Instant};
 /// Errors of the verifier: loading, parsing, mismatched sizes, bound computation.
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
-    #[error("{0}")]
+    #[error(transparent)]
     Onnx(#[from] OnnxError),
-    #[error("{0}")]
+    #[error(transparent)]
     Vnnlib(#[from] lirpa_vnnlib::Error),
-    #[error("{0}")]
+    #[error(transparent)]
     Bound(#[from] lirpa::Error),
     #[error("{0}")]
     Invalid(String),
@@ -204,6 +204,8 @@ pub struct VerifyOptions<'a> {
     pub max_split_inputs: usize,
     /// Sub-boxes bounded per parallel batch.
     pub batch: usize,
+    /// See [`bab::BabOptions::lookahead`].
+    pub lookahead: usize,
     /// After an `unknown` from the bounds, at most this long more is spent attacking.
     pub extra_attack: Duration,
     /// Called about once a second during long phases.
@@ -220,6 +222,7 @@ impl VerifyOptions<'_> {
             pgd_steps: 40,
             max_split_inputs: 16,
             batch: 64,
+            lookahead: 0,
             extra_attack: Duration::from_secs(30),
             progress: None,
         }
@@ -264,7 +267,11 @@ pub fn verify(model: &Model, problem: &Problem, opts: &VerifyOptions<'_>) -> Res
     let t = Instant::now();
     let bounder = bab::CrownBounder::new(&model.g64);
     let split = problem.n_inputs <= opts.max_split_inputs;
-    let bab_opts = bab::BabOptions { batch: opts.batch, max_depth: if split { 200 } else { 0 } };
+    let bab_opts = bab::BabOptions {
+        batch: opts.batch,
+        max_depth: if split { 200 } else { 0 },
+        lookahead: opts.lookahead,
+    };
     let mut unknown: Option<String> = None;
     let mut timed_out = false;
     for region in &problem.regions {
