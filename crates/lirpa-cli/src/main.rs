@@ -56,9 +56,9 @@ struct VerifyArgs {
     /// PGD restarts of the first attack (default: the library's).
     #[arg(long)]
     pgd_restarts: Option<usize>,
-    /// Split look-ahead (default: the library's).
+    /// Split look-ahead depth (default: the library's).
     #[arg(long)]
-    lookahead: Option<usize>,
+    lookahead_depth: Option<u32>,
     /// PGD steps per restart (default: the library's).
     #[arg(long)]
     pgd_steps: Option<usize>,
@@ -344,7 +344,7 @@ fn verify(args: &VerifyArgs, started: std::time::Instant) -> Result<()> {
     opts.seed = args.seed;
     opts.pgd_restarts = args.pgd_restarts.unwrap_or(opts.pgd_restarts);
     opts.pgd_steps = args.pgd_steps.unwrap_or(opts.pgd_steps);
-    opts.lookahead = args.lookahead.unwrap_or(opts.lookahead);
+    opts.lookahead_depth = args.lookahead_depth.unwrap_or(opts.lookahead_depth);
     opts.progress = Some(&progress);
     let model = lirpa_verify::Model::load(&args.model)?;
     let problem = lirpa_verify::Problem::from_property(&lirpa_vnnlib::parse_file(&args.spec)?);

@@ -79,9 +79,9 @@ pub struct BabOptions {
     pub batch: usize,
     /// Deepest split; 0 bounds the region once without splitting.
     pub max_depth: u32,
-    /// Bound both halves for this many of the best-scored dimensions and split the
-    /// one whose worse half has the best bound (0: the score alone).
-    pub lookahead: usize,
+    /// Below this depth, when the `|A|·width` score and the widest side disagree,
+    /// bound both halves of both and split the one whose worse half is better.
+    pub lookahead_depth: u32,
 }
 
 /// The outcome on one region.
@@ -195,15 +195,16 @@ fn process(
             _ => Some(j),
         })
     };
+    let by_width = pick(&width);
     let mut dim = pick(&score);
     if dim.is_some_and(|j| score[j] <= 0.0) {
-        dim = pick(&width); // no information from the coefficients: the widest side
+        dim = by_width; // no information from the coefficients: the widest side
     }
-    if opts.lookahead > 0 {
-        let mut order: Vec<usize> = (0..n).filter(|&j| splittable(j)).collect();
-        order.sort_by(|&a, &b| score[b].total_cmp(&score[a]));
+    if dim != by_width && dom.depth < opts.lookahead_depth {
+        // The two heuristics disagree: bound both halves of both candidates and keep
+        // the split whose worse half is better.
         let mut best: Option<(usize, f64)> = None;
-        for &j in order.iter().take(opts.lookahead) {
+        for j in [dim, by_width].into_iter().flatten() {
             let mid = 0.5 * (dom.lower[j] + dom.upper[j]);
             let mut worst_half = f64::INFINITY;
             for half in 0..2 {
@@ -220,9 +221,7 @@ fn process(
                 best = Some((j, worst_half));
             }
         }
-        if let Some((j, _)) = best {
-            dim = Some(j);
-        }
+        dim = best.map(|b| b.0);
     }
     let Some(j) = dim.filter(|_| dom.depth < opts.max_depth) else { return Ok(Outcome::Stuck(worst)) };
     let mid = 0.5 * (dom.lower[j] + dom.upper[j]);

@@ -204,8 +204,8 @@ pub struct VerifyOptions<'a> {
     pub max_split_inputs: usize,
     /// Sub-boxes bounded per parallel batch.
     pub batch: usize,
-    /// See [`bab::BabOptions::lookahead`].
-    pub lookahead: usize,
+    /// See [`bab::BabOptions::lookahead_depth`].
+    pub lookahead_depth: u32,
     /// After an `unknown` from the bounds, at most this long more is spent attacking.
     pub extra_attack: Duration,
     /// Called about once a second during long phases.
@@ -222,7 +222,7 @@ impl VerifyOptions<'_> {
             pgd_steps: 40,
             max_split_inputs: 16,
             batch: 64,
-            lookahead: 0,
+            lookahead_depth: 10,
             extra_attack: Duration::from_secs(30),
             progress: None,
         }
@@ -270,7 +270,7 @@ pub fn verify(model: &Model, problem: &Problem, opts: &VerifyOptions<'_>) -> Res
     let bab_opts = bab::BabOptions {
         batch: opts.batch,
         max_depth: if split { 200 } else { 0 },
-        lookahead: opts.lookahead,
+        lookahead_depth: opts.lookahead_depth,
     };
     let mut unknown: Option<String> = None;
     let mut timed_out = false;
