@@ -78,7 +78,9 @@ pub fn attack(
         }
         let (ri, di) = targets[r % targets.len()];
         let mut rng = Rng::new(seed.wrapping_mul(31) ^ 0xA77A_C4 ^ r as u64);
-        match pgd(model, problem, ri, di, r >= targets.len(), budget, &mut rng) {
+        let region = &problem.regions[ri];
+        let (l, u) = (&region.lower, &region.upper);
+        match pgd(model, problem, ri, di, (l, u), r >= targets.len(), budget, &mut rng) {
             Ok(Some(ce)) => Some(Stop::Found(ce)),
             Ok(None) => None,
             Err(e) => Some(Stop::Failed(e)),
@@ -89,7 +91,10 @@ pub fn attack(
 
 /// The centre (`k == 0`), a random corner (odd `k`), or a uniform point.
 fn sample_point(region: &Region, k: usize, rng: &mut Rng) -> Vec<f64> {
-    let (l, u) = (&region.lower, &region.upper);
+    sample_in(&region.lower, &region.upper, k, rng)
+}
+
+fn sample_in(l: &[f64], u: &[f64], k: usize, rng: &mut Rng) -> Vec<f64> {
     (0..l.len())
         .map(|j| match k {
             0 => 0.5 * (l[j] + u[j]),
@@ -129,22 +134,24 @@ pub fn value_and_gradient(model: &Model, x: &[f64], c: &[Vec<f64>]) -> Result<(V
     Ok((res.lower.iter().map(|&v| v as f64).collect(), g))
 }
 
-/// One PGD run on disjunct `di` of region `ri`: sign steps scaled by the box's
-/// half-widths, decaying linearly, projected onto the box.
-fn pgd(
+/// One PGD run on disjunct `di` of region `ri`, inside the box `(l, u)` (the region's
+/// or a sub-box of it): sign steps scaled by the box's half-widths, decaying linearly,
+/// projected onto the box.
+#[allow(clippy::too_many_arguments)]
+pub fn pgd(
     model: &Model,
     problem: &Problem,
     ri: usize,
     di: usize,
+    (l, u): (&[f64], &[f64]),
     random_start: bool,
     budget: &Budget,
     rng: &mut Rng,
 ) -> Result<Option<Counterexample>> {
     let region = &problem.regions[ri];
     let dis = &region.disjuncts[di];
-    let (l, u) = (&region.lower, &region.upper);
     let n = l.len();
-    let mut x = sample_point(region, if random_start { 2 } else { 0 }, rng);
+    let mut x = sample_in(l, u, if random_start { 2 } else { 0 }, rng);
     if dis.c.is_empty() {
         return Ok(model.confirm(problem, region, &x));
     }

@@ -204,6 +204,10 @@ pub struct VerifyOptions<'a> {
     pub max_split_inputs: usize,
     /// Sub-boxes bounded per parallel batch.
     pub batch: usize,
+    /// PGD steps of the attack run in the worst box of each branch-and-bound batch
+    /// (0: none, the default: on the hard ACAS Xu sat instances it found nothing the
+    /// corner checks did not).
+    pub local_steps: usize,
     /// See [`bab::BabOptions::lookahead_depth`].
     pub lookahead_depth: u32,
     /// After an `unknown` from the bounds, at most this long more is spent attacking.
@@ -223,6 +227,7 @@ impl VerifyOptions<'_> {
             max_split_inputs: 16,
             batch: 64,
             lookahead_depth: 10,
+            local_steps: 0,
             extra_attack: Duration::from_secs(30),
             progress: None,
         }
@@ -271,6 +276,7 @@ pub fn verify(model: &Model, problem: &Problem, opts: &VerifyOptions<'_>) -> Res
         batch: opts.batch,
         max_depth: if split { 200 } else { 0 },
         lookahead_depth: opts.lookahead_depth,
+        max_pending: 1_000_000,
     };
     let mut unknown: Option<String> = None;
     let mut timed_out = false;
@@ -281,7 +287,21 @@ pub fn verify(model: &Model, problem: &Problem, opts: &VerifyOptions<'_>) -> Res
                 f(&Progress { elapsed: start.elapsed(), ..p.clone() })
             }
         };
-        let (res, n) = bab::input_split(region, &bounder, &check, &bab_opts, opts.deadline, &report)?;
+        let ri = problem.regions.iter().position(|r| std::ptr::eq(r, region)).expect("own region");
+        let local_attack = |l: &[f64], u: &[f64], open: &[usize]| -> Result<Option<Counterexample>> {
+            let budget =
+                attack::Budget { deadline: opts.deadline, samples: 0, restarts: 1, steps: opts.local_steps };
+            let mut rng =
+                lirpa::sample::Rng::new(opts.seed ^ l.iter().map(|v| v.to_bits()).fold(0, |a, b| a ^ b));
+            for &di in open {
+                if let Some(ce) = attack::pgd(model, problem, ri, di, (l, u), false, &budget, &mut rng)? {
+                    return Ok(Some(ce));
+                }
+            }
+            Ok(None)
+        };
+        let (res, n) =
+            bab::input_split(region, &bounder, &check, &local_attack, &bab_opts, opts.deadline, &report)?;
         stats.domains += n;
         match res {
             bab::BabResult::Proven => {}
