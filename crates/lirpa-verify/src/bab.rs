@@ -182,6 +182,9 @@ fn process(
             }
         }
     }
+    if dom.depth >= opts.max_depth {
+        return Ok(Outcome::Stuck(worst));
+    }
     // Split dimension.
     let width: Vec<f64> = dom.lower.iter().zip(&dom.upper).map(|(l, u)| u - l).collect();
     let mut score = vec![0.0; n];
