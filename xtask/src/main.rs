@@ -1,7 +1,7 @@
 //! Project automation, in the cargo-xtask style: `cargo xtask <command>`.
 //!
 //! - `ci`: exactly what `.ci/run` runs (format check, release build, all tests, the
-//!   README's main command on the bundled model).
+//!   README's main command on the bundled model, `vnncomp vnncomp2021_test`).
 //! - `soundness [--cases N] [--seed S]`: the sampling property tests with many more
 //!   cases than `cargo test` uses, plus the ACAS Xu sampling test.
 //! - `bench`: the criterion benches and the ratio table against auto_LiRPA's times.
@@ -79,6 +79,8 @@ fn ci() -> Result<()> {
     run(cargo().args(["build", "--release", "--workspace", "--all-targets"]))?;
     run(cargo().args(["test", "--release", "--workspace"]))?;
     run(cargo().args(MAIN_JOB))?;
+    // The VNN-COMP smoke test: five small instances through `lirpa verify`.
+    vnncomp(&["vnncomp2021_test".to_string()])?;
     Ok(())
 }
 

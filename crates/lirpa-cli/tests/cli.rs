@@ -158,8 +158,15 @@ fn verify_writes_vnncomp_results() {
     let bench = concat!(env!("CARGO_MANIFEST_DIR"), "/../../../shared/benchmarks/vnncomp2021_test");
     let prop = format!("{bench}/test_prop.vnnlib");
     let results = write_tmp("results.txt", "no_result_in_file");
-    let (code, stdout, stderr) =
-        lirpa(&["verify", &format!("{bench}/test_sat.onnx"), &prop, "--timeout", "30", "--results", &results]);
+    let (code, stdout, stderr) = lirpa(&[
+        "verify",
+        &format!("{bench}/test_sat.onnx"),
+        &prop,
+        "--timeout",
+        "30",
+        "--results",
+        &results,
+    ]);
     assert_eq!(code, 0, "{stderr}");
     let file = std::fs::read_to_string(&results).unwrap();
     assert_eq!(file, stdout);
@@ -170,7 +177,11 @@ fn verify_writes_vnncomp_results() {
     assert_eq!(ce.len(), 10, "{file}");
     for (k, line) in ce.iter().enumerate() {
         let name = if k < 5 { format!("X_{k}") } else { format!("Y_{}", k - 5) };
-        let inner = line.trim_start_matches("((").trim_start_matches('(').trim_end_matches("))").trim_end_matches(')');
+        let inner = line
+            .trim_start_matches("((")
+            .trim_start_matches('(')
+            .trim_end_matches("))")
+            .trim_end_matches(')');
         let (n, v) = inner.split_once(' ').unwrap();
         assert_eq!(n, name);
         assert!(v.parse::<f64>().unwrap().is_finite());

@@ -50,8 +50,14 @@ pub struct CrownBounder<'g> {
 }
 
 impl<'g> CrownBounder<'g> {
+    /// Sequential bounds (parallelism comes from bounding many sub-boxes at once).
     pub fn new(graph: &'g Graph<f64>) -> Self {
-        CrownBounder { graph, opts: BoundOptions { threads: 1, ..BoundOptions::with_method(Method::Crown) } }
+        Self::with_threads(graph, 1)
+    }
+
+    /// `threads` as in `BoundOptions` (0: all rayon threads), for one large bound.
+    pub fn with_threads(graph: &'g Graph<f64>, threads: usize) -> Self {
+        CrownBounder { graph, opts: BoundOptions { threads, ..BoundOptions::with_method(Method::Crown) } }
     }
 }
 

@@ -270,8 +270,9 @@ pub fn verify(model: &Model, problem: &Problem, opts: &VerifyOptions<'_>) -> Res
 
     // 2. Bounds: input split, or one CROWN bound per region.
     let t = Instant::now();
-    let bounder = bab::CrownBounder::new(&model.g64);
     let split = problem.n_inputs <= opts.max_split_inputs;
+    // Many small bounds in parallel when splitting; one bound on all cores otherwise.
+    let bounder = bab::CrownBounder::with_threads(&model.g64, if split { 1 } else { 0 });
     let bab_opts = bab::BabOptions {
         batch: opts.batch,
         max_depth: if split { 200 } else { 0 },
