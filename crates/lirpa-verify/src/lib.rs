@@ -18,8 +18,9 @@
 //!    α-CROWN later), split along the input dimension with the largest
 //!    `|A|·width` effect on the open disjuncts' best rows, depth-first in parallel
 //!    batches, checking the minimizing corner of each sub-box for a counterexample.
-//! 3. For high-dimensional inputs: one CROWN bound per region; when it does not prove
-//!    the property, the rest of the time goes to the attack and the answer is
+//! 3. For high-dimensional inputs: random points, then one CROWN bound per region;
+//!    when it does not prove the property, PGD runs (for at most
+//!    [`VerifyOptions::extra_attack`]) and the answer is otherwise
 //!    `unknown` (ReLU-split branch and bound is not implemented yet; see
 //!    [`bab::Bounder`] for where it plugs in).
 //!
@@ -251,12 +252,15 @@ pub fn verify(model: &Model, problem: &Problem, opts: &VerifyOptions<'_>) -> Res
         return Ok((Verdict::Unsat, stats)); // no input satisfies the input constraints
     }
 
-    // 1. Falsification.
+    // 1. Falsification. For high-dimensional inputs only the cheap random points come
+    // first: one CROWN bound often settles the property, and PGD (a bound per step)
+    // runs after it when it does not.
     let t = Instant::now();
+    let split = problem.n_inputs <= opts.max_split_inputs;
     let budget = attack::Budget {
         deadline: opts.deadline,
         samples: opts.samples,
-        restarts: opts.pgd_restarts,
+        restarts: if split { opts.pgd_restarts } else { 0 },
         steps: opts.pgd_steps,
     };
     let found = attack::attack(model, problem, &budget, opts.seed)?;
@@ -270,7 +274,6 @@ pub fn verify(model: &Model, problem: &Problem, opts: &VerifyOptions<'_>) -> Res
 
     // 2. Bounds: input split, or one CROWN bound per region.
     let t = Instant::now();
-    let split = problem.n_inputs <= opts.max_split_inputs;
     // Many small bounds in parallel when splitting; one bound on all cores otherwise.
     let bounder = bab::CrownBounder::with_threads(&model.g64, if split { 1 } else { 0 });
     let bab_opts = bab::BabOptions {
