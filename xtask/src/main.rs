@@ -135,7 +135,8 @@ fn vnncomp(args: &[String]) -> Result<()> {
         .with_context(|| format!("{}: no instances.csv", dir.display()))?;
     let expected_text = std::fs::read_to_string(dir.join("expected_results_vnncomp.csv")).unwrap_or_default();
     let expected = |onnx: &str, vnnlib: &str| -> String {
-        let norm = |s: &str| s.trim_start_matches("./").to_string();
+        // The expected results name files by path or by bare file name.
+        let norm = |s: &str| s.rsplit('/').next().unwrap_or(s).trim_end_matches(".gz").to_string();
         expected_text
             .lines()
             .map(|l| l.split(',').collect::<Vec<_>>())
