@@ -1,12 +1,17 @@
 //! Project automation, in the cargo-xtask style: `cargo xtask <command>`.
 //!
 //! - `ci`: exactly what `.ci/run` runs (format check, release build, all tests, the
-//!   README's main command on the bundled model).
+//!   README's main command on the bundled model, `vnncomp vnncomp2021_test`).
 //! - `soundness [--cases N] [--seed S] [--op NAME]`: the soundness harness
 //!   (`lirpa-soundness`) on every registered unary operator (or only NAME) with N
 //!   random intervals per number type, then the sampling property tests with many more
 //!   cases than `cargo test` uses, plus the ACAS Xu sampling test (skipped with --op).
+//! - `reduced-build`: the CLI with only the `linear` and `relu` operator families.
 //! - `bench`: the criterion benches and the ratio table against auto_LiRPA's times.
+//! - `vnncomp BENCHMARK [--limit N] [--timeout-cap S] [--filter TEXT]`: run a VNN-COMP
+//!   benchmark folder's `instances.csv` through `lirpa verify` (one process per
+//!   instance, as the competition does) and print the answers against
+//!   `expected_results_vnncomp.csv`; fails on any wrong answer.
 
 use anyhow::{Context, Result, bail};
 use std::path::{Path, PathBuf};
@@ -21,9 +26,11 @@ fn main() -> Result<()> {
         Some("soundness") => soundness(&args[1..]),
         Some("bench") => bench(&args[1..]),
         Some("reduced-build") => reduced_build(),
+        Some("vnncomp") => vnncomp(&args[1..]),
         _ => {
             eprintln!(
-                "usage: cargo xtask <ci | soundness [--cases N] [--seed S] [--op NAME] | bench [FILTER] | reduced-build>"
+                "usage: cargo xtask <ci | soundness [--cases N] [--seed S] [--op NAME] | bench [FILTER] | \
+                 reduced-build | vnncomp BENCHMARK [--limit N] [--timeout-cap S] [--filter TEXT]>"
             );
             bail!("unknown or missing command")
         }
@@ -77,6 +84,8 @@ fn ci() -> Result<()> {
     run(cargo().args(["build", "--release", "--workspace", "--all-targets"]))?;
     run(cargo().args(["test", "--release", "--workspace"]))?;
     run(cargo().args(MAIN_JOB))?;
+    // The VNN-COMP smoke test: five small instances through `lirpa verify`.
+    vnncomp(&["vnncomp2021_test".to_string()])?;
     Ok(())
 }
 
@@ -175,4 +184,95 @@ fn bench(args: &[String]) -> Result<()> {
     cmd.args(args);
     run(&mut cmd)?;
     run(cargo().args(["run", "--release", "-q", "-p", "lirpa-benches", "--bin", "bench-report"]))
+}
+
+/// `cargo xtask vnncomp BENCHMARK`: see the module documentation.
+fn vnncomp(args: &[String]) -> Result<()> {
+    let Some(bench) = args.first().filter(|a| !a.starts_with("--")) else {
+        bail!("vnncomp needs a benchmark folder (a path, or a name under ../shared/benchmarks)")
+    };
+    let limit: usize = flag(args, "--limit")?.map_or(Ok(usize::MAX), |v| v.parse()).context("--limit")?;
+    let cap: f64 =
+        flag(args, "--timeout-cap")?.map_or(Ok(f64::INFINITY), |v| v.parse()).context("--timeout-cap")?;
+    let filter = flag(args, "--filter")?.unwrap_or_default();
+    let dir = if Path::new(bench).is_dir() {
+        PathBuf::from(bench)
+    } else {
+        project_root().join("../shared/benchmarks").join(bench)
+    };
+    let instances = std::fs::read_dir(&dir)
+        .with_context(|| format!("{}: cannot read", dir.display()))?
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .find(|p| p.file_name().and_then(|n| n.to_str()).is_some_and(|n| n.ends_with("instances.csv")))
+        .with_context(|| format!("{}: no instances.csv", dir.display()))?;
+    let expected_text = std::fs::read_to_string(dir.join("expected_results_vnncomp.csv")).unwrap_or_default();
+    let expected = |onnx: &str, vnnlib: &str| -> String {
+        // The expected results name files by path or by bare file name.
+        let norm = |s: &str| s.rsplit('/').next().unwrap_or(s).trim_end_matches(".gz").to_string();
+        expected_text
+            .lines()
+            .map(|l| l.split(',').collect::<Vec<_>>())
+            .find(|f| f.len() >= 3 && norm(f[0]) == norm(onnx) && norm(f[1]) == norm(vnnlib))
+            .map_or("?".into(), |f| f[2].to_string())
+    };
+    run(cargo().args(["build", "--release", "-q", "-p", "lirpa-cli"]))?;
+    let exe = project_root().join("target/release/lirpa");
+    let out = std::env::temp_dir().join(format!("lirpa-vnncomp-{}.txt", std::process::id()));
+    let text = std::fs::read_to_string(&instances)?;
+    let (mut counts, mut wrong, mut sum, mut max) = (std::collections::BTreeMap::new(), 0, 0.0f64, 0.0f64);
+    println!(
+        "{:<44} {:<28} {:>7} {:>8} {:>8} {:>6}",
+        "onnx", "vnnlib", "timeout", "expected", "result", "secs"
+    );
+    for line in text.lines().map(|l| l.trim_end_matches('\r')).filter(|l| !l.trim().is_empty()).take(limit) {
+        if !line.contains(filter.as_str()) {
+            continue;
+        }
+        let f: Vec<&str> = line.split(',').map(str::trim).collect();
+        if f.len() < 3 {
+            bail!("{}: bad line '{line}'", instances.display());
+        }
+        let timeout: f64 = f[2].parse().with_context(|| format!("bad timeout in '{line}'"))?;
+        let timeout = timeout.min(cap);
+        let _ = std::fs::remove_file(&out);
+        let t = std::time::Instant::now();
+        let status = Command::new(&exe)
+            .args(["verify", &dir.join(f[0]).to_string_lossy(), &dir.join(f[1]).to_string_lossy()])
+            .args(["--timeout", &timeout.to_string(), "--json", "--results"])
+            .arg(&out)
+            .stdout(std::process::Stdio::null())
+            .status()?;
+        let secs = t.elapsed().as_secs_f64();
+        let result = if status.success() {
+            std::fs::read_to_string(&out)
+                .ok()
+                .and_then(|s| s.lines().next().map(str::to_string))
+                .unwrap_or("none".into())
+        } else {
+            format!("error({})", status.code().unwrap_or(-1))
+        };
+        let exp = expected(f[0], f[1]);
+        let bad = (result == "sat" && exp == "unsat") || (result == "unsat" && exp == "sat");
+        wrong += bad as usize;
+        sum += secs;
+        max = max.max(secs);
+        *counts.entry(result.clone()).or_insert(0usize) += 1;
+        println!(
+            "{:<44} {:<28} {:>7} {:>8} {:>8} {:>6.2}{}",
+            f[0],
+            f[1],
+            timeout,
+            exp,
+            result,
+            secs,
+            if bad { "  WRONG" } else { "" }
+        );
+    }
+    let _ = std::fs::remove_file(&out);
+    let summary: Vec<String> = counts.iter().map(|(k, v)| format!("{v} {k}")).collect();
+    println!("{}; {wrong} wrong; wall time sum {sum:.1} s, max {max:.2} s", summary.join(", "));
+    if wrong > 0 {
+        bail!("{wrong} wrong answers");
+    }
+    Ok(())
 }

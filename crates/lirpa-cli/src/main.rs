@@ -24,8 +24,44 @@ struct Cli {
 enum Command {
     /// Bound the model's outputs (or C·outputs) over a perturbation of its input.
     Bounds(BoundsArgs),
+    /// Verify a VNN-LIB property: unsat (holds), sat (with a counterexample),
+    /// unknown or timeout.
+    Verify(VerifyArgs),
     /// List the operator types this build supports.
     Ops,
+}
+
+#[derive(clap::Args)]
+struct VerifyArgs {
+    /// The ONNX model.
+    model: PathBuf,
+    /// The VNN-LIB property (its unsafe set).
+    spec: PathBuf,
+    /// Seconds from the start of the process; no answer is given after it.
+    #[arg(long, default_value_t = 60.0)]
+    timeout: f64,
+    /// Write the VNN-COMP result (first line sat/unsat/unknown/timeout, then the
+    /// counterexample) to this file.
+    #[arg(long)]
+    results: Option<PathBuf>,
+    /// Print one JSON object on stdout and no progress on stderr.
+    #[arg(long)]
+    json: bool,
+    /// Threads (0 = all cores).
+    #[arg(long, default_value_t = 0)]
+    threads: usize,
+    /// Seed of the attack.
+    #[arg(long, default_value_t = 0)]
+    seed: u64,
+    /// PGD restarts of the first attack (default: the library's).
+    #[arg(long)]
+    pgd_restarts: Option<usize>,
+    /// Split look-ahead depth (default: the library's).
+    #[arg(long)]
+    lookahead_depth: Option<u32>,
+    /// PGD steps per restart (default: the library's).
+    #[arg(long)]
+    pgd_steps: Option<usize>,
 }
 
 #[derive(Clone, Copy, ValueEnum)]
@@ -107,6 +143,7 @@ struct BoundsArgs {
 }
 
 fn main() -> ExitCode {
+    let started = std::time::Instant::now();
     let cli = match Cli::try_parse() {
         Ok(cli) => cli,
         Err(e) if !e.use_stderr() => {
@@ -130,6 +167,7 @@ fn main() -> ExitCode {
             DtypeArg::F32 => bounds::<f32>(&args),
             DtypeArg::F64 => bounds::<f64>(&args),
         },
+        Command::Verify(args) => verify(&args, started),
         Command::Ops => {
             for r in lirpa::registered_ops() {
                 let d = if r.domain.is_empty() { "ai.onnx" } else { r.domain };
@@ -286,6 +324,84 @@ fn bounds<T: Scalar + lirpa::core::registry::BuilderFor>(args: &BoundsArgs) -> R
         for (i, (l, u)) in res.lower.iter().zip(&res.upper).enumerate() {
             println!("{i:>10}  {:>16.8}  {:>16.8}", l.as_f64(), u.as_f64());
         }
+    }
+    Ok(())
+}
+
+fn verify(args: &VerifyArgs, started: std::time::Instant) -> Result<()> {
+    use lirpa_verify::{Verdict, VerifyOptions};
+    use std::time::Duration;
+    if !args.timeout.is_finite() || args.timeout <= 0.0 {
+        bail!("--timeout must be a positive number of seconds, got {}", args.timeout);
+    }
+    if args.threads > 0 {
+        // A second initialisation (never here) would only fail; ignore it.
+        let _ = rayon::ThreadPoolBuilder::new().num_threads(args.threads).build_global();
+    }
+    // Keep a margin for writing the answer and for the process exit: 2% of the
+    // timeout, at least 0.1 s and at most 1 s.
+    let timeout = Duration::from_secs_f64(args.timeout);
+    let margin = Duration::from_secs_f64((args.timeout * 0.02).clamp(0.1, 1.0)).min(timeout / 2);
+    let deadline = started + timeout - margin;
+    let write = |v: &Verdict| -> Result<()> {
+        if let Some(p) = &args.results {
+            std::fs::write(p, v.vnncomp_text()).with_context(|| format!("{}: cannot write", p.display()))?;
+        }
+        Ok(())
+    };
+    let quiet = args.json;
+    let progress = |p: &lirpa_verify::Progress| {
+        if !quiet {
+            eprintln!(
+                "[{:>7.1}s] {}: {} domains done, {} pending, worst bound {:.4e}",
+                p.elapsed.as_secs_f64(),
+                p.phase,
+                p.domains,
+                p.pending,
+                p.worst_bound
+            );
+        }
+    };
+    let mut opts = VerifyOptions::with_timeout(timeout);
+    opts.deadline = deadline;
+    opts.seed = args.seed;
+    opts.pgd_restarts = args.pgd_restarts.unwrap_or(opts.pgd_restarts);
+    opts.pgd_steps = args.pgd_steps.unwrap_or(opts.pgd_steps);
+    opts.lookahead_depth = args.lookahead_depth.unwrap_or(opts.lookahead_depth);
+    opts.progress = Some(&progress);
+    let model = lirpa_verify::Model::load(&args.model)?;
+    let problem = lirpa_verify::Problem::from_property(&lirpa_vnnlib::parse_file(&args.spec)?);
+    let (verdict, stats) = lirpa_verify::verify(&model, &problem, &opts)?;
+    let verdict = if std::time::Instant::now() > started + timeout { Verdict::Timeout } else { verdict };
+    write(&verdict)?;
+    let secs = started.elapsed().as_secs_f64();
+    if args.json {
+        let mut out = serde_json::json!({
+            "result": verdict.word(),
+            "seconds": secs,
+            "domains": stats.domains,
+            "attack_seconds": stats.attack_time.as_secs_f64(),
+            "bab_seconds": stats.bab_time.as_secs_f64(),
+        });
+        match &verdict {
+            Verdict::Sat(ce) => out["counterexample"] = serde_json::json!({ "x": ce.x, "y": ce.y }),
+            Verdict::Unknown(why) => out["reason"] = serde_json::json!(why),
+            _ => {}
+        }
+        println!("{out}");
+    } else {
+        print!("{}", verdict.vnncomp_text());
+        match &verdict {
+            Verdict::Unknown(why) => eprintln!("unknown: {why}"),
+            _ => {}
+        }
+        eprintln!(
+            "{} in {secs:.2} s ({} domains; attack {:.2} s, branch and bound {:.2} s)",
+            verdict.word(),
+            stats.domains,
+            stats.attack_time.as_secs_f64(),
+            stats.bab_time.as_secs_f64()
+        );
     }
     Ok(())
 }

@@ -156,3 +156,56 @@ fn ops_lists_the_standard_operators() {
         assert!(stdout.lines().any(|l| l.split('\t').nth(1) == Some(op)), "{op} missing from:\n{stdout}");
     }
 }
+
+/// `lirpa verify` on the vnncomp2021_test instances (expected answers from the
+/// benchmark's `expected_results_vnncomp.csv`: test_sat is sat, test_unsat unsat):
+/// the results file, the counterexample's VNN-COMP form, JSON, and errors.
+#[test]
+fn verify_writes_vnncomp_results() {
+    let bench = concat!(env!("CARGO_MANIFEST_DIR"), "/../../../shared/benchmarks/vnncomp2021_test");
+    let prop = format!("{bench}/test_prop.vnnlib");
+    let results = write_tmp("results.txt", "no_result_in_file");
+    let (code, stdout, stderr) = lirpa(&[
+        "verify",
+        &format!("{bench}/test_sat.onnx"),
+        &prop,
+        "--timeout",
+        "30",
+        "--results",
+        &results,
+    ]);
+    assert_eq!(code, 0, "{stderr}");
+    let file = std::fs::read_to_string(&results).unwrap();
+    assert_eq!(file, stdout);
+    let mut lines = file.lines();
+    assert_eq!(lines.next(), Some("sat"));
+    let ce: Vec<&str> = lines.collect();
+    // 5 inputs, 5 outputs, in index order, one per line, all in one s-expression.
+    assert_eq!(ce.len(), 10, "{file}");
+    for (k, line) in ce.iter().enumerate() {
+        let name = if k < 5 { format!("X_{k}") } else { format!("Y_{}", k - 5) };
+        let inner = line
+            .trim_start_matches("((")
+            .trim_start_matches('(')
+            .trim_end_matches("))")
+            .trim_end_matches(')');
+        let (n, v) = inner.split_once(' ').unwrap();
+        assert_eq!(n, name);
+        assert!(v.parse::<f64>().unwrap().is_finite());
+    }
+    assert!(ce[0].starts_with("((X_0 ") && ce[9].ends_with("))"));
+
+    let (code, stdout, stderr) =
+        lirpa(&["verify", &format!("{bench}/test_unsat.onnx"), &prop, "--timeout", "30", "--json"]);
+    assert_eq!(code, 0, "{stderr}");
+    assert!(stderr.is_empty(), "--json is quiet: {stderr}");
+    let v: serde_json::Value = serde_json::from_str(stdout.trim()).unwrap();
+    assert_eq!(v["result"], "unsat");
+
+    let (code, _, stderr) = lirpa(&["verify", "models/toy.onnx", &prop, "--timeout", "5"]);
+    assert_ne!(code, 0);
+    assert!(stderr.contains("declares 5 inputs"), "{stderr}");
+    let (code, _, stderr) = lirpa(&["verify", "models/toy.onnx", &prop, "--timeout", "-1"]);
+    assert_ne!(code, 0);
+    assert_eq!(stderr.lines().count(), 1, "{stderr}");
+}
