@@ -53,7 +53,18 @@ impl<T: Scalar> TwoPiece<T> {
     fn secure_upper(&self, d: T, b: T, l_r: T, u_r: T) -> T {
         // f in f64 (exact for f32 operands).
         let f = |x: T| if x >= T::zero() { x.as_f64() } else { self.slope.as_f64() * x.as_f64() };
-        let viol = |x: T| f(x) - d.as_f64().mul_add(x.as_f64(), b.as_f64());
+        // For f32 operands the f64 product is exact, so a plain multiply-add measures
+        // the same as a fused one; f64 operands need the fused one (a software call
+        // without FMA hardware, so it is kept to unstable neurons and to f64).
+        let exact_product = T::NAME == "f32";
+        let viol = |x: T| {
+            let line = if exact_product {
+                d.as_f64() * x.as_f64() + b.as_f64()
+            } else {
+                d.as_f64().mul_add(x.as_f64(), b.as_f64())
+            };
+            f(x) - line
+        };
         let v = viol(l_r).max(viol(u_r));
         if v > 0.0 {
             let nb = T::from_f64(b.as_f64() + v);
@@ -76,11 +87,19 @@ impl<T: Scalar> TwoPiece<T> {
         let tiny = T::from_f64(1e-8);
         let half = T::from_f64(0.5);
         for (&l, &u) in lower.iter().zip(upper) {
-            let l_r = l.min(T::zero());
-            let u_r = u.max(T::zero()).max(l_r + tiny);
-            let d = (u_r - self.slope * l_r) / (u_r - l_r);
-            let b = -l_r * d + self.slope * l_r;
-            let b = self.secure_upper(d, b, l_r, u_r);
+            let (d, b) = if l >= T::zero() {
+                // Stable: the line is f itself, exactly (what the formula gives in
+                // exact arithmetic, without its rounding).
+                (T::one(), T::zero())
+            } else if u <= T::zero() {
+                (self.slope, T::zero())
+            } else {
+                let l_r = l.min(T::zero());
+                let u_r = u.max(T::zero()).max(l_r + tiny);
+                let d = (u_r - self.slope * l_r) / (u_r - l_r);
+                let b = -l_r * d + self.slope * l_r;
+                (d, self.secure_upper(d, b, l_r, u_r))
+            };
             let lower_d = match mode {
                 ReluLowerSlope::SameSlope => d,
                 ReluLowerSlope::ZeroLb => {
