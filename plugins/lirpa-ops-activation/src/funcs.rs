@@ -2,7 +2,7 @@
 
 use crate::line::{Line, Relax, bisect_root, chord_slope, convex_piece, fixed_slope};
 use crate::special::{erf, erfc};
-use crate::sshape::SCurve;
+use crate::sshape::{SCurve, TangentMemo};
 use lirpa_core::{Error, Result};
 use std::f64::consts::{FRAC_PI_2, PI, SQRT_2};
 
@@ -103,7 +103,14 @@ impl Func for SShaped {
         let g = |x: f64| self.f(x);
         let dg = |x: f64| self.df(x);
         let center = if self.0 == SKind::Sigmoid { 0.5 } else { 0.0 };
-        SCurve { g: &g, dg: &dg, center, d_min: f64::NEG_INFINITY }.relax(l, u)
+        static MEMOS: [std::sync::LazyLock<TangentMemo>; 4] = [
+            std::sync::LazyLock::new(Default::default),
+            std::sync::LazyLock::new(Default::default),
+            std::sync::LazyLock::new(Default::default),
+            std::sync::LazyLock::new(Default::default),
+        ];
+        let memo: &TangentMemo = &MEMOS[self.0 as usize];
+        SCurve { memo: Some(memo), g: &g, dg: &dg, center, d_min: f64::NEG_INFINITY }.relax(l, u)
     }
 }
 
@@ -172,7 +179,7 @@ impl Func for Trig {
             let cj = jl * PI;
             let g = |t: f64| t.sin();
             let dg = |t: f64| t.cos();
-            let s = SCurve { g: &g, dg: &dg, center: 0.0, d_min: -FRAC_PI_2 };
+            let s = SCurve { memo: None, g: &g, dg: &dg, center: 0.0, d_min: -FRAC_PI_2 };
             let (tl, tu) = (yl - cj, yu - cj);
             let (lo, a) = s.lower(tl, tu);
             let (hi, b) = s.upper(tl, tu);

@@ -21,7 +21,14 @@
 
 use crate::line::{Line, Relax, chord_slope, tangent};
 
+/// Tangent points already found for one function, by grid index of `ū`: the bisection
+/// depends only on the function and the grid point, so its result can be reused by
+/// every later call (an exact memo, not a table of unverified values).
+pub type TangentMemo = std::sync::Mutex<std::collections::HashMap<i64, Option<f64>>>;
+
 pub struct SCurve<'a> {
+    /// The memo of this function's tangent points, if it has one.
+    pub memo: Option<&'a TangentMemo>,
     pub g: &'a dyn Fn(f64) -> f64,
     pub dg: &'a dyn Fn(f64) -> f64,
     /// `g(0)`.
@@ -37,6 +44,17 @@ impl SCurve<'_> {
     /// The largest `d <= 0` (to bisection precision) whose tangent stays below `g` at
     /// `ub >= 0`; `None` if no candidate passed.
     pub fn tangent_point(&self, ub: f64) -> Option<f64> {
+        let Some(memo) = self.memo else { return self.bisect_tangent_point(ub) };
+        let key = (ub / STEP).round() as i64;
+        if let Some(&d) = memo.lock().expect("tangent memo").get(&key) {
+            return d;
+        }
+        let d = self.bisect_tangent_point(ub);
+        memo.lock().expect("tangent memo").insert(key, d);
+        d
+    }
+
+    fn bisect_tangent_point(&self, ub: f64) -> Option<f64> {
         let (g, dg) = (self.g, self.dg);
         let gu = g(ub);
         let ok = |d: f64| {
