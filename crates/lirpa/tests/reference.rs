@@ -21,13 +21,7 @@ const METHODS: &[(&str, lirpa::Method)] = &[
 #[test]
 fn reference_cases_parity_and_soundness() {
     let root = reference_dir();
-    let mut dirs: Vec<_> = ["synthetic", "vnncomp"]
-        .iter()
-        .flat_map(|sub| {
-            std::fs::read_dir(root.join(sub)).expect("reference folder").map(|e| e.unwrap().path())
-        })
-        .collect();
-    dirs.sort();
+    let dirs = case_dirs(&root);
     assert!(dirs.len() >= 30, "expected the reference cases under {}", root.display());
     let (mut checked, mut skipped, mut failures, mut notes) = (0, Vec::new(), Vec::new(), Vec::new());
     for dir in &dirs {
@@ -94,13 +88,7 @@ fn reference_cases_parity_and_soundness() {
 #[test]
 fn reference_alpha_crown() {
     let root = reference_dir();
-    let mut dirs: Vec<_> = ["synthetic", "vnncomp"]
-        .iter()
-        .flat_map(|sub| {
-            std::fs::read_dir(root.join(sub)).expect("reference folder").map(|e| e.unwrap().path())
-        })
-        .collect();
-    dirs.sort();
+    let dirs = case_dirs(&root);
     let (mut checked, mut skipped, mut failures) = (Vec::new(), Vec::new(), Vec::new());
     for dir in &dirs {
         let case = Case::load(dir);
@@ -144,4 +132,16 @@ fn reference_alpha_crown() {
     {
         assert!(checked.iter().any(|c| c.starts_with(must)), "{must} was not checked");
     }
+}
+
+/// Every case folder under `root/synthetic` and `root/vnncomp`, sorted.
+fn case_dirs(root: &std::path::Path) -> Vec<std::path::PathBuf> {
+    let mut dirs: Vec<_> = ["synthetic", "vnncomp"]
+        .iter()
+        .flat_map(|sub| {
+            std::fs::read_dir(root.join(sub)).expect("reference folder").map(|e| e.unwrap().path())
+        })
+        .collect();
+    dirs.sort();
+    dirs
 }
