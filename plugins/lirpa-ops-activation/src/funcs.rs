@@ -52,6 +52,8 @@ pub trait Tangents {
     fn lower_tangent(&self, t: f64) -> Line;
     /// The tangent at `t` as an upper line, computed as [`Func::relax`] computes it.
     fn upper_tangent(&self, t: f64) -> Line;
+    /// `f'(x)`.
+    fn df(&self, x: f64) -> f64;
     /// `f''(t)`: the tangent's value at `x` moves with `t` at rate `f''(t)·(x - t)`.
     fn d2f(&self, t: f64) -> f64;
 }
@@ -166,6 +168,9 @@ impl Tangents for SShaped {
     }
     fn upper_tangent(&self, t: f64) -> Line {
         self.with_curve(|c| c.upper_tangent(t))
+    }
+    fn df(&self, x: f64) -> f64 {
+        SShaped::df(self, x)
     }
     fn d2f(&self, x: f64) -> f64 {
         match self.0 {

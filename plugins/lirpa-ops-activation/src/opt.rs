@@ -20,9 +20,9 @@
 //! Gradient: the tangent at `t` has value `f(t) + f'(t)·(x - t)` at `x`, whose
 //! derivative in `t` is `f''(t)·(x - t)` (slope `f''(t)`, intercept `-t·f''(t)`). The
 //! verification margin is treated as a constant. The input bounds only move the
-//! range and the fixed chords; their gradient ([`OptimizableRelaxation::bounds_grad`])
-//! is left at its default (zero), which only makes the joint optimization of
-//! intermediate bounds less effective.
+//! range (a kink, taken as flat) and the fixed chords, whose derivatives
+//! [`OptimizableRelaxation::bounds_grad`] gives, so that the parameters of
+//! intermediate passes are optimized through the final bound.
 
 use crate::funcs::{Func, TangentPlan, Tangents};
 use crate::line::Relax;
@@ -32,7 +32,7 @@ use lirpa_core::op::{BackwardCtx, OptimizableRelaxation, SideParams};
 use lirpa_core::reexport::faer::{Mat, MatRef};
 use lirpa_core::{BackwardResult, Error, LinearA, LinearBias, Result, Scalar};
 
-/// One element: its interval, CROWN lines and, when a line may move, its plan.
+/// One element: its interval, CROWN lines and, on a finite interval, its plan.
 struct Elem<T> {
     l: f64,
     u: f64,
@@ -65,8 +65,7 @@ impl<F: Func> Elementwise<F> {
                     let plan = tg.plan(l, u);
                     let (lo, hi) = self.secure_f64(l, u, plan.relax)?;
                     let crown = self.to_lines::<T>(l, u, lo, hi)?;
-                    let movable = plan.lower.is_some() || plan.upper.is_some();
-                    Ok(Elem { l, u, crown, plan: movable.then_some(plan) })
+                    Ok(Elem { l, u, crown, plan: Some(plan) })
                 } else {
                     let (lo, hi) = self.relax_f64(l, u)?;
                     Ok(Elem { l, u, crown: self.to_lines::<T>(l, u, lo, hi)?, plan: None })
@@ -247,6 +246,67 @@ impl<T: Scalar, F: Func> OptimizableRelaxation<T> for Elementwise<F> {
                 let zj = z[0][r * n + j].as_f64();
                 grad[base + k] = T::from_f64(x.as_f64() * tg.d2f(t) * (zj - t));
             }
+        }
+        Ok(())
+    }
+
+    fn bounds_grad(
+        &self,
+        ctx: &BackwardCtx<'_, T>,
+        _params: &[T],
+        a: MatRef<'_, T>,
+        upper: bool,
+        z: &[&[T]],
+        weight: &[T],
+        grad_lower: &mut [Vec<T>],
+        grad_upper: &mut [Vec<T>],
+    ) -> Result<()> {
+        // Only the fixed chords move with the input bounds (a tangent at a given point
+        // does not; the clamping into the range is a kink, taken as flat). The chord
+        // `y(z) = f(l) + k·(z - l)`, `k = (f(u) - f(l))/(u - l)`, has
+        //   ∂y/∂l = (f'(l) - k)·(u - z)/(u - l),   ∂y/∂u = (f'(u) - k)·(z - l)/(u - l).
+        // Intervals too narrow for the difference quotient (where the chord's slope is
+        // the midpoint derivative) are left out.
+        let tg = self.tangents_or_err()?;
+        let b = ctx.bounds(0)?;
+        let es = self.elems(tg, b.lower, b.upper)?;
+        let n = es.len();
+        let df = |x: f64| tg.df(x);
+        let f = |x: f64| self.func.f(x);
+        let probe: Lines<T> = [T::one(), T::zero(), T::zero(), T::zero()];
+        let (gl, gu) = (&mut grad_lower[0], &mut grad_upper[0]);
+        for (j, e) in es.iter().enumerate() {
+            let Some(plan) = &e.plan else { continue };
+            let (l, u) = (e.l, e.u);
+            let w = u - l;
+            if !(w > 1e-7 * l.abs().max(u.abs()).max(1.0)) {
+                continue;
+            }
+            // Which lines are chords (a fixed line without contact point).
+            let lower_chord = plan.lower.is_none() && plan.relax.contacts[0].is_nan();
+            let upper_chord = plan.upper.is_none() && plan.relax.contacts[1].is_nan();
+            if !lower_chord && !upper_chord {
+                continue;
+            }
+            let k = (f(u) - f(l)) / w;
+            let (dl, du) = (df(l) - k, df(u) - k);
+            let (mut sl, mut su) = (0.0f64, 0.0f64);
+            for r in 0..a.nrows() {
+                let x = a[(r, j)];
+                if weight[r] == T::zero() || x == T::zero() {
+                    continue;
+                }
+                let takes_lower = chosen_line(x, upper, &probe).0 == T::one();
+                if !(if takes_lower { lower_chord } else { upper_chord }) {
+                    continue;
+                }
+                let zj = z[0][r * n + j].as_f64();
+                let wx = weight[r].as_f64() * x.as_f64();
+                sl += wx * dl * (u - zj) / w;
+                su += wx * du * (zj - l) / w;
+            }
+            gl[j] += T::from_f64(sl);
+            gu[j] += T::from_f64(su);
         }
         Ok(())
     }

@@ -77,7 +77,9 @@ impl SCurve<'_> {
     /// - `u <= 0`: `[l, u]` (every tangent of the convex piece is below `g` there);
     /// - `l < 0 < u`: `[min(l, d), d]`, `d` the bisection's tangent point for `ū`: a
     ///   tangent at `t <= d` meets `g` again at or beyond `ū >= u`, so `g - line` is
-    ///   `>= 0` on `[l, 0]` (convexity) and at `0` and `ū`, hence on `[0, ū]` (concavity).
+    ///   `>= 0` on `[l, 0]` (convexity) and at `0` and `ū`, hence on `[0, ū]`
+    ///   (concavity). (auto_LiRPA sets no lower limit; tangents left of `l` are valid
+    ///   but flatter, and allowing them made the reference bounds looser here.)
     ///
     /// The chord cases have no range (`None`): the line is fixed.
     pub fn lower_plan(&self, l: f64, u: f64) -> (Line, f64, Option<(f64, f64)>) {
