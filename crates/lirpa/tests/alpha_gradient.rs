@@ -326,8 +326,10 @@ fn sshape_gradient_matches_central_differences() {
 #[test]
 fn iteration_zero_is_crown_and_alpha_crown_is_sound_and_tighter() {
     let mut tightened = 0;
-    for seed in 0..SEEDS {
-        let (g, p) = build(seed);
+    // The random DAGs, then MLPs with S-shaped activations.
+    let sshape = (0..SSHAPE_SEEDS).map(|s| (s, Some(if s % 2 == 0 { "Sigmoid" } else { "Tanh" })));
+    for (seed, act) in (0..SEEDS).map(|s| (s, None)).chain(sshape) {
+        let (g, p) = build_with(seed, act);
         let inputs = [InputValue::Perturbed(p.clone())];
         let req = BoundRequest::default();
         let crown =
@@ -336,14 +338,14 @@ fn iteration_zero_is_crown_and_alpha_crown_is_sound_and_tighter() {
         assert_eq!(
             (&it0.lower, &it0.upper),
             (&crown.lower, &crown.upper),
-            "seed {seed}: iteration 0 is not CROWN"
+            "seed {seed} ({act:?}): iteration 0 is not CROWN"
         );
         let alpha = lirpa::compute_bounds(&g, &inputs, &opts(20), &req).unwrap();
         let out = g.output().unwrap();
         for i in 0..crown.lower.len() {
             assert!(
                 alpha.lower[i] >= crown.lower[i] && alpha.upper[i] <= crown.upper[i],
-                "seed {seed}: looser"
+                "seed {seed} ({act:?}): looser"
             );
             if alpha.lower[i] > crown.lower[i] + 1e-9 || alpha.upper[i] < crown.upper[i] - 1e-9 {
                 tightened += 1;
@@ -355,7 +357,7 @@ fn iteration_zero_is_crown_and_alpha_crown_is_sound_and_tighter() {
                 let t = 1e-9 * (1.0 + y[i].abs());
                 assert!(
                     alpha.lower[i] <= y[i] + t && y[i] <= alpha.upper[i] + t,
-                    "seed {seed}: output {i} = {} outside alpha-CROWN [{}, {}]",
+                    "seed {seed} ({act:?}): output {i} = {} outside alpha-CROWN [{}, {}]",
                     y[i],
                     alpha.lower[i],
                     alpha.upper[i]
