@@ -311,3 +311,70 @@ impl<T: Scalar, F: Func> OptimizableRelaxation<T> for Elementwise<F> {
         Ok(())
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::funcs::{SKind, SShaped};
+
+    /// A small deterministic generator (SplitMix64).
+    struct Rng(u64);
+    impl Rng {
+        fn next(&mut self) -> f64 {
+            self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
+            let mut z = self.0;
+            z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+            z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+            ((z ^ (z >> 31)) >> 11) as f64 / (1u64 << 53) as f64
+        }
+    }
+
+    /// Optimized lines are sound whatever the parameters: for random intervals (wide,
+    /// narrow, degenerate, on either side of 0 and across it) and tangent parameters
+    /// anywhere (inside the range, outside it, huge, NaN), the lines in `f64` and `f32`
+    /// contain `f` on a grid of the interval; the CROWN points give the CROWN lines.
+    #[test]
+    fn optimized_lines_are_sound_for_any_parameter() {
+        let mut rng = Rng(7);
+        for kind in [SKind::Sigmoid, SKind::Tanh, SKind::Atan, SKind::Erf] {
+            let op = Elementwise { func: SShaped(kind) };
+            let tg = op.func.tangents().unwrap();
+            for case in 0..400 {
+                let c = (rng.next() - 0.5) * [1.0, 10.0, 100.0][case % 3];
+                let w = [0.0, 1e-9, 1e-3, 0.5, 3.0, 40.0][case % 6] * rng.next();
+                let (l, u) = (c - w, c + w);
+                let crown: Lines<f64> = op.relaxation::<f64>(&[l], &[u]).unwrap().lines(0);
+                let es = op.elems::<f64>(tg, &[l], &[u]).unwrap();
+                let plan = es[0].plan.unwrap();
+                let t0 = |x: Option<(f64, f64, f64)>| x.map_or(0.0, |x| x.0);
+                let at_crown = op.lines_at(tg, &es[0], t0(plan.lower), t0(plan.upper)).unwrap();
+                assert_eq!(at_crown, crown, "{kind:?} on [{l}, {u}]: CROWN points");
+                for _ in 0..8 {
+                    let mut p = || match (rng.next() * 6.0) as usize {
+                        0 => f64::NAN,
+                        1 => (rng.next() - 0.5) * 1e6,
+                        2 => l - rng.next() * 5.0,
+                        3 => u + rng.next() * 5.0,
+                        _ => l + (u - l) * rng.next(),
+                    };
+                    let (pl, pu) = (p(), p());
+                    let l64 = op.lines_at(tg, &es[0], pl, pu).unwrap();
+                    let es32 = op.elems::<f32>(tg, &[l as f32], &[u as f32]).unwrap();
+                    let l32 = op.lines_at(tg, &es32[0], pl as f32, pu as f32).unwrap();
+                    let (l32f, u32f) = (es32[0].l, es32[0].u);
+                    for i in 0..=200 {
+                        let x = l + (u - l) * i as f64 / 200.0;
+                        let y = op.func.f(x);
+                        assert!(l64[0] * x + l64[1] <= y, "{kind:?} [{l}, {u}] ({pl}, {pu}): lower at {x}");
+                        assert!(l64[2] * x + l64[3] >= y, "{kind:?} [{l}, {u}] ({pl}, {pu}): upper at {x}");
+                        let x = l32f + (u32f - l32f) * i as f64 / 200.0;
+                        let y = op.func.f(x);
+                        let lo = l32[0] as f64 * x + l32[1] as f64;
+                        let hi = l32[2] as f64 * x + l32[3] as f64;
+                        assert!(lo <= y && hi >= y, "{kind:?} f32 [{l32f}, {u32f}] ({pl}, {pu}) at {x}");
+                    }
+                }
+            }
+        }
+    }
+}
