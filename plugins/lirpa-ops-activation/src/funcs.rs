@@ -24,6 +24,38 @@ pub trait Func: std::fmt::Debug + Send + Sync + 'static {
     fn extra_margin(&self, _l: f64, _u: f64) -> f64 {
         0.0
     }
+    /// The tangent-point parametrization of the relaxation (α-CROWN), for the functions
+    /// that have one.
+    fn tangents(&self) -> Option<&dyn Tangents> {
+        None
+    }
+}
+
+/// How the relaxation on one interval may be optimized: for each line that is a
+/// tangent, `(crown point, lo, hi)`, the tangent point [`Func::relax`] uses and the
+/// range of tangent points whose tangents are valid on the interval (the point is in
+/// it); `None` for a fixed line (a chord). `contacts` are [`Func::relax`]'s contact
+/// points (lower, upper).
+#[derive(Clone, Copy, Debug)]
+pub struct TangentPlan {
+    pub lower: Option<(f64, f64, f64)>,
+    pub upper: Option<(f64, f64, f64)>,
+    pub relax: Relax,
+}
+
+/// A relaxation made of tangents whose points may move (α-CROWN, see
+/// [`crate::sshape`]).
+pub trait Tangents {
+    /// The plan on the finite interval `[l, u]` (`l <= u`) inside the domain.
+    fn plan(&self, l: f64, u: f64) -> TangentPlan;
+    /// The tangent at `t` as a lower line, computed as [`Func::relax`] computes it.
+    fn lower_tangent(&self, t: f64) -> Line;
+    /// The tangent at `t` as an upper line, computed as [`Func::relax`] computes it.
+    fn upper_tangent(&self, t: f64) -> Line;
+    /// `f'(x)`.
+    fn df(&self, x: f64) -> f64;
+    /// `f''(t)`: the tangent's value at `x` moves with `t` at rate `f''(t)·(x - t)`.
+    fn d2f(&self, t: f64) -> f64;
 }
 
 fn domain_error(op: &str, what: &str, l: f64, u: f64) -> Error {
@@ -111,6 +143,58 @@ impl Func for SShaped {
         ];
         let memo: &TangentMemo = &MEMOS[self.0 as usize];
         SCurve { memo: Some(memo), g: &g, dg: &dg, center, d_min: f64::NEG_INFINITY }.relax(l, u)
+    }
+    fn tangents(&self) -> Option<&dyn Tangents> {
+        Some(self)
+    }
+}
+
+impl SShaped {
+    fn with_curve<R>(&self, k: impl FnOnce(&SCurve<'_>) -> R) -> R {
+        let g = |x: f64| self.f(x);
+        let dg = |x: f64| self.df(x);
+        let center = if self.0 == SKind::Sigmoid { 0.5 } else { 0.0 };
+        k(&SCurve { g: &g, dg: &dg, center, d_min: f64::NEG_INFINITY })
+    }
+}
+
+impl Tangents for SShaped {
+    fn plan(&self, l: f64, u: f64) -> TangentPlan {
+        self.with_curve(|c| {
+            let (lo, tl, rl) = c.lower_plan(l, u);
+            let (hi, tu, ru) = c.upper_plan(l, u);
+            TangentPlan {
+                lower: rl.map(|(a, b)| (tl, a, b)),
+                upper: ru.map(|(a, b)| (tu, a, b)),
+                relax: Relax::new(lo, hi).with_contacts(&[tl, tu]),
+            }
+        })
+    }
+    fn lower_tangent(&self, t: f64) -> Line {
+        self.with_curve(|c| c.lower_tangent(t))
+    }
+    fn upper_tangent(&self, t: f64) -> Line {
+        self.with_curve(|c| c.upper_tangent(t))
+    }
+    fn df(&self, x: f64) -> f64 {
+        SShaped::df(self, x)
+    }
+    fn d2f(&self, x: f64) -> f64 {
+        match self.0 {
+            SKind::Sigmoid => {
+                let s = sigmoid(x);
+                s * (1.0 - s) * (1.0 - 2.0 * s)
+            }
+            SKind::Tanh => {
+                let t = x.tanh();
+                -2.0 * t * (1.0 - t * t)
+            }
+            SKind::Atan => {
+                let q = 1.0 + x * x;
+                -2.0 * x / (q * q)
+            }
+            SKind::Erf => -2.0 * x * std::f64::consts::FRAC_2_SQRT_PI * (-x * x).exp(),
+        }
     }
 }
 

@@ -20,12 +20,16 @@
 
 pub mod funcs;
 pub mod line;
+mod opt;
 pub mod special;
 pub mod sshape;
 
 use funcs::{Func, Gelu, Piecewise, Pow, SKind, SShaped, Smooth, SmoothFn, Trig};
-use line::{Line, down, secure, to_scalar, up};
+use line::{Line, Relax, down, secure, to_scalar, up};
+use lirpa_core::linear::Lines;
+use lirpa_core::op::OptimizableRelaxation;
 use lirpa_core::op::{BackwardCtx, Evaluate, Interval, IntervalRule, LinearRelaxation, NodeDef, Operator};
+use lirpa_core::reexport::faer::MatRef;
 use lirpa_core::{
     BackwardResult, BuiltOp, ElementwiseRelaxation, Error, LinearA, Result, Scalar, register_op,
 };
@@ -106,8 +110,20 @@ impl<F: Func> Elementwise<F> {
         let op = self.func.op_type();
         let (l, u) = check_bounds(op, l, u)?;
         self.func.domain(l, u)?;
+        if l.is_finite() && u.is_finite() {
+            self.secure_f64(l, u, self.func.relax(l, u))
+        } else {
+            let (lo, hi) = self.interval_f64(l, u)?;
+            self.secure_f64(l, u, Relax::constant(lo, hi))
+        }
+    }
+
+    /// The lines of `r` on `[l, u]` made sound in floating point ([`secure`] on finite
+    /// intervals, where `r` comes from [`Func::relax`]; taken as they are on infinite
+    /// ones, where they are the constant bounds of [`interval_f64`](Self::interval_f64)).
+    fn secure_f64(&self, l: f64, u: f64, r: Relax) -> Result<(Line, Line)> {
+        let op = self.func.op_type();
         let (lower, upper) = if l.is_finite() && u.is_finite() {
-            let r = self.func.relax(l, u);
             let f = |x: f64| self.func.f(x);
             let extra = self.func.extra_margin(l, u);
             (
@@ -115,8 +131,7 @@ impl<F: Func> Elementwise<F> {
                 secure(&f, l, u, r.upper, false, &r.contacts, extra),
             )
         } else {
-            let (lo, hi) = self.interval_f64(l, u)?;
-            (Line::constant(lo), Line::constant(hi))
+            (r.lower, r.upper)
         };
         if !(lower.k.is_finite() && lower.b.is_finite() && upper.k.is_finite() && upper.b.is_finite()) {
             return Err(Error::Invalid(format!(
@@ -124,6 +139,21 @@ impl<F: Func> Elementwise<F> {
             )));
         }
         Ok((lower, upper))
+    }
+
+    /// Sound lines in `f64` converted to `T` (`[lower slope, intercept, upper slope,
+    /// intercept]`).
+    fn to_lines<T: Scalar>(&self, l: f64, u: f64, lo: Line, hi: Line) -> Result<Lines<T>> {
+        let overflow = || {
+            Error::Invalid(format!(
+                "{}: the linear relaxation on input bounds [{l}, {u}] overflows {}",
+                self.func.op_type(),
+                T::NAME
+            ))
+        };
+        let (kl, bl) = to_scalar::<T>(lo, true, l, u).ok_or_else(overflow)?;
+        let (ku, bu) = to_scalar::<T>(hi, false, l, u).ok_or_else(overflow)?;
+        Ok([kl, bl, ku, bu])
     }
 
     /// The relaxation of every element, in `T`.
@@ -138,15 +168,7 @@ impl<F: Func> Elementwise<F> {
         for (&l, &u) in lower.iter().zip(upper) {
             let (l, u) = (l.as_f64().min(u.as_f64()), l.as_f64().max(u.as_f64()));
             let (lo, hi) = self.relax_f64(l, u)?;
-            let overflow = || {
-                Error::Invalid(format!(
-                    "{}: the linear relaxation on input bounds [{l}, {u}] overflows {}",
-                    self.func.op_type(),
-                    T::NAME
-                ))
-            };
-            let (kl, bl) = to_scalar::<T>(lo, true, l, u).ok_or_else(overflow)?;
-            let (ku, bu) = to_scalar::<T>(hi, false, l, u).ok_or_else(overflow)?;
+            let [kl, bl, ku, bu] = self.to_lines::<T>(l, u, lo, hi)?;
             r.lower_slope.push(kl);
             r.lower_intercept.push(bl);
             r.upper_slope.push(ku);
@@ -191,6 +213,22 @@ impl<T: Scalar, F: Func> LinearRelaxation<T> for Elementwise<F> {
     }
     fn needs_input_bounds(&self) -> &[usize] {
         &[0]
+    }
+    /// The S-shaped functions ([`funcs::Func::tangents`]): tangent points (see [`opt`]).
+    fn optimizable(&self) -> Option<&dyn OptimizableRelaxation<T>> {
+        self.func.tangents().is_some().then_some(self as &dyn OptimizableRelaxation<T>)
+    }
+    fn relaxed_forward(
+        &self,
+        ctx: &BackwardCtx<'_, T>,
+        a: MatRef<'_, T>,
+        upper: bool,
+        z: &[&[T]],
+        out: &mut [T],
+    ) -> Result<()> {
+        let b = ctx.bounds(0)?;
+        self.relaxation(b.lower, b.upper)?.relaxed_forward(a, upper, z[0], out);
+        Ok(())
     }
 }
 

@@ -85,31 +85,75 @@ impl SCurve<'_> {
 
     /// The lower line on `[l, u]` and its contact point (`NaN` for a chord).
     pub fn lower(&self, l: f64, u: f64) -> (Line, f64) {
+        let (line, t, _) = self.lower_plan(l, u);
+        (line, t)
+    }
+
+    /// [`lower`](Self::lower) and, when that line is a tangent, the range `[lo, hi]` of
+    /// tangent points whose tangents are valid lower lines on `[l, u]` (α-CROWN's
+    /// parameter range; it contains the contact point):
+    /// - `u <= 0`: `[l, u]` (every tangent of the convex piece is below `g` there);
+    /// - `l < 0 < u`: `[min(l, d), d]`, `d` the bisection's tangent point for `ū`: a
+    ///   tangent at `t <= d` meets `g` again at or beyond `ū >= u`, so `g - line` is
+    ///   `>= 0` on `[l, 0]` (convexity) and at `0` and `ū`, hence on `[0, ū]`
+    ///   (concavity). (auto_LiRPA sets no lower limit; tangents left of `l` are valid
+    ///   but flatter, and allowing them made the reference bounds looser here.)
+    ///
+    /// The chord cases have no range (`None`): the line is fixed.
+    pub fn lower_plan(&self, l: f64, u: f64) -> (Line, f64, Option<(f64, f64)>) {
         let (g, dg) = (self.g, self.dg);
         let m = 0.5 * l + 0.5 * u;
         if u <= 0.0 {
-            return (tangent(g, dg, m), m);
+            return (tangent(g, dg, m), m, Some((l, u)));
         }
         if l >= 0.0 {
-            return (Line::through(chord_slope(g, dg, l, u), l, g(l)), f64::NAN);
+            return (Line::through(chord_slope(g, dg, l, u), l, g(l)), f64::NAN, None);
         }
         let ub = ((u / STEP).floor().max(0.0) + 1.0) * STEP;
         let Some(d) = self.tangent_point(ub) else {
             // No tangent found (cannot happen for the functions here): the constant
             // minimum of an increasing function.
-            return (Line::constant(g(l)), f64::NAN);
+            return (Line::constant(g(l)), f64::NAN, None);
         };
         if d >= m {
-            return (tangent(g, dg, m), m);
+            return (tangent(g, dg, m), m, Some((l, d)));
         }
         let k = chord_slope(g, dg, l, u);
-        if k < dg(l) { (Line::through(k, l, g(l)), f64::NAN) } else { (tangent(g, dg, d), d) }
+        if k < dg(l) {
+            (Line::through(k, l, g(l)), f64::NAN, None)
+        } else {
+            (tangent(g, dg, d), d, Some((l.min(d), d)))
+        }
     }
 
     /// The upper line, by the point symmetry about `(0, c)`.
     pub fn upper(&self, l: f64, u: f64) -> (Line, f64) {
-        let (line, t) = self.lower(-u, -l);
-        (Line { k: line.k, b: 2.0 * self.center - line.b }, -t)
+        let (line, t, _) = self.upper_plan(l, u);
+        (line, t)
+    }
+
+    /// [`upper`](Self::upper) with its range of tangent points (the reflection of
+    /// [`lower_plan`](Self::lower_plan) on `[-u, -l]`).
+    pub fn upper_plan(&self, l: f64, u: f64) -> (Line, f64, Option<(f64, f64)>) {
+        let (line, t, range) = self.lower_plan(-u, -l);
+        (self.reflect(line), -t, range.map(|(lo, hi)| (-hi, -lo)))
+    }
+
+    /// The reflection of a line about `(0, c)`.
+    fn reflect(&self, line: Line) -> Line {
+        Line { k: line.k, b: 2.0 * self.center - line.b }
+    }
+
+    /// The tangent at `t` used as an upper line: computed as the reflection of the
+    /// tangent at `-t`, exactly as [`upper`](Self::upper) computes it (so that the CROWN
+    /// tangent point gives the CROWN line bit for bit).
+    pub fn upper_tangent(&self, t: f64) -> Line {
+        self.reflect(tangent(self.g, self.dg, -t))
+    }
+
+    /// The tangent at `t` used as a lower line.
+    pub fn lower_tangent(&self, t: f64) -> Line {
+        tangent(self.g, self.dg, t)
     }
 
     pub fn relax(&self, l: f64, u: f64) -> Relax {

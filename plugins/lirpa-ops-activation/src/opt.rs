@@ -1,0 +1,380 @@
+//! α-CROWN for the S-shaped functions (Sigmoid, Tanh, Atan, Erf): the tangent points
+//! of the relaxation are free parameters, as in auto_LiRPA's optimized `BoundSShaped`.
+//!
+//! Parameters: one row per specification row and side of a pass, `2n` values for `n`
+//! elements: the lower line's tangent point of every element, then the upper line's.
+//! A line that is a chord (the concave side of the lower line, the convex side of the
+//! upper one, or a valid chord across 0) is fixed and its parameter unused. A tangent
+//! line's point moves in the range [`crate::sshape::SCurve::lower_plan`] proves valid
+//! for the current input interval (`[l, u]` on the convex side, `[min(l, d), d]`
+//! across 0, reflected for the upper line); [`OptimizableRelaxation::project`] clamps
+//! into it, and the line is computed in `f64` from the point clamped again in `f64`,
+//! then verified by [`crate::line::secure`] and rounded by [`crate::line::to_scalar`]
+//! exactly as the CROWN lines are. Soundness therefore never depends on the
+//! parameters: any value, even one outside the range, gives a verified line.
+//!
+//! Initialization: the CROWN tangent points, rounded to `T`. A parameter equal to the
+//! rounded CROWN point stands for the CROWN point itself, so iteration 0 reproduces
+//! the CROWN lines bit for bit.
+//!
+//! Gradient: the tangent at `t` has value `f(t) + f'(t)·(x - t)` at `x`, whose
+//! derivative in `t` is `f''(t)·(x - t)` (slope `f''(t)`, intercept `-t·f''(t)`). The
+//! verification margin is treated as a constant. The input bounds only move the
+//! range (a kink, taken as flat) and the fixed chords, whose derivatives
+//! [`OptimizableRelaxation::bounds_grad`] gives, so that the parameters of
+//! intermediate passes are optimized through the final bound.
+
+use crate::funcs::{Func, TangentPlan, Tangents};
+use crate::line::Relax;
+use crate::{Elementwise, check_bounds};
+use lirpa_core::linear::{Lines, chosen_line, forward_rows, split_rows};
+use lirpa_core::op::{BackwardCtx, OptimizableRelaxation, SideParams};
+use lirpa_core::reexport::faer::{Mat, MatRef};
+use lirpa_core::{BackwardResult, Error, LinearA, LinearBias, Result, Scalar};
+
+/// One element: its interval, CROWN lines and, on a finite interval, its plan.
+struct Elem<T> {
+    l: f64,
+    u: f64,
+    crown: Lines<T>,
+    plan: Option<TangentPlan>,
+}
+
+/// The tangent point a parameter `p` stands for, given `(crown point, lo, hi)`.
+#[inline]
+fn pick<T: Scalar>(p: T, (t0, lo, hi): (f64, f64, f64)) -> f64 {
+    if p.is_nan() || p == T::from_f64(t0) { t0 } else { p.as_f64().max(lo).min(hi) }
+}
+
+impl<F: Func> Elementwise<F> {
+    fn tangents_or_err(&self) -> Result<&dyn Tangents> {
+        self.func
+            .tangents()
+            .ok_or_else(|| Error::Invalid(format!("{} has no optimizable relaxation", self.func.op_type())))
+    }
+
+    fn elems<T: Scalar>(&self, tg: &dyn Tangents, lower: &[T], upper: &[T]) -> Result<Vec<Elem<T>>> {
+        let op = self.func.op_type();
+        lower
+            .iter()
+            .zip(upper)
+            .map(|(&l, &u)| {
+                let (l, u) = check_bounds(op, l.as_f64(), u.as_f64())?;
+                self.func.domain(l, u)?;
+                if l.is_finite() && u.is_finite() {
+                    let plan = tg.plan(l, u);
+                    let (lo, hi) = self.secure_f64(l, u, plan.relax)?;
+                    let crown = self.to_lines::<T>(l, u, lo, hi)?;
+                    Ok(Elem { l, u, crown, plan: Some(plan) })
+                } else {
+                    let (lo, hi) = self.relax_f64(l, u)?;
+                    Ok(Elem { l, u, crown: self.to_lines::<T>(l, u, lo, hi)?, plan: None })
+                }
+            })
+            .collect()
+    }
+
+    /// The lines of element `e` for the lower and upper tangent parameters `pl`, `pu`.
+    fn lines_at<T: Scalar>(&self, tg: &dyn Tangents, e: &Elem<T>, pl: T, pu: T) -> Result<Lines<T>> {
+        let Some(plan) = &e.plan else { return Ok(e.crown) };
+        let tl = plan.lower.map(|x| pick(pl, x));
+        let tu = plan.upper.map(|x| pick(pu, x));
+        if tl == plan.lower.map(|x| x.0) && tu == plan.upper.map(|x| x.0) {
+            return Ok(e.crown);
+        }
+        let r = &plan.relax;
+        let lo = tl.map_or(r.lower, |t| tg.lower_tangent(t));
+        let hi = tu.map_or(r.upper, |t| tg.upper_tangent(t));
+        let relax =
+            Relax::new(lo, hi).with_contacts(&[tl.unwrap_or(r.contacts[0]), tu.unwrap_or(r.contacts[1])]);
+        let (lo, hi) = self.secure_f64(e.l, e.u, relax)?;
+        self.to_lines::<T>(e.l, e.u, lo, hi)
+    }
+
+    /// The lines of every (row, element), row-major, for parameters `p` (`rows × 2n`).
+    fn table<T: Scalar>(
+        &self,
+        tg: &dyn Tangents,
+        es: &[Elem<T>],
+        p: &[T],
+        rows: usize,
+    ) -> Result<Vec<Lines<T>>> {
+        let n = es.len();
+        if p.len() < rows * 2 * n {
+            return Err(Error::Invalid(format!(
+                "{}: {} relaxation parameters for {rows} rows of {n} elements",
+                self.func.op_type(),
+                p.len()
+            )));
+        }
+        let mut t = Vec::with_capacity(rows * n);
+        for r in 0..rows {
+            let row = &p[r * 2 * n..(r + 1) * 2 * n];
+            for (j, e) in es.iter().enumerate() {
+                t.push(self.lines_at(tg, e, row[j], row[n + j])?);
+            }
+        }
+        Ok(t)
+    }
+}
+
+impl<T: Scalar, F: Func> OptimizableRelaxation<T> for Elementwise<F> {
+    fn init_params(&self, ctx: &BackwardCtx<'_, T>) -> Result<Vec<T>> {
+        let tg = self.tangents_or_err()?;
+        let b = ctx.bounds(0)?;
+        let es = self.elems(tg, b.lower, b.upper)?;
+        let n = es.len();
+        let mut row = vec![T::zero(); 2 * n];
+        for (j, e) in es.iter().enumerate() {
+            if let Some(plan) = &e.plan {
+                if let Some((t0, _, _)) = plan.lower {
+                    row[j] = T::from_f64(t0);
+                }
+                if let Some((t0, _, _)) = plan.upper {
+                    row[n + j] = T::from_f64(t0);
+                }
+            }
+        }
+        Ok(row)
+    }
+
+    fn project(&self, ctx: &BackwardCtx<'_, T>, row: &mut [T]) {
+        // Bounds that cannot be read or relaxed leave the row as it is: the backward
+        // pass reports the error, and any parameter value gives a verified line.
+        let Some(tg) = self.func.tangents() else { return };
+        let Ok(b) = ctx.bounds(0) else { return };
+        let Ok(es) = self.elems(tg, b.lower, b.upper) else { return };
+        let n = es.len();
+        if row.len() < 2 * n {
+            return;
+        }
+        let clamp = |p: &mut T, (t0, lo, hi): (f64, f64, f64)| {
+            // Rounding to nearest keeps the rounded CROWN point inside the range.
+            *p = if p.is_nan() { T::from_f64(t0) } else { p.max(T::from_f64(lo)).min(T::from_f64(hi)) };
+        };
+        for (j, e) in es.iter().enumerate() {
+            let Some(plan) = &e.plan else { continue };
+            if let Some(x) = plan.lower {
+                clamp(&mut row[j], x);
+            }
+            if let Some(x) = plan.upper {
+                clamp(&mut row[n + j], x);
+            }
+        }
+    }
+
+    fn backward_with(
+        &self,
+        ctx: &BackwardCtx<'_, T>,
+        a: LinearA<T>,
+        params: SideParams<'_, T>,
+    ) -> Result<BackwardResult<T>> {
+        let tg = self.tangents_or_err()?;
+        let b = ctx.bounds(0)?;
+        let es = self.elems(tg, b.lower, b.upper)?;
+        let n = es.len();
+        let a = a.into_dense();
+        let mut bias = LinearBias::zeros(a.spec());
+        let side = |m: Option<Mat<T>>, p: Option<&[T]>, upper: bool, bias: &mut Vec<T>| -> Result<_> {
+            let Some(m) = m else { return Ok(None) };
+            Ok(Some(match p {
+                Some(p) => {
+                    let t = self.table(tg, &es, p, m.nrows())?;
+                    split_rows(m, upper, bias, |r, j| t[r * n + j])
+                }
+                None => split_rows(m, upper, bias, |_, j| es[j].crown),
+            }))
+        };
+        let lower = side(a.lower, params.lower, false, &mut bias.lower)?;
+        let upper = side(a.upper, params.upper, true, &mut bias.upper)?;
+        Ok(BackwardResult {
+            inputs: lirpa_core::reexport::smallvec::smallvec![Some(LinearA::dense(lower, upper))],
+            bias,
+        })
+    }
+
+    fn relaxed_forward_with(
+        &self,
+        ctx: &BackwardCtx<'_, T>,
+        params: &[T],
+        a: MatRef<'_, T>,
+        upper: bool,
+        z: &[&[T]],
+        out: &mut [T],
+    ) -> Result<()> {
+        let tg = self.tangents_or_err()?;
+        let b = ctx.bounds(0)?;
+        let es = self.elems(tg, b.lower, b.upper)?;
+        let n = es.len();
+        let t = self.table(tg, &es, params, a.nrows())?;
+        forward_rows(a, upper, z[0], out, |r, j| t[r * n + j]);
+        Ok(())
+    }
+
+    fn param_grad(
+        &self,
+        ctx: &BackwardCtx<'_, T>,
+        params: &[T],
+        a: MatRef<'_, T>,
+        upper: bool,
+        z: &[&[T]],
+        grad: &mut [T],
+    ) -> Result<()> {
+        // The bound contains `a[r, j] · line(z[r, j])` with the line the coefficient
+        // chose; a tangent at `t` moves at rate `f''(t)·(z - t)`.
+        let tg = self.tangents_or_err()?;
+        let b = ctx.bounds(0)?;
+        let es = self.elems(tg, b.lower, b.upper)?;
+        let n = es.len();
+        let probe: Lines<T> = [T::one(), T::zero(), T::zero(), T::zero()];
+        for r in 0..a.nrows() {
+            let base = r * 2 * n;
+            grad[base..base + 2 * n].iter_mut().for_each(|g| *g = T::zero());
+            for (j, e) in es.iter().enumerate() {
+                let Some(plan) = &e.plan else { continue };
+                let x = a[(r, j)];
+                let takes_lower = chosen_line(x, upper, &probe).0 == T::one();
+                let (k, range) = if takes_lower { (j, plan.lower) } else { (n + j, plan.upper) };
+                let Some(range) = range else { continue };
+                // A parameter outside the (rounded) range is clamped: the bound does not
+                // move with it.
+                let p = params[base + k];
+                if p.is_nan() || p < T::from_f64(range.1) || p > T::from_f64(range.2) {
+                    continue;
+                }
+                let t = pick(p, range);
+                let zj = z[0][r * n + j].as_f64();
+                grad[base + k] = T::from_f64(x.as_f64() * tg.d2f(t) * (zj - t));
+            }
+        }
+        Ok(())
+    }
+
+    fn bounds_grad(
+        &self,
+        ctx: &BackwardCtx<'_, T>,
+        _params: &[T],
+        a: MatRef<'_, T>,
+        upper: bool,
+        z: &[&[T]],
+        weight: &[T],
+        grad_lower: &mut [Vec<T>],
+        grad_upper: &mut [Vec<T>],
+    ) -> Result<()> {
+        // Only the fixed chords move with the input bounds (a tangent at a given point
+        // does not; the clamping into the range is a kink, taken as flat). The chord
+        // `y(z) = f(l) + k·(z - l)`, `k = (f(u) - f(l))/(u - l)`, has
+        //   ∂y/∂l = (f'(l) - k)·(u - z)/(u - l),   ∂y/∂u = (f'(u) - k)·(z - l)/(u - l).
+        // Intervals too narrow for the difference quotient (where the chord's slope is
+        // the midpoint derivative) are left out.
+        let tg = self.tangents_or_err()?;
+        let b = ctx.bounds(0)?;
+        let es = self.elems(tg, b.lower, b.upper)?;
+        let n = es.len();
+        let df = |x: f64| tg.df(x);
+        let f = |x: f64| self.func.f(x);
+        let probe: Lines<T> = [T::one(), T::zero(), T::zero(), T::zero()];
+        let (gl, gu) = (&mut grad_lower[0], &mut grad_upper[0]);
+        for (j, e) in es.iter().enumerate() {
+            let Some(plan) = &e.plan else { continue };
+            let (l, u) = (e.l, e.u);
+            let w = u - l;
+            if !(w > 1e-7 * l.abs().max(u.abs()).max(1.0)) {
+                continue;
+            }
+            // Which lines are chords (a fixed line without contact point).
+            let lower_chord = plan.lower.is_none() && plan.relax.contacts[0].is_nan();
+            let upper_chord = plan.upper.is_none() && plan.relax.contacts[1].is_nan();
+            if !lower_chord && !upper_chord {
+                continue;
+            }
+            let k = (f(u) - f(l)) / w;
+            let (dl, du) = (df(l) - k, df(u) - k);
+            let (mut sl, mut su) = (0.0f64, 0.0f64);
+            for r in 0..a.nrows() {
+                let x = a[(r, j)];
+                if weight[r] == T::zero() || x == T::zero() {
+                    continue;
+                }
+                let takes_lower = chosen_line(x, upper, &probe).0 == T::one();
+                if !(if takes_lower { lower_chord } else { upper_chord }) {
+                    continue;
+                }
+                let zj = z[0][r * n + j].as_f64();
+                let wx = weight[r].as_f64() * x.as_f64();
+                sl += wx * dl * (u - zj) / w;
+                su += wx * du * (zj - l) / w;
+            }
+            gl[j] += T::from_f64(sl);
+            gu[j] += T::from_f64(su);
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::funcs::{SKind, SShaped};
+
+    /// A small deterministic generator (SplitMix64).
+    struct Rng(u64);
+    impl Rng {
+        fn next(&mut self) -> f64 {
+            self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
+            let mut z = self.0;
+            z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+            z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+            ((z ^ (z >> 31)) >> 11) as f64 / (1u64 << 53) as f64
+        }
+    }
+
+    /// Optimized lines are sound whatever the parameters: for random intervals (wide,
+    /// narrow, degenerate, on either side of 0 and across it) and tangent parameters
+    /// anywhere (inside the range, outside it, huge, NaN), the lines in `f64` and `f32`
+    /// contain `f` on a grid of the interval; the CROWN points give the CROWN lines.
+    #[test]
+    fn optimized_lines_are_sound_for_any_parameter() {
+        let mut rng = Rng(7);
+        for kind in [SKind::Sigmoid, SKind::Tanh, SKind::Atan, SKind::Erf] {
+            let op = Elementwise { func: SShaped(kind) };
+            let tg = op.func.tangents().unwrap();
+            for case in 0..400 {
+                let c = (rng.next() - 0.5) * [1.0, 10.0, 100.0][case % 3];
+                let w = [0.0, 1e-9, 1e-3, 0.5, 3.0, 40.0][case % 6] * rng.next();
+                let (l, u) = (c - w, c + w);
+                let crown: Lines<f64> = op.relaxation::<f64>(&[l], &[u]).unwrap().lines(0);
+                let es = op.elems::<f64>(tg, &[l], &[u]).unwrap();
+                let plan = es[0].plan.unwrap();
+                let t0 = |x: Option<(f64, f64, f64)>| x.map_or(0.0, |x| x.0);
+                let at_crown = op.lines_at(tg, &es[0], t0(plan.lower), t0(plan.upper)).unwrap();
+                assert_eq!(at_crown, crown, "{kind:?} on [{l}, {u}]: CROWN points");
+                for _ in 0..8 {
+                    let mut p = || match (rng.next() * 6.0) as usize {
+                        0 => f64::NAN,
+                        1 => (rng.next() - 0.5) * 1e6,
+                        2 => l - rng.next() * 5.0,
+                        3 => u + rng.next() * 5.0,
+                        _ => l + (u - l) * rng.next(),
+                    };
+                    let (pl, pu) = (p(), p());
+                    let l64 = op.lines_at(tg, &es[0], pl, pu).unwrap();
+                    let es32 = op.elems::<f32>(tg, &[l as f32], &[u as f32]).unwrap();
+                    let l32 = op.lines_at(tg, &es32[0], pl as f32, pu as f32).unwrap();
+                    let (l32f, u32f) = (es32[0].l, es32[0].u);
+                    for i in 0..=200 {
+                        let x = l + (u - l) * i as f64 / 200.0;
+                        let y = op.func.f(x);
+                        assert!(l64[0] * x + l64[1] <= y, "{kind:?} [{l}, {u}] ({pl}, {pu}): lower at {x}");
+                        assert!(l64[2] * x + l64[3] >= y, "{kind:?} [{l}, {u}] ({pl}, {pu}): upper at {x}");
+                        let x = l32f + (u32f - l32f) * i as f64 / 200.0;
+                        let y = op.func.f(x);
+                        let lo = l32[0] as f64 * x + l32[1] as f64;
+                        let hi = l32[2] as f64 * x + l32[3] as f64;
+                        assert!(lo <= y && hi >= y, "{kind:?} f32 [{l32f}, {u32f}] ({pl}, {pu}) at {x}");
+                    }
+                }
+            }
+        }
+    }
+}
