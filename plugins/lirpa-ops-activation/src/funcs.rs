@@ -132,17 +132,7 @@ impl Func for SShaped {
         (self.f(l), self.f(u))
     }
     fn relax(&self, l: f64, u: f64) -> Relax {
-        let g = |x: f64| self.f(x);
-        let dg = |x: f64| self.df(x);
-        let center = if self.0 == SKind::Sigmoid { 0.5 } else { 0.0 };
-        static MEMOS: [std::sync::LazyLock<TangentMemo>; 4] = [
-            std::sync::LazyLock::new(Default::default),
-            std::sync::LazyLock::new(Default::default),
-            std::sync::LazyLock::new(Default::default),
-            std::sync::LazyLock::new(Default::default),
-        ];
-        let memo: &TangentMemo = &MEMOS[self.0 as usize];
-        SCurve { memo: Some(memo), g: &g, dg: &dg, center, d_min: f64::NEG_INFINITY }.relax(l, u)
+        self.with_curve(|c| c.relax(l, u))
     }
     fn tangents(&self) -> Option<&dyn Tangents> {
         Some(self)
@@ -154,7 +144,15 @@ impl SShaped {
         let g = |x: f64| self.f(x);
         let dg = |x: f64| self.df(x);
         let center = if self.0 == SKind::Sigmoid { 0.5 } else { 0.0 };
-        k(&SCurve { g: &g, dg: &dg, center, d_min: f64::NEG_INFINITY })
+        // One memo of tangent points per kind, shared by every operator and call.
+        static MEMOS: [std::sync::LazyLock<TangentMemo>; 4] = [
+            std::sync::LazyLock::new(Default::default),
+            std::sync::LazyLock::new(Default::default),
+            std::sync::LazyLock::new(Default::default),
+            std::sync::LazyLock::new(Default::default),
+        ];
+        let memo: &TangentMemo = &MEMOS[self.0 as usize];
+        k(&SCurve { memo: Some(memo), g: &g, dg: &dg, center, d_min: f64::NEG_INFINITY })
     }
 }
 
