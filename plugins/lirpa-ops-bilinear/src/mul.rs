@@ -1,7 +1,7 @@
 //! Element-wise product of two perturbed tensors, with ONNX (numpy) broadcasting.
 
 use crate::{check_finite, mul_interval, plane};
-use faer::Mat;
+use faer::{Mat, MatRef};
 use lirpa_core::op::{BackwardCtx, Evaluate, Interval, IntervalRule, LinearRelaxation, NodeDef, Operator};
 use lirpa_core::{
     BackwardResult, BuiltOp, ElementwiseRelaxation, Error, LinearA, LinearBias, Result, Scalar,
@@ -135,6 +135,32 @@ impl<T: Scalar> LinearRelaxation<T> for BilinearMul {
     fn needs_input_bounds(&self) -> &[usize] {
         &[0, 1]
     }
+
+    /// The adjoint of `backward` for one side: each product evaluated, at the inputs'
+    /// values `z` of every row, on the plane that row's coefficient sign selects (as
+    /// `relax_side` does), for α-CROWN's gradient through a fixed relaxation.
+    fn relaxed_forward(
+        &self,
+        ctx: &BackwardCtx<'_, T>,
+        a: MatRef<'_, T>,
+        upper: bool,
+        z: &[&[T]],
+        out: &mut [T],
+    ) -> Result<()> {
+        let (x, y) = (ctx.bounds(0)?, ctx.bounds(1)?);
+        let n = a.ncols();
+        let lower = !upper;
+        for i in 0..n {
+            let (jx, jy) = (self.sx[i], self.sy[i]);
+            let (xl, yl, yu) = (x.lower[jx], y.lower[jy], y.upper[jy]);
+            let (own, other) = (plane(lower, xl, yl, yu), plane(!lower, xl, yl, yu));
+            for r in 0..a.nrows() {
+                let (al, be, ga) = if a[(r, i)] >= T::zero() { own } else { other };
+                out[r * n + i] = al * z[0][r * self.nx + jx] + be * z[1][r * self.ny + jy] + ga;
+            }
+        }
+        Ok(())
+    }
 }
 
 impl<T: Scalar> Operator<T> for BilinearMul {
@@ -180,8 +206,10 @@ impl<T: Scalar> IntervalRule<T> for Square {
     }
 }
 
-impl<T: Scalar> LinearRelaxation<T> for Square {
-    fn backward(&self, ctx: &BackwardCtx<'_, T>, a: LinearA<T>) -> Result<BackwardResult<T>> {
+impl Square {
+    /// The square's lines on the bounds of its input: the tangent at the point nearest 0
+    /// below, the chord above, both widened by `4ε` of their magnitude.
+    fn relaxation<T: Scalar>(&self, ctx: &BackwardCtx<'_, T>) -> Result<ElementwiseRelaxation<T>> {
         let x = ctx.bounds(0)?;
         check_finite("input 0", x.lower)?;
         check_finite("input 0", x.upper)?;
@@ -201,11 +229,30 @@ impl<T: Scalar> LinearRelaxation<T> for Square {
             rel.upper_slope.push(s);
             rel.upper_intercept.push(-(l * u) + margin * ((l * u).abs() + s.abs() * l.abs().max(u.abs())));
         }
-        Ok(rel.backward(a))
+        Ok(rel)
+    }
+}
+
+impl<T: Scalar> LinearRelaxation<T> for Square {
+    fn backward(&self, ctx: &BackwardCtx<'_, T>, a: LinearA<T>) -> Result<BackwardResult<T>> {
+        Ok(self.relaxation(ctx)?.backward(a))
     }
 
     fn needs_input_bounds(&self) -> &[usize] {
         &[0]
+    }
+
+    /// The adjoint of `backward` (α-CROWN's gradient passes through fixed relaxations).
+    fn relaxed_forward(
+        &self,
+        ctx: &BackwardCtx<'_, T>,
+        a: MatRef<'_, T>,
+        upper: bool,
+        z: &[&[T]],
+        out: &mut [T],
+    ) -> Result<()> {
+        self.relaxation(ctx)?.relaxed_forward(a, upper, z[0], out);
+        Ok(())
     }
 }
 
