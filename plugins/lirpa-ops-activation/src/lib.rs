@@ -77,6 +77,24 @@ pub const OPS: &[&str] = &[
 #[derive(Debug)]
 pub struct Elementwise<F: Func> {
     pub func: F,
+    /// The sound `f64` lines of the last input bounds relaxed: a backward pass of every
+    /// later node crosses this one with the same bounds, and the lines cost many
+    /// function evaluations each.
+    last: std::sync::Mutex<Option<RelaxCache>>,
+}
+
+/// Input bounds and the lines computed for them.
+#[derive(Debug)]
+struct RelaxCache {
+    lower: Vec<f64>,
+    upper: Vec<f64>,
+    lines: Vec<(Line, Line)>,
+}
+
+impl<F: Func> Elementwise<F> {
+    pub fn new(func: F) -> Self {
+        Elementwise { func, last: std::sync::Mutex::new(None) }
+    }
 }
 
 /// NaN bounds are an error; crossed bounds (`l > u`, which rounding in an engine's
@@ -159,15 +177,27 @@ impl<F: Func> Elementwise<F> {
     /// The relaxation of every element, in `T`.
     pub fn relaxation<T: Scalar>(&self, lower: &[T], upper: &[T]) -> Result<ElementwiseRelaxation<T>> {
         let n = lower.len();
+        let lo64: Vec<f64> = lower.iter().map(|x| x.as_f64()).collect();
+        let hi64: Vec<f64> = upper.iter().map(|x| x.as_f64()).collect();
+        let mut cache = self.last.lock().expect("relaxation cache");
+        let hit = cache.as_ref().is_some_and(|c| c.lower == lo64 && c.upper == hi64);
+        if !hit {
+            let mut lines = Vec::with_capacity(n);
+            for (&l, &u) in lo64.iter().zip(&hi64) {
+                let (l, u) = (l.min(u), l.max(u));
+                lines.push(self.relax_f64(l, u)?);
+            }
+            *cache = Some(RelaxCache { lower: lo64, upper: hi64, lines });
+        }
+        let c = cache.as_ref().expect("filled above");
         let mut r = ElementwiseRelaxation {
             lower_slope: Vec::with_capacity(n),
             lower_intercept: Vec::with_capacity(n),
             upper_slope: Vec::with_capacity(n),
             upper_intercept: Vec::with_capacity(n),
         };
-        for (&l, &u) in lower.iter().zip(upper) {
-            let (l, u) = (l.as_f64().min(u.as_f64()), l.as_f64().max(u.as_f64()));
-            let (lo, hi) = self.relax_f64(l, u)?;
+        for ((&l, &u), &(lo, hi)) in c.lower.iter().zip(&c.upper).zip(&c.lines) {
+            let (l, u) = (l.min(u), l.max(u));
             let [kl, bl, ku, bu] = self.to_lines::<T>(l, u, lo, hi)?;
             r.lower_slope.push(kl);
             r.lower_intercept.push(bl);
@@ -240,7 +270,7 @@ impl<T: Scalar, F: Func> Operator<T> for Elementwise<F> {
 
 fn unary<T: Scalar>(node: &NodeDef<'_>, func: impl Func) -> Result<BuiltOp<T>> {
     let x = node.input(0)?;
-    Ok(BuiltOp::new(Elementwise { func }, &[0], x.shape.clone()))
+    Ok(BuiltOp::new(Elementwise::new(func), &[0], x.shape.clone()))
 }
 
 fn build_sigmoid<T: Scalar>(node: &NodeDef<'_>) -> Result<BuiltOp<T>> {
@@ -340,7 +370,7 @@ mod tests {
     use super::*;
 
     fn relax(func: impl Func, l: f64, u: f64) -> (Line, Line) {
-        Elementwise { func }.relax_f64(l, u).unwrap()
+        Elementwise::new(func).relax_f64(l, u).unwrap()
     }
 
     fn close(a: f64, b: f64) -> bool {
@@ -419,15 +449,15 @@ mod tests {
 
     #[test]
     fn domain_errors_are_errors() {
-        let e = Elementwise { func: SmoothFn(Smooth::Log) };
+        let e = Elementwise::new(SmoothFn(Smooth::Log));
         assert!(e.relax_f64(-1.0, 1.0).unwrap_err().to_string().contains("Log"));
         assert!(e.interval_f64(0.0, 1.0).is_err());
-        let r = Elementwise { func: SmoothFn(Smooth::Reciprocal) };
+        let r = Elementwise::new(SmoothFn(Smooth::Reciprocal));
         assert!(r.relax_f64(-1.0, 1.0).is_err() && r.relax_f64(-2.0, -1.0).is_ok());
-        let s = Elementwise { func: SmoothFn(Smooth::Sqrt) };
+        let s = Elementwise::new(SmoothFn(Smooth::Sqrt));
         assert!(s.relax_f64(-1e-9, 1.0).is_err() && s.relax_f64(0.0, 0.0).is_ok());
         // Overflow is an error, not an infinite line.
-        let x = Elementwise { func: SmoothFn(Smooth::Exp) };
+        let x = Elementwise::new(SmoothFn(Smooth::Exp));
         assert!(x.relax_f64(0.0, 1000.0).is_err());
         assert!(x.relaxation::<f32>(&[0.0], &[88.0]).is_ok());
     }

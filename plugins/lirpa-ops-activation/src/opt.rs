@@ -337,7 +337,7 @@ mod tests {
     fn optimized_lines_are_sound_for_any_parameter() {
         let mut rng = Rng(7);
         for kind in [SKind::Sigmoid, SKind::Tanh, SKind::Atan, SKind::Erf] {
-            let op = Elementwise { func: SShaped(kind) };
+            let op = Elementwise::new(SShaped(kind));
             let tg = op.func.tangents().unwrap();
             for case in 0..400 {
                 let c = (rng.next() - 0.5) * [1.0, 10.0, 100.0][case % 3];
