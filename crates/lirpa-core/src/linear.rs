@@ -384,12 +384,19 @@ impl<T: Scalar> ElementwiseRelaxation<T> {
 /// `[lower slope, lower intercept, upper slope, upper intercept]`.
 pub type Lines<T> = [T; 4];
 
-/// Which line a coefficient `x` of side `upper_side` takes: the lower line for a
-/// non-negative coefficient of a lower bound or a negative one of an upper bound.
-/// Returns `(slope, intercept)`. The same rule as [`ElementwiseRelaxation::backward`].
+/// Whether a coefficient `x` of side `upper_side` takes the lower line: a non-negative
+/// coefficient of a lower bound or a negative one of an upper bound. The same rule as
+/// [`ElementwiseRelaxation::backward`].
+#[inline]
+pub fn takes_lower_line<T: Scalar>(x: T, upper_side: bool) -> bool {
+    (x >= T::zero()) != upper_side
+}
+
+/// The line (`(slope, intercept)`) a coefficient `x` of side `upper_side` takes (see
+/// [`takes_lower_line`]).
 #[inline]
 pub fn chosen_line<T: Scalar>(x: T, upper_side: bool, l: &Lines<T>) -> (T, T) {
-    if (x >= T::zero()) != upper_side { (l[0], l[1]) } else { (l[2], l[3]) }
+    if takes_lower_line(x, upper_side) { (l[0], l[1]) } else { (l[2], l[3]) }
 }
 
 /// Sign split of one side's dense coefficients `m` with lines that may differ per row

@@ -27,7 +27,7 @@
 use crate::funcs::{Func, TangentPlan, Tangents};
 use crate::line::Relax;
 use crate::{Elementwise, check_bounds};
-use lirpa_core::linear::{Lines, chosen_line, forward_rows, split_rows};
+use lirpa_core::linear::{Lines, forward_rows, split_rows, takes_lower_line};
 use lirpa_core::op::{BackwardCtx, OptimizableRelaxation, SideParams};
 use lirpa_core::reexport::faer::{Mat, MatRef};
 use lirpa_core::{BackwardResult, Error, LinearA, LinearBias, Result, Scalar};
@@ -226,14 +226,13 @@ impl<T: Scalar, F: Func> OptimizableRelaxation<T> for Elementwise<F> {
         let b = ctx.bounds(0)?;
         let es = self.elems(tg, b.lower, b.upper)?;
         let n = es.len();
-        let probe: Lines<T> = [T::one(), T::zero(), T::zero(), T::zero()];
         for r in 0..a.nrows() {
             let base = r * 2 * n;
             grad[base..base + 2 * n].iter_mut().for_each(|g| *g = T::zero());
             for (j, e) in es.iter().enumerate() {
                 let Some(plan) = &e.plan else { continue };
                 let x = a[(r, j)];
-                let takes_lower = chosen_line(x, upper, &probe).0 == T::one();
+                let takes_lower = takes_lower_line(x, upper);
                 let (k, range) = if takes_lower { (j, plan.lower) } else { (n + j, plan.upper) };
                 let Some(range) = range else { continue };
                 // A parameter outside the (rounded) range is clamped: the bound does not
@@ -273,7 +272,6 @@ impl<T: Scalar, F: Func> OptimizableRelaxation<T> for Elementwise<F> {
         let n = es.len();
         let df = |x: f64| tg.df(x);
         let f = |x: f64| self.func.f(x);
-        let probe: Lines<T> = [T::one(), T::zero(), T::zero(), T::zero()];
         let (gl, gu) = (&mut grad_lower[0], &mut grad_upper[0]);
         for (j, e) in es.iter().enumerate() {
             let Some(plan) = &e.plan else { continue };
@@ -296,7 +294,7 @@ impl<T: Scalar, F: Func> OptimizableRelaxation<T> for Elementwise<F> {
                 if weight[r] == T::zero() || x == T::zero() {
                     continue;
                 }
-                let takes_lower = chosen_line(x, upper, &probe).0 == T::one();
+                let takes_lower = takes_lower_line(x, upper);
                 if !(if takes_lower { lower_chord } else { upper_chord }) {
                     continue;
                 }

@@ -15,7 +15,7 @@
 //! lies below `f` everywhere), one per element and specification row, initialized to
 //! the CROWN choice above. Stable neurons keep their exact lines.
 
-use lirpa_core::linear::{Lines, chosen_line, forward_rows, split_rows};
+use lirpa_core::linear::{Lines, forward_rows, split_rows, takes_lower_line};
 use lirpa_core::op::{
     BackwardCtx, Evaluate, Interval, IntervalRule, LinearRelaxation, NodeDef, Operator,
     OptimizableRelaxation, SideParams,
@@ -296,11 +296,10 @@ impl<T: Scalar> OptimizableRelaxation<T> for TwoPiece<T> {
         // lower line of an unstable element; elsewhere α does not appear.
         let b = ctx.bounds(0)?;
         let n = b.lower.len();
-        let probe: Lines<T> = [T::one(), T::zero(), T::zero(), T::zero()];
         for r in 0..a.nrows() {
             for j in 0..n {
                 let x = a[(r, j)];
-                let takes_lower = chosen_line(x, upper, &probe).0 == T::one();
+                let takes_lower = takes_lower_line(x, upper);
                 grad[r * n + j] = if takes_lower && unstable(b.lower[j], b.upper[j]) {
                     x * z[0][r * n + j]
                 } else {
@@ -330,7 +329,6 @@ impl<T: Scalar> OptimizableRelaxation<T> for TwoPiece<T> {
         let b = ctx.bounds(0)?;
         let n = b.lower.len();
         let (s, tiny) = (self.slope, T::from_f64(1e-8));
-        let probe: Lines<T> = [T::zero(), T::zero(), T::one(), T::zero()];
         let (gl, gu) = (&mut grad_lower[0], &mut grad_upper[0]);
         for j in 0..n {
             let (l, u) = (b.lower[j], b.upper[j]);
@@ -344,7 +342,7 @@ impl<T: Scalar> OptimizableRelaxation<T> for TwoPiece<T> {
             let (mut sl, mut su) = (T::zero(), T::zero());
             for r in 0..a.nrows() {
                 let x = a[(r, j)];
-                if chosen_line(x, upper, &probe).0 != T::one() || weight[r] == T::zero() {
+                if takes_lower_line(x, upper) || weight[r] == T::zero() {
                     continue; // this coefficient took the lower line
                 }
                 let zl = z[0][r * n + j] - l;
