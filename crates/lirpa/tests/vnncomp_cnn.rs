@@ -9,7 +9,7 @@
 mod common;
 
 use lirpa::sample::sample_points;
-use lirpa::{BoundOptions, BoundRequest, InputValue, Method, Perturbation};
+use lirpa::{BoundOptions, BoundRequest, InputValue, Method};
 
 #[test]
 fn cnn_benchmarks_crown_bounds_contain_sampled_outputs() {
@@ -21,22 +21,9 @@ fn cnn_benchmarks_crown_bounds_contain_sampled_outputs() {
         ("vnncomp2021_cifar10_resnet", "cifar10_resnet_instances.csv"),
     ] {
         let dir = root.join(bench);
-        let list = std::fs::read_to_string(dir.join(csv)).expect("instances csv");
-        let mut seen = std::collections::BTreeSet::new();
-        for line in list.lines().filter(|l| !l.trim().is_empty()) {
-            let cols: Vec<&str> = line.split(',').collect();
-            if !seen.insert(cols[0].to_string()) {
-                continue; // one property per network
-            }
-            let (onnx, vnnlib) = (dir.join(cols[0]), dir.join(cols[1]));
+        for (onnx, vnnlib) in common::first_instance_per_network(&dir, csv) {
             let g = lirpa::load_onnx::<f32>(&onnx).unwrap();
-            let prop = lirpa_vnnlib::parse_file(&vnnlib).unwrap();
-            let (l, u) = prop.input_box();
-            let ptb = Perturbation::<f32>::new_box(
-                l.iter().map(|&v| v as f32).collect(),
-                u.iter().map(|&v| v as f32).collect(),
-            )
-            .unwrap();
+            let ptb = common::vnnlib_box_f32(&vnnlib);
             let opts = BoundOptions { threads: 0, ..BoundOptions::with_method(Method::Crown) };
             let r = lirpa::compute_bounds(
                 &g,
@@ -61,7 +48,7 @@ fn cnn_benchmarks_crown_bounds_contain_sampled_outputs() {
                     );
                 }
             }
-            eprintln!("{}: CROWN bounds contain {n_samples} sampled outputs", cols[0]);
+            eprintln!("{}: CROWN bounds contain {n_samples} sampled outputs", onnx.display());
             nets += 1;
         }
     }

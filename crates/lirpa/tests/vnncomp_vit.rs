@@ -10,29 +10,16 @@
 mod common;
 
 use lirpa::sample::sample_points;
-use lirpa::{BoundOptions, BoundRequest, InputValue, Method, Perturbation};
+use lirpa::{BoundOptions, BoundRequest, InputValue, Method};
 
 #[test]
 fn vit_benchmark_bounds_contain_sampled_outputs() {
     let n_samples: usize = std::env::var("LIRPA_SAMPLES").ok().and_then(|s| s.parse().ok()).unwrap_or(10_000);
     let dir = common::shared_dir().join("benchmarks/vnncomp2023_vit");
-    let list = std::fs::read_to_string(dir.join("instances.csv")).expect("instances csv");
-    let mut seen = std::collections::BTreeSet::new();
     let mut nets = 0;
-    for line in list.lines().filter(|l| !l.trim().is_empty()) {
-        let cols: Vec<&str> = line.split(',').collect();
-        if !seen.insert(cols[0].to_string()) {
-            continue; // one property per network
-        }
-        let (onnx, vnnlib) = (dir.join(cols[0]), dir.join(cols[1]));
+    for (onnx, vnnlib) in common::first_instance_per_network(&dir, "instances.csv") {
         let g = lirpa::load_onnx::<f32>(&onnx).unwrap();
-        let prop = lirpa_vnnlib::parse_file(&vnnlib).unwrap();
-        let (l, u) = prop.input_box();
-        let ptb = Perturbation::<f32>::new_box(
-            l.iter().map(|&v| v as f32).collect(),
-            u.iter().map(|&v| v as f32).collect(),
-        )
-        .unwrap();
+        let ptb = common::vnnlib_box_f32(&vnnlib);
         let out = g.output().unwrap();
         let points = sample_points(&ptb, n_samples, 23);
         // Outputs in f32 (as the bounds are computed) and in f64 (closer to the real
@@ -72,7 +59,9 @@ fn vit_benchmark_bounds_contain_sampled_outputs() {
             }
             eprintln!(
                 "{}: {method} bounds contain {n_samples} sampled outputs (f32 and f64); output 0 in [{}, {}]",
-                cols[0], r.lower[0], r.upper[0]
+                onnx.display(),
+                r.lower[0],
+                r.upper[0]
             );
         }
         nets += 1;

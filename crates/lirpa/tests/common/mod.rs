@@ -368,3 +368,25 @@ pub fn check_alpha<T: Scalar>(case: &Case, graph: &Graph<T>) -> (Vec<String>, Ve
 
 /// Keep the import error type in scope for callers that match on it.
 pub type ImportError = OnnxError;
+
+/// The first instance of each network in a VNN-COMP benchmark's instance list (one
+/// property per network), as `(onnx, vnnlib)` paths.
+pub fn first_instance_per_network(dir: &Path, csv: &str) -> Vec<(PathBuf, PathBuf)> {
+    let list = std::fs::read_to_string(dir.join(csv)).expect("instances csv");
+    let mut seen = std::collections::BTreeSet::new();
+    list.lines()
+        .filter(|l| !l.trim().is_empty())
+        .filter_map(|line| {
+            let cols: Vec<&str> = line.split(',').collect();
+            seen.insert(cols[0].to_string()).then(|| (dir.join(cols[0]), dir.join(cols[1])))
+        })
+        .collect()
+}
+
+/// The input box of a VNN-LIB property, in `f32`.
+pub fn vnnlib_box_f32(vnnlib: &Path) -> Perturbation<f32> {
+    let prop = lirpa_vnnlib::parse_file(vnnlib).unwrap();
+    let (l, u) = prop.input_box();
+    Perturbation::new_box(l.iter().map(|&v| v as f32).collect(), u.iter().map(|&v| v as f32).collect())
+        .unwrap()
+}
