@@ -250,34 +250,22 @@ impl<T: Scalar> Conv<T> {
                 let prod = MatRef::from_column_major_slice_with_stride(&prod_buf, m, kk, ld);
                 // col2im: scatter each (position, tap) block to the input cell it reads.
                 for pi in 0..n {
-                    let (y, x) = ((p0 + pi) / pw, (p0 + pi) % pw);
-                    for ky in 0..g.kh {
-                        let dy = (y * g.sh + ky * g.dh) as isize - shift_h;
-                        if dy < 0 || dy as usize >= qh {
-                            continue;
-                        }
-                        for kx in 0..g.kw {
-                            let dx = (x * g.sw + kx * g.dw) as isize - shift_w;
-                            if dx < 0 || dx as usize >= qw {
-                                continue;
-                            }
-                            let t = ky * g.kw + kx;
-                            let d0 = grp * cig * dq + dy as usize * qw + dx as usize;
-                            for i in 0..cig {
-                                let from =
-                                    &prod.col(i * k + t).try_as_col_major().expect("column-major").as_slice()
-                                        [pi * rows..][..rows];
-                                let to = dst
-                                    .as_mut()
-                                    .col_mut(d0 + i * dq)
-                                    .try_as_col_major_mut()
-                                    .expect("column-major");
-                                for (d, v) in to.as_slice_mut().iter_mut().zip(from) {
-                                    *d += *v;
-                                }
+                    self.for_each_tap(p0 + pi, pw, (qh, qw), (shift_h, shift_w), |t, cell| {
+                        let d0 = grp * cig * dq + cell;
+                        for i in 0..cig {
+                            let from =
+                                &prod.col(i * k + t).try_as_col_major().expect("column-major").as_slice()
+                                    [pi * rows..][..rows];
+                            let to = dst
+                                .as_mut()
+                                .col_mut(d0 + i * dq)
+                                .try_as_col_major_mut()
+                                .expect("column-major");
+                            for (d, v) in to.as_slice_mut().iter_mut().zip(from) {
+                                *d += *v;
                             }
                         }
-                    }
+                    });
                 }
                 p0 += n;
             }
@@ -304,33 +292,51 @@ impl<T: Scalar> Conv<T> {
                 for p in 0..sp {
                     let scol = (grp * cog + o) * sp + p;
                     let from = src.col(scol);
-                    let (y, x) = (p / pw, p % pw);
-                    for ky in 0..g.kh {
-                        let dy = (y * g.sh + ky * g.dh) as isize - shift_h;
-                        if dy < 0 || dy as usize >= qh {
-                            continue;
-                        }
-                        for kx in 0..g.kw {
-                            let dx = (x * g.sw + kx * g.dw) as isize - shift_w;
-                            if dx < 0 || dx as usize >= qw {
+                    self.for_each_tap(p, pw, (qh, qw), (shift_h, shift_w), |t, cell| {
+                        for i in 0..cig {
+                            let wv = wg[(o, i * k + t)];
+                            if wv == T::zero() {
                                 continue;
                             }
-                            for i in 0..cig {
-                                let wv = wg[(o, i * k + ky * g.kw + kx)];
-                                if wv == T::zero() {
-                                    continue;
-                                }
-                                let d = (grp * cig + i) * dq + dy as usize * qw + dx as usize;
-                                // Coefficient matrices are column-major: row stride 1.
-                                let t = dst.as_mut().col_mut(d).try_as_col_major_mut().expect("column-major");
-                                let f = from.try_as_col_major().expect("column-major");
-                                for (t, f) in t.as_slice_mut().iter_mut().zip(f.as_slice()) {
-                                    *t += wv * *f;
-                                }
+                            let d = (grp * cig + i) * dq + cell;
+                            // Coefficient matrices are column-major: row stride 1.
+                            let to = dst.as_mut().col_mut(d).try_as_col_major_mut().expect("column-major");
+                            let f = from.try_as_col_major().expect("column-major");
+                            for (t, f) in to.as_slice_mut().iter_mut().zip(f.as_slice()) {
+                                *t += wv * *f;
                             }
                         }
-                    }
+                    });
                 }
+            }
+        }
+    }
+
+    /// For source cell `p` of a `· × pw` frame, every kernel tap `t = ky·kw + kx` whose
+    /// destination cell `(p/pw·sh + ky·dh − shift_h, p%pw·sw + kx·dw − shift_w)` lies in
+    /// the `qh × qw` frame: `f(t, cell)` with `cell` its flat index.
+    #[inline]
+    fn for_each_tap(
+        &self,
+        p: usize,
+        pw: usize,
+        (qh, qw): (usize, usize),
+        (shift_h, shift_w): (isize, isize),
+        mut f: impl FnMut(usize, usize),
+    ) {
+        let g = &self.g;
+        let (y, x) = (p / pw, p % pw);
+        for ky in 0..g.kh {
+            let dy = (y * g.sh + ky * g.dh) as isize - shift_h;
+            if dy < 0 || dy as usize >= qh {
+                continue;
+            }
+            for kx in 0..g.kw {
+                let dx = (x * g.sw + kx * g.dw) as isize - shift_w;
+                if dx < 0 || dx as usize >= qw {
+                    continue;
+                }
+                f(ky * g.kw + kx, dy as usize * qw + dx as usize);
             }
         }
     }
