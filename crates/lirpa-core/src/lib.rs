@@ -23,8 +23,8 @@ pub use error::{Error, Result};
 pub use graph::{Graph, GraphBuilder, Node, NodeId, NodeKind};
 pub use linear::{BackwardResult, ElementwiseRelaxation, FormInput, LinearA, LinearBias, LinearForm};
 pub use op::{
-    BackwardCtx, BuiltOp, Evaluate, InputDef, Interval, IntervalRule, LinearRelaxation, NodeDef, Operator,
-    OptimizableRelaxation, RelaxOptions, ReluLowerSlope, SideParams,
+    BackwardCtx, BatchInput, BuiltOp, Evaluate, InputDef, Interval, IntervalRule, LinearRelaxation, NodeDef,
+    Operator, OptimizableRelaxation, RelaxOptions, ReluLowerSlope, SideParams,
 };
 pub use perturbation::{Norm, Perturbation};
 pub use registry::{OpRegistration, lookup, lookup_all, registered_ops};

@@ -408,15 +408,44 @@ pub fn split_rows<T: Scalar>(
     bias: &mut [T],
     lines: impl Fn(usize, usize) -> Lines<T>,
 ) -> Mat<T> {
-    for j in 0..m.ncols() {
-        let col = m.col_as_slice_mut(j);
-        for (r, (x, b)) in col.iter_mut().zip(bias.iter_mut()).enumerate() {
-            let (s, c) = chosen_line(*x, upper_side, &lines(r, j));
-            *b += *x * c;
-            *x *= s;
+    // `m` is column-major while per-row lines are usually stored row-major: visit
+    // blocks of rows × columns so both stay in cache.
+    let (rows, cols) = (m.nrows(), m.ncols());
+    for r0 in (0..rows).step_by(ROW_TILE) {
+        let r1 = (r0 + ROW_TILE).min(rows);
+        for j in 0..cols {
+            let col = &mut m.col_as_slice_mut(j)[r0..r1];
+            for (k, (x, b)) in col.iter_mut().zip(&mut bias[r0..r1]).enumerate() {
+                let (s, c) = chosen_line(*x, upper_side, &lines(r0 + k, j));
+                *b += *x * c;
+                *x *= s;
+            }
         }
     }
     m
+}
+
+/// Rows per block in the row-wise helpers (see [`split_rows`]).
+const ROW_TILE: usize = 16;
+/// Columns per block in the row-wise helpers.
+const COL_TILE: usize = 64;
+
+/// Visit every `(r, j)` of a `rows × cols` matrix in cache-friendly blocks: a block
+/// of [`COL_TILE`] columns, row by row inside it. Suits loops that read a column-major
+/// matrix and row-major arrays together.
+#[inline]
+pub fn for_each_tiled(rows: usize, cols: usize, mut f: impl FnMut(usize, usize)) {
+    for j0 in (0..cols).step_by(COL_TILE) {
+        let j1 = (j0 + COL_TILE).min(cols);
+        for r0 in (0..rows).step_by(ROW_TILE) {
+            let r1 = (r0 + ROW_TILE).min(rows);
+            for j in j0..j1 {
+                for r in r0..r1 {
+                    f(r, j);
+                }
+            }
+        }
+    }
 }
 
 /// The adjoint of [`split_rows`]: `out[r, j] = s · z[r, j] + c` with the line
@@ -430,12 +459,10 @@ pub fn forward_rows<T: Scalar>(
     lines: impl Fn(usize, usize) -> Lines<T>,
 ) {
     let n = a.ncols();
-    for r in 0..a.nrows() {
-        for j in 0..n {
-            let (s, c) = chosen_line(a[(r, j)], upper_side, &lines(r, j));
-            out[r * n + j] = s * z[r * n + j] + c;
-        }
-    }
+    for_each_tiled(a.nrows(), n, |r, j| {
+        let (s, c) = chosen_line(a[(r, j)], upper_side, &lines(r, j));
+        out[r * n + j] = s * z[r * n + j] + c;
+    });
 }
 
 impl<T: Scalar> ElementwiseRelaxation<T> {

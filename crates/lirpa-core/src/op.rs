@@ -30,6 +30,47 @@ pub struct Interval<'a, T> {
 pub trait Evaluate<T: Scalar> {
     /// `inputs[i]` is the value of graph input edge `i`; `out` has the output's length.
     fn forward(&self, inputs: &[&[T]], out: &mut [T]) -> Result<()>;
+
+    /// Evaluate `rows` independent points at once (the adjoint sweep of α-CROWN runs
+    /// one point per specification row). An input is either the same for every row or
+    /// given per row, row-major `rows × numel`; `out` is row-major `rows × numel(output)`.
+    /// The default calls [`forward`](Self::forward) row by row; operators with a
+    /// batched kernel (a convolution as one matrix product) override it.
+    fn forward_batch(&self, inputs: &[BatchInput<'_, T>], rows: usize, out: &mut [T]) -> Result<()> {
+        if rows == 0 {
+            return Ok(());
+        }
+        let n = out.len() / rows;
+        let mut args: smallvec::SmallVec<[&[T]; 4]> = smallvec::SmallVec::with_capacity(inputs.len());
+        for r in 0..rows {
+            args.clear();
+            args.extend(inputs.iter().map(|x| x.row(r, rows)));
+            self.forward(&args, &mut out[r * n..(r + 1) * n])?;
+        }
+        Ok(())
+    }
+}
+
+/// One input of [`Evaluate::forward_batch`].
+#[derive(Clone, Copy, Debug)]
+pub enum BatchInput<'a, T> {
+    /// The same value for every row.
+    Shared(&'a [T]),
+    /// One value per row, row-major `rows × numel`.
+    Rows(&'a [T]),
+}
+
+impl<'a, T> BatchInput<'a, T> {
+    /// The value of row `r` of `rows`.
+    pub fn row(&self, r: usize, rows: usize) -> &'a [T] {
+        match *self {
+            BatchInput::Shared(v) => v,
+            BatchInput::Rows(v) => {
+                let n = v.len() / rows.max(1);
+                &v[r * n..(r + 1) * n]
+            }
+        }
+    }
 }
 
 /// Interval bound propagation.

@@ -11,7 +11,9 @@ use crate::geom::{Geom, spatial_input};
 use faer::linalg::matmul::matmul;
 use faer::{Accum, Mat, MatMut, MatRef, Par};
 use lirpa_core::linear::mat_vec;
-use lirpa_core::op::{BackwardCtx, Evaluate, Interval, IntervalRule, LinearRelaxation, NodeDef, Operator};
+use lirpa_core::op::{
+    BackwardCtx, BatchInput, Evaluate, Interval, IntervalRule, LinearRelaxation, NodeDef, Operator,
+};
 use lirpa_core::{BackwardResult, BuiltOp, Error, LinearA, LinearBias, Result, Scalar, Shape, Window};
 
 /// A convolution `y[co] = scale ⊙ Σ W[co, ci] ⋆ x[ci] + b[co]` on a batch-1 input.
@@ -97,45 +99,81 @@ impl<T: Scalar> Conv<T> {
 
     /// `out = scale ⊙ (w ⋆ x)` (no bias), by im2col and one product per group.
     fn convolve(&self, w: &[T], x: &[T], out: &mut [T]) {
+        self.convolve_rows(w, x, 1, out);
+    }
+
+    /// [`convolve`](Self::convolve) of `rows` inputs at once (row-major `rows × numel`):
+    /// the im2col matrices of a block of rows side by side, one product per group.
+    fn convolve_rows(&self, w: &[T], x: &[T], rows: usize, out: &mut [T]) {
         let g = &self.g;
         let (cig, cog) = (self.ci / self.groups, self.co / self.groups);
         let (k, p, hw) = (g.kh * g.kw, g.ho * g.wo, g.hi * g.wi);
-        let mut cols = Mat::<T>::zeros(cig * k, p);
-        for grp in 0..self.groups {
-            for i in 0..cig {
-                let xc = &x[(grp * cig + i) * hw..][..hw];
-                for ky in 0..g.kh {
-                    for kx in 0..g.kw {
-                        let row = (i * g.kh + ky) * g.kw + kx;
-                        for y in 0..g.ho {
-                            let Some(iy) = g.in_h(y, ky) else {
-                                for xx in 0..g.wo {
-                                    cols[(row, y * g.wo + xx)] = T::zero();
+        let (n_in, n_out) = (self.ci * hw, self.co * p);
+        // Rows per block: at most about 2^20 im2col cells.
+        let block = ((1usize << 20) / (cig * k * p).max(1)).clamp(1, rows.max(1));
+        // Output columns whose input column is inside the image, per kernel column:
+        // a contiguous range.
+        let valid_w: Vec<(usize, usize)> = (0..g.kw)
+            .map(|kx| {
+                let ok: Vec<usize> = (0..g.wo).filter(|&xx| g.in_w(xx, kx).is_some()).collect();
+                match (ok.first(), ok.last()) {
+                    (Some(&a), Some(&b)) => (a, b + 1),
+                    _ => (0, 0),
+                }
+            })
+            .collect();
+        for r0 in (0..rows).step_by(block) {
+            let nr = block.min(rows - r0);
+            // Transposed im2col: one contiguous column per kernel tap, positions down.
+            let mut cols = Mat::<T>::zeros(nr * p, cig * k);
+            let mut res = Mat::<T>::zeros(nr * p, cog);
+            for grp in 0..self.groups {
+                for i in 0..cig {
+                    for ky in 0..g.kh {
+                        for kx in 0..g.kw {
+                            let tap = (i * g.kh + ky) * g.kw + kx;
+                            let col = cols.col_as_slice_mut(tap);
+                            for rr in 0..nr {
+                                let xc = &x[(r0 + rr) * n_in + (grp * cig + i) * hw..][..hw];
+                                for y in 0..g.ho {
+                                    let dst = &mut col[rr * p + y * g.wo..][..g.wo];
+                                    let Some(iy) = g.in_h(y, ky) else {
+                                        dst.fill(T::zero());
+                                        continue;
+                                    };
+                                    let src = &xc[iy * g.wi..][..g.wi];
+                                    let (x0, x1) = valid_w[kx];
+                                    dst[..x0].fill(T::zero());
+                                    dst[x1..].fill(T::zero());
+                                    if x1 > x0 {
+                                        let ix0 = g.in_w(x0, kx).expect("valid column");
+                                        if g.sw == 1 {
+                                            dst[x0..x1].copy_from_slice(&src[ix0..ix0 + (x1 - x0)]);
+                                        } else {
+                                            for (t, d) in dst[x0..x1].iter_mut().enumerate() {
+                                                *d = src[ix0 + t * g.sw];
+                                            }
+                                        }
+                                    }
                                 }
-                                continue;
-                            };
-                            for xx in 0..g.wo {
-                                cols[(row, y * g.wo + xx)] = match g.in_w(xx, kx) {
-                                    Some(ix) => xc[iy * g.wi + ix],
-                                    None => T::zero(),
-                                };
                             }
                         }
                     }
                 }
-            }
-            let wg = MatRef::from_row_major_slice(&w[grp * cog * cig * k..][..cog * cig * k], cog, cig * k);
-            let mut res = Mat::<T>::zeros(cog, p);
-            matmul(res.as_mut(), Accum::Replace, wg, cols.as_ref(), T::one(), Par::Seq);
-            for o in 0..cog {
-                let dst = &mut out[(grp * cog + o) * p..][..p];
-                for (q, d) in dst.iter_mut().enumerate() {
-                    *d = res[(o, q)];
+                let wg =
+                    MatRef::from_row_major_slice(&w[grp * cog * cig * k..][..cog * cig * k], cog, cig * k);
+                matmul(res.as_mut(), Accum::Replace, cols.as_ref(), wg.transpose(), T::one(), Par::Seq);
+                for o in 0..cog {
+                    let src = res.col_as_slice(o);
+                    for rr in 0..nr {
+                        out[(r0 + rr) * n_out + (grp * cog + o) * p..][..p]
+                            .copy_from_slice(&src[rr * p..][..p]);
+                    }
                 }
             }
         }
         if let Some(s) = &self.out_scale {
-            for (j, v) in out.iter_mut().enumerate() {
+            for (j, v) in out[..rows * n_out].iter_mut().enumerate() {
                 *v *= s[j % p];
             }
         }
@@ -417,6 +455,25 @@ impl<T: Scalar> Evaluate<T> for Conv<T> {
     fn forward(&self, inputs: &[&[T]], out: &mut [T]) -> Result<()> {
         self.convolve(&self.w, inputs[0], out);
         self.add_bias(out);
+        Ok(())
+    }
+
+    fn forward_batch(&self, inputs: &[BatchInput<'_, T>], rows: usize, out: &mut [T]) -> Result<()> {
+        let BatchInput::Rows(x) = inputs[0] else {
+            // One shared input: evaluate it once and repeat.
+            let n = out.len() / rows.max(1);
+            for r in 0..rows {
+                self.forward(&[inputs[0].row(r, rows)], &mut out[r * n..(r + 1) * n])?;
+            }
+            return Ok(());
+        };
+        self.convolve_rows(&self.w, x, rows, out);
+        if self.bias_map.is_some() {
+            let n = out.len() / rows.max(1);
+            for r in 0..rows {
+                self.add_bias(&mut out[r * n..(r + 1) * n]);
+            }
+        }
         Ok(())
     }
 }

@@ -15,7 +15,7 @@
 //! lies below `f` everywhere), one per element and specification row, initialized to
 //! the CROWN choice above. Stable neurons keep their exact lines.
 
-use lirpa_core::linear::{Lines, forward_rows, split_rows, takes_lower_line};
+use lirpa_core::linear::{Lines, for_each_tiled, forward_rows, split_rows, takes_lower_line};
 use lirpa_core::op::{
     BackwardCtx, Evaluate, Interval, IntervalRule, LinearRelaxation, NodeDef, Operator,
     OptimizableRelaxation, SideParams,
@@ -296,17 +296,12 @@ impl<T: Scalar> OptimizableRelaxation<T> for TwoPiece<T> {
         // lower line of an unstable element; elsewhere α does not appear.
         let b = ctx.bounds(0)?;
         let n = b.lower.len();
-        for r in 0..a.nrows() {
-            for j in 0..n {
-                let x = a[(r, j)];
-                let takes_lower = takes_lower_line(x, upper);
-                grad[r * n + j] = if takes_lower && unstable(b.lower[j], b.upper[j]) {
-                    x * z[0][r * n + j]
-                } else {
-                    T::zero()
-                };
-            }
-        }
+        for_each_tiled(a.nrows(), n, |r, j| {
+            let x = a[(r, j)];
+            let takes_lower = takes_lower_line(x, upper);
+            grad[r * n + j] =
+                if takes_lower && unstable(b.lower[j], b.upper[j]) { x * z[0][r * n + j] } else { T::zero() };
+        });
         Ok(())
     }
 

@@ -48,7 +48,7 @@
 use super::{BoundResult, Bounds, InputValue, LinearBoundA, State};
 use crate::options::{BoundOptions, BoundRequest, Method, OptimizeOptions};
 use faer::{Accum, Mat, MatRef, Par};
-use lirpa_core::op::{BackwardCtx, Interval, SideParams};
+use lirpa_core::op::{BackwardCtx, BatchInput, Interval, SideParams};
 use lirpa_core::{
     Error, Graph, LinearA, LinearBias, NodeId, NodeKind, OptimizableRelaxation, Result, Scalar,
 };
@@ -1023,22 +1023,17 @@ impl<'g, T: Scalar> State<'g, T> {
                             }
                         }
                     } else if op.is_affine() {
-                        for r in 0..rows {
-                            let args: SmallVec<[&[T]; 4]> = node
-                                .inputs
-                                .iter()
-                                .map(|&i| match (&self.values[i], &z[i]) {
-                                    (Some(v), _) => &**v,
-                                    (None, Some(zi)) => {
-                                        let ni = self.graph.node(i).numel();
-                                        &zi[r * ni..(r + 1) * ni]
-                                    }
-                                    (None, None) => unreachable!("inputs of a cone node are in the cone"),
-                                })
-                                .collect();
-                            op.forward(&args, &mut out[r * n..(r + 1) * n])
-                                .map_err(|e| e.at_node(&node.name, op.op_type()))?;
-                        }
+                        let args: SmallVec<[BatchInput<'_, T>; 4]> = node
+                            .inputs
+                            .iter()
+                            .map(|&i| match (&self.values[i], &z[i]) {
+                                (Some(v), _) => BatchInput::Shared(&**v),
+                                (None, Some(zi)) => BatchInput::Rows(zi.as_slice()),
+                                (None, None) => unreachable!("inputs of a cone node are in the cone"),
+                            })
+                            .collect();
+                        op.forward_batch(&args, rows, &mut out)
+                            .map_err(|e| e.at_node(&node.name, op.op_type()))?;
                     } else if let Some(a) = recorded[id].as_ref().and_then(side) {
                         let zin = self.input_rows(id, &z, rows);
                         let zs: SmallVec<[&[T]; 4]> = zin.iter().map(|x| &**x).collect();
