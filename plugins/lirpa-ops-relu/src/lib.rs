@@ -15,12 +15,12 @@
 //! lies below `f` everywhere), one per element and specification row, initialized to
 //! the CROWN choice above. Stable neurons keep their exact lines.
 
-use lirpa_core::linear::{Lines, for_each_tiled, forward_rows, split_rows, takes_lower_line};
+use lirpa_core::linear::{Lines, chosen_line, split_rows, takes_lower_line};
 use lirpa_core::op::{
     BackwardCtx, Evaluate, Interval, IntervalRule, LinearRelaxation, NodeDef, Operator,
     OptimizableRelaxation, SideParams,
 };
-use lirpa_core::reexport::faer::MatRef;
+use lirpa_core::reexport::faer::{Mat, MatRef};
 use lirpa_core::{
     BackwardResult, BuiltOp, ElementwiseRelaxation, FormInput, LinearA, LinearBias, LinearForm,
     ReluLowerSlope, Result, Scalar, register_op,
@@ -201,29 +201,51 @@ impl<T: Scalar> LinearRelaxation<T> for TwoPiece<T> {
     }
 }
 
+/// The CROWN lines of every element and which elements are unstable: the optimized
+/// kernels below read these per column instead of rebuilding lines per cell.
+struct Packed<T> {
+    unstable: Vec<bool>,
+    lines: Vec<Lines<T>>,
+}
+
+impl<T: Scalar> Packed<T> {
+    fn new(crown: &ElementwiseRelaxation<T>, b: &Interval<'_, T>) -> Self {
+        let n = b.lower.len();
+        Packed {
+            unstable: (0..n).map(|j| unstable(b.lower[j], b.upper[j])).collect(),
+            lines: (0..n).map(|j| crown.lines(j)).collect(),
+        }
+    }
+}
+
+/// [`split_rows`] with a row's parameters: the CROWN lines, except that unstable
+/// elements whose coefficient takes the lower line use the row's slope `p[r·n + j]`
+/// (intercept 0).
+fn split_with<T: Scalar>(mut m: Mat<T>, upper: bool, bias: &mut [T], packed: &Packed<T>, p: &[T]) -> Mat<T> {
+    let (rows, n) = (m.nrows(), m.ncols());
+    const TILE: usize = 16;
+    for r0 in (0..rows).step_by(TILE) {
+        let r1 = (r0 + TILE).min(rows);
+        for j in 0..n {
+            let (un, ln) = (packed.unstable[j], &packed.lines[j]);
+            let col = &mut m.col_as_slice_mut(j)[r0..r1];
+            for (k, (x, b)) in col.iter_mut().zip(&mut bias[r0..r1]).enumerate() {
+                if un && takes_lower_line(*x, upper) {
+                    *x *= p[(r0 + k) * n + j];
+                } else {
+                    let (s, c) = chosen_line(*x, upper, ln);
+                    *b += *x * c;
+                    *x *= s;
+                }
+            }
+        }
+    }
+    m
+}
+
 #[inline]
 fn unstable<T: Scalar>(l: T, u: T) -> bool {
     l < T::zero() && u > T::zero()
-}
-
-impl<T: Scalar> TwoPiece<T> {
-    /// The lines of element `j` for one row: the CROWN lines, with lower slope `alpha`
-    /// on unstable elements.
-    #[inline]
-    fn lines_with(
-        &self,
-        crown: &ElementwiseRelaxation<T>,
-        b: &Interval<'_, T>,
-        j: usize,
-        alpha: T,
-    ) -> Lines<T> {
-        let mut l = crown.lines(j);
-        if unstable(b.lower[j], b.upper[j]) {
-            l[0] = alpha;
-            l[1] = T::zero();
-        }
-        l
-    }
 }
 
 impl<T: Scalar> OptimizableRelaxation<T> for TwoPiece<T> {
@@ -247,15 +269,15 @@ impl<T: Scalar> OptimizableRelaxation<T> for TwoPiece<T> {
     ) -> Result<BackwardResult<T>> {
         let b = ctx.bounds(0)?;
         let crown = self.relaxation(b.lower, b.upper, ctx.options.relu_lower_slope);
+        let packed = Packed::new(&crown, &b);
         let a = a.into_dense();
-        let n = b.lower.len();
         let mut bias = LinearBias::zeros(a.spec());
         let side = |m: Option<lirpa_core::reexport::faer::Mat<T>>,
                     p: Option<&[T]>,
                     upper: bool,
                     bias: &mut Vec<T>| {
             m.map(|m| match p {
-                Some(p) => split_rows(m, upper, bias, |r, j| self.lines_with(&crown, &b, j, p[r * n + j])),
+                Some(p) => split_with(m, upper, bias, &packed, p),
                 None => split_rows(m, upper, bias, |_, j| crown.lines(j)),
             })
         };
@@ -278,8 +300,23 @@ impl<T: Scalar> OptimizableRelaxation<T> for TwoPiece<T> {
     ) -> Result<()> {
         let b = ctx.bounds(0)?;
         let crown = self.relaxation(b.lower, b.upper, ctx.options.relu_lower_slope);
+        let packed = Packed::new(&crown, &b);
         let n = b.lower.len();
-        forward_rows(a, upper, z[0], out, |r, j| self.lines_with(&crown, &b, j, params[r * n + j]));
+        // Row by row on a row-major copy of `a`: every array is then read in order.
+        let at = a.transpose().to_owned();
+        for r in 0..a.nrows() {
+            let (ar, k) = (at.col_as_slice(r), r * n..(r + 1) * n);
+            let (zr, pr, or) = (&z[0][k.clone()], &params[k.clone()], &mut out[k]);
+            for j in 0..n {
+                let x = ar[j];
+                or[j] = if packed.unstable[j] && takes_lower_line(x, upper) {
+                    pr[j] * zr[j]
+                } else {
+                    let (s, c) = chosen_line(x, upper, &packed.lines[j]);
+                    s * zr[j] + c
+                };
+            }
+        }
         Ok(())
     }
 
@@ -296,12 +333,16 @@ impl<T: Scalar> OptimizableRelaxation<T> for TwoPiece<T> {
         // lower line of an unstable element; elsewhere α does not appear.
         let b = ctx.bounds(0)?;
         let n = b.lower.len();
-        for_each_tiled(a.nrows(), n, |r, j| {
-            let x = a[(r, j)];
-            let takes_lower = takes_lower_line(x, upper);
-            grad[r * n + j] =
-                if takes_lower && unstable(b.lower[j], b.upper[j]) { x * z[0][r * n + j] } else { T::zero() };
-        });
+        let unst: Vec<bool> = b.lower.iter().zip(b.upper).map(|(&l, &u)| unstable(l, u)).collect();
+        let at = a.transpose().to_owned();
+        for r in 0..a.nrows() {
+            let (ar, k) = (at.col_as_slice(r), r * n..(r + 1) * n);
+            let (zr, gr) = (&z[0][k.clone()], &mut grad[k]);
+            for j in 0..n {
+                let x = ar[j];
+                gr[j] = if unst[j] && takes_lower_line(x, upper) { x * zr[j] } else { T::zero() };
+            }
+        }
         Ok(())
     }
 

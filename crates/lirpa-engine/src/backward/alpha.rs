@@ -294,6 +294,9 @@ impl<T: Scalar> Adam<T> {
             let (m, v) = (&mut self.m[k], &mut self.v[k]);
             for i in 0..p.len() {
                 let gi = g[i];
+                if gi == T::zero() && m[i] == T::zero() && v[i] == T::zero() {
+                    continue; // nothing moves (exactly): elements no coefficient reached
+                }
                 m[i] = b1 * m[i] + (T::one() - b1) * gi;
                 v[i] = b2 * v[i] + (T::one() - b2) * gi * gi;
                 let step = lr * (m[i] / c1) / ((v[i] / c2).sqrt() + eps);
