@@ -244,6 +244,13 @@ pub trait OptimizableRelaxation<T: Scalar> {
     /// Project one row onto the feasible set, in place.
     fn project(&self, ctx: &BackwardCtx<'_, T>, row: &mut [T]);
 
+    /// True when [`backward_with`](Self::backward_with) accepts windowed coefficients
+    /// (see [`LinearRelaxation::supports_window`]; row `r`'s parameters stay indexed by
+    /// node element). The default: the engine converts windows to dense first.
+    fn supports_window(&self) -> bool {
+        false
+    }
+
     /// The backward rule with the given parameters (row `r` of each side's parameters
     /// serves row `r` of that side's coefficients, which are dense).
     fn backward_with(

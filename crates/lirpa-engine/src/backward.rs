@@ -429,11 +429,18 @@ impl<'g, T: Scalar> State<'g, T> {
 
     /// Backward bounds of elements `rows` of node `id` (which must be an operator).
     fn bound_rows(&self, id: NodeId, rows: &[usize], par: Par) -> Result<Bounds<T>> {
+        let (roots, bias) = self.backward_from(id, self.selection_coeffs(id, rows), par)?;
+        Ok(self.concretize(&roots, &bias, true, true))
+    }
+
+    /// Both sides' coefficients selecting elements `rows` of node `id`: windowed (one
+    /// 1×1 window per row) where the node's operator takes windows, dense otherwise.
+    pub(super) fn selection_coeffs(&self, id: NodeId, rows: &[usize]) -> LinearA<T> {
         let node = self.graph.node(id);
         let n = node.numel();
         let windowed = node.op().is_some_and(|op| op.supports_window());
         let spatial = spatial_dims(&node.shape).filter(|_| self.opts.conv_mode == ConvMode::Auto);
-        let start = match spatial {
+        match spatial {
             Some((c, h, w)) if windowed && h * w > 1 => {
                 let (win, sel) = Window::select::<T>(c, h, w, rows);
                 LinearA { window: Some(win), ..LinearA::both(sel, true, true) }
@@ -445,9 +452,7 @@ impl<'g, T: Scalar> State<'g, T> {
                 }
                 LinearA::both(sel, true, true)
             }
-        };
-        let (roots, bias) = self.backward_from(id, start, par)?;
-        Ok(self.concretize(&roots, &bias, true, true))
+        }
     }
 
     /// Elements of `id` whose bounds some consumer's relaxation depends on.

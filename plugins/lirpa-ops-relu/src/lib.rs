@@ -23,7 +23,7 @@ use lirpa_core::op::{
 use lirpa_core::reexport::faer::{Mat, MatRef};
 use lirpa_core::{
     BackwardResult, BuiltOp, ElementwiseRelaxation, FormInput, LinearA, LinearBias, LinearForm,
-    ReluLowerSlope, Result, Scalar, register_op,
+    ReluLowerSlope, Result, Scalar, Window, register_op,
 };
 
 register_op!("Relu", build_relu);
@@ -243,6 +243,39 @@ fn split_with<T: Scalar>(mut m: Mat<T>, upper: bool, bias: &mut [T], packed: &Pa
     m
 }
 
+/// [`split_with`] on windowed coefficients (parameters, if any, indexed by node
+/// element); cells outside the node hold zeros and are left alone.
+fn split_window_with<T: Scalar>(
+    mut m: Mat<T>,
+    w: &Window,
+    upper: bool,
+    bias: &mut [T],
+    packed: &Packed<T>,
+    p: Option<&[T]>,
+) -> Mat<T> {
+    let (hw, area, n) = (w.h * w.w, w.ph * w.pw, w.numel());
+    for ch in 0..w.c {
+        for y in 0..w.ph {
+            for x in 0..w.pw {
+                let col = m.col_as_slice_mut(ch * area + y * w.pw + x);
+                for (r, (v, b)) in col.iter_mut().zip(bias.iter_mut()).enumerate() {
+                    let Some((hy, wx)) = w.position(r, y, x) else { continue };
+                    let j = ch * hw + hy * w.w + wx;
+                    match p {
+                        Some(p) if packed.unstable[j] && takes_lower_line(*v, upper) => *v *= p[r * n + j],
+                        _ => {
+                            let (s, c) = chosen_line(*v, upper, &packed.lines[j]);
+                            *b += *v * c;
+                            *v *= s;
+                        }
+                    }
+                }
+            }
+        }
+    }
+    m
+}
+
 #[inline]
 fn unstable<T: Scalar>(l: T, u: T) -> bool {
     l < T::zero() && u > T::zero()
@@ -252,6 +285,10 @@ impl<T: Scalar> OptimizableRelaxation<T> for TwoPiece<T> {
     fn init_params(&self, ctx: &BackwardCtx<'_, T>) -> Result<Vec<T>> {
         let b = ctx.bounds(0)?;
         Ok(self.relaxation(b.lower, b.upper, ctx.options.relu_lower_slope).lower_slope)
+    }
+
+    fn supports_window(&self) -> bool {
+        true
     }
 
     fn project(&self, _ctx: &BackwardCtx<'_, T>, row: &mut [T]) {
@@ -270,21 +307,19 @@ impl<T: Scalar> OptimizableRelaxation<T> for TwoPiece<T> {
         let b = ctx.bounds(0)?;
         let crown = self.relaxation(b.lower, b.upper, ctx.options.relu_lower_slope);
         let packed = Packed::new(&crown, &b);
-        let a = a.into_dense();
         let mut bias = LinearBias::zeros(a.spec());
-        let side = |m: Option<lirpa_core::reexport::faer::Mat<T>>,
-                    p: Option<&[T]>,
-                    upper: bool,
-                    bias: &mut Vec<T>| {
-            m.map(|m| match p {
-                Some(p) => split_with(m, upper, bias, &packed, p),
-                None => split_rows(m, upper, bias, |_, j| crown.lines(j)),
+        let window = a.window;
+        let side = |m: Option<Mat<T>>, p: Option<&[T]>, upper: bool, bias: &mut Vec<T>| {
+            m.map(|m| match (p, &window) {
+                (Some(p), None) => split_with(m, upper, bias, &packed, p),
+                (None, None) => split_rows(m, upper, bias, |_, j| crown.lines(j)),
+                (p, Some(w)) => split_window_with(m, w, upper, bias, &packed, p),
             })
         };
         let lower = side(a.lower, params.lower, false, &mut bias.lower);
         let upper = side(a.upper, params.upper, true, &mut bias.upper);
         Ok(BackwardResult {
-            inputs: lirpa_core::reexport::smallvec::smallvec![Some(LinearA::dense(lower, upper))],
+            inputs: lirpa_core::reexport::smallvec::smallvec![Some(LinearA { lower, upper, window })],
             bias,
         })
     }

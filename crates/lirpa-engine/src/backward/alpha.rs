@@ -351,6 +351,11 @@ enum Plan<T> {
     Rows(Bounds<T>, Vec<usize>),
 }
 
+/// Dense form of coefficients that may be windowed.
+fn densified<T: Scalar>(a: &LinearA<T>) -> Cow<'_, LinearA<T>> {
+    if a.window.is_some() { Cow::Owned(a.clone().into_dense()) } else { Cow::Borrowed(a) }
+}
+
 fn selection<T: Scalar>(rows: &[usize], n: usize) -> Mat<T> {
     let mut sel = Mat::<T>::zeros(rows.len(), n);
     for (r, &j) in rows.iter().enumerate() {
@@ -566,8 +571,7 @@ impl<'g, T: Scalar> State<'g, T> {
         record: bool,
     ) -> Result<(Bounds<T>, PassRecord<T>)> {
         let id = pass.start;
-        let n = self.graph.node(id).numel();
-        let a = LinearA::both(selection(&pass.rows, n), true, true);
+        let a = self.selection_coeffs(id, &pass.rows);
         let (roots, bias, recorded) = self.alpha_backward(id, a, &pass.nodes, record)?;
         let (cl, cu) = self.concretize(&roots, &bias, true, true);
         self.check_finite(id, &cl, "intermediate lower")?;
@@ -701,7 +705,7 @@ impl<'g, T: Scalar> State<'g, T> {
         let grads = if need_grad { self.reverse(run, &records, cache)? } else { vec![] };
         let linear = if keep_linear {
             let rec = records[last].take().expect("final record");
-            Some((rec.roots, bias))
+            Some((rec.roots.into_iter().map(|(i, a)| (i, a.into_dense())).collect(), bias))
         } else {
             None
         };
@@ -726,6 +730,11 @@ impl<'g, T: Scalar> State<'g, T> {
             let pass = &run.passes[p];
             let rec = records[p].as_ref().expect("every pass was evaluated");
             let rows = pass.rows.len();
+            // The adjoint sweep and the parameter gradients read dense coefficients.
+            let roots: Vec<(NodeId, Cow<'_, LinearA<T>>)> =
+                rec.roots.iter().map(|(i, a)| (*i, densified(a))).collect();
+            let recorded: Vec<Option<Cow<'_, LinearA<T>>>> =
+                rec.recorded.iter().map(|a| a.as_ref().map(densified)).collect();
             for side in [false, true] {
                 let s = side as usize;
                 let weight: Vec<T> = if p == last {
@@ -747,8 +756,8 @@ impl<'g, T: Scalar> State<'g, T> {
                 let slot = slots(&pass.nodes, pass.start + 1);
                 let z = self.adjoint_forward(
                     pass.start,
-                    &rec.roots,
-                    &rec.recorded,
+                    &roots,
+                    &recorded,
                     &pass.nodes,
                     &slot,
                     side,
@@ -758,8 +767,8 @@ impl<'g, T: Scalar> State<'g, T> {
                 for (k, node) in pass.nodes.iter().enumerate() {
                     let params = if side { &node.upper } else { &node.lower };
                     let Some(params) = params else { continue };
-                    let a = rec.recorded[node.node]
-                        .as_ref()
+                    let a = recorded[node.node]
+                        .as_deref()
                         .and_then(|a| if side { &a.upper } else { &a.lower }.as_ref());
                     let mut g = vec![T::zero(); params.len()];
                     if let Some(a) = a {
@@ -838,18 +847,26 @@ impl<'g, T: Scalar> State<'g, T> {
             }
             let op = match &node.kind {
                 NodeKind::Input => {
-                    roots.push((id, a.into_dense()));
+                    // Kept windowed: concretization reads windows directly.
+                    roots.push((id, a));
                     continue;
                 }
                 NodeKind::Op(op) => op.as_ref(),
                 NodeKind::Constant(_) => unreachable!("constants have values"),
             };
-            let a = a.into_dense();
+            // Windows stay windows through operators that take them (as in
+            // `backward_from`); the optimized rule of a relaxation that does not gets
+            // dense coefficients.
+            let optimized = slot[id].zip(op.optimizable());
+            let a = match optimized {
+                Some((_, opt)) if a.window.is_some() && !opt.supports_window() => a.into_dense(),
+                _ => a,
+            };
             if record && !op.is_affine() {
                 recorded[id] = Some(a.clone());
             }
-            let res = match (slot[id], op.optimizable()) {
-                (Some(k), Some(opt)) => {
+            let res = match optimized {
+                Some((k, opt)) => {
                     let n = &nodes[k];
                     let params = SideParams { lower: n.lower.as_deref(), upper: n.upper.as_deref() };
                     self.with_ctx(id, |ctx| opt.backward_with(ctx, a, params))?
@@ -867,7 +884,7 @@ impl<'g, T: Scalar> State<'g, T> {
                         node.name
                     ))
                 })?;
-                let ak = self.settle(i, ak.into_dense())?;
+                let ak = self.settle(i, ak)?;
                 match &mut pending[i] {
                     Some(acc) => acc.add_assign(ak)?,
                     slot @ None => *slot = Some(ak),
@@ -968,8 +985,8 @@ impl<'g, T: Scalar> State<'g, T> {
     fn adjoint_forward(
         &self,
         target: NodeId,
-        roots: &[(NodeId, LinearA<T>)],
-        recorded: &[Option<LinearA<T>>],
+        roots: &[(NodeId, Cow<'_, LinearA<T>>)],
+        recorded: &[Option<Cow<'_, LinearA<T>>>],
         nodes: &[AlphaNode<T>],
         slot: &[Option<usize>],
         upper: bool,
@@ -1037,7 +1054,7 @@ impl<'g, T: Scalar> State<'g, T> {
                             .collect();
                         op.forward_batch(&args, rows, &mut out)
                             .map_err(|e| e.at_node(&node.name, op.op_type()))?;
-                    } else if let Some(a) = recorded[id].as_ref().and_then(side) {
+                    } else if let Some(a) = recorded[id].as_deref().and_then(side) {
                         let zin = self.input_rows(id, &z, rows);
                         let zs: SmallVec<[&[T]; 4]> = zin.iter().map(|x| &**x).collect();
                         match (slot[id], op.optimizable()) {
