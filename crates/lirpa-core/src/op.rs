@@ -12,8 +12,8 @@
 //! bounds and options through [`BackwardCtx`].
 
 use crate::linear::{BackwardResult, FormInput, LinearA, LinearForm};
-use crate::{Attributes, Result, Scalar, Shape, TensorData};
-use faer::{MatRef, Par};
+use crate::{Attributes, Result, Scalar, Shape, TensorData, Window};
+use faer::{Mat, MatRef, Par};
 use serde::{Deserialize, Serialize};
 use smallvec::SmallVec;
 use std::fmt::Debug;
@@ -246,7 +246,9 @@ pub trait OptimizableRelaxation<T: Scalar> {
 
     /// True when [`backward_with`](Self::backward_with) accepts windowed coefficients
     /// (see [`LinearRelaxation::supports_window`]; row `r`'s parameters stay indexed by
-    /// node element). The default: the engine converts windows to dense first.
+    /// node element). The engine then also calls the `*_window` variants of the adjoint
+    /// methods below, whose defaults convert to dense. The default: the engine converts
+    /// windows to dense before calling anything.
     fn supports_window(&self) -> bool {
         false
     }
@@ -306,6 +308,58 @@ pub trait OptimizableRelaxation<T: Scalar> {
         _grad_upper: &mut [Vec<T>],
     ) -> Result<()> {
         Ok(())
+    }
+
+    /// [`relaxed_forward_with`](Self::relaxed_forward_with) for coefficients `a` in the
+    /// layout of `window`. Values of `out` at elements outside a row's window are never
+    /// read (nothing downstream of this node in the pass depends on them). The default
+    /// converts `a` to dense.
+    #[allow(clippy::too_many_arguments)]
+    fn relaxed_forward_with_window(
+        &self,
+        ctx: &BackwardCtx<'_, T>,
+        params: &[T],
+        a: &Mat<T>,
+        window: &Window,
+        upper: bool,
+        z: &[&[T]],
+        out: &mut [T],
+    ) -> Result<()> {
+        self.relaxed_forward_with(ctx, params, window.to_dense(a).as_ref(), upper, z, out)
+    }
+
+    /// [`param_grad`](Self::param_grad) for coefficients in the layout of `window`; the
+    /// default converts them to dense.
+    #[allow(clippy::too_many_arguments)]
+    fn param_grad_window(
+        &self,
+        ctx: &BackwardCtx<'_, T>,
+        params: &[T],
+        a: &Mat<T>,
+        window: &Window,
+        upper: bool,
+        z: &[&[T]],
+        grad: &mut [T],
+    ) -> Result<()> {
+        self.param_grad(ctx, params, window.to_dense(a).as_ref(), upper, z, grad)
+    }
+
+    /// [`bounds_grad`](Self::bounds_grad) for coefficients in the layout of `window`; the
+    /// default converts them to dense.
+    #[allow(clippy::too_many_arguments)]
+    fn bounds_grad_window(
+        &self,
+        ctx: &BackwardCtx<'_, T>,
+        params: &[T],
+        a: &Mat<T>,
+        window: &Window,
+        upper: bool,
+        z: &[&[T]],
+        weight: &[T],
+        grad_lower: &mut [Vec<T>],
+        grad_upper: &mut [Vec<T>],
+    ) -> Result<()> {
+        self.bounds_grad(ctx, params, window.to_dense(a).as_ref(), upper, z, weight, grad_lower, grad_upper)
     }
 }
 

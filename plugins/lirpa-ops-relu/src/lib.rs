@@ -276,6 +276,41 @@ fn split_window_with<T: Scalar>(
     m
 }
 
+/// `(∂/∂l, ∂/∂u)` of `wx · y`, with `y` the value at `z` of the upper chord of an
+/// unstable element on `[l, u]` (negative slope `s`). With `u_r = max(u, l + 1e-8)`,
+/// `d = (u_r - s·l)/(u_r - l)` and `y = d·(z - l) + s·l`:
+///   ∂y/∂u_r = (z - l)·l·(s - 1)/(u_r - l)²,
+///   ∂y/∂l  = (z - l)·u_r·(1 - s)/(u_r - l)² + s - d   (+ ∂y/∂u_r when u_r = l + 1e-8).
+#[inline]
+fn chord_grad<T: Scalar>(l: T, u: T, s: T, z: T, wx: T) -> (T, T) {
+    let tiny = T::from_f64(1e-8);
+    let clipped = u < l + tiny;
+    let u_r = if clipped { l + tiny } else { u };
+    let den = (u_r - l) * (u_r - l);
+    let d = (u_r - s * l) / (u_r - l);
+    let zl = z - l;
+    let dy_du = zl * l * (s - T::one()) / den;
+    let dy_dl = zl * u_r * (T::one() - s) / den + s - d;
+    if clipped { (wx * (dy_dl + dy_du), T::zero()) } else { (wx * dy_dl, wx * dy_du) }
+}
+
+/// Every in-node cell of every row of a windowed matrix, row by row: `f(r, column of
+/// the window matrix, node element)`.
+fn for_each_window_cell(w: &Window, mut f: impl FnMut(usize, usize, usize)) {
+    let (hw, area) = (w.h * w.w, w.ph * w.pw);
+    for r in 0..w.rows() {
+        for y in 0..w.ph {
+            for x in 0..w.pw {
+                let Some((hy, wx)) = w.position(r, y, x) else { continue };
+                let base = hy * w.w + wx;
+                for ch in 0..w.c {
+                    f(r, ch * area + y * w.pw + x, ch * hw + base);
+                }
+            }
+        }
+    }
+}
+
 #[inline]
 fn unstable<T: Scalar>(l: T, u: T) -> bool {
     l < T::zero() && u > T::zero()
@@ -392,44 +427,104 @@ impl<T: Scalar> OptimizableRelaxation<T> for TwoPiece<T> {
         grad_lower: &mut [Vec<T>],
         grad_upper: &mut [Vec<T>],
     ) -> Result<()> {
-        // Only the chord of unstable elements depends on (l, u): with
-        // `u_r = max(u, l + 1e-8)`, `d = (u_r - s·l)/(u_r - l)` and the chord's value
-        // `y = d·(z - l) + s·l`,
-        //   ∂y/∂u_r = (z - l)·l·(s - 1)/(u_r - l)²,
-        //   ∂y/∂l  = (z - l)·u_r·(1 - s)/(u_r - l)² + s - d   (+ ∂y/∂u_r when u_r = l + 1e-8).
+        // Only the chord of unstable elements depends on (l, u) (see `chord_grad`).
         let b = ctx.bounds(0)?;
         let n = b.lower.len();
-        let (s, tiny) = (self.slope, T::from_f64(1e-8));
         let (gl, gu) = (&mut grad_lower[0], &mut grad_upper[0]);
         for j in 0..n {
             let (l, u) = (b.lower[j], b.upper[j]);
             if !unstable(l, u) {
                 continue;
             }
-            let clipped = u < l + tiny;
-            let u_r = if clipped { l + tiny } else { u };
-            let den = (u_r - l) * (u_r - l);
-            let d = (u_r - s * l) / (u_r - l);
             let (mut sl, mut su) = (T::zero(), T::zero());
             for r in 0..a.nrows() {
                 let x = a[(r, j)];
                 if takes_lower_line(x, upper) || weight[r] == T::zero() {
                     continue; // this coefficient took the lower line
                 }
-                let zl = z[0][r * n + j] - l;
-                let dy_du = zl * l * (s - T::one()) / den;
-                let dy_dl = zl * u_r * (T::one() - s) / den + s - d;
-                let wx = weight[r] * x;
-                if clipped {
-                    sl += wx * (dy_dl + dy_du);
-                } else {
-                    sl += wx * dy_dl;
-                    su += wx * dy_du;
-                }
+                let (dl, du) = chord_grad(l, u, self.slope, z[0][r * n + j], weight[r] * x);
+                sl += dl;
+                su += du;
             }
             gl[j] += sl;
             gu[j] += su;
         }
+        Ok(())
+    }
+
+    fn relaxed_forward_with_window(
+        &self,
+        ctx: &BackwardCtx<'_, T>,
+        params: &[T],
+        a: &Mat<T>,
+        window: &Window,
+        upper: bool,
+        z: &[&[T]],
+        out: &mut [T],
+    ) -> Result<()> {
+        let b = ctx.bounds(0)?;
+        let crown = self.relaxation(b.lower, b.upper, ctx.options.relu_lower_slope);
+        let packed = Packed::new(&crown, &b);
+        let (n, z) = (b.lower.len(), z[0]);
+        for_each_window_cell(window, |r, col, j| {
+            let (x, k) = (a[(r, col)], r * n + j);
+            out[k] = if packed.unstable[j] && takes_lower_line(x, upper) {
+                params[k] * z[k]
+            } else {
+                let (s, c) = chosen_line(x, upper, &packed.lines[j]);
+                s * z[k] + c
+            };
+        });
+        Ok(())
+    }
+
+    fn param_grad_window(
+        &self,
+        ctx: &BackwardCtx<'_, T>,
+        _params: &[T],
+        a: &Mat<T>,
+        window: &Window,
+        upper: bool,
+        z: &[&[T]],
+        grad: &mut [T],
+    ) -> Result<()> {
+        let b = ctx.bounds(0)?;
+        let n = b.lower.len();
+        let unst: Vec<bool> = b.lower.iter().zip(b.upper).map(|(&l, &u)| unstable(l, u)).collect();
+        grad.fill(T::zero());
+        for_each_window_cell(window, |r, col, j| {
+            let (x, k) = (a[(r, col)], r * n + j);
+            if unst[j] && takes_lower_line(x, upper) {
+                grad[k] = x * z[0][k];
+            }
+        });
+        Ok(())
+    }
+
+    fn bounds_grad_window(
+        &self,
+        ctx: &BackwardCtx<'_, T>,
+        _params: &[T],
+        a: &Mat<T>,
+        window: &Window,
+        upper: bool,
+        z: &[&[T]],
+        weight: &[T],
+        grad_lower: &mut [Vec<T>],
+        grad_upper: &mut [Vec<T>],
+    ) -> Result<()> {
+        let b = ctx.bounds(0)?;
+        let n = b.lower.len();
+        let (gl, gu) = (&mut grad_lower[0], &mut grad_upper[0]);
+        for_each_window_cell(window, |r, col, j| {
+            let (l, u, x) = (b.lower[j], b.upper[j], a[(r, col)]);
+            if !unstable(l, u) || takes_lower_line(x, upper) || weight[r] == T::zero() {
+                return;
+            }
+            let (dl, du) = chord_grad(l, u, self.slope, z[0][r * n + j], weight[r] * x);
+            gl[j] += dl;
+            gu[j] += du;
+        });
         Ok(())
     }
 }

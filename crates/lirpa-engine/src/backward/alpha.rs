@@ -351,6 +351,11 @@ enum Plan<T> {
     Rows(Bounds<T>, Vec<usize>),
 }
 
+/// One side's coefficient matrix.
+fn side_of<T: Scalar>(a: &LinearA<T>, upper: bool) -> Option<&Mat<T>> {
+    if upper { a.upper.as_ref() } else { a.lower.as_ref() }
+}
+
 /// Dense form of coefficients that may be windowed.
 fn densified<T: Scalar>(a: &LinearA<T>) -> Cow<'_, LinearA<T>> {
     if a.window.is_some() { Cow::Owned(a.clone().into_dense()) } else { Cow::Borrowed(a) }
@@ -730,11 +735,21 @@ impl<'g, T: Scalar> State<'g, T> {
             let pass = &run.passes[p];
             let rec = records[p].as_ref().expect("every pass was evaluated");
             let rows = pass.rows.len();
-            // The adjoint sweep and the parameter gradients read dense coefficients.
+            // The adjoint sweep and the parameter gradients read dense coefficients, except
+            // optimizable relaxations that take windows.
+            let slot = slots(&pass.nodes, pass.start + 1);
             let roots: Vec<(NodeId, Cow<'_, LinearA<T>>)> =
                 rec.roots.iter().map(|(i, a)| (*i, densified(a))).collect();
-            let recorded: Vec<Option<Cow<'_, LinearA<T>>>> =
-                rec.recorded.iter().map(|a| a.as_ref().map(densified)).collect();
+            let recorded: Vec<Option<Cow<'_, LinearA<T>>>> = rec
+                .recorded
+                .iter()
+                .enumerate()
+                .map(|(id, a)| {
+                    let keep = slot.get(id).copied().flatten().is_some()
+                        && self.optimizable(id).is_some_and(|o| o.supports_window());
+                    a.as_ref().map(|a| if keep { Cow::Borrowed(a) } else { densified(a) })
+                })
+                .collect();
             for side in [false, true] {
                 let s = side as usize;
                 let weight: Vec<T> = if p == last {
@@ -753,7 +768,6 @@ impl<'g, T: Scalar> State<'g, T> {
                 if pass.nodes.is_empty() || weight.iter().all(|w| *w == T::zero()) {
                     continue;
                 }
-                let slot = slots(&pass.nodes, pass.start + 1);
                 let z = self.adjoint_forward(
                     pass.start,
                     &roots,
@@ -767,16 +781,17 @@ impl<'g, T: Scalar> State<'g, T> {
                 for (k, node) in pass.nodes.iter().enumerate() {
                     let params = if side { &node.upper } else { &node.lower };
                     let Some(params) = params else { continue };
-                    let a = recorded[node.node]
-                        .as_deref()
-                        .and_then(|a| if side { &a.upper } else { &a.lower }.as_ref());
+                    let rec_a = recorded[node.node].as_deref();
+                    let a = rec_a.and_then(|a| side_of(a, side));
+                    let window = rec_a.and_then(|a| a.window.as_ref());
                     let mut g = vec![T::zero(); params.len()];
                     if let Some(a) = a {
                         let opt = self.optimizable(node.node).expect("optimizable");
                         let zin = self.input_rows(node.node, &z, rows);
                         let zs: SmallVec<[&[T]; 4]> = zin.iter().map(|x| &**x).collect();
-                        self.with_ctx(node.node, |ctx| {
-                            opt.param_grad(ctx, params, a.as_ref(), side, &zs, &mut g)
+                        self.with_ctx(node.node, |ctx| match window {
+                            None => opt.param_grad(ctx, params, a.as_ref(), side, &zs, &mut g),
+                            Some(w) => opt.param_grad_window(ctx, params, a, w, side, &zs, &mut g),
                         })?;
                         let w = node.width;
                         for (r, &wr) in weight.iter().enumerate() {
@@ -787,8 +802,12 @@ impl<'g, T: Scalar> State<'g, T> {
                             ins.iter().map(|&i| vec![T::zero(); self.graph.node(i).numel()]).collect()
                         };
                         let (mut bl, mut bu) = (sized(), sized());
-                        self.with_ctx(node.node, |ctx| {
-                            opt.bounds_grad(ctx, params, a.as_ref(), side, &zs, &weight, &mut bl, &mut bu)
+                        self.with_ctx(node.node, |ctx| match window {
+                            None => {
+                                opt.bounds_grad(ctx, params, a.as_ref(), side, &zs, &weight, &mut bl, &mut bu)
+                            }
+                            Some(w) => opt
+                                .bounds_grad_window(ctx, params, a, w, side, &zs, &weight, &mut bl, &mut bu),
                         })?;
                         for (e, &i) in ins.iter().enumerate() {
                             for (t, src) in [(0, &bl[e]), (1, &bu[e])] {
@@ -995,7 +1014,6 @@ impl<'g, T: Scalar> State<'g, T> {
     ) -> Result<Vec<Option<Vec<T>>>> {
         let cone = self.cone(target);
         let mut z: Vec<Option<Vec<T>>> = vec![None; target + 1];
-        let side = |a: &LinearA<T>| if upper { a.upper.clone() } else { a.lower.clone() };
         for id in 0..=target {
             if !cone[id] || !self.perturbed[id] {
                 continue;
@@ -1005,7 +1023,7 @@ impl<'g, T: Scalar> State<'g, T> {
             let out = match &node.kind {
                 NodeKind::Input => {
                     let p = self.ptb[id].expect("perturbed input");
-                    match roots.iter().find(|(r, _)| *r == id).and_then(|(_, a)| side(a)) {
+                    match roots.iter().find(|(r, _)| *r == id).and_then(|(_, a)| side_of(a, upper)) {
                         Some(a) => p.extreme_points(a.as_ref(), upper),
                         None => {
                             let c = p.center();
@@ -1054,7 +1072,10 @@ impl<'g, T: Scalar> State<'g, T> {
                             .collect();
                         op.forward_batch(&args, rows, &mut out)
                             .map_err(|e| e.at_node(&node.name, op.op_type()))?;
-                    } else if let Some(a) = recorded[id].as_deref().and_then(side) {
+                    } else if let Some((a, window)) = recorded[id]
+                        .as_deref()
+                        .and_then(|r| side_of(r, upper).map(|a| (a, r.window.as_ref())))
+                    {
                         let zin = self.input_rows(id, &z, rows);
                         let zs: SmallVec<[&[T]; 4]> = zin.iter().map(|x| &**x).collect();
                         match (slot[id], op.optimizable()) {
@@ -1062,8 +1083,17 @@ impl<'g, T: Scalar> State<'g, T> {
                                 let n = &nodes[k];
                                 let params = if upper { &n.upper } else { &n.lower };
                                 let params = params.as_deref().expect("parameters of a requested side");
-                                self.with_ctx(id, |ctx| {
-                                    opt.relaxed_forward_with(ctx, params, a.as_ref(), upper, &zs, &mut out)
+                                self.with_ctx(id, |ctx| match window {
+                                    None => opt.relaxed_forward_with(
+                                        ctx,
+                                        params,
+                                        a.as_ref(),
+                                        upper,
+                                        &zs,
+                                        &mut out,
+                                    ),
+                                    Some(w) => opt
+                                        .relaxed_forward_with_window(ctx, params, a, w, upper, &zs, &mut out),
                                 })?
                             }
                             _ => self.with_ctx(id, |ctx| {
