@@ -92,8 +92,12 @@ impl<F: Func> Elementwise<F> {
         let mut pts: Vec<f64> = ml.into_iter().chain(mu).collect();
         pts.extend(r.contacts.iter().filter(|c| !c.is_nan()));
         let relax = Relax::new(lo, hi).with_contacts(&pts);
-        let (lo, hi) = self.secure_f64(e.l, e.u, relax)?;
-        self.to_lines::<T>(e.l, e.u, lo, hi)
+        // A tangent far up a steep function (Exp near the top of `T`'s range) can
+        // overflow `T` where the CROWN line does not: keep the CROWN lines there.
+        match self.secure_f64(e.l, e.u, relax).and_then(|(lo, hi)| self.to_lines::<T>(e.l, e.u, lo, hi)) {
+            Ok(lines) => Ok(lines),
+            Err(_) => Ok(e.crown),
+        }
     }
 
     /// The lines of every (row, element), row-major, for parameters `p` (`rows × 2n`).
