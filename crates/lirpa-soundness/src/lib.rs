@@ -350,7 +350,8 @@ fn optimized_rows<T: Scalar>(
     };
     let (pl, pu) = (draw(rng), draw(rng));
     let a = LinearA::both(Mat::<T>::from_fn(rows.len(), 1, |i, _| T::from_f64(rows[i])), true, true);
-    let back = opt.backward_with(ctx, a, lirpa_core::op::SideParams { lower: Some(&pl), upper: Some(&pu) })?;
+    let back =
+        opt.backward_with(ctx, a, lirpa_core::op::SideParams { lower: Some(&pl), upper: Some(&pu) })?;
     let Some(Some(ai)) = back.inputs.first() else {
         return Err(Error::Invalid("no coefficients for the input".into()));
     };
@@ -360,7 +361,12 @@ fn optimized_rows<T: Scalar>(
     };
     Ok((0..rows.len())
         .map(|r| {
-            (al[(r, 0)].as_f64(), back.bias.lower[r].as_f64(), au[(r, 0)].as_f64(), back.bias.upper[r].as_f64())
+            (
+                al[(r, 0)].as_f64(),
+                back.bias.lower[r].as_f64(),
+                au[(r, 0)].as_f64(),
+                back.bias.upper[r].as_f64(),
+            )
         })
         .collect())
 }

@@ -81,7 +81,12 @@ impl FixedLine {
 /// The pivots of the lower and upper lines of slope `k` with the tightest intercepts
 /// over `candidates` (`candidates[0] = l`, `candidates[1] = u`, the others stationary
 /// points of `f - k·x`), as [`fixed_slope`] chooses them.
-fn fixed_slope_pivots(f: &dyn Fn(f64) -> f64, k: f64, candidates: &[f64], chord: bool) -> [Option<FixedLine>; 2] {
+fn fixed_slope_pivots(
+    f: &dyn Fn(f64) -> f64,
+    k: f64,
+    candidates: &[f64],
+    chord: bool,
+) -> [Option<FixedLine>; 2] {
     let (mut lo, mut hi) = ((f64::INFINITY, 0), (f64::NEG_INFINITY, 0));
     for (i, &x) in candidates.iter().enumerate() {
         let v = f(x) - k * x;
@@ -341,7 +346,6 @@ impl Func for Trig {
     }
 }
 
-
 impl Trig {
     /// The relaxation on `[l, u]` with its tangent ranges (in `x`): on a monotone piece
     /// those of [`SCurve::lower_plan`]/[`SCurve::upper_plan`] in the piece's coordinate
@@ -386,7 +390,8 @@ impl Trig {
                 TangentPlan {
                     lower: range(a, ra),
                     upper: range(b, rb),
-                    relax: Relax::new(lo.shifted(shift), hi.shifted(shift)).with_contacts(&[back(a), back(b)]),
+                    relax: Relax::new(lo.shifted(shift), hi.shifted(shift))
+                        .with_contacts(&[back(a), back(b)]),
                     fixed: [chord(ra), chord(rb)],
                 }
             } else {
@@ -663,7 +668,9 @@ impl Pow {
         let constant = |lo: f64, hi: f64| TangentPlan::fixed(Relax::constant(lo, hi), [None, None]);
         match self.int() {
             Some(0) => constant(1.0, 1.0),
-            Some(1) => TangentPlan::fixed(Relax::new(Line { k: 1.0, b: 0.0 }, Line { k: 1.0, b: 0.0 }), [None, None]),
+            Some(1) => {
+                TangentPlan::fixed(Relax::new(Line { k: 1.0, b: 0.0 }, Line { k: 1.0, b: 0.0 }), [None, None])
+            }
             // auto_LiRPA's BoundSqr: tangent at the point of [l, u] closest to 0.
             Some(2) => convex_plan(&f, &df, l, u, 0.0f64.clamp(l, u), true, l),
             Some(n) if n > 0 && n % 2 == 0 => convex_plan(&f, &df, l, u, m, true, l),

@@ -319,7 +319,8 @@ impl<T: Scalar, F: Func> OptimizableRelaxation<T> for Elementwise<F> {
                 if weight[r] == T::zero() || x == T::zero() {
                     continue;
                 }
-                let Some([al, bl, au, bu]) = (if takes_lower_line(x, upper) { lo_rates } else { hi_rates }) else {
+                let Some([al, bl, au, bu]) = (if takes_lower_line(x, upper) { lo_rates } else { hi_rates })
+                else {
                     continue;
                 };
                 let zj = z[0][r * n + j].as_f64();
