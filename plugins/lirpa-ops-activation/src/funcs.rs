@@ -38,19 +38,24 @@ pub trait Func: std::fmt::Debug + Send + Sync + 'static {
 /// contact points), `fixed` describes how each fixed line (lower, upper) moves with the
 /// interval, for the gradient with respect to the input bounds (`None`: taken as
 /// constant).
+///
+/// With `slope = true`, the free parameters are not tangent points but the slopes of
+/// lines whose intercepts are the tightest for their slope ([`Tangents::slope_relax`];
+/// Sin and Cos across an extremum).
 #[derive(Clone, Copy, Debug)]
 pub struct TangentPlan {
     pub lower: Option<(f64, f64, f64)>,
     pub upper: Option<(f64, f64, f64)>,
     pub relax: Relax,
     pub fixed: [Option<FixedLine>; 2],
+    pub slope: bool,
 }
 
 impl TangentPlan {
     /// A relaxation with no free line (its lines' dependence on the interval given by
     /// `fixed`).
     pub fn fixed(relax: Relax, fixed: [Option<FixedLine>; 2]) -> TangentPlan {
-        TangentPlan { lower: None, upper: None, relax, fixed }
+        TangentPlan { lower: None, upper: None, relax, fixed, slope: false }
     }
 }
 
@@ -119,9 +124,9 @@ fn convex_plan(
     let relax = convex_piece(f, df, l, u, t, convex);
     let tan = Some((t, lo.min(t), u));
     if convex {
-        TangentPlan { lower: tan, upper: None, relax, fixed: [None, Some(FixedLine::CHORD)] }
+        TangentPlan { lower: tan, upper: None, relax, fixed: [None, Some(FixedLine::CHORD)], slope: false }
     } else {
-        TangentPlan { lower: None, upper: tan, relax, fixed: [Some(FixedLine::CHORD), None] }
+        TangentPlan { lower: None, upper: tan, relax, fixed: [Some(FixedLine::CHORD), None], slope: false }
     }
 }
 
@@ -138,6 +143,12 @@ pub trait Tangents {
     fn df(&self, x: f64) -> f64;
     /// `f''(t)`: the tangent's value at `x` moves with `t` at rate `f''(t)·(x - t)`.
     fn d2f(&self, t: f64) -> f64;
+    /// For a plan with `slope = true`: the lines of slope `k` with the tightest
+    /// intercepts on `[l, u]` and their pivots (`chord = false`: the slope is the
+    /// parameter). A line's value at `x` moves with `k` at rate `x - c`, `c` its pivot.
+    fn slope_relax(&self, _l: f64, _u: f64, _k: f64) -> Option<(Relax, [Option<FixedLine>; 2])> {
+        None
+    }
 }
 
 fn domain_error(op: &str, what: &str, l: f64, u: f64) -> Error {
@@ -250,6 +261,7 @@ impl Tangents for SShaped {
                 // A line without a tangent range is a chord (the constant fallback of
                 // `lower_plan` cannot happen for these functions).
                 fixed: [rl.is_none().then_some(FixedLine::CHORD), ru.is_none().then_some(FixedLine::CHORD)],
+                slope: false,
             }
         })
     }
@@ -393,6 +405,7 @@ impl Trig {
                     relax: Relax::new(lo.shifted(shift), hi.shifted(shift))
                         .with_contacts(&[back(a), back(b)]),
                     fixed: [chord(ra), chord(rb)],
+                    slope: false,
                 }
             } else {
                 // sin(y) = -sin(y - jπ) for odd j.
@@ -402,6 +415,7 @@ impl Trig {
                     relax: Relax::new(hi.neg().shifted(shift), lo.neg().shifted(shift))
                         .with_contacts(&[back(a), back(b)]),
                     fixed: [chord(rb), chord(ra)],
+                    slope: false,
                 }
             };
         }
@@ -414,13 +428,27 @@ impl Trig {
             let convex = il.rem_euclid(2.0) == 1.0;
             return convex_plan(&f, &df, l, u, 0.5 * l + 0.5 * u, convex, l);
         }
-        // Across an extremum: the chord slope k with the tightest intercepts, from
-        // sin(y) - k·y at the ends and at its stationary points cos(y) = k.
+        // Across an extremum: the chord slope k with the tightest intercepts; each side's
+        // slope may move in [-1, 1].
         let k = (yu.sin() - yl.sin()) / (yu - yl);
         if !(k.abs() <= 1.0) {
             return constant(self);
         }
-        let a = k.acos();
+        let (relax, mut fixed) = self.across(l, u, k);
+        // The CROWN slope is the chord's.
+        for f in fixed.iter_mut().flatten() {
+            f.chord = true;
+        }
+        TangentPlan { lower: Some((k, -1.0, 1.0)), upper: Some((k, -1.0, 1.0)), relax, fixed, slope: true }
+    }
+
+    /// The lines of slope `k` (`|k| <= 1`) with the tightest intercepts on `[l, u]`, from
+    /// sin(y) - k·y at the ends and at its stationary points cos(y) = k (in the sine's
+    /// coordinate `y = x + phase`; `u - l < 2π`), and their pivots (slope not the chord's).
+    fn across(&self, l: f64, u: f64, k: f64) -> (Relax, [Option<FixedLine>; 2]) {
+        let phase = self.phase();
+        let (yl, yu) = (l + phase, u + phase);
+        let a = k.clamp(-1.0, 1.0).acos();
         let mut cand = vec![yl, yu];
         for base in [a, -a] {
             let n0 = ((yl - base) / (2.0 * PI)).ceil();
@@ -435,17 +463,15 @@ impl Trig {
         let g = |y: f64| y.sin();
         let r = fixed_slope(&g, k, &cand);
         let xs: Vec<f64> = cand.iter().map(|y| y - phase).collect();
-        TangentPlan::fixed(
-            Relax::new(r.lower.shifted(phase), r.upper.shifted(phase)).with_contacts(&xs),
-            fixed_slope_pivots(&g, k, &cand, true).map(|p| {
-                p.map(|mut p| {
-                    if let Pivot::Inner(y) = p.pivot {
-                        p.pivot = Pivot::Inner(y - phase);
-                    }
-                    p
-                })
-            }),
-        )
+        let fixed = fixed_slope_pivots(&g, k, &cand, false).map(|p| {
+            p.map(|mut p| {
+                if let Pivot::Inner(y) = p.pivot {
+                    p.pivot = Pivot::Inner(y - phase);
+                }
+                p
+            })
+        });
+        (Relax::new(r.lower.shifted(phase), r.upper.shifted(phase)).with_contacts(&xs), fixed)
     }
 }
 
@@ -464,6 +490,9 @@ impl Tangents for Trig {
     }
     fn d2f(&self, x: f64) -> f64 {
         -self.f(x)
+    }
+    fn slope_relax(&self, l: f64, u: f64, k: f64) -> Option<(Relax, [Option<FixedLine>; 2])> {
+        Some(self.across(l, u, k))
     }
 }
 

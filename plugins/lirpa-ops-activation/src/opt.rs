@@ -40,6 +40,17 @@ struct Elem<T> {
     plan: Option<TangentPlan>,
 }
 
+/// The pivot of the line of slope `k` of a slope-parameterized element (lower or
+/// upper), as a point; `None` when there is none.
+fn pivot_at<T>(tg: &dyn Tangents, e: &Elem<T>, k: f64, lower: bool) -> Option<f64> {
+    let (_, fixed) = tg.slope_relax(e.l, e.u, k)?;
+    Some(match fixed[if lower { 0 } else { 1 }]?.pivot {
+        Pivot::L => e.l,
+        Pivot::U => e.u,
+        Pivot::Inner(c) => c,
+    })
+}
+
 /// The tangent point a parameter `p` stands for, given `(crown point, lo, hi)`.
 #[inline]
 fn pick<T: Scalar>(p: T, (t0, lo, hi): (f64, f64, f64)) -> f64 {
@@ -87,9 +98,23 @@ impl<F: Func> Elementwise<F> {
         // contact point as well as at the relaxation's.
         let moved = |t: Option<f64>, t0: Option<(f64, f64, f64)>| t.filter(|&t| Some(t) != t0.map(|x| x.0));
         let (ml, mu) = (moved(tl, plan.lower), moved(tu, plan.upper));
-        let lo = ml.map_or(r.lower, |t| tg.lower_tangent(t));
-        let hi = mu.map_or(r.upper, |t| tg.upper_tangent(t));
-        let mut pts: Vec<f64> = ml.into_iter().chain(mu).collect();
+        let mut pts: Vec<f64> = Vec::new();
+        let (lo, hi) = if plan.slope {
+            // Moved slopes: the lines of those slopes, checked at their candidates.
+            let mut side = |k: Option<f64>, upper: bool, crown: crate::line::Line| match k
+                .and_then(|k| tg.slope_relax(e.l, e.u, k))
+            {
+                Some((rk, _)) => {
+                    pts.extend(rk.contacts.iter().filter(|c| !c.is_nan()));
+                    if upper { rk.upper } else { rk.lower }
+                }
+                None => crown,
+            };
+            (side(ml, false, r.lower), side(mu, true, r.upper))
+        } else {
+            pts.extend(ml.into_iter().chain(mu));
+            (ml.map_or(r.lower, |t| tg.lower_tangent(t)), mu.map_or(r.upper, |t| tg.upper_tangent(t)))
+        };
         pts.extend(r.contacts.iter().filter(|c| !c.is_nan()));
         let relax = Relax::new(lo, hi).with_contacts(&pts);
         // A tangent far up a steep function (Exp near the top of `T`'s range) can
@@ -252,7 +277,16 @@ impl<T: Scalar, F: Func> OptimizableRelaxation<T> for Elementwise<F> {
                 }
                 let t = pick(p, range);
                 let zj = z[0][r * n + j].as_f64();
-                grad[base + k] = T::from_f64(x.as_f64() * tg.d2f(t) * (zj - t));
+                let rate = if plan.slope {
+                    // A line of slope `t` through its pivot `c` moves at rate `z - c`.
+                    match pivot_at(tg, e, t, takes_lower) {
+                        Some(c) => zj - c,
+                        None => continue,
+                    }
+                } else {
+                    tg.d2f(t) * (zj - t)
+                };
+                grad[base + k] = T::from_f64(x.as_f64() * rate);
             }
         }
         Ok(())
@@ -261,7 +295,7 @@ impl<T: Scalar, F: Func> OptimizableRelaxation<T> for Elementwise<F> {
     fn bounds_grad(
         &self,
         ctx: &BackwardCtx<'_, T>,
-        _params: &[T],
+        params: &[T],
         a: MatRef<'_, T>,
         upper: bool,
         z: &[&[T]],
@@ -310,17 +344,32 @@ impl<T: Scalar, F: Func> OptimizableRelaxation<T> for Elementwise<F> {
             };
             let lo_rates = if plan.lower.is_none() { rates(plan.fixed[0], plan.relax.lower.k) } else { None };
             let hi_rates = if plan.upper.is_none() { rates(plan.fixed[1], plan.relax.upper.k) } else { None };
-            if lo_rates.is_none() && hi_rates.is_none() {
+            if lo_rates.is_none() && hi_rates.is_none() && !plan.slope {
                 continue;
             }
+            // A slope parameter fixes the slope; the line moves with the bounds through
+            // its pivot when that is an end.
+            let slope_rates = |r: usize, lower: bool| -> Option<[f64; 4]> {
+                let (idx, range) = if lower { (j, plan.lower) } else { (n + j, plan.upper) };
+                let k = pick(*params.get(r * 2 * n + idx)?, range?);
+                let (_, fixed) = tg.slope_relax(l, u, k)?;
+                rates(fixed[if lower { 0 } else { 1 }], k)
+            };
             let (mut sl, mut su) = (0.0f64, 0.0f64);
             for r in 0..a.nrows() {
                 let x = a[(r, j)];
                 if weight[r] == T::zero() || x == T::zero() {
                     continue;
                 }
-                let Some([al, bl, au, bu]) = (if takes_lower_line(x, upper) { lo_rates } else { hi_rates })
-                else {
+                let lower = takes_lower_line(x, upper);
+                let rr = if plan.slope {
+                    slope_rates(r, lower)
+                } else if lower {
+                    lo_rates
+                } else {
+                    hi_rates
+                };
+                let Some([al, bl, au, bu]) = rr else {
                     continue;
                 };
                 let zj = z[0][r * n + j].as_f64();
@@ -439,11 +488,13 @@ mod tests {
                 let Ok(es32) = op.elems::<f32>(tg, &[l as f32], &[u as f32]) else { continue };
                 checked += 1;
                 for _ in 0..8 {
-                    let mut p = || match (rng.next() * 6.0) as usize {
+                    // (Slope parameters, Sin and Cos across an extremum, are in [-1, 1].)
+                    let mut p = || match (rng.next() * 7.0) as usize {
                         0 => f64::NAN,
                         1 => (rng.next() - 0.5) * 1e6,
                         2 => l - rng.next() * 5.0,
                         3 => u + rng.next() * 5.0,
+                        4 => rng.next() * 2.0 - 1.0,
                         _ => l + (u - l) * rng.next(),
                     };
                     let (pl, pu) = (p(), p());
