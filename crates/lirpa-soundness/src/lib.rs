@@ -12,6 +12,9 @@
 //!   exact, so the check is strict) and random positive and negative magnitudes (checked
 //!   up to the rounding of the products in `T`): for every row `c`,
 //!   `A_lower·x + b_lower <= c·f(x) <= A_upper·x + b_upper`;
+//! - for an operator with an optimizable relaxation (α-CROWN), the same rows with
+//!   random parameters of both sides, projected onto the feasible set: any feasible
+//!   parameter must give a sound relaxation;
 //! - no bound is NaN; an interval outside the operator's domain is an `Error` (counted
 //!   as rejected), never NaN.
 //!

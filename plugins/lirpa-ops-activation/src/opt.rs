@@ -1,28 +1,38 @@
-//! α-CROWN for the S-shaped functions (Sigmoid, Tanh, Atan, Erf): the tangent points
-//! of the relaxation are free parameters, as in auto_LiRPA's optimized `BoundSShaped`.
+//! α-CROWN for the element-wise functions with tangent lines (Sigmoid, Tanh, Atan,
+//! Erf, Exp, Log, Reciprocal, Sqrt, Softplus, Pow, Sin, Cos): the tangent points of the
+//! relaxation are free parameters, as in auto_LiRPA's optimized `BoundSShaped` and its
+//! optimizable convex/concave activations.
 //!
 //! Parameters: one row per specification row and side of a pass, `2n` values for `n`
-//! elements: the lower line's tangent point of every element, then the upper line's.
-//! A line that is a chord (the concave side of the lower line, the convex side of the
-//! upper one, or a valid chord across 0) is fixed and its parameter unused. A tangent
-//! line's point moves in the range [`crate::sshape::SCurve::lower_plan`] proves valid
-//! for the current input interval (`[l, u]` on the convex side, `[min(l, d), d]`
-//! across 0, reflected for the upper line); [`OptimizableRelaxation::project`] clamps
-//! into it, and the line is computed in `f64` from the point clamped again in `f64`,
-//! then verified by [`crate::line::secure`] and rounded by [`crate::line::to_scalar`]
-//! exactly as the CROWN lines are. Soundness therefore never depends on the
-//! parameters: any value, even one outside the range, gives a verified line.
+//! elements: the lower line's parameter of every element, then the upper line's. A
+//! fixed line (a chord, a constant bound, a fixed-slope line) ignores its parameter.
+//! A tangent line's point moves in the range the function's plan
+//! ([`crate::funcs::Tangents::plan`]) proves valid for the current input interval:
+//! `[l, u]` on a convex or concave piece (Exp, Log, Reciprocal, Softplus, Pow; Sqrt and
+//! `x^p`, `0 < p < 1`, stay a millionth of `u` away from 0), and for the S-shaped
+//! functions and Sin/Cos on a monotone piece the range of
+//! [`crate::sshape::SCurve::lower_plan`] (`[l, u]` on the convex side, `[min(l, d), d]`
+//! across the inflection, reflected for the upper line). Sin and Cos across an
+//! extremum are parameterized by each line's slope instead, in `[-1, 1]`, with the
+//! tightest intercepts for that slope ([`crate::funcs::Tangents::slope_relax`]; CROWN
+//! uses the chord's slope for both). [`OptimizableRelaxation::project`] clamps into
+//! the range, and the line is computed in `f64` from the parameter clamped again in
+//! `f64`, then verified by [`crate::line::secure`] and rounded by
+//! [`crate::line::to_scalar`] exactly as the CROWN lines are (a moved line that
+//! overflows `T` falls back to the CROWN line). Soundness therefore never depends on
+//! the parameters: any value, even one outside the range, gives a verified line.
 //!
-//! Initialization: the CROWN tangent points, rounded to `T`. A parameter equal to the
-//! rounded CROWN point stands for the CROWN point itself, so iteration 0 reproduces
+//! Initialization: the CROWN points (slopes), rounded to `T`. A parameter equal to the
+//! rounded CROWN value stands for the CROWN value itself, so iteration 0 reproduces
 //! the CROWN lines bit for bit.
 //!
 //! Gradient: the tangent at `t` has value `f(t) + f'(t)·(x - t)` at `x`, whose
-//! derivative in `t` is `f''(t)·(x - t)` (slope `f''(t)`, intercept `-t·f''(t)`). The
-//! verification margin is treated as a constant. The input bounds only move the
-//! range (a kink, taken as flat) and the fixed chords, whose derivatives
-//! [`OptimizableRelaxation::bounds_grad`] gives, so that the parameters of
-//! intermediate passes are optimized through the final bound.
+//! derivative in `t` is `f''(t)·(x - t)`; a line of slope `k` through its pivot `c`
+//! (the point where its intercept is attained) moves at rate `x - c`. The verification
+//! margin is treated as a constant. The input bounds move the fixed lines (a chord,
+//! a fixed-slope line through an end; [`crate::funcs::FixedLine`]) and the range (a
+//! kink, taken as flat); [`OptimizableRelaxation::bounds_grad`] gives the former, so
+//! that the parameters of intermediate passes are optimized through the final bound.
 
 use crate::funcs::{FixedLine, Func, Pivot, TangentPlan, Tangents};
 use crate::line::Relax;
