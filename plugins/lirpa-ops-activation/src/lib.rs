@@ -248,7 +248,7 @@ impl<T: Scalar, F: Func> LinearRelaxation<T> for Elementwise<F> {
     fn needs_input_bounds(&self) -> &[usize] {
         &[0]
     }
-    /// The functions with tangent lines ([`funcs::Func::tangents`]; see [`opt`]).
+    /// The functions with tangent lines ([`funcs::Func::tangents`]; see the `opt` module).
     fn optimizable(&self) -> Option<&dyn OptimizableRelaxation<T>> {
         self.func.tangents().is_some().then_some(self as &dyn OptimizableRelaxation<T>)
     }
