@@ -359,9 +359,9 @@ fn sshape_gradient_matches_central_differences() {
     );
 }
 
-/// Chains of element-wise operators with optimizable tangent points besides the
-/// S-shaped ones, and how their graphs are drawn: convex/concave (Exp, Log,
-/// Reciprocal, Sqrt, Softplus, Pow) and periodic (Sin, Cos). The functions defined for
+/// Chains of element-wise operators with optimizable tangent points (or slopes)
+/// besides the S-shaped ones, and how their graphs are drawn: convex/concave (Exp, Log,
+/// Reciprocal, Sqrt, Softplus, Pow), periodic (Sin, Cos) and Gelu. The functions defined for
 /// positive inputs only get positive pre-activations; Exp and the powers small weights.
 const CHAINS: &[(&str, Mode)] = &[
     ("Softplus", Mode { positive: false, scale: 1.5 }),
@@ -376,9 +376,11 @@ const CHAINS: &[(&str, Mode)] = &[
     ("Pow:-1", Mode { positive: true, scale: 1.5 }),
     ("Pow:0.5", Mode { positive: true, scale: 1.5 }),
     ("Pow:-2", Mode { positive: true, scale: 0.5 }),
+    ("Gelu", Mode { positive: false, scale: 1.5 }),
+    ("Pow:5", Mode { positive: false, scale: 0.3 }),
 ];
 
-const CHAIN_SEEDS: u64 = 48;
+const CHAIN_SEEDS: u64 = 56;
 
 fn build_chain(seed: u64) -> (Graph<f64>, Perturbation<f64>, &'static str) {
     let (act, mode) = CHAINS[seed as usize % CHAINS.len()];

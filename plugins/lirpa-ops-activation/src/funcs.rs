@@ -708,11 +708,15 @@ impl Pow {
                 if l >= 0.0 || u <= 0.0 {
                     convex_plan(&f, &df, l, u, m, l >= 0.0, l)
                 } else {
+                    // The chord slope with the tightest intercepts; each side's slope
+                    // may move in [0, max f'] (f' is largest at an end).
                     let k = chord_slope(&f, &df, l, u);
-                    let r = (k / n as f64).powf(1.0 / (n - 1) as f64);
-                    let mut c = vec![l, u];
-                    c.extend([-r, r].into_iter().filter(|x| *x > l && *x < u));
-                    TangentPlan::fixed(fixed_slope(&f, k, &c), fixed_slope_pivots(&f, k, &c, true))
+                    let (relax, mut fixed) = self.odd_across(n, l, u, k);
+                    for f in fixed.iter_mut().flatten() {
+                        f.chord = true;
+                    }
+                    let range = Some((k, k.min(0.0), k.max(df(l).max(df(u)))));
+                    TangentPlan { lower: range, upper: range, relax, fixed, slope: true }
                 }
             }
             Some(n) => {
@@ -730,6 +734,20 @@ impl Pow {
                 convex_plan(&f, &df, l, u, m, convex, lo)
             }
         }
+    }
+}
+
+impl Pow {
+    /// Odd power `n` on `[l, u]` across 0: the lines of slope `k` with the tightest
+    /// intercepts, from the ends and the stationary points `±(k/n)^(1/(n-1))`.
+    fn odd_across(&self, n: i32, l: f64, u: f64, k: f64) -> (Relax, [Option<FixedLine>; 2]) {
+        let f = |x: f64| self.f(x);
+        let mut c = vec![l, u];
+        if k > 0.0 {
+            let r = (k / n as f64).powf(1.0 / (n - 1) as f64);
+            c.extend([-r, r].into_iter().filter(|x| *x > l && *x < u));
+        }
+        (fixed_slope(&f, k, &c), fixed_slope_pivots(&f, k, &c, false))
     }
 }
 
@@ -751,6 +769,12 @@ impl Tangents for Pow {
             Some(n) if (0..=1).contains(&n) => 0.0,
             Some(n) => (n as f64) * ((n - 1) as f64) * x.powi(n - 2),
             None => self.p * (self.p - 1.0) * x.powf(self.p - 2.0),
+        }
+    }
+    fn slope_relax(&self, l: f64, u: f64, k: f64) -> Option<(Relax, [Option<FixedLine>; 2])> {
+        match self.int() {
+            Some(n) if n > 2 && n % 2 == 1 && l < 0.0 && u > 0.0 => Some(self.odd_across(n, l, u, k)),
+            _ => None,
         }
     }
 }
@@ -854,10 +878,56 @@ impl Func for Gelu {
         1e-14 * (1.0 + l.abs().max(u.abs()).min(1e6))
     }
     fn relax(&self, l: f64, u: f64) -> Relax {
+        self.gelu_plan(l, u).relax
+    }
+    fn tangents(&self) -> Option<&dyn Tangents> {
+        Some(self)
+    }
+}
+
+impl Gelu {
+    /// The chord slope with the tightest intercepts; each side's slope may move in
+    /// `[-0.2, 1.2]` (GELU' stays within `[-0.13, 1.13]`).
+    fn gelu_plan(&self, l: f64, u: f64) -> TangentPlan {
         let f = |x: f64| self.f(x);
         let df = |x: f64| self.df(x);
         let k = chord_slope(&f, &df, l, u);
-        fixed_slope(&f, k, &self.candidates(k, l, u))
+        let (relax, mut fixed) = self.slope_lines(l, u, k);
+        for f in fixed.iter_mut().flatten() {
+            f.chord = true;
+        }
+        let range = Some((k, k.min(-0.2), k.max(1.2)));
+        TangentPlan { lower: range, upper: range, relax, fixed, slope: true }
+    }
+
+    /// The lines of slope `k` with the tightest intercepts on `[l, u]` and their pivots.
+    fn slope_lines(&self, l: f64, u: f64, k: f64) -> (Relax, [Option<FixedLine>; 2]) {
+        let f = |x: f64| self.f(x);
+        let c = self.candidates(k, l, u);
+        (fixed_slope(&f, k, &c), fixed_slope_pivots(&f, k, &c, false))
+    }
+}
+
+/// Gelu is optimized through its slopes only ([`Tangents::slope_relax`]).
+impl Tangents for Gelu {
+    fn plan(&self, l: f64, u: f64) -> TangentPlan {
+        self.gelu_plan(l, u)
+    }
+    fn lower_tangent(&self, t: f64) -> Line {
+        Line::through(self.df(t), t, self.f(t))
+    }
+    fn upper_tangent(&self, t: f64) -> Line {
+        self.lower_tangent(t)
+    }
+    fn df(&self, x: f64) -> f64 {
+        Gelu::df(self, x)
+    }
+    /// Not used: no Gelu line is a movable tangent.
+    fn d2f(&self, _t: f64) -> f64 {
+        0.0
+    }
+    fn slope_relax(&self, l: f64, u: f64, k: f64) -> Option<(Relax, [Option<FixedLine>; 2])> {
+        Some(self.slope_lines(l, u, k))
     }
 }
 

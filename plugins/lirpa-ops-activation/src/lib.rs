@@ -11,9 +11,9 @@
 //!   concave piece, else the constant bounds of the exact range;
 //! - piecewise: Abs, Clip (constant bounds; HardTanh), Sign, Floor.
 //!
-//! Optimizable (α-CROWN, module `opt`): every function above with a tangent line (the
-//! tangent points, or the slopes of Sin and Cos across an extremum, are parameters);
-//! not Gelu and the piecewise functions.
+//! Optimizable (α-CROWN, module `opt`): every function above but the piecewise ones
+//! (the tangent points are parameters; the slopes where a relaxation is a fixed-slope
+//! pair: Gelu, Sin and Cos across an extremum, odd powers across 0).
 //!
 //! Every relaxation is computed in `f64` and made sound in floating point by
 //! [`line::secure`] and [`line::to_scalar`] (a verified shift and a `1e-12` relative

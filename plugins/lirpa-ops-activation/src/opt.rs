@@ -1,7 +1,8 @@
-//! α-CROWN for the element-wise functions with tangent lines (Sigmoid, Tanh, Atan,
-//! Erf, Exp, Log, Reciprocal, Sqrt, Softplus, Pow, Sin, Cos): the tangent points of the
+//! α-CROWN for the smooth element-wise functions (Sigmoid, Tanh, Atan, Erf, Exp, Log,
+//! Reciprocal, Sqrt, Softplus, Pow, Sin, Cos, Gelu): the tangent points of the
 //! relaxation are free parameters, as in auto_LiRPA's optimized `BoundSShaped` and its
-//! optimizable convex/concave activations.
+//! optimizable convex/concave activations, and so are the slopes of the fixed-slope
+//! relaxations.
 //!
 //! Parameters: one row per specification row and side of a pass, `2n` values for `n`
 //! elements: the lower line's parameter of every element, then the upper line's. A
@@ -12,10 +13,11 @@
 //! `x^p`, `0 < p < 1`, stay a millionth of `u` away from 0), and for the S-shaped
 //! functions and Sin/Cos on a monotone piece the range of
 //! [`crate::sshape::SCurve::lower_plan`] (`[l, u]` on the convex side, `[min(l, d), d]`
-//! across the inflection, reflected for the upper line). Sin and Cos across an
-//! extremum are parameterized by each line's slope instead, in `[-1, 1]`, with the
-//! tightest intercepts for that slope ([`crate::funcs::Tangents::slope_relax`]; CROWN
-//! uses the chord's slope for both). [`OptimizableRelaxation::project`] clamps into
+//! across the inflection, reflected for the upper line). Where CROWN takes the chord's
+//! slope with the tightest intercepts (Sin and Cos across an extremum, Gelu, odd
+//! powers across 0), each line's slope is the parameter instead (in `[-1, 1]`,
+//! `[-0.2, 1.2]`, `[0, max f']`), with the tightest intercepts for that slope
+//! ([`crate::funcs::Tangents::slope_relax`]). [`OptimizableRelaxation::project`] clamps into
 //! the range, and the line is computed in `f64` from the parameter clamped again in
 //! `f64`, then verified by [`crate::line::secure`] and rounded by
 //! [`crate::line::to_scalar`] exactly as the CROWN lines are (a moved line that
@@ -438,7 +440,7 @@ mod tests {
 
     /// Every function with an optimizable relaxation, with a name for messages.
     pub(crate) fn optimizable_funcs() -> Vec<Box<dyn Func>> {
-        use crate::funcs::{Pow, Smooth, SmoothFn, Trig};
+        use crate::funcs::{Gelu, Pow, Smooth, SmoothFn, Trig};
         let mut v: Vec<Box<dyn Func>> = Vec::new();
         for k in [SKind::Sigmoid, SKind::Tanh, SKind::Atan, SKind::Erf] {
             v.push(Box::new(SShaped(k)));
@@ -451,6 +453,8 @@ mod tests {
         }
         v.push(Box::new(Trig { cos: false }));
         v.push(Box::new(Trig { cos: true }));
+        v.push(Box::new(Gelu { tanh: false }));
+        v.push(Box::new(Gelu { tanh: true }));
         v
     }
 
