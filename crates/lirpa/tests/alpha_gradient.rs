@@ -41,6 +41,9 @@ struct Mode {
     scale: f64,
 }
 
+/// Adds a random constant of a shape, scale and shift; returns its name.
+type Konst = dyn FnMut(&mut GraphBuilder<f64>, &[usize], &mut Rng, f64, f64) -> String;
+
 fn build_full(seed: u64, act: Option<&str>, mode: Mode) -> (Graph<f64>, Perturbation<f64>) {
     let mut rng = Rng::new(seed);
     let n_in = 1 + rng.below(4);
@@ -61,7 +64,7 @@ fn build_full(seed: u64, act: Option<&str>, mode: Mode) -> (Graph<f64>, Perturba
         };
     let dense = |b: &mut GraphBuilder<f64>,
                  rng: &mut Rng,
-                 konst: &mut dyn FnMut(&mut GraphBuilder<f64>, &[usize], &mut Rng, f64, f64) -> String,
+                 konst: &mut Konst,
                  src: &(String, usize),
                  out: usize,
                  name: &str| {
