@@ -12,6 +12,9 @@
 //!   exact, so the check is strict) and random positive and negative magnitudes (checked
 //!   up to the rounding of the products in `T`): for every row `c`,
 //!   `A_lower·x + b_lower <= c·f(x) <= A_upper·x + b_upper`;
+//! - for an operator with an optimizable relaxation (α-CROWN), the same rows with
+//!   random parameters of both sides, projected onto the feasible set: any feasible
+//!   parameter must give a sound relaxation;
 //! - no bound is NaN; an interval outside the operator's domain is an `Error` (counted
 //!   as rejected), never NaN.
 //!
@@ -164,6 +167,9 @@ pub struct Report {
     pub samples: u64,
     /// Number of violations (the first ones are described in `failures`).
     pub violations: u64,
+    /// Intervals on which the relaxation was also checked with random α-CROWN
+    /// parameters (operators with an optimizable relaxation).
+    pub optimized: usize,
     pub failures: Vec<String>,
     pub elapsed: Duration,
 }
@@ -183,6 +189,7 @@ impl Report {
         self.rejected += o.rejected;
         self.samples += o.samples;
         self.violations += o.violations;
+        self.optimized += o.optimized;
         for f in o.failures {
             if self.failures.len() < 20 {
                 self.failures.push(f);
@@ -199,6 +206,9 @@ impl fmt::Display for Report {
             "{}: {} intervals ({} rejected), {} samples, {} violations, {:.2?}",
             self.op, self.intervals, self.rejected, self.samples, self.violations, self.elapsed
         )?;
+        if self.optimized > 0 {
+            write!(f, ", {} with random optimized parameters", self.optimized)?;
+        }
         for x in &self.failures {
             write!(f, "\n  {x}")?;
         }
@@ -312,6 +322,58 @@ pub fn check_op(spec: &OpSpec, cfg: &Config) -> Result<Report> {
     Ok(r)
 }
 
+/// The relaxation rows of `rows` (one element on `[l, u]`) with random parameters for
+/// both sides: each drawn as the CROWN initialization, a value in `[0, 1]`, a point of
+/// `[l, u]` or anything of the interval's magnitude, then projected.
+fn optimized_rows<T: Scalar>(
+    opt: &dyn lirpa_core::op::OptimizableRelaxation<T>,
+    ctx: &BackwardCtx<'_, T>,
+    rows: &[f64],
+    l: f64,
+    u: f64,
+    rng: &mut Rng,
+) -> Result<Vec<(f64, f64, f64, f64)>> {
+    let init = opt.init_params(ctx)?;
+    let draw = |rng: &mut Rng| -> Vec<T> {
+        let mut p = Vec::with_capacity(rows.len() * init.len());
+        for _ in rows {
+            let mut row: Vec<T> = init
+                .iter()
+                .map(|&x| match rng.below(4) {
+                    0 => x,
+                    1 => T::from_f64(rng.uniform()),
+                    2 => T::from_f64(l + (u - l) * rng.uniform()),
+                    _ => T::from_f64((rng.uniform() - 0.5) * 4.0 * l.abs().max(u.abs()).max(1.0)),
+                })
+                .collect();
+            opt.project(ctx, &mut row);
+            p.extend(row);
+        }
+        p
+    };
+    let (pl, pu) = (draw(rng), draw(rng));
+    let a = LinearA::both(Mat::<T>::from_fn(rows.len(), 1, |i, _| T::from_f64(rows[i])), true, true);
+    let back =
+        opt.backward_with(ctx, a, lirpa_core::op::SideParams { lower: Some(&pl), upper: Some(&pu) })?;
+    let Some(Some(ai)) = back.inputs.first() else {
+        return Err(Error::Invalid("no coefficients for the input".into()));
+    };
+    let ai = ai.clone().into_dense();
+    let (Some(al), Some(au)) = (ai.lower.as_ref(), ai.upper.as_ref()) else {
+        return Err(Error::Invalid("a side was dropped".into()));
+    };
+    Ok((0..rows.len())
+        .map(|r| {
+            (
+                al[(r, 0)].as_f64(),
+                back.bias.lower[r].as_f64(),
+                au[(r, 0)].as_f64(),
+                back.bias.upper[r].as_f64(),
+            )
+        })
+        .collect())
+}
+
 /// The `f64` forward evaluation, the truth the bounds must contain.
 struct Truth {
     op: Box<dyn Operator<f64>>,
@@ -376,7 +438,7 @@ fn check_typed<T: Scalar + BuilderFor>(spec: &OpSpec, cfg: &Config, truth: &Trut
             continue;
         };
         let n = rows.len();
-        let coef: Vec<(f64, f64, f64, f64)> = (0..n)
+        let mut coef: Vec<(f64, f64, f64, f64)> = (0..n)
             .map(|r| {
                 (
                     al[(r, 0)].as_f64(),
@@ -386,6 +448,17 @@ fn check_typed<T: Scalar + BuilderFor>(spec: &OpSpec, cfg: &Config, truth: &Trut
                 )
             })
             .collect();
+        // An optimizable relaxation must be sound for any parameters: the same rows
+        // with random parameters (projected onto the feasible set), appended to `coef`.
+        if let Some(opt) = op.optimizable() {
+            match optimized_rows(opt, &ctx, &rows, l.as_f64(), u.as_f64(), &mut rng) {
+                Ok(extra) => {
+                    coef.extend(extra);
+                    rep.optimized += 1;
+                }
+                Err(e) => rep.fail(format!("{label}: optimized relaxation on [{l}, {u}] failed: {e}")),
+            }
+        }
         if coef[..2]
             .iter()
             .any(|c| !(c.0.is_finite() && c.1.is_finite() && c.2.is_finite() && c.3.is_finite()))
@@ -435,7 +508,8 @@ fn check_typed<T: Scalar + BuilderFor>(spec: &OpSpec, cfg: &Config, truth: &Trut
                     lo[0], hi[0]
                 ));
             }
-            for (r, &(kl, bl, ku, bu)) in coef.iter().enumerate() {
+            for (i, &(kl, bl, ku, bu)) in coef.iter().enumerate() {
+                let r = i % n;
                 if r >= 2 && !(kl.is_finite() && bl.is_finite() && ku.is_finite() && bu.is_finite()) {
                     // The product of a large row coefficient and a large slope overflowed
                     // T in the caller's arithmetic (rows ±1 are checked finite above).

@@ -25,9 +25,26 @@ fn build(seed: u64) -> (Graph<f64>, Perturbation<f64>) {
     build_with(seed, None)
 }
 
-/// [`build`], or with `act = Some(op)` a two-hidden-layer MLP whose activations are all
-/// `op` (an S-shaped function).
+/// [`build`], or with `act = Some(ops)` a two-hidden-layer MLP whose activations are all
+/// the chain `ops` of element-wise operators (comma-separated, e.g. `"Tanh,Exp"`).
 fn build_with(seed: u64, act: Option<&str>) -> (Graph<f64>, Perturbation<f64>) {
+    build_full(seed, act, Mode { positive: false, scale: 1.5 })
+}
+
+/// How weights are drawn: `scale` bounds their magnitude; `positive` shifts the biases
+/// of the hidden layers by `1 + 2·scale·width` (the first; inputs are within [-2, 2])
+/// or `1 + 5·scale·width` (after an activation whose outputs are within [-5, 5]), so
+/// that every pre-activation is at least 1 (for Log, Sqrt, Reciprocal, …).
+#[derive(Clone, Copy)]
+struct Mode {
+    positive: bool,
+    scale: f64,
+}
+
+/// Adds a random constant of a shape, scale and shift; returns its name.
+type Konst = dyn FnMut(&mut GraphBuilder<f64>, &[usize], &mut Rng, f64, f64) -> String;
+
+fn build_full(seed: u64, act: Option<&str>, mode: Mode) -> (Graph<f64>, Perturbation<f64>) {
     let mut rng = Rng::new(seed);
     let n_in = 1 + rng.below(4);
     let mlp = seed % 2 == 1 || act.is_some();
@@ -36,22 +53,28 @@ fn build_with(seed: u64, act: Option<&str>) -> (Graph<f64>, Perturbation<f64>) {
     b.add_input("x", &[1, n_in]).unwrap();
     let mut vals: Vec<(String, usize)> = vec![("x".into(), n_in)];
     let mut consts = 0;
-    let mut konst = |b: &mut GraphBuilder<f64>, shape: &[usize], rng: &mut Rng, scale: f64| -> String {
-        consts += 1;
-        let name = format!("c{consts}");
-        let n: usize = shape.iter().product();
-        let data = (0..n).map(|_| (rng.uniform() * 2.0 - 1.0) * scale).collect();
-        b.add_constant(&name, TensorData::float(shape, data).unwrap()).unwrap();
-        name
-    };
+    let mut konst =
+        |b: &mut GraphBuilder<f64>, shape: &[usize], rng: &mut Rng, scale: f64, shift: f64| -> String {
+            consts += 1;
+            let name = format!("c{consts}");
+            let n: usize = shape.iter().product();
+            let data = (0..n).map(|_| (rng.uniform() * 2.0 - 1.0) * scale + shift).collect();
+            b.add_constant(&name, TensorData::float(shape, data).unwrap()).unwrap();
+            name
+        };
     let dense = |b: &mut GraphBuilder<f64>,
                  rng: &mut Rng,
-                 konst: &mut dyn FnMut(&mut GraphBuilder<f64>, &[usize], &mut Rng, f64) -> String,
+                 konst: &mut Konst,
                  src: &(String, usize),
                  out: usize,
                  name: &str| {
-        let w = konst(b, &[out, src.1], rng, 1.5);
-        let bias = konst(b, &[out], rng, 0.5);
+        let w = konst(b, &[out, src.1], rng, mode.scale, 0.0);
+        let shift = match (mode.positive && name != "out", src.0 == "x") {
+            (false, _) => 0.0,
+            (true, true) => 1.0 + 2.0 * mode.scale * src.1 as f64,
+            (true, false) => 1.0 + 5.0 * mode.scale * src.1 as f64,
+        };
+        let bias = konst(b, &[out], rng, 0.5, shift);
         let mut attrs = Attributes::default();
         attrs.insert("transB", Attr::Int(1));
         b.add_node(name, "Gemm", "", 13, &attrs, &[Some(&src.0), Some(&w), Some(&bias)]).unwrap();
@@ -78,7 +101,22 @@ fn build_with(seed: u64, act: Option<&str>) -> (Graph<f64>, Perturbation<f64>) {
                 w
             }
             2..=5 if act.is_some() => {
-                b.add_node(&name, act.unwrap_or("Relu"), "", 13, &none, &[Some(&src.0)]).unwrap();
+                // A chain of element-wise operators, the last one named `name`;
+                // `Pow:p` is `Pow` with the constant exponent `p`.
+                let ops: Vec<&str> = act.unwrap_or("Relu").split(',').collect();
+                let mut prev = src.0.clone();
+                for (k, op) in ops.iter().enumerate() {
+                    let out = if k + 1 == ops.len() { name.clone() } else { format!("{name}_{k}") };
+                    if let Some(p) = op.strip_prefix("Pow:") {
+                        let e = format!("{out}_exponent");
+                        let p: f64 = p.parse().unwrap();
+                        b.add_constant(&e, TensorData::float(&[], vec![p]).unwrap()).unwrap();
+                        b.add_node(&out, "Pow", "", 13, &none, &[Some(&prev), Some(&e)]).unwrap();
+                    } else {
+                        b.add_node(&out, op, "", 13, &none, &[Some(&prev)]).unwrap();
+                    }
+                    prev = out;
+                }
                 src.1
             }
             2..=4 => {
@@ -114,6 +152,7 @@ fn build_with(seed: u64, act: Option<&str>) -> (Graph<f64>, Perturbation<f64>) {
     let g = b.finish(&["out"]).unwrap();
     let center: Vec<f64> = (0..n_in).map(|_| rng.uniform() * 2.0 - 1.0).collect();
     let radius = 0.05 + rng.uniform();
+
     let p = match rng.below(4) {
         0 => {
             let r: Vec<f64> = (0..n_in).map(|_| rng.uniform() * radius).collect();
@@ -323,13 +362,87 @@ fn sshape_gradient_matches_central_differences() {
     );
 }
 
+/// Chains of element-wise operators with optimizable tangent points (or slopes)
+/// besides the S-shaped ones, and how their graphs are drawn: convex/concave (Exp, Log,
+/// Reciprocal, Sqrt, Softplus, Pow), periodic (Sin, Cos) and Gelu. The functions defined for
+/// positive inputs only get positive pre-activations; Exp and the powers small weights.
+const CHAINS: &[(&str, Mode)] = &[
+    ("Softplus", Mode { positive: false, scale: 1.5 }),
+    ("Sin", Mode { positive: false, scale: 1.5 }),
+    ("Cos", Mode { positive: false, scale: 1.5 }),
+    ("Exp", Mode { positive: false, scale: 0.3 }),
+    ("Log", Mode { positive: true, scale: 1.5 }),
+    ("Sqrt", Mode { positive: true, scale: 1.5 }),
+    ("Reciprocal", Mode { positive: true, scale: 1.5 }),
+    ("Pow:2", Mode { positive: false, scale: 0.5 }),
+    ("Pow:3", Mode { positive: false, scale: 0.5 }),
+    ("Pow:-1", Mode { positive: true, scale: 1.5 }),
+    ("Pow:0.5", Mode { positive: true, scale: 1.5 }),
+    ("Pow:-2", Mode { positive: true, scale: 0.5 }),
+    ("Gelu", Mode { positive: false, scale: 1.5 }),
+    ("Pow:5", Mode { positive: false, scale: 0.3 }),
+];
+
+const CHAIN_SEEDS: u64 = 56;
+
+fn build_chain(seed: u64) -> (Graph<f64>, Perturbation<f64>, &'static str) {
+    let (act, mode) = CHAINS[seed as usize % CHAINS.len()];
+    let (g, p) = build_full(seed, Some(act), mode);
+    (g, p, act)
+}
+
+/// [`sshape_gradient_matches_central_differences`] for [`CHAINS`] (with the same
+/// tolerance for disagreeing coordinates).
+#[test]
+fn convex_and_periodic_gradient_matches_central_differences() {
+    let mut stats = Stats { tolerate_mismatch: true, ..Stats::default() };
+    for seed in 0..CHAIN_SEEDS {
+        let (g, p, act) = build_chain(seed);
+        let inputs = [InputValue::Perturbed(p)];
+        let req = BoundRequest::default();
+        let (_, mut st) = lirpa::compute_bounds_optimized(&g, &inputs, &opts(1), &req, None).unwrap();
+        let mut rng = Rng::new(seed ^ 0x5EED);
+        for run in &mut st.runs {
+            for v in params(run) {
+                v.iter_mut().for_each(|x| *x += rng.uniform() - 0.5);
+            }
+        }
+        let (_, projected): (_, AlphaState<f64>) =
+            lirpa::compute_bounds_optimized(&g, &inputs, &opts(1), &req, Some(&st)).unwrap();
+        let before = stats.mismatches;
+        for run in &projected.runs {
+            check_run(&g, &inputs, &req, run, false, seed, &mut stats);
+        }
+        if stats.mismatches > before {
+            eprintln!("  ({act})");
+        }
+    }
+    stats.report("convex/periodic gradient", 400, 200);
+    assert!(
+        stats.mismatches * 50 <= stats.nonzero,
+        "{} of {} non-zero gradient coordinates disagree with finite differences",
+        stats.mismatches,
+        stats.nonzero
+    );
+}
+
 #[test]
 fn iteration_zero_is_crown_and_alpha_crown_is_sound_and_tighter() {
     let mut tightened = 0;
-    // The random DAGs, then MLPs with S-shaped activations.
+    // The random DAGs, then MLPs with S-shaped activations and with the chains.
     let sshape = (0..SSHAPE_SEEDS).map(|s| (s, Some(if s % 2 == 0 { "Sigmoid" } else { "Tanh" })));
-    for (seed, act) in (0..SEEDS).map(|s| (s, None)).chain(sshape) {
-        let (g, p) = build_with(seed, act);
+    let chains = (0..CHAIN_SEEDS).map(|s| (s, Some("chain")));
+    for (seed, act) in (0..SEEDS).map(|s| (s, None)).chain(sshape).chain(chains) {
+        let (g, p, act) = match act {
+            Some("chain") => {
+                let (g, p, act) = build_chain(seed);
+                (g, p, Some(act))
+            }
+            _ => {
+                let (g, p) = build_with(seed, act);
+                (g, p, act)
+            }
+        };
         let inputs = [InputValue::Perturbed(p.clone())];
         let req = BoundRequest::default();
         let crown =

@@ -113,8 +113,13 @@ fn reference_alpha_crown() {
             skipped.push(format!("{name}: {}", fails[0]));
             continue;
         }
-        for (key, crown, alpha) in means {
-            eprintln!("  {name} {key}: mean lower CROWN {crown:.6}, alpha-CROWN {alpha:.6}");
+        for m in means {
+            let (cl, cu, al, au) = (m.crown.0, m.crown.1, m.alpha.0, m.alpha.1);
+            let r = m.reference.map_or("none".into(), |(l, u)| format!("{l:.6} / {u:.6}"));
+            eprintln!(
+                "  {name} {}: mean lower / upper: CROWN {cl:.6} / {cu:.6}, alpha-CROWN {al:.6} / {au:.6}, auto_LiRPA alpha-CROWN {r}",
+                m.key
+            );
         }
         checked.push(name);
         failures.extend(fails);

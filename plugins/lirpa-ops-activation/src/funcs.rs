@@ -1,6 +1,6 @@
 //! The element-wise functions: value, derivative, exact range and relaxation in `f64`.
 
-use crate::line::{Line, Relax, bisect_root, chord_slope, convex_piece, fixed_slope};
+use crate::line::{Line, Relax, bisect_root, chord_slope, convex_piece, fixed_slope, tangent};
 use crate::special::{erf, erfc};
 use crate::sshape::{SCurve, TangentMemo};
 use lirpa_core::{Error, Result};
@@ -34,13 +34,100 @@ pub trait Func: std::fmt::Debug + Send + Sync + 'static {
 /// How the relaxation on one interval may be optimized: for each line that is a
 /// tangent, `(crown point, lo, hi)`, the tangent point [`Func::relax`] uses and the
 /// range of tangent points whose tangents are valid on the interval (the point is in
-/// it); `None` for a fixed line (a chord). `contacts` are [`Func::relax`]'s contact
-/// points (lower, upper).
+/// it); `None` for a fixed line. `relax` is [`Func::relax`]'s result (same lines, same
+/// contact points), `fixed` describes how each fixed line (lower, upper) moves with the
+/// interval, for the gradient with respect to the input bounds (`None`: taken as
+/// constant).
+///
+/// With `slope = true`, the free parameters are not tangent points but the slopes of
+/// lines whose intercepts are the tightest for their slope ([`Tangents::slope_relax`];
+/// Sin and Cos across an extremum).
 #[derive(Clone, Copy, Debug)]
 pub struct TangentPlan {
     pub lower: Option<(f64, f64, f64)>,
     pub upper: Option<(f64, f64, f64)>,
     pub relax: Relax,
+    pub fixed: [Option<FixedLine>; 2],
+    pub slope: bool,
+}
+
+impl TangentPlan {
+    /// A relaxation with no free line (its lines' dependence on the interval given by
+    /// `fixed`).
+    pub fn fixed(relax: Relax, fixed: [Option<FixedLine>; 2]) -> TangentPlan {
+        TangentPlan { lower: None, upper: None, relax, fixed, slope: false }
+    }
+}
+
+/// A fixed line through the point `(c, f(c))` of the function, where `c` is [`Pivot`]:
+/// with the chord slope `k = (f(u) - f(l))/(u - l)` (`chord = true`), or a slope that
+/// does not depend on the interval (`chord = false`, e.g. a constant bound). Its value
+/// at `z`, `f(c) + k·(z - c)`, moves with `l` at rate `∂k/∂l·(z - c)`, plus
+/// `f'(l) - k` when `c = l` (the same for `u`); an interior `c` is a stationary point of
+/// `f - k·x` (or a fixed point), which contributes nothing to first order.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct FixedLine {
+    pub chord: bool,
+    pub pivot: Pivot,
+}
+
+/// Where a fixed line touches the function.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub enum Pivot {
+    L,
+    U,
+    Inner(f64),
+}
+
+impl FixedLine {
+    pub const CHORD: FixedLine = FixedLine { chord: true, pivot: Pivot::L };
+}
+
+/// The pivots of the lower and upper lines of slope `k` with the tightest intercepts
+/// over `candidates` (`candidates[0] = l`, `candidates[1] = u`, the others stationary
+/// points of `f - k·x`), as [`fixed_slope`] chooses them.
+fn fixed_slope_pivots(
+    f: &dyn Fn(f64) -> f64,
+    k: f64,
+    candidates: &[f64],
+    chord: bool,
+) -> [Option<FixedLine>; 2] {
+    let (mut lo, mut hi) = ((f64::INFINITY, 0), (f64::NEG_INFINITY, 0));
+    for (i, &x) in candidates.iter().enumerate() {
+        let v = f(x) - k * x;
+        if v < lo.0 {
+            lo = (v, i);
+        }
+        if v > hi.0 {
+            hi = (v, i);
+        }
+    }
+    let pivot = |i: usize| match i {
+        0 => Pivot::L,
+        1 => Pivot::U,
+        _ => Pivot::Inner(candidates[i]),
+    };
+    [Some(FixedLine { chord, pivot: pivot(lo.1) }), Some(FixedLine { chord, pivot: pivot(hi.1) })]
+}
+
+/// The plan of [`convex_piece`]: the tangent at `t` may move in `[lo, u]` (every
+/// tangent of a convex or concave piece lies on one side of it), the chord is fixed.
+fn convex_plan(
+    f: &dyn Fn(f64) -> f64,
+    df: &dyn Fn(f64) -> f64,
+    l: f64,
+    u: f64,
+    t: f64,
+    convex: bool,
+    lo: f64,
+) -> TangentPlan {
+    let relax = convex_piece(f, df, l, u, t, convex);
+    let tan = Some((t, lo.min(t), u));
+    if convex {
+        TangentPlan { lower: tan, upper: None, relax, fixed: [None, Some(FixedLine::CHORD)], slope: false }
+    } else {
+        TangentPlan { lower: None, upper: tan, relax, fixed: [Some(FixedLine::CHORD), None], slope: false }
+    }
 }
 
 /// A relaxation made of tangents whose points may move (α-CROWN, see
@@ -48,14 +135,20 @@ pub struct TangentPlan {
 pub trait Tangents {
     /// The plan on the finite interval `[l, u]` (`l <= u`) inside the domain.
     fn plan(&self, l: f64, u: f64) -> TangentPlan;
-    /// The tangent at `t` as a lower line, computed as [`Func::relax`] computes it.
+    /// The tangent at `t` as a lower line.
     fn lower_tangent(&self, t: f64) -> Line;
-    /// The tangent at `t` as an upper line, computed as [`Func::relax`] computes it.
+    /// The tangent at `t` as an upper line.
     fn upper_tangent(&self, t: f64) -> Line;
     /// `f'(x)`.
     fn df(&self, x: f64) -> f64;
     /// `f''(t)`: the tangent's value at `x` moves with `t` at rate `f''(t)·(x - t)`.
     fn d2f(&self, t: f64) -> f64;
+    /// For a plan with `slope = true`: the lines of slope `k` with the tightest
+    /// intercepts on `[l, u]` and their pivots (`chord = false`: the slope is the
+    /// parameter). A line's value at `x` moves with `k` at rate `x - c`, `c` its pivot.
+    fn slope_relax(&self, _l: f64, _u: f64, _k: f64) -> Option<(Relax, [Option<FixedLine>; 2])> {
+        None
+    }
 }
 
 fn domain_error(op: &str, what: &str, l: f64, u: f64) -> Error {
@@ -165,6 +258,10 @@ impl Tangents for SShaped {
                 lower: rl.map(|(a, b)| (tl, a, b)),
                 upper: ru.map(|(a, b)| (tu, a, b)),
                 relax: Relax::new(lo, hi).with_contacts(&[tl, tu]),
+                // A line without a tangent range is a chord (the constant fallback of
+                // `lower_plan` cannot happen for these functions).
+                fixed: [rl.is_none().then_some(FixedLine::CHORD), ru.is_none().then_some(FixedLine::CHORD)],
+                slope: false,
             }
         })
     }
@@ -249,11 +346,42 @@ impl Func for Trig {
         (lo, hi)
     }
     fn relax(&self, l: f64, u: f64) -> Relax {
+        self.trig_plan(l, u).relax
+    }
+    fn tangents(&self) -> Option<&dyn Tangents> {
+        Some(self)
+    }
+    fn extra_margin(&self, l: f64, u: f64) -> f64 {
+        // Reducing the argument by jπ costs an absolute error of a few ulps of |x|, and
+        // sin is 1-Lipschitz.
+        1e-14 * (l.abs().max(u.abs()) + 1.0)
+    }
+}
+
+impl Trig {
+    /// The relaxation on `[l, u]` with its tangent ranges (in `x`): on a monotone piece
+    /// those of [`SCurve::lower_plan`]/[`SCurve::upper_plan`] in the piece's coordinate
+    /// (exchanged and negated on a decreasing piece); on a convex or concave piece the
+    /// tangent may move in `[l, u]`; across an extremum the lines are fixed.
+    fn trig_plan(&self, l: f64, u: f64) -> TangentPlan {
         let phase = self.phase();
         let (yl, yu) = (l + phase, u + phase);
+        let constant = |this: &Self| {
+            let (lo, hi) = this.range(l, u);
+            let pivot = |v: f64| {
+                let p = if v == this.f(l) {
+                    Pivot::L
+                } else if v == this.f(u) {
+                    Pivot::U
+                } else {
+                    Pivot::Inner(f64::NAN)
+                };
+                Some(FixedLine { chord: false, pivot: p })
+            };
+            TangentPlan::fixed(Relax::constant(lo, hi), [pivot(lo), pivot(hi)])
+        };
         if !(yl.abs() < Self::LARGE && yu.abs() < Self::LARGE) || yu - yl >= 2.0 * PI {
-            let (lo, hi) = self.range(l, u);
-            return Relax::constant(lo, hi);
+            return constant(self);
         }
         let jl = ((yl + FRAC_PI_2) / PI).floor();
         let ju = ((yu + FRAC_PI_2) / PI).floor();
@@ -263,17 +391,32 @@ impl Func for Trig {
             let dg = |t: f64| t.cos();
             let s = SCurve { memo: None, g: &g, dg: &dg, center: 0.0, d_min: -FRAC_PI_2 };
             let (tl, tu) = (yl - cj, yu - cj);
-            let (lo, a) = s.lower(tl, tu);
-            let (hi, b) = s.upper(tl, tu);
+            let (lo, a, ra) = s.lower_plan(tl, tu);
+            let (hi, b, rb) = s.upper_plan(tl, tu);
             // A line in t = x + phase - cj.
             let shift = phase - cj;
             let back = |t: f64| t - shift;
+            let range = |t: f64, r: Option<(f64, f64)>| r.map(|(p, q)| (back(t), back(p), back(q)));
+            let chord = |r: Option<(f64, f64)>| r.is_none().then_some(FixedLine::CHORD);
             return if jl.rem_euclid(2.0) == 0.0 {
-                Relax::new(lo.shifted(shift), hi.shifted(shift)).with_contacts(&[back(a), back(b)])
+                TangentPlan {
+                    lower: range(a, ra),
+                    upper: range(b, rb),
+                    relax: Relax::new(lo.shifted(shift), hi.shifted(shift))
+                        .with_contacts(&[back(a), back(b)]),
+                    fixed: [chord(ra), chord(rb)],
+                    slope: false,
+                }
             } else {
                 // sin(y) = -sin(y - jπ) for odd j.
-                Relax::new(hi.neg().shifted(shift), lo.neg().shifted(shift))
-                    .with_contacts(&[back(a), back(b)])
+                TangentPlan {
+                    lower: range(b, rb),
+                    upper: range(a, ra),
+                    relax: Relax::new(hi.neg().shifted(shift), lo.neg().shifted(shift))
+                        .with_contacts(&[back(a), back(b)]),
+                    fixed: [chord(rb), chord(ra)],
+                    slope: false,
+                }
             };
         }
         let il = (yl / PI).floor();
@@ -283,16 +426,29 @@ impl Func for Trig {
         if il == iu {
             // sin is concave on [2mπ, (2m+1)π] and convex on the others.
             let convex = il.rem_euclid(2.0) == 1.0;
-            return convex_piece(&f, &df, l, u, 0.5 * l + 0.5 * u, convex);
+            return convex_plan(&f, &df, l, u, 0.5 * l + 0.5 * u, convex, l);
         }
-        // Across an extremum: the chord slope k with the tightest intercepts, from
-        // sin(y) - k·y at the ends and at its stationary points cos(y) = k.
+        // Across an extremum: the chord slope k with the tightest intercepts; each side's
+        // slope may move in [-1, 1].
         let k = (yu.sin() - yl.sin()) / (yu - yl);
         if !(k.abs() <= 1.0) {
-            let (lo, hi) = self.range(l, u);
-            return Relax::constant(lo, hi);
+            return constant(self);
         }
-        let a = k.acos();
+        let (relax, mut fixed) = self.across(l, u, k);
+        // The CROWN slope is the chord's.
+        for f in fixed.iter_mut().flatten() {
+            f.chord = true;
+        }
+        TangentPlan { lower: Some((k, -1.0, 1.0)), upper: Some((k, -1.0, 1.0)), relax, fixed, slope: true }
+    }
+
+    /// The lines of slope `k` (`|k| <= 1`) with the tightest intercepts on `[l, u]`, from
+    /// sin(y) - k·y at the ends and at its stationary points cos(y) = k (in the sine's
+    /// coordinate `y = x + phase`; `u - l < 2π`), and their pivots (slope not the chord's).
+    fn across(&self, l: f64, u: f64, k: f64) -> (Relax, [Option<FixedLine>; 2]) {
+        let phase = self.phase();
+        let (yl, yu) = (l + phase, u + phase);
+        let a = k.clamp(-1.0, 1.0).acos();
         let mut cand = vec![yl, yu];
         for base in [a, -a] {
             let n0 = ((yl - base) / (2.0 * PI)).ceil();
@@ -307,12 +463,36 @@ impl Func for Trig {
         let g = |y: f64| y.sin();
         let r = fixed_slope(&g, k, &cand);
         let xs: Vec<f64> = cand.iter().map(|y| y - phase).collect();
-        Relax::new(r.lower.shifted(phase), r.upper.shifted(phase)).with_contacts(&xs)
+        let fixed = fixed_slope_pivots(&g, k, &cand, false).map(|p| {
+            p.map(|mut p| {
+                if let Pivot::Inner(y) = p.pivot {
+                    p.pivot = Pivot::Inner(y - phase);
+                }
+                p
+            })
+        });
+        (Relax::new(r.lower.shifted(phase), r.upper.shifted(phase)).with_contacts(&xs), fixed)
     }
-    fn extra_margin(&self, l: f64, u: f64) -> f64 {
-        // Reducing the argument by jπ costs an absolute error of a few ulps of |x|, and
-        // sin is 1-Lipschitz.
-        1e-14 * (l.abs().max(u.abs()) + 1.0)
+}
+
+impl Tangents for Trig {
+    fn plan(&self, l: f64, u: f64) -> TangentPlan {
+        self.trig_plan(l, u)
+    }
+    fn lower_tangent(&self, t: f64) -> Line {
+        Line::through(self.df(t), t, self.f(t))
+    }
+    fn upper_tangent(&self, t: f64) -> Line {
+        Line::through(self.df(t), t, self.f(t))
+    }
+    fn df(&self, x: f64) -> f64 {
+        Trig::df(self, x)
+    }
+    fn d2f(&self, x: f64) -> f64 {
+        -self.f(x)
+    }
+    fn slope_relax(&self, l: f64, u: f64, k: f64) -> Option<(Relax, [Option<FixedLine>; 2])> {
+        Some(self.across(l, u, k))
     }
 }
 
@@ -382,21 +562,65 @@ impl Func for SmoothFn {
         monotone_range(&|x| self.f(x), l, u)
     }
     fn relax(&self, l: f64, u: f64) -> Relax {
+        self.smooth_plan(l, u).relax
+    }
+    fn tangents(&self) -> Option<&dyn Tangents> {
+        Some(self)
+    }
+}
+
+/// The smallest tangent point allowed on `[l, u]` for a function whose derivative is
+/// infinite at 0 (Sqrt, `x^p` with `0 < p < 1`): `l`, or a millionth of `u` when `l = 0`.
+fn away_from_zero(l: f64, u: f64) -> f64 {
+    if l > 0.0 { l } else { 1e-6 * u }
+}
+
+impl SmoothFn {
+    /// Chord on one side, tangent on the other (auto_LiRPA's tangent points); the
+    /// tangent may move in `[l, u]`.
+    fn smooth_plan(&self, l: f64, u: f64) -> TangentPlan {
         let f = |x: f64| self.f(x);
         let df = |x: f64| self.df(x);
         let m = 0.5 * l + 0.5 * u;
         match self.0 {
             // auto_LiRPA: tangent at min(m, l + 0.99), chord above.
-            Smooth::Exp => convex_piece(&f, &df, l, u, m.min(l + 0.99), true),
-            Smooth::Softplus => convex_piece(&f, &df, l, u, m, true),
-            Smooth::Log => convex_piece(&f, &df, l, u, m, false),
-            Smooth::Reciprocal => convex_piece(&f, &df, l, u, m, l > 0.0),
+            Smooth::Exp => convex_plan(&f, &df, l, u, m.min(l + 0.99), true, l),
+            Smooth::Softplus => convex_plan(&f, &df, l, u, m, true, l),
+            Smooth::Log => convex_plan(&f, &df, l, u, m, false, l),
+            Smooth::Reciprocal => convex_plan(&f, &df, l, u, m, l > 0.0, l),
             Smooth::Sqrt => {
                 if m <= 0.0 {
-                    Relax::constant(0.0, f(u))
+                    TangentPlan::fixed(Relax::constant(0.0, f(u)), [None, None])
                 } else {
-                    convex_piece(&f, &df, l, u, m, false)
+                    convex_plan(&f, &df, l, u, m, false, away_from_zero(l, u))
                 }
+            }
+        }
+    }
+}
+
+impl Tangents for SmoothFn {
+    fn plan(&self, l: f64, u: f64) -> TangentPlan {
+        self.smooth_plan(l, u)
+    }
+    fn lower_tangent(&self, t: f64) -> Line {
+        tangent(&|x| self.f(x), &|x| SmoothFn::df(self, x), t)
+    }
+    fn upper_tangent(&self, t: f64) -> Line {
+        self.lower_tangent(t)
+    }
+    fn df(&self, x: f64) -> f64 {
+        SmoothFn::df(self, x)
+    }
+    fn d2f(&self, x: f64) -> f64 {
+        match self.0 {
+            Smooth::Exp => x.exp(),
+            Smooth::Log => -1.0 / (x * x),
+            Smooth::Reciprocal => 2.0 / (x * x * x),
+            Smooth::Sqrt => -0.25 / (x * x.sqrt()),
+            Smooth::Softplus => {
+                let s = sigmoid(x);
+                s * (1.0 - s)
             }
         }
     }
@@ -455,40 +679,102 @@ impl Func for Pow {
         }
     }
     fn relax(&self, l: f64, u: f64) -> Relax {
+        self.pow_plan(l, u).relax
+    }
+    fn tangents(&self) -> Option<&dyn Tangents> {
+        Some(self)
+    }
+}
+
+impl Pow {
+    /// Chord and tangent on a convex or concave piece (the tangent may move in
+    /// `[l, u]`); across 0 for an odd power, the chord slope with the tightest
+    /// intercepts (fixed).
+    fn pow_plan(&self, l: f64, u: f64) -> TangentPlan {
         let f = |x: f64| self.f(x);
         let df = |x: f64| self.df(x);
         let m = 0.5 * l + 0.5 * u;
+        let constant = |lo: f64, hi: f64| TangentPlan::fixed(Relax::constant(lo, hi), [None, None]);
         match self.int() {
-            Some(0) => Relax::constant(1.0, 1.0),
-            Some(1) => Relax::new(Line { k: 1.0, b: 0.0 }, Line { k: 1.0, b: 0.0 }),
+            Some(0) => constant(1.0, 1.0),
+            Some(1) => {
+                TangentPlan::fixed(Relax::new(Line { k: 1.0, b: 0.0 }, Line { k: 1.0, b: 0.0 }), [None, None])
+            }
             // auto_LiRPA's BoundSqr: tangent at the point of [l, u] closest to 0.
-            Some(2) => convex_piece(&f, &df, l, u, 0.0f64.clamp(l, u), true),
-            Some(n) if n > 0 && n % 2 == 0 => convex_piece(&f, &df, l, u, m, true),
+            Some(2) => convex_plan(&f, &df, l, u, 0.0f64.clamp(l, u), true, l),
+            Some(n) if n > 0 && n % 2 == 0 => convex_plan(&f, &df, l, u, m, true, l),
             Some(n) if n > 0 => {
                 // Odd: concave on x <= 0, convex on x >= 0.
                 if l >= 0.0 || u <= 0.0 {
-                    convex_piece(&f, &df, l, u, m, l >= 0.0)
+                    convex_plan(&f, &df, l, u, m, l >= 0.0, l)
                 } else {
+                    // The chord slope with the tightest intercepts; each side's slope
+                    // may move in [0, max f'] (f' is largest at an end).
                     let k = chord_slope(&f, &df, l, u);
-                    let r = (k / n as f64).powf(1.0 / (n - 1) as f64);
-                    let mut c = vec![l, u];
-                    c.extend([-r, r].into_iter().filter(|x| *x > l && *x < u));
-                    fixed_slope(&f, k, &c)
+                    let (relax, mut fixed) = self.odd_across(n, l, u, k);
+                    for f in fixed.iter_mut().flatten() {
+                        f.chord = true;
+                    }
+                    let range = Some((k, k.min(0.0), k.max(df(l).max(df(u)))));
+                    TangentPlan { lower: range, upper: range, relax, fixed, slope: true }
                 }
             }
             Some(n) => {
                 // Negative integer; [l, u] excludes 0. Even: convex; odd: convex for x > 0.
                 let convex = n % 2 == 0 || l > 0.0;
-                convex_piece(&f, &df, l, u, m, convex)
+                convex_plan(&f, &df, l, u, m, convex, l)
             }
             None => {
                 if u <= 0.0 || m <= 0.0 {
                     let (lo, hi) = self.range(l, u);
-                    return Relax::constant(lo, hi);
+                    return constant(lo, hi);
                 }
                 let convex = self.p > 1.0 || self.p < 0.0;
-                convex_piece(&f, &df, l, u, m, convex)
+                let lo = if self.p < 1.0 && self.p > 0.0 { away_from_zero(l, u) } else { l };
+                convex_plan(&f, &df, l, u, m, convex, lo)
             }
+        }
+    }
+}
+
+impl Pow {
+    /// Odd power `n` on `[l, u]` across 0: the lines of slope `k` with the tightest
+    /// intercepts, from the ends and the stationary points `±(k/n)^(1/(n-1))`.
+    fn odd_across(&self, n: i32, l: f64, u: f64, k: f64) -> (Relax, [Option<FixedLine>; 2]) {
+        let f = |x: f64| self.f(x);
+        let mut c = vec![l, u];
+        if k > 0.0 {
+            let r = (k / n as f64).powf(1.0 / (n - 1) as f64);
+            c.extend([-r, r].into_iter().filter(|x| *x > l && *x < u));
+        }
+        (fixed_slope(&f, k, &c), fixed_slope_pivots(&f, k, &c, false))
+    }
+}
+
+impl Tangents for Pow {
+    fn plan(&self, l: f64, u: f64) -> TangentPlan {
+        self.pow_plan(l, u)
+    }
+    fn lower_tangent(&self, t: f64) -> Line {
+        tangent(&|x| self.f(x), &|x| Pow::df(self, x), t)
+    }
+    fn upper_tangent(&self, t: f64) -> Line {
+        self.lower_tangent(t)
+    }
+    fn df(&self, x: f64) -> f64 {
+        Pow::df(self, x)
+    }
+    fn d2f(&self, x: f64) -> f64 {
+        match self.int() {
+            Some(n) if (0..=1).contains(&n) => 0.0,
+            Some(n) => (n as f64) * ((n - 1) as f64) * x.powi(n - 2),
+            None => self.p * (self.p - 1.0) * x.powf(self.p - 2.0),
+        }
+    }
+    fn slope_relax(&self, l: f64, u: f64, k: f64) -> Option<(Relax, [Option<FixedLine>; 2])> {
+        match self.int() {
+            Some(n) if n > 2 && n % 2 == 1 && l < 0.0 && u > 0.0 => Some(self.odd_across(n, l, u, k)),
+            _ => None,
         }
     }
 }
@@ -592,10 +878,56 @@ impl Func for Gelu {
         1e-14 * (1.0 + l.abs().max(u.abs()).min(1e6))
     }
     fn relax(&self, l: f64, u: f64) -> Relax {
+        self.gelu_plan(l, u).relax
+    }
+    fn tangents(&self) -> Option<&dyn Tangents> {
+        Some(self)
+    }
+}
+
+impl Gelu {
+    /// The chord slope with the tightest intercepts; each side's slope may move in
+    /// `[-0.2, 1.2]` (GELU' stays within `[-0.13, 1.13]`).
+    fn gelu_plan(&self, l: f64, u: f64) -> TangentPlan {
         let f = |x: f64| self.f(x);
         let df = |x: f64| self.df(x);
         let k = chord_slope(&f, &df, l, u);
-        fixed_slope(&f, k, &self.candidates(k, l, u))
+        let (relax, mut fixed) = self.slope_lines(l, u, k);
+        for f in fixed.iter_mut().flatten() {
+            f.chord = true;
+        }
+        let range = Some((k, k.min(-0.2), k.max(1.2)));
+        TangentPlan { lower: range, upper: range, relax, fixed, slope: true }
+    }
+
+    /// The lines of slope `k` with the tightest intercepts on `[l, u]` and their pivots.
+    fn slope_lines(&self, l: f64, u: f64, k: f64) -> (Relax, [Option<FixedLine>; 2]) {
+        let f = |x: f64| self.f(x);
+        let c = self.candidates(k, l, u);
+        (fixed_slope(&f, k, &c), fixed_slope_pivots(&f, k, &c, false))
+    }
+}
+
+/// Gelu is optimized through its slopes only ([`Tangents::slope_relax`]).
+impl Tangents for Gelu {
+    fn plan(&self, l: f64, u: f64) -> TangentPlan {
+        self.gelu_plan(l, u)
+    }
+    fn lower_tangent(&self, t: f64) -> Line {
+        Line::through(self.df(t), t, self.f(t))
+    }
+    fn upper_tangent(&self, t: f64) -> Line {
+        self.lower_tangent(t)
+    }
+    fn df(&self, x: f64) -> f64 {
+        Gelu::df(self, x)
+    }
+    /// Not used: no Gelu line is a movable tangent.
+    fn d2f(&self, _t: f64) -> f64 {
+        0.0
+    }
+    fn slope_relax(&self, l: f64, u: f64, k: f64) -> Option<(Relax, [Option<FixedLine>; 2])> {
+        Some(self.slope_lines(l, u, k))
     }
 }
 

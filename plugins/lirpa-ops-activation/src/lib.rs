@@ -11,6 +11,10 @@
 //!   concave piece, else the constant bounds of the exact range;
 //! - piecewise: Abs, Clip (constant bounds; HardTanh), Sign, Floor.
 //!
+//! Optimizable (α-CROWN, module `opt`): every function above but the piecewise ones
+//! (the tangent points are parameters; the slopes where a relaxation is a fixed-slope
+//! pair: Gelu, Sin and Cos across an extremum, odd powers across 0).
+//!
 //! Every relaxation is computed in `f64` and made sound in floating point by
 //! [`line::secure`] and [`line::to_scalar`] (a verified shift and a `1e-12` relative
 //! margin on the intercepts, outward rounding to `T`). Inputs outside a function's
@@ -244,7 +248,7 @@ impl<T: Scalar, F: Func> LinearRelaxation<T> for Elementwise<F> {
     fn needs_input_bounds(&self) -> &[usize] {
         &[0]
     }
-    /// The S-shaped functions ([`funcs::Func::tangents`]): tangent points (see [`opt`]).
+    /// The functions with tangent lines ([`funcs::Func::tangents`]; see the `opt` module).
     fn optimizable(&self) -> Option<&dyn OptimizableRelaxation<T>> {
         self.func.tangents().is_some().then_some(self as &dyn OptimizableRelaxation<T>)
     }

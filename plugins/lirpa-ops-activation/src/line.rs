@@ -50,12 +50,12 @@ impl Line {
 pub struct Relax {
     pub lower: Line,
     pub upper: Line,
-    pub contacts: [f64; 6],
+    pub contacts: [f64; 16],
 }
 
 impl Relax {
     pub fn new(lower: Line, upper: Line) -> Relax {
-        Relax { lower, upper, contacts: [f64::NAN; 6] }
+        Relax { lower, upper, contacts: [f64::NAN; 16] }
     }
     pub fn with_contacts(mut self, pts: &[f64]) -> Relax {
         for (c, &p) in self.contacts.iter_mut().zip(pts) {

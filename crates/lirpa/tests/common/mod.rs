@@ -278,6 +278,15 @@ pub fn check_case_report<T: Scalar>(case: &Case, graph: &Graph<T>, methods: &[(&
     CaseCheck { fails, notes }
 }
 
+/// Mean (lower, upper) bounds of one key (`bounds` or `spec_bounds`) of a case: our
+/// CROWN, our α-CROWN and auto_LiRPA's recorded α-CROWN, if any.
+pub struct AlphaMeans {
+    pub key: String,
+    pub crown: (f64, f64),
+    pub alpha: (f64, f64),
+    pub reference: Option<(f64, f64)>,
+}
+
 /// The tightest recorded bounds of `method` (the top-level `lower`/`upper`, from the
 /// version with the tighter bounds), or `None`.
 pub fn recorded_best(case: &Case, key: &str, method: &str) -> Option<(Vec<f64>, Vec<f64>)> {
@@ -288,8 +297,8 @@ pub fn recorded_best(case: &Case, key: &str, method: &str) -> Option<(Vec<f64>, 
 /// α-CROWN on a case, raw outputs and `C·y`: at least as tight as auto_LiRPA's recorded
 /// α-CROWN bound minus `1e-3 · max(1, |ref|)` (README tolerance), never looser than our
 /// CROWN, and containing every sampled output. Returns the failed checks and, per key,
-/// (mean CROWN lower, mean α-CROWN lower).
-pub fn check_alpha<T: Scalar>(case: &Case, graph: &Graph<T>) -> (Vec<String>, Vec<(String, f64, f64)>) {
+/// the mean bounds.
+pub fn check_alpha<T: Scalar>(case: &Case, graph: &Graph<T>) -> (Vec<String>, Vec<AlphaMeans>) {
     let mut fails = Vec::new();
     let mut means = Vec::new();
     let ptb = case.perturbation::<T>();
@@ -361,7 +370,12 @@ pub fn check_alpha<T: Scalar>(case: &Case, graph: &Graph<T>) -> (Vec<String>, Ve
             }
         }
         let mean = |v: &[f64]| v.iter().sum::<f64>() / v.len().max(1) as f64;
-        means.push((key.to_string(), mean(&cl), mean(&al)));
+        means.push(AlphaMeans {
+            key: key.to_string(),
+            crown: (mean(&cl), mean(&cu)),
+            alpha: (mean(&al), mean(&au)),
+            reference: recorded_best(case, key, "alpha-CROWN").map(|(l, u)| (mean(&l), mean(&u))),
+        });
     }
     (fails, means)
 }
