@@ -42,7 +42,7 @@ struct Mode {
 }
 
 /// Adds a random constant of a shape, scale and shift; returns its name.
-type Konst = dyn FnMut(&mut GraphBuilder<f64>, &[usize], &mut Rng, f64, f64) -> String;
+type Konst<'a> = dyn FnMut(&mut GraphBuilder<f64>, &[usize], &mut Rng, f64, f64) -> String + 'a;
 
 fn build_full(seed: u64, act: Option<&str>, mode: Mode) -> (Graph<f64>, Perturbation<f64>) {
     let mut rng = Rng::new(seed);
@@ -64,7 +64,7 @@ fn build_full(seed: u64, act: Option<&str>, mode: Mode) -> (Graph<f64>, Perturba
         };
     let dense = |b: &mut GraphBuilder<f64>,
                  rng: &mut Rng,
-                 konst: &mut Konst,
+                 konst: &mut Konst<'_>,
                  src: &(String, usize),
                  out: usize,
                  name: &str| {
