@@ -26,11 +26,14 @@
 //! [`OptimizableRelaxation::bounds_grad`].
 //!
 //! **Square `x²`** (auto_LiRPA's `BoundSqr`): the upper line is the chord (fixed); the
-//! lower line is the tangent at a parameter point `t ∈ [l, u]` (one per element and row,
-//! initialized at CROWN's point, the point of `[l, u]` nearest 0). A tangent of the convex
-//! `x²` lies below it everywhere; its constant `−t² − 4ε_T·t²` is computed in `T` by the
-//! CROWN formula, which is sound for any `t`. Gradient `a·(2z − 2t)`; the chord moves
-//! with the bounds (`∂/∂l = x − u`, `∂/∂u = x − l`).
+//! lower line is the tangent at a point `t = l + p·(u − l)` of `[l, u]`, with one
+//! parameter `p ∈ [0, 1]` per element and row (initialized at CROWN's point, the point of
+//! `[l, u]` nearest 0, which the initial `p` stands for exactly). The relative coordinate
+//! keeps Adam's steps proportional to the interval (auto_LiRPA optimizes `t` itself; with
+//! its learning rate 0.5 a step then jumps across a narrow interval). A tangent of the
+//! convex `x²` lies below it everywhere; its constant `−t² − 4ε_T·t²` is computed in `T`
+//! by the CROWN formula, which is sound for any `t`. Gradient `a·2(z − t)·(u − l)`; the
+//! chord and the tangent point move with the bounds (`bounds_grad`).
 
 use crate::mul::{BilinearMul, Square, closest_to_zero, square_upper};
 use crate::{check_finite, plane};
@@ -320,13 +323,28 @@ impl Square {
         [t + t, -(t * t) - margin * t * t, us, ui]
     }
 
+    /// The parameter standing for CROWN's point (the point of `[l, u]` nearest 0).
+    fn init_p<T: Scalar>(l: T, u: T) -> T {
+        let (lf, uf) = (l.as_f64(), u.as_f64());
+        if uf > lf { T::from_f64(((closest_to_zero(lf, uf) - lf) / (uf - lf)).clamp(0.0, 1.0)) } else { T::zero() }
+    }
+
+    /// The tangent point of parameter `p` on `[l, u]`: `l + p·(u − l)`, exactly CROWN's
+    /// point for the initial parameter.
     fn point<T: Scalar>(p: T, l: T, u: T) -> T {
-        if p.is_nan() { closest_to_zero(l, u) } else { p.max(l).min(u) }
+        if p.is_nan() || p == Self::init_p(l, u) {
+            return closest_to_zero(l, u);
+        }
+        let (lf, uf) = (l.as_f64(), u.as_f64());
+        T::from_f64(lf + p.as_f64().clamp(0.0, 1.0) * (uf - lf)).max(l).min(u)
     }
 
     fn check_width<T: Scalar>(n: usize, p: &[T], rows: usize) -> Result<()> {
         if p.len() < rows * n {
-            return Err(Error::Invalid(format!("Mul (square): {} relaxation parameters for {rows} rows of width {n}", p.len())));
+            return Err(Error::Invalid(format!(
+                "Mul (square): {} relaxation parameters for {rows} rows of width {n}",
+                p.len()
+            )));
         }
         Ok(())
     }
@@ -335,13 +353,13 @@ impl Square {
 impl<T: Scalar> OptimizableRelaxation<T> for Square {
     fn init_params(&self, ctx: &BackwardCtx<'_, T>) -> Result<Vec<T>> {
         let x = ctx.bounds(0)?;
-        Ok(x.lower.iter().zip(x.upper).map(|(&l, &u)| closest_to_zero(l, u)).collect())
+        Ok(x.lower.iter().zip(x.upper).map(|(&l, &u)| Self::init_p(l, u)).collect())
     }
 
     fn project(&self, ctx: &BackwardCtx<'_, T>, row: &mut [T]) {
         let Ok(x) = ctx.bounds(0) else { return };
         for ((v, &l), &u) in row.iter_mut().zip(x.lower).zip(x.upper) {
-            *v = Self::point(*v, l, u);
+            *v = if v.is_nan() { Self::init_p(l, u) } else { v.max(T::zero()).min(T::one()) };
         }
     }
 
@@ -407,6 +425,7 @@ impl<T: Scalar> OptimizableRelaxation<T> for Square {
         z: &[&[T]],
         grad: &mut [T],
     ) -> Result<()> {
+        // The tangent at t moves at rate 2(z − t) and t = l + p·(u − l).
         let x = ctx.bounds(0)?;
         let n = a.ncols();
         Self::check_width(n, params, a.nrows())?;
@@ -416,14 +435,13 @@ impl<T: Scalar> OptimizableRelaxation<T> for Square {
                 grad[k] = T::zero();
                 let c = a[(r, j)];
                 let p = params[k];
-                if c == T::zero() || !takes_lower_line(c, upper) || p.is_nan() {
+                if c == T::zero() || !takes_lower_line(c, upper) || p.is_nan() || p < T::zero() || p > T::one() {
                     continue;
                 }
-                if p < x.lower[j] || p > x.upper[j] {
-                    continue;
-                }
-                let (t, zj) = (p.as_f64(), z[0][k].as_f64());
-                grad[k] = T::from_f64(c.as_f64() * 2.0 * (zj - t));
+                let (l, u) = (x.lower[j], x.upper[j]);
+                let t = Self::point(p, l, u).as_f64();
+                let zj = z[0][k].as_f64();
+                grad[k] = T::from_f64(c.as_f64() * 2.0 * (zj - t) * (u.as_f64() - l.as_f64()));
             }
         }
         Ok(())
@@ -432,7 +450,7 @@ impl<T: Scalar> OptimizableRelaxation<T> for Square {
     fn bounds_grad(
         &self,
         ctx: &BackwardCtx<'_, T>,
-        _params: &[T],
+        params: &[T],
         a: MatRef<'_, T>,
         upper: bool,
         z: &[&[T]],
@@ -440,26 +458,37 @@ impl<T: Scalar> OptimizableRelaxation<T> for Square {
         grad_lower: &mut [Vec<T>],
         grad_upper: &mut [Vec<T>],
     ) -> Result<()> {
-        // The chord (l + u)·x − l·u: ∂/∂l = x − u, ∂/∂u = x − l. The tangent does not
-        // move with the bounds (its point is a parameter; the clamping is a kink).
+        // The chord (l + u)·x − l·u: ∂/∂l = x − u, ∂/∂u = x − l. The tangent point
+        // t = l + p·(u − l) moves with the bounds: the tangent's value moves at
+        // 2(x − t)·(1 − p) with l and 2(x − t)·p with u.
         let x = ctx.bounds(0)?;
         let n = a.ncols();
+        Self::check_width(n, params, a.nrows())?;
         let (gl, gu) = (&mut grad_lower[0], &mut grad_upper[0]);
         if gl.len() != n || gu.len() != n {
             return Ok(());
         }
         for j in 0..n {
-            let (l, u) = (x.lower[j].as_f64(), x.upper[j].as_f64());
+            let (lt, ut) = (x.lower[j], x.upper[j]);
+            let (l, u) = (lt.as_f64(), ut.as_f64());
             let (mut sl, mut su) = (0.0f64, 0.0f64);
             for r in 0..a.nrows() {
                 let c = a[(r, j)];
-                if c == T::zero() || weight[r] == T::zero() || takes_lower_line(c, upper) {
+                if c == T::zero() || weight[r] == T::zero() {
                     continue;
                 }
                 let wc = weight[r].as_f64() * c.as_f64();
                 let zj = z[0][r * n + j].as_f64();
-                sl += wc * (zj - u);
-                su += wc * (zj - l);
+                if takes_lower_line(c, upper) {
+                    let p = params[r * n + j];
+                    let q = if p.is_nan() { Self::init_p(lt, ut) } else { p.max(T::zero()).min(T::one()) }.as_f64();
+                    let t = Self::point(p, lt, ut).as_f64();
+                    sl += wc * 2.0 * (zj - t) * (1.0 - q);
+                    su += wc * 2.0 * (zj - t) * q;
+                } else {
+                    sl += wc * (zj - u);
+                    su += wc * (zj - l);
+                }
             }
             gl[j] += T::from_f64(sl);
             gu[j] += T::from_f64(su);
