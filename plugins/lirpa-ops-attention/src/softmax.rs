@@ -293,6 +293,43 @@ impl<T: Scalar> LinearRelaxation<T> for Softmax {
     fn needs_input_bounds(&self) -> &[usize] {
         &[0]
     }
+
+    /// The adjoint of `backward` for one side: every element of every row evaluated, at
+    /// that row's input values `z`, on the plane its coefficient's sign selects (the lower
+    /// plane where `backward` took it), for α-CROWN's gradient through a fixed relaxation.
+    fn relaxed_forward(
+        &self,
+        ctx: &BackwardCtx<'_, T>,
+        a: faer::MatRef<'_, T>,
+        upper: bool,
+        z: &[&[T]],
+        out: &mut [T],
+    ) -> Result<()> {
+        let x = ctx.bounds(0)?;
+        check(&x)?;
+        let eps_t = T::epsilon().as_f64();
+        let n = self.n;
+        for g in &self.groups {
+            let l: Vec<f64> = g.iter().map(|&j| x.lower[j].as_f64()).collect();
+            let u: Vec<f64> = g.iter().map(|&j| x.upper[j].as_f64()).collect();
+            let pl = planes(&l, &u, eps_t);
+            for r in 0..a.nrows() {
+                let zr = &z[0][r * n..(r + 1) * n];
+                let kx: f64 = g.iter().zip(&pl.kappa).map(|(&j, k)| k * zr[j].as_f64()).sum();
+                let smx: f64 = g.iter().zip(&pl.sm).map(|(&j, s)| s * zr[j].as_f64()).sum();
+                for (k, &j) in g.iter().enumerate() {
+                    let zj = zr[j].as_f64();
+                    let v = if lirpa_core::linear::takes_lower_line(a[(r, j)], upper) {
+                        pl.dl[k] * zj - pl.vl[k] * kx + pl.bl[k]
+                    } else {
+                        pl.c[k] * zj - pl.c[k] * smx + pl.bu[k]
+                    };
+                    out[r * n + j] = T::from_f64(v);
+                }
+            }
+        }
+        Ok(())
+    }
 }
 
 impl<T: Scalar> Operator<T> for Softmax {
@@ -351,6 +388,49 @@ mod tests {
                         "box {l:?} {u:?}, x {x:?}: σ_{i} = {} not in [{lo}, {hi}]",
                         s[i]
                     );
+                }
+            }
+        }
+    }
+
+    /// The adjoint evaluates the planes `backward` chose: `Σ_j a[r, j]·out[r, j]` equals
+    /// `A[r, :]·z[r, :] + bias[r]` for random bounds, coefficients (mixed signs, zeros) and
+    /// points, both sides, two softmax groups.
+    #[test]
+    fn relaxed_forward_is_the_adjoint_of_backward() {
+        use lirpa_core::op::RelaxOptions;
+        let mut state = 0x1234_5678_9ABC_DEF1u64;
+        let mut uniform = move || {
+            state ^= state << 13;
+            state ^= state >> 7;
+            state ^= state << 17;
+            (state >> 11) as f64 / (1u64 << 53) as f64
+        };
+        let op = Softmax { groups: vec![vec![0, 2, 4], vec![1, 3, 5]], n: 6 };
+        let opts = RelaxOptions::default();
+        for _ in 0..50 {
+            let l: Vec<f64> = (0..6).map(|_| uniform() * 6.0 - 3.0).collect();
+            let u: Vec<f64> = l.iter().map(|v| v + uniform() * 2.0).collect();
+            let ivs = [Some(Interval { lower: l.as_slice(), upper: u.as_slice() })];
+            let ctx = BackwardCtx { input_bounds: &ivs, options: &opts, par: faer::Par::Seq };
+            let rows = 3;
+            let a = Mat::<f64>::from_fn(rows, 6, |_, _| {
+                let v = uniform();
+                if v < 0.2 { 0.0 } else { v * 4.0 - 2.0 }
+            });
+            let z: Vec<f64> = (0..rows * 6).map(|_| uniform() * 8.0 - 4.0).collect();
+            for upper in [false, true] {
+                let la = if upper { LinearA::dense(None, Some(a.clone())) } else { LinearA::dense(Some(a.clone()), None) };
+                let res = op.backward(&ctx, la).unwrap();
+                let mut out = vec![0.0; rows * 6];
+                op.relaxed_forward(&ctx, a.as_ref(), upper, &[&z], &mut out).unwrap();
+                let m = res.inputs[0].clone().unwrap();
+                let m = if upper { m.upper.unwrap() } else { m.lower.unwrap() };
+                let bias = if upper { &res.bias.upper } else { &res.bias.lower };
+                for r in 0..rows {
+                    let lhs: f64 = (0..6).map(|j| a[(r, j)] * out[r * 6 + j]).sum();
+                    let rhs: f64 = bias[r] + (0..6).map(|j| m[(r, j)] * z[r * 6 + j]).sum::<f64>();
+                    assert!((lhs - rhs).abs() < 1e-12 * (1.0 + lhs.abs()), "row {r} upper={upper}: {lhs} vs {rhs}");
                 }
             }
         }
