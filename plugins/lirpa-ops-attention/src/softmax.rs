@@ -420,7 +420,11 @@ mod tests {
             });
             let z: Vec<f64> = (0..rows * 6).map(|_| uniform() * 8.0 - 4.0).collect();
             for upper in [false, true] {
-                let la = if upper { LinearA::dense(None, Some(a.clone())) } else { LinearA::dense(Some(a.clone()), None) };
+                let la = if upper {
+                    LinearA::dense(None, Some(a.clone()))
+                } else {
+                    LinearA::dense(Some(a.clone()), None)
+                };
                 let res = op.backward(&ctx, la).unwrap();
                 let mut out = vec![0.0; rows * 6];
                 op.relaxed_forward(&ctx, a.as_ref(), upper, &[&z], &mut out).unwrap();
@@ -430,7 +434,10 @@ mod tests {
                 for r in 0..rows {
                     let lhs: f64 = (0..6).map(|j| a[(r, j)] * out[r * 6 + j]).sum();
                     let rhs: f64 = bias[r] + (0..6).map(|j| m[(r, j)] * z[r * 6 + j]).sum::<f64>();
-                    assert!((lhs - rhs).abs() < 1e-12 * (1.0 + lhs.abs()), "row {r} upper={upper}: {lhs} vs {rhs}");
+                    assert!(
+                        (lhs - rhs).abs() < 1e-12 * (1.0 + lhs.abs()),
+                        "row {r} upper={upper}: {lhs} vs {rhs}"
+                    );
                 }
             }
         }

@@ -98,7 +98,10 @@ impl BilinearMul {
     fn check_width<T: Scalar>(&self, p: &[T], rows: usize) -> Result<()> {
         let w = 2 * self.sx.len();
         if p.len() < rows * w {
-            return Err(Error::Invalid(format!("Mul: {} relaxation parameters for {rows} rows of width {w}", p.len())));
+            return Err(Error::Invalid(format!(
+                "Mul: {} relaxation parameters for {rows} rows of width {w}",
+                p.len()
+            )));
         }
         Ok(())
     }
@@ -156,7 +159,9 @@ impl<T: Scalar> OptimizableRelaxation<T> for BilinearMul {
         params: SideParams<'_, T>,
     ) -> Result<BackwardResult<T>> {
         let (x, y) = (ctx.bounds(0)?, ctx.bounds(1)?);
-        for (what, v) in [("input 0", x.lower), ("input 0", x.upper), ("input 1", y.lower), ("input 1", y.upper)] {
+        for (what, v) in
+            [("input 0", x.lower), ("input 0", x.upper), ("input 1", y.lower), ("input 1", y.upper)]
+        {
             check_finite(what, v)?;
         }
         let a = a.into_dense();
@@ -169,7 +174,17 @@ impl<T: Scalar> OptimizableRelaxation<T> for BilinearMul {
                     self.check_width(p, spec)?;
                     self.side_with(m, false, x, y, p, &mut bias.lower)
                 }
-                None => crate::mul::relax_side(m, true, x, y, &self.sx, &self.sy, self.nx, self.ny, &mut bias.lower),
+                None => crate::mul::relax_side(
+                    m,
+                    true,
+                    x,
+                    y,
+                    &self.sx,
+                    &self.sy,
+                    self.nx,
+                    self.ny,
+                    &mut bias.lower,
+                ),
             };
             (lx, ly) = (Some(p), Some(q));
         }
@@ -179,7 +194,17 @@ impl<T: Scalar> OptimizableRelaxation<T> for BilinearMul {
                     self.check_width(p, spec)?;
                     self.side_with(m, true, x, y, p, &mut bias.upper)
                 }
-                None => crate::mul::relax_side(m, false, x, y, &self.sx, &self.sy, self.nx, self.ny, &mut bias.upper),
+                None => crate::mul::relax_side(
+                    m,
+                    false,
+                    x,
+                    y,
+                    &self.sx,
+                    &self.sy,
+                    self.nx,
+                    self.ny,
+                    &mut bias.upper,
+                ),
             };
             (ux, uy) = (Some(p), Some(q));
         }
@@ -271,7 +296,8 @@ impl<T: Scalar> OptimizableRelaxation<T> for BilinearMul {
         let n = a.ncols();
         self.check_width(params, a.nrows())?;
         let f = |v: T| v.as_f64();
-        let mut g = [vec![0.0f64; self.nx], vec![0.0f64; self.nx], vec![0.0f64; self.ny], vec![0.0f64; self.ny]];
+        let mut g =
+            [vec![0.0f64; self.nx], vec![0.0f64; self.nx], vec![0.0f64; self.ny], vec![0.0f64; self.ny]];
         for r in 0..a.nrows() {
             let base = r * 2 * n;
             let w = f(weight[r]);
@@ -326,7 +352,11 @@ impl Square {
     /// The parameter standing for CROWN's point (the point of `[l, u]` nearest 0).
     fn init_p<T: Scalar>(l: T, u: T) -> T {
         let (lf, uf) = (l.as_f64(), u.as_f64());
-        if uf > lf { T::from_f64(((closest_to_zero(lf, uf) - lf) / (uf - lf)).clamp(0.0, 1.0)) } else { T::zero() }
+        if uf > lf {
+            T::from_f64(((closest_to_zero(lf, uf) - lf) / (uf - lf)).clamp(0.0, 1.0))
+        } else {
+            T::zero()
+        }
     }
 
     /// The tangent point of parameter `p` on `[l, u]`: `l + p·(u − l)`, exactly CROWN's
@@ -435,7 +465,12 @@ impl<T: Scalar> OptimizableRelaxation<T> for Square {
                 grad[k] = T::zero();
                 let c = a[(r, j)];
                 let p = params[k];
-                if c == T::zero() || !takes_lower_line(c, upper) || p.is_nan() || p < T::zero() || p > T::one() {
+                if c == T::zero()
+                    || !takes_lower_line(c, upper)
+                    || p.is_nan()
+                    || p < T::zero()
+                    || p > T::one()
+                {
                     continue;
                 }
                 let (l, u) = (x.lower[j], x.upper[j]);
@@ -481,7 +516,8 @@ impl<T: Scalar> OptimizableRelaxation<T> for Square {
                 let zj = z[0][r * n + j].as_f64();
                 if takes_lower_line(c, upper) {
                     let p = params[r * n + j];
-                    let q = if p.is_nan() { Self::init_p(lt, ut) } else { p.max(T::zero()).min(T::one()) }.as_f64();
+                    let q = if p.is_nan() { Self::init_p(lt, ut) } else { p.max(T::zero()).min(T::one()) }
+                        .as_f64();
                     let t = Self::point(p, lt, ut).as_f64();
                     sl += wc * 2.0 * (zj - t) * (1.0 - q);
                     su += wc * 2.0 * (zj - t) * q;
@@ -545,9 +581,17 @@ mod tests {
                         let v = a * x + b * y + g;
                         let tol = 1e-15 * (x * y).abs().max(1e-300);
                         if lower {
-                            assert!(v <= x * y + tol, "lower r={r} box [{xl},{xu}]x[{yl},{yu}] at ({x},{y}): {v} > {}", x * y);
+                            assert!(
+                                v <= x * y + tol,
+                                "lower r={r} box [{xl},{xu}]x[{yl},{yu}] at ({x},{y}): {v} > {}",
+                                x * y
+                            );
                         } else {
-                            assert!(v >= x * y - tol, "upper r={r} box [{xl},{xu}]x[{yl},{yu}] at ({x},{y}): {v} < {}", x * y);
+                            assert!(
+                                v >= x * y - tol,
+                                "upper r={r} box [{xl},{xu}]x[{yl},{yu}] at ({x},{y}): {v} < {}",
+                                x * y
+                            );
                         }
                         // f32: on the f32 box, evaluated exactly-enough in f64.
                         let x = xf as f64 + (xuf.max(xf) as f64 - xf as f64) * i as f64 / 8.0;
@@ -583,7 +627,11 @@ mod tests {
                 let scale = 1.0 + xl.abs().max(xu.abs()) * yl.abs().max(yu.abs());
                 assert!((a - (r * a1 + (1.0 - r) * a2)).abs() < 1e-14 * scale);
                 assert!((b - (r * b1 + (1.0 - r) * b2)).abs() < 1e-14 * scale);
-                assert!((g - (r * g1 + (1.0 - r) * g2)).abs() < 1e-13 * scale, "{g} vs {}", r * g1 + (1.0 - r) * g2);
+                assert!(
+                    (g - (r * g1 + (1.0 - r) * g2)).abs() < 1e-13 * scale,
+                    "{g} vs {}",
+                    r * g1 + (1.0 - r) * g2
+                );
             }
         }
     }
@@ -619,7 +667,10 @@ mod tests {
                     scale += (m[(r, c)] * z[e][r * ni + c]).abs();
                 }
             }
-            assert!((lhs - rhs).abs() <= 1e-12 * (1.0 + scale), "{what} row {r} upper={upper}: {lhs} vs {rhs}");
+            assert!(
+                (lhs - rhs).abs() <= 1e-12 * (1.0 + scale),
+                "{what} row {r} upper={upper}: {lhs} vs {rhs}"
+            );
         }
     }
 
@@ -657,18 +708,25 @@ mod tests {
                 _ => 8,
             };
             let boxes: Vec<(Vec<f64>, Vec<f64>)> = shapes.iter().map(|&n| random_box(&mut rng, n)).collect();
-            let ivs: Vec<Option<Interval<'_, f64>>> =
-                boxes.iter().map(|(l, u)| Some(Interval { lower: l.as_slice(), upper: u.as_slice() })).collect();
+            let ivs: Vec<Option<Interval<'_, f64>>> = boxes
+                .iter()
+                .map(|(l, u)| Some(Interval { lower: l.as_slice(), upper: u.as_slice() }))
+                .collect();
             let ctx = BackwardCtx { input_bounds: &ivs, options: &opts, par: faer::Par::Seq };
             let rows = 4;
             let a = Mat::<f64>::from_fn(rows, n_out, |_, _| {
                 let v = rng.next();
                 if v < 0.15 { 0.0 } else { v * 4.0 - 2.0 }
             });
-            let z: Vec<Vec<f64>> = shapes.iter().map(|&n| (0..rows * n).map(|_| rng.next() * 6.0 - 3.0).collect()).collect();
+            let z: Vec<Vec<f64>> =
+                shapes.iter().map(|&n| (0..rows * n).map(|_| rng.next() * 6.0 - 3.0).collect()).collect();
             let zs: Vec<&[f64]> = z.iter().map(|v| v.as_slice()).collect();
             for upper in [false, true] {
-                let la = if upper { LinearA::dense(None, Some(a.clone())) } else { LinearA::dense(Some(a.clone()), None) };
+                let la = if upper {
+                    LinearA::dense(None, Some(a.clone()))
+                } else {
+                    LinearA::dense(Some(a.clone()), None)
+                };
                 let res = op.backward(&ctx, la.clone()).unwrap();
                 let mut out = vec![0.0; rows * n_out];
                 op.relaxed_forward(&ctx, a.as_ref(), upper, &zs, &mut out).unwrap();
@@ -681,7 +739,11 @@ mod tests {
                     opt.project(&ctx, &mut row);
                     p.extend(row);
                 }
-                let sp = if upper { SideParams { lower: None, upper: Some(&p) } } else { SideParams { lower: Some(&p), upper: None } };
+                let sp = if upper {
+                    SideParams { lower: None, upper: Some(&p) }
+                } else {
+                    SideParams { lower: Some(&p), upper: None }
+                };
                 let res = opt.backward_with(&ctx, la, sp).unwrap();
                 opt.relaxed_forward_with(&ctx, &p, a.as_ref(), upper, &zs, &mut out).unwrap();
                 check_adjoint(name, &res, upper, &a, &z, &out);
