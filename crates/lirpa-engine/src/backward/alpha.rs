@@ -33,7 +33,9 @@
 //! the loss is the sum of the final bounds of one side, and its gradient reaches the
 //! intermediate passes' parameters through the intermediate bounds
 //! ([`OptimizableRelaxation::bounds_grad`]: how a relaxation moves with its input
-//! bounds), swept in reverse topological order. The lower and upper bounds are two
+//! bounds), swept in reverse topological order; a node bounded by a tight interval rule
+//! from another node's bounds (Sigmoid before a product) passes its bound gradients on by
+//! central differences of its element-wise interval rule. The lower and upper bounds are two
 //! independent runs, as in auto_LiRPA. Every parameter value in the feasible sets gives
 //! sound bounds, so the best final bound per element over the iterations is sound;
 //! iteration 0 is CROWN.
