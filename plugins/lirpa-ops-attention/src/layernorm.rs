@@ -44,7 +44,7 @@ pub fn build_layer_norm<T: Scalar>(node: &NodeDef<'_>) -> Result<BuiltOp<T>> {
     let rank = shape.len();
     let axis = norm_axis(node.attrs.int_or("axis", -1)?, rank)?;
     let eps = node.attrs.float_or("epsilon", 1e-5)?;
-    if !(eps >= 0.0) || !eps.is_finite() {
+    if eps.is_nan() || eps < 0.0 || !eps.is_finite() {
         return Err(Error::Invalid(format!(
             "LayerNormalization epsilon {eps} is not a finite non-negative number"
         )));
@@ -101,7 +101,7 @@ fn group_bounds(l: &[f64], u: &[f64], eps: f64) -> Result<GroupBounds> {
     let s_lo: f64 = dl.iter().zip(&du).map(|(&a, &b)| closest_to_zero(a, b).powi(2)).sum::<f64>() / n;
     let s_hi: f64 = dl.iter().zip(&du).map(|(&a, &b)| a.abs().max(b.abs()).powi(2)).sum::<f64>() / n;
     let (wl, wu) = ((s_lo + eps) * (1.0 - 1e-14), (s_hi + eps) * (1.0 + 1e-14));
-    if !(wl > 0.0) || !wu.is_finite() {
+    if wl.is_nan() || wl <= 0.0 || !wu.is_finite() {
         return Err(Error::Invalid(format!(
             "LayerNormalization: the variance plus epsilon may reach {wl} (epsilon {eps}); its inverse square root is unbounded"
         )));

@@ -689,24 +689,20 @@ mod tests {
         let mut rng = Rng(0xDEAD_BEEF_1234_5678);
         let opts = RelaxOptions::default();
         for case in 0..60 {
-            let (ops, shapes): (Vec<(&str, Box<dyn LinearRelaxation<f64>>)>, _) = match case % 3 {
-                0 => {
-                    let (xs, ys, os) = ([2usize, 3], [1usize, 3], [2usize, 3]);
-                    let op = BilinearMul::new(&xs, &ys, &os).unwrap();
-                    (vec![("Mul", Box::new(op) as Box<dyn LinearRelaxation<f64>>)], vec![6usize, 3])
-                }
-                1 => (vec![("square", Box::new(Square) as Box<dyn LinearRelaxation<f64>>)], vec![5usize]),
-                _ => {
-                    let (op, _) = BilinearMatMul::new(&[2, 2, 3], &[1, 3, 2]).unwrap();
-                    (vec![("MatMul", Box::new(op) as Box<dyn LinearRelaxation<f64>>)], vec![12usize, 6])
-                }
-            };
-            let (name, op) = &ops[0];
-            let n_out = match case % 3 {
-                0 => 6,
-                1 => 5,
-                _ => 8,
-            };
+            // (name, operator, numel of each input, numel of the output)
+            let (name, op, shapes, n_out): (&str, Box<dyn LinearRelaxation<f64>>, Vec<usize>, usize) =
+                match case % 3 {
+                    0 => {
+                        ("Mul", Box::new(BilinearMul::new(&[2, 3], &[1, 3], &[2, 3]).unwrap()), vec![6, 3], 6)
+                    }
+                    1 => ("square", Box::new(Square), vec![5], 5),
+                    _ => (
+                        "MatMul",
+                        Box::new(BilinearMatMul::new(&[2, 2, 3], &[1, 3, 2]).unwrap().0),
+                        vec![12, 6],
+                        8,
+                    ),
+                };
             let boxes: Vec<(Vec<f64>, Vec<f64>)> = shapes.iter().map(|&n| random_box(&mut rng, n)).collect();
             let ivs: Vec<Option<Interval<'_, f64>>> = boxes
                 .iter()

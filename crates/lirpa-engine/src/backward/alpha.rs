@@ -868,7 +868,7 @@ impl<'g, T: Scalar> State<'g, T> {
         let (gl, gu) = (&gb[id][0], &gb[id][1]);
         let g = |v: &Vec<T>, j: usize| if v.is_empty() { T::zero() } else { v[j] };
         let mut acc = [vec![T::zero(); n], vec![T::zero(); n]];
-        for side in 0..2 {
+        for (side, acc_side) in acc.iter_mut().enumerate() {
             for parity in 0..2 {
                 let base = if side == 0 { l } else { u };
                 let h: Vec<T> = (0..n)
@@ -898,7 +898,7 @@ impl<'g, T: Scalar> State<'g, T> {
                     }
                     let d = (g(gl, j) * (lp[j] - lm[j]) + g(gu, j) * (hp[j] - hm[j])) / two_h;
                     if d.is_finite() {
-                        acc[side][j] += d;
+                        acc_side[j] += d;
                     }
                 }
             }
