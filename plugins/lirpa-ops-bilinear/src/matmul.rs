@@ -27,15 +27,15 @@ use smallvec::smallvec;
 
 #[derive(Debug)]
 pub struct BilinearMatMul {
-    m: usize,
-    k: usize,
-    n: usize,
+    pub(crate) m: usize,
+    pub(crate) k: usize,
+    pub(crate) n: usize,
     /// For every output batch, the batch of `x` and of `y` it reads.
-    bx: Vec<usize>,
-    by: Vec<usize>,
+    pub(crate) bx: Vec<usize>,
+    pub(crate) by: Vec<usize>,
     /// Number of batches of `x` and `y`.
-    nbx: usize,
-    nby: usize,
+    pub(crate) nbx: usize,
+    pub(crate) nby: usize,
 }
 
 /// Both operands perturbed, or a constant left operand (`C·y`, which the linear
@@ -109,6 +109,11 @@ impl BilinearMatMul {
             }
         }
         (g, gabs)
+    }
+
+    /// Number of product terms `x[b, i, t]·y[b, t, j]`.
+    pub(crate) fn terms(&self) -> usize {
+        self.bx.len() * self.m * self.k * self.n
     }
 
     /// Constant terms of the planes summed over t, widened outward: lower plane
@@ -249,6 +254,13 @@ impl<T: Scalar> LinearRelaxation<T> for BilinearMatMul {
 
     fn needs_input_bounds(&self) -> &[usize] {
         &[0, 1]
+    }
+
+    /// The interpolation between the two McCormick planes of each side, per product term
+    /// (see [`crate::opt`]), when the product has at most [`crate::opt::MATMUL_MAX_TERMS`]
+    /// terms (the parameters take `2·terms` values per row of every pass).
+    fn optimizable(&self) -> Option<&dyn lirpa_core::OptimizableRelaxation<T>> {
+        (self.terms() <= crate::opt::MATMUL_MAX_TERMS).then_some(self as _)
     }
 
     /// The adjoint of `backward` for one side: every output element of every row is the

@@ -1,4 +1,9 @@
-//! α-CROWN for products of two perturbed tensors (Mul) and squares (`Mul(x, x)`).
+//! α-CROWN for products of two perturbed tensors (Mul, MatMul) and squares (`Mul(x, x)`).
+//!
+//! MatMul (at most [`MATMUL_MAX_TERMS`] product terms) gets the bilinear
+//! parameterization below per product term `x[b, i, t]·y[b, t, j]` (terms numbered
+//! `output·k + t`); a side whose parameters are all 1 uses the CROWN rule itself, whose
+//! summed constants round differently, so that iteration 0 is CROWN bit for bit.
 //!
 //! **Bilinear `x·y`** (auto_LiRPA's `MulHelper.interpolated_relaxation`): every lower
 //! plane below `x·y` on the box that touches the convex envelope is a convex combination
@@ -35,6 +40,7 @@
 //! by the CROWN formula, which is sound for any `t`. Gradient `a·2(z − t)·(u − l)`; the
 //! chord and the tangent point move with the bounds (`bounds_grad`).
 
+use crate::matmul::BilinearMatMul;
 use crate::mul::{BilinearMul, Square, closest_to_zero, square_upper};
 use crate::{check_finite, plane};
 use faer::{Mat, MatRef};
@@ -327,6 +333,264 @@ impl<T: Scalar> OptimizableRelaxation<T> for BilinearMul {
                 g[2][jy] += wc * d[2];
                 g[3][jy] += wc * d[3];
             }
+        }
+        let add = |dst: &mut Vec<T>, src: &[f64]| {
+            if dst.len() == src.len() {
+                dst.iter_mut().zip(src).for_each(|(d, s)| *d += T::from_f64(*s));
+            }
+        };
+        add(&mut grad_lower[0], &g[0]);
+        add(&mut grad_upper[0], &g[1]);
+        add(&mut grad_lower[1], &g[2]);
+        add(&mut grad_upper[1], &g[3]);
+        Ok(())
+    }
+}
+
+/// Largest MatMul of two perturbed tensors (number of product terms) whose planes are
+/// optimizable: every pass keeps `2·terms` parameters per row.
+pub(crate) const MATMUL_MAX_TERMS: usize = 4096;
+
+impl BilinearMatMul {
+    /// Visit every product term: `(output element, term, x element, y element)`, terms
+    /// numbered `output·k + t`.
+    fn for_terms(&self, mut f: impl FnMut(usize, usize, usize, usize)) {
+        let (m, k, n) = (self.m, self.k, self.n);
+        for b in 0..self.bx.len() {
+            let (xo, yo) = (self.bx[b] * m * k, self.by[b] * k * n);
+            for i in 0..m {
+                for j in 0..n {
+                    let o = (b * m + i) * n + j;
+                    for t in 0..k {
+                        f(o, o * k + t, xo + i * k + t, yo + t * n + j);
+                    }
+                }
+            }
+        }
+    }
+
+    fn check_width<T: Scalar>(&self, p: &[T], rows: usize) -> Result<()> {
+        let w = 2 * self.terms();
+        if p.len() < rows * w {
+            return Err(Error::Invalid(format!(
+                "MatMul: {} relaxation parameters for {rows} rows of width {w}",
+                p.len()
+            )));
+        }
+        Ok(())
+    }
+
+    /// Whether a side's parameters are all at CROWN's value (then the CROWN rule, whose
+    /// summed constants round differently, is used: iteration 0 is CROWN bit for bit).
+    fn at_crown<T: Scalar>(p: &[T]) -> bool {
+        p.iter().all(|&v| v == T::one())
+    }
+}
+
+impl<T: Scalar> OptimizableRelaxation<T> for BilinearMatMul {
+    fn init_params(&self, _ctx: &BackwardCtx<'_, T>) -> Result<Vec<T>> {
+        Ok(vec![T::one(); 2 * self.terms()])
+    }
+
+    fn project(&self, _ctx: &BackwardCtx<'_, T>, row: &mut [T]) {
+        for v in row {
+            *v = if v.is_nan() { T::one() } else { v.max(T::zero()).min(T::one()) };
+        }
+    }
+
+    fn backward_with(
+        &self,
+        ctx: &BackwardCtx<'_, T>,
+        a: LinearA<T>,
+        params: SideParams<'_, T>,
+    ) -> Result<BackwardResult<T>> {
+        let (x, y) = (ctx.bounds(0)?, ctx.bounds(1)?);
+        for (what, v) in
+            [("input 0", x.lower), ("input 0", x.upper), ("input 1", y.lower), ("input 1", y.upper)]
+        {
+            check_finite(what, v)?;
+        }
+        let a = a.into_dense();
+        let spec = a.spec();
+        let nt = self.terms();
+        let (nxs, nys) = (self.nbx * self.m * self.k, self.nby * self.k * self.n);
+        let mut bias = LinearBias::zeros(spec);
+        let mut sides: [(Option<Mat<T>>, Option<Mat<T>>); 2] = [(None, None), (None, None)];
+        for (s, (m, p)) in [(&a.lower, params.lower), (&a.upper, params.upper)].into_iter().enumerate() {
+            let Some(m) = m else { continue };
+            let upper = s == 1;
+            let b = if upper { &mut bias.upper } else { &mut bias.lower };
+            match p {
+                Some(p) if !Self::at_crown(p) => {
+                    self.check_width(p, spec)?;
+                    let mut ax = Mat::<T>::zeros(spec, nxs);
+                    let mut ay = Mat::<T>::zeros(spec, nys);
+                    for r in 0..spec {
+                        let row = &p[r * 2 * nt..(r + 1) * 2 * nt];
+                        self.for_terms(|o, q, px, qy| {
+                            let c = m[(r, o)];
+                            if c == T::zero() {
+                                return;
+                            }
+                            let tl = takes_lower_line(c, upper);
+                            let (al, be, ga) = plane_at(
+                                tl,
+                                param_of(row, nt, q, tl),
+                                x.lower[px],
+                                x.upper[px],
+                                y.lower[qy],
+                                y.upper[qy],
+                            );
+                            ax[(r, px)] += c * al;
+                            ay[(r, qy)] += c * be;
+                            b[r] += c * ga;
+                        });
+                    }
+                    sides[s] = (Some(ax), Some(ay));
+                }
+                _ => {
+                    let one = if upper {
+                        LinearA::dense(None, Some(m.clone()))
+                    } else {
+                        LinearA::dense(Some(m.clone()), None)
+                    };
+                    let res = lirpa_core::LinearRelaxation::backward(self, ctx, one)?;
+                    let rb = if upper { &res.bias.upper } else { &res.bias.lower };
+                    b.iter_mut().zip(rb).for_each(|(d, v)| *d += *v);
+                    let mut it = res.inputs.into_iter();
+                    let take = |e: Option<LinearA<T>>| e.and_then(|e| if upper { e.upper } else { e.lower });
+                    sides[s] = (take(it.next().flatten()), take(it.next().flatten()));
+                }
+            }
+        }
+        let [(lx, ly), (ux, uy)] = sides;
+        Ok(BackwardResult {
+            inputs: smallvec![Some(LinearA::dense(lx, ux)), Some(LinearA::dense(ly, uy))],
+            bias,
+        })
+    }
+
+    fn relaxed_forward_with(
+        &self,
+        ctx: &BackwardCtx<'_, T>,
+        params: &[T],
+        a: MatRef<'_, T>,
+        upper: bool,
+        z: &[&[T]],
+        out: &mut [T],
+    ) -> Result<()> {
+        if Self::at_crown(params) {
+            return lirpa_core::LinearRelaxation::relaxed_forward(self, ctx, a, upper, z, out);
+        }
+        let (x, y) = (ctx.bounds(0)?, ctx.bounds(1)?);
+        self.check_width(params, a.nrows())?;
+        let nt = self.terms();
+        let no = a.ncols();
+        let (nxs, nys) = (self.nbx * self.m * self.k, self.nby * self.k * self.n);
+        for r in 0..a.nrows() {
+            let row = &params[r * 2 * nt..(r + 1) * 2 * nt];
+            let (zx, zy) = (&z[0][r * nxs..(r + 1) * nxs], &z[1][r * nys..(r + 1) * nys]);
+            out[r * no..(r + 1) * no].iter_mut().for_each(|v| *v = T::zero());
+            self.for_terms(|o, q, px, qy| {
+                let tl = takes_lower_line(a[(r, o)], upper);
+                let (al, be, ga) = plane_at(
+                    tl,
+                    param_of(row, nt, q, tl),
+                    x.lower[px],
+                    x.upper[px],
+                    y.lower[qy],
+                    y.upper[qy],
+                );
+                out[r * no + o] += al * zx[px] + be * zy[qy] + ga;
+            });
+        }
+        Ok(())
+    }
+
+    fn param_grad(
+        &self,
+        ctx: &BackwardCtx<'_, T>,
+        params: &[T],
+        a: MatRef<'_, T>,
+        upper: bool,
+        z: &[&[T]],
+        grad: &mut [T],
+    ) -> Result<()> {
+        let (x, y) = (ctx.bounds(0)?, ctx.bounds(1)?);
+        self.check_width(params, a.nrows())?;
+        let nt = self.terms();
+        let (nxs, nys) = (self.nbx * self.m * self.k, self.nby * self.k * self.n);
+        let f = |v: T| v.as_f64();
+        for r in 0..a.nrows() {
+            let base = r * 2 * nt;
+            grad[base..base + 2 * nt].iter_mut().for_each(|g| *g = T::zero());
+            let (zx, zy) = (&z[0][r * nxs..(r + 1) * nxs], &z[1][r * nys..(r + 1) * nys]);
+            self.for_terms(|o, q, px, qy| {
+                let c = a[(r, o)];
+                if c == T::zero() {
+                    return;
+                }
+                let tl = takes_lower_line(c, upper);
+                let k = if tl { q } else { nt + q };
+                let p = params[base + k];
+                if p.is_nan() || p < T::zero() || p > T::one() {
+                    return;
+                }
+                let ((a1, b1, g1), (a2, b2, g2)) =
+                    ends(tl, f(x.lower[px]), f(x.upper[px]), f(y.lower[qy]), f(y.upper[qy]));
+                let d = (a1 - a2) * f(zx[px]) + (b1 - b2) * f(zy[qy]) + (g1 - g2);
+                grad[base + k] = T::from_f64(f(c) * d);
+            });
+        }
+        Ok(())
+    }
+
+    fn bounds_grad(
+        &self,
+        ctx: &BackwardCtx<'_, T>,
+        params: &[T],
+        a: MatRef<'_, T>,
+        upper: bool,
+        z: &[&[T]],
+        weight: &[T],
+        grad_lower: &mut [Vec<T>],
+        grad_upper: &mut [Vec<T>],
+    ) -> Result<()> {
+        // The same plane derivatives as the element-wise product's, per term.
+        let (x, y) = (ctx.bounds(0)?, ctx.bounds(1)?);
+        self.check_width(params, a.nrows())?;
+        let nt = self.terms();
+        let (nxs, nys) = (self.nbx * self.m * self.k, self.nby * self.k * self.n);
+        let f = |v: T| v.as_f64();
+        let mut g = [vec![0.0f64; nxs], vec![0.0f64; nxs], vec![0.0f64; nys], vec![0.0f64; nys]];
+        for r in 0..a.nrows() {
+            let w = f(weight[r]);
+            if w == 0.0 {
+                continue;
+            }
+            let base = r * 2 * nt;
+            let (zx, zy) = (&z[0][r * nxs..(r + 1) * nxs], &z[1][r * nys..(r + 1) * nys]);
+            self.for_terms(|o, q, px, qy| {
+                let c = a[(r, o)];
+                if c == T::zero() {
+                    return;
+                }
+                let tl = takes_lower_line(c, upper);
+                let p = params[base + if tl { q } else { nt + q }];
+                let qv = if p.is_nan() { 1.0 } else { f(p).clamp(0.0, 1.0) };
+                let (zxv, zyv) = (f(zx[px]), f(zy[qy]));
+                let (xl, xu, yl, yu) = (f(x.lower[px]), f(x.upper[px]), f(y.lower[qy]), f(y.upper[qy]));
+                let wc = w * f(c);
+                let d = if tl {
+                    [qv * (zyv - yl), (1.0 - qv) * (zyv - yu), qv * (zxv - xl), (1.0 - qv) * (zxv - xu)]
+                } else {
+                    [qv * (zyv - yu), (1.0 - qv) * (zyv - yl), (1.0 - qv) * (zxv - xu), qv * (zxv - xl)]
+                };
+                g[0][px] += wc * d[0];
+                g[1][px] += wc * d[1];
+                g[2][qy] += wc * d[2];
+                g[3][qy] += wc * d[3];
+            });
         }
         let add = |dst: &mut Vec<T>, src: &[f64]| {
             if dst.len() == src.len() {
@@ -636,7 +900,6 @@ mod tests {
         }
     }
 
-    use crate::matmul::BilinearMatMul;
     use lirpa_core::op::{Interval, LinearRelaxation, RelaxOptions};
 
     /// `Σ_o a[r, o]·out[r, o]` (the relaxed forward values weighted by the coefficients)
