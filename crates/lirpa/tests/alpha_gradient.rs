@@ -552,12 +552,12 @@ fn product_gradient_matches_central_differences() {
         }
         for x in sample_points(&p, 64, seed) {
             let y = g.forward(&[&x], out).unwrap();
-            for i in 0..y.len() {
-                let t = 1e-9 * (1.0 + y[i].abs());
+            for (i, &yi) in y.iter().enumerate() {
+                let t = 1e-9 * (1.0 + yi.abs());
                 assert!(
-                    alpha.lower[i] <= y[i] + t && y[i] <= alpha.upper[i] + t,
+                    alpha.lower[i] <= yi + t && yi <= alpha.upper[i] + t,
                     "seed {seed}: output {i} = {} outside alpha-CROWN [{}, {}]",
-                    y[i],
+                    yi,
                     alpha.lower[i],
                     alpha.upper[i]
                 );

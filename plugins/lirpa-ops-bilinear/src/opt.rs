@@ -347,6 +347,9 @@ impl<T: Scalar> OptimizableRelaxation<T> for BilinearMul {
     }
 }
 
+/// One side's coefficients on the two inputs.
+type SidePair<T> = (Option<Mat<T>>, Option<Mat<T>>);
+
 /// Largest MatMul of two perturbed tensors (number of product terms) whose planes are
 /// optimizable: every pass keeps `2·terms` parameters per row.
 pub(crate) const MATMUL_MAX_TERMS: usize = 4096;
@@ -415,7 +418,7 @@ impl<T: Scalar> OptimizableRelaxation<T> for BilinearMatMul {
         let nt = self.terms();
         let (nxs, nys) = (self.nbx * self.m * self.k, self.nby * self.k * self.n);
         let mut bias = LinearBias::zeros(spec);
-        let mut sides: [(Option<Mat<T>>, Option<Mat<T>>); 2] = [(None, None), (None, None)];
+        let mut sides: [SidePair<T>; 2] = [(None, None), (None, None)];
         for (s, (m, p)) in [(&a.lower, params.lower), (&a.upper, params.upper)].into_iter().enumerate() {
             let Some(m) = m else { continue };
             let upper = s == 1;
