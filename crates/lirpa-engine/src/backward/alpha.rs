@@ -871,8 +871,17 @@ impl<'g, T: Scalar> State<'g, T> {
         for (side, acc_side) in acc.iter_mut().enumerate() {
             for parity in 0..2 {
                 let base = if side == 0 { l } else { u };
+                // Steps small enough that the moved bound stays on its side of the
+                // interval (a degenerate interval has no derivative here: step 0).
+                let half = T::from_f64(0.5);
                 let h: Vec<T> = (0..n)
-                    .map(|j| if j % 2 == parity { rel * (T::one() + base[j].abs()) } else { T::zero() })
+                    .map(|j| {
+                        if j % 2 == parity {
+                            (rel * (T::one() + base[j].abs())).min(half * (u[j] - l[j])).max(T::zero())
+                        } else {
+                            T::zero()
+                        }
+                    })
                     .collect();
                 let shifted =
                     |sign: T| -> Vec<T> { base.iter().zip(&h).map(|(&b, &d)| b + sign * d).collect() };
