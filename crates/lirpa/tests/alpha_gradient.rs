@@ -503,13 +503,11 @@ const PRODUCT_SEEDS: u64 = 60;
 /// CROWN.
 ///
 /// Every coordinate of the final pass must agree. Known gap: about 6% of the non-zero
-/// intermediate-pass coordinates disagree (201 of 3458 at the time of writing; more
-/// without the gradient through nodes bounded by a tight interval rule, about 35%
-/// without the products' `bounds_grad`), also on graphs without S-shaped activations after
-/// the first layer, which suggests paths the engine's gradient treats as constant (an IBP
-/// reference that wins for some elements and depends on earlier passes through a
-/// square's interval rule). They are printed and must stay below 10% of the non-zero
-/// coordinates.
+/// intermediate-pass coordinates disagree (201 of 3458 at the time of writing; about 35%
+/// without the products' `bounds_grad`). They come from the engine's gradient treating
+/// the IBP reference of an intermediate bound as a constant where it wins (IBP through a
+/// square is tight): with that intersection disabled in an experiment, 8 of 4518 disagree.
+/// They are printed and must stay below 10% of the non-zero coordinates.
 #[test]
 fn product_gradient_matches_central_differences() {
     let mut stats = Stats { tolerate_mismatch: true, ..Stats::default() };
