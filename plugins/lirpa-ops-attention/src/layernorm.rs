@@ -14,9 +14,12 @@
 //!
 //! A backward pass composes the lines right to left, choosing at each step the line
 //! the sign of the current coefficient requires, per row. Everything is computed in
-//! f64; every line's constant is widened outward by `8·ε_T` of its magnitude and the
-//! final bias by `8·ε_T·Σ_j |c_j|·max(|l_j|, |u_j|)`, which covers casting the
-//! coefficients to `T`. Scale and bias must be constants.
+//! f64; every line's constant is widened outward by `8·ε_T` of its magnitude. The final
+//! bias is widened by `(N + 16)·ε_64` times the sum, over every term of the chain, of
+//! |bias term| and |coefficient|·max|variable| on the box (the rounding of sums with
+//! cancellation is relative to the sum of |terms|, not to the sum), plus
+//! `8·ε_T·(|bias| + Σ_j |c_j|·max(|l_j|, |u_j|))` for the casts to `T`. Scale and bias
+//! must be constants.
 
 use crate::groups::{norm_axis, reduce_groups};
 use faer::Mat;
@@ -41,7 +44,7 @@ pub fn build_layer_norm<T: Scalar>(node: &NodeDef<'_>) -> Result<BuiltOp<T>> {
     let rank = shape.len();
     let axis = norm_axis(node.attrs.int_or("axis", -1)?, rank)?;
     let eps = node.attrs.float_or("epsilon", 1e-5)?;
-    if !(eps >= 0.0) || !eps.is_finite() {
+    if eps.is_nan() || eps < 0.0 || !eps.is_finite() {
         return Err(Error::Invalid(format!(
             "LayerNormalization epsilon {eps} is not a finite non-negative number"
         )));
@@ -98,7 +101,7 @@ fn group_bounds(l: &[f64], u: &[f64], eps: f64) -> Result<GroupBounds> {
     let s_lo: f64 = dl.iter().zip(&du).map(|(&a, &b)| closest_to_zero(a, b).powi(2)).sum::<f64>() / n;
     let s_hi: f64 = dl.iter().zip(&du).map(|(&a, &b)| a.abs().max(b.abs()).powi(2)).sum::<f64>() / n;
     let (wl, wu) = ((s_lo + eps) * (1.0 - 1e-14), (s_hi + eps) * (1.0 + 1e-14));
-    if !(wl > 0.0) || !wu.is_finite() {
+    if wl.is_nan() || wl <= 0.0 || !wu.is_finite() {
         return Err(Error::Invalid(format!(
             "LayerNormalization: the variance plus epsilon may reach {wl} (epsilon {eps}); its inverse square root is unbounded"
         )));
@@ -194,9 +197,17 @@ impl<T: Scalar> LinearRelaxation<T> for LayerNorm {
                 };
                 let c_b = c_b + margin * (c_b.abs() + c_s.abs() * b.wu);
                 let mut cd = vec![0.0f64; k];
+                let dmax: Vec<f64> = b.dl.iter().zip(&b.du).map(|(a, c)| a.abs().max(c.abs())).collect();
+                let smax: f64 = dmax.iter().map(|v| v * v).sum();
                 for row in 0..spec {
                     let mut bsum = 0.0f64;
                     let mut cr = 0.0f64;
+                    // Rounding: every product and sum below is off by at most a few ulps of
+                    // the magnitudes that enter it. `mass` bounds, over the box, the sum of
+                    // |term| of every bias term and |coefficient|·max|variable| of every
+                    // computed coefficient (with the absolute sums that feed it, since
+                    // cancellation does not shrink the error of a sum).
+                    let mut mass = 0.0f64;
                     // y = γ p + β; p = d·r (McCormick, d as x, r as y).
                     for (i, &j) in g.iter().enumerate() {
                         let c = m[(row, j)].as_f64();
@@ -205,6 +216,7 @@ impl<T: Scalar> LinearRelaxation<T> for LayerNorm {
                             continue;
                         }
                         bsum += c * self.beta[i];
+                        mass += (c * self.beta[i]).abs();
                         let cp = c * self.gamma[i];
                         if cp == 0.0 {
                             continue;
@@ -216,45 +228,59 @@ impl<T: Scalar> LinearRelaxation<T> for LayerNorm {
                         cd[i] = cp * al;
                         cr += cp * b.dl[i];
                         bsum += cp * ga;
+                        mass += cp.abs() * dmax[i] * b.ru + (cp * b.dl[i]).abs() * b.ru + (cp * ga).abs();
                     }
+                    // The sum `cr` over the group: its error scales with Σ|terms| (in `mass`).
                     // r = w^{-1/2}.
                     let cw = if cr == 0.0 {
                         0.0
                     } else if (cr > 0.0) == lower {
                         bsum += cr * t_b;
+                        mass += (cr * t_b).abs();
                         cr * t_s
                     } else {
                         bsum += cr * c_b;
+                        mass += (cr * c_b).abs();
                         cr * c_s
                     };
                     // w = mean(s) + ε; s_i = d_i².
                     if cw != 0.0 {
                         bsum += cw * self.eps;
                         let cs = cw / nf;
+                        mass += cw.abs() * b.wu + (cw * self.eps).abs() + cs.abs() * smax;
                         for i in 0..k {
                             let (dl, du) = (b.dl[i], b.du[i]);
-                            if (cs > 0.0) == lower {
+                            let (cdi, bi) = if (cs > 0.0) == lower {
                                 let mm = closest_to_zero(dl, du);
-                                cd[i] += cs * 2.0 * mm;
-                                bsum += cs * (-(mm * mm) - margin * mm * mm);
+                                (cs * 2.0 * mm, cs * (-(mm * mm) - margin * mm * mm))
                             } else {
                                 let s = dl + du;
-                                cd[i] += cs * s;
-                                bsum += cs
-                                    * (-(dl * du)
-                                        + margin * ((dl * du).abs() + s.abs() * dl.abs().max(du.abs())));
-                            }
+                                (
+                                    cs * s,
+                                    cs * (-(dl * du)
+                                        + margin * ((dl * du).abs() + s.abs() * dl.abs().max(du.abs()))),
+                                )
+                            };
+                            mass += (cd[i].abs() + cdi.abs()) * dmax[i] + bi.abs();
+                            cd[i] += cdi;
+                            bsum += bi;
                         }
                     }
                     // d = x − mean(x).
                     let mean_cd = cd.iter().sum::<f64>() / nf;
+                    let cd_abs = cd.iter().map(|v| v.abs()).sum::<f64>() / nf;
                     let mut cast_margin = 0.0;
                     for (i, &j) in g.iter().enumerate() {
                         let cx = cd[i] - mean_cd;
                         out[(row, j)] = T::from_f64(cx);
-                        cast_margin += cx.abs() * l[i].abs().max(u[i].abs());
+                        let xm = l[i].abs().max(u[i].abs());
+                        cast_margin += cx.abs() * xm;
+                        mass += (cd[i].abs() + cd_abs) * xm;
                     }
-                    let widen = margin * (cast_margin + bsum.abs());
+                    // f64 sums of up to `k` terms (a few more along the chain), then the casts
+                    // of the coefficients and of the bias to `T`.
+                    let gamma = (nf + 16.0) * f64::EPSILON;
+                    let widen = gamma * mass + margin * (cast_margin + bsum.abs());
                     let total = if lower { bsum - widen } else { bsum + widen };
                     bias[row] += T::from_f64(total);
                 }

@@ -20,9 +20,12 @@
 //! Soundness details (where auto_LiRPA takes shortcuts): everything is computed in
 //! f64; an interval narrower than 1e-6 uses the line of slope `e^{u}` through
 //! `(l, e^l)` instead of the ill-conditioned chord (it lies above `exp` on the
-//! interval by the mean value theorem); a degenerate range of `t` uses the line
-//! through `(−log P, P)` with slope `−p` (above `e^{−t}` for `t ≥ −log P`) instead of
-//! auto_LiRPA's tangent (which lies below); `p`, `P` are widened by 1e-12 relative;
+//! interval by the mean value theorem); the upper line of `e^{−t}` is anchored at
+//! `(−log P, P)` with a slope `−c`, `p ≤ c ≤` the chord slope shrunk by its rounding
+//! error (any such line lies above `e^{−t}` on the range; a degenerate range gets
+//! `c = p` instead of auto_LiRPA's tangent, which lies below); the chord's own
+//! intercept would amplify rounding by `1/(log P − log p)` on a narrow range;
+//! `p`, `P` are widened by 1e-12 relative;
 //! and each plane's constant is widened outward by `8·ε_T` times the plane's
 //! magnitude over the box, which covers casting the coefficients to `T`.
 
@@ -141,19 +144,31 @@ fn planes(l: &[f64], u: &[f64], eps_t: f64) -> Planes {
     let smx0: f64 = sm.iter().zip(&x0).map(|(a, b)| a * b).sum();
     let mut c = vec![0.0; k];
     let mut bu = vec![0.0; k];
+    let mut anchor = vec![0.0; k];
     for i in 0..k {
         let (lo, hi) = (p[i], pp[i]);
-        let (ci, ai) = if lo <= 1e-300 {
-            (0.0, hi)
-        } else if hi - lo > 1e-9 * hi {
-            let d = hi.ln() - lo.ln();
-            ((hi - lo) / d, (lo * hi.ln() - hi * lo.ln()) / d)
+        // A line `a − c·t` through `(−log P, P)` with a slope `−c`, `p ≤ c ≤ chord slope`,
+        // lies above the convex `e^{−t}` on `[−log P, −log p]`. It is anchored at
+        // `−log P` so that rounding in `c` only moves it by `|Δc|·(t + log P)`, tiny on
+        // the range; the intercept `(p·log P − P·log p)/(log P − log p)` would amplify
+        // rounding by `1/(log P − log p)`.
+        let ci = if lo <= 1e-300 {
+            0.0
         } else {
-            (lo, hi - lo * hi.ln())
+            let d = hi.ln() - lo.ln();
+            // The computed `d` carries an absolute error of a few ulps of the logs:
+            // shrink the chord slope by that relative error (a smaller slope, still at
+            // least `p`, stays valid).
+            let rel = 4.0 * f64::EPSILON * (1.0 + (hi.ln().abs() + lo.ln().abs()) / d);
+            let chord = (hi - lo) / d * (1.0 - rel);
+            if d > 0.0 && rel < 0.5 && chord.is_finite() { chord.max(lo) } else { lo }
         };
+        let ai = hi - ci * hi.ln();
         c[i] = ci;
         let u_x0 = ai - ci * (lse0 - x0[i]);
         bu[i] = u_x0 - ci * x0[i] + ci * smx0;
+        // Rounding of the intercept and of the tangent's constant.
+        anchor[i] = hi + ci * (hi.ln().abs() + lse0.abs() + 2.0 * x0[i].abs() + smx0.abs());
     }
     // Outward margins: 8·ε_T times the magnitude of each plane over the box.
     let mag: Vec<f64> = l.iter().zip(u).map(|(a, b)| a.abs().max(b.abs())).collect();
@@ -162,7 +177,7 @@ fn planes(l: &[f64], u: &[f64], eps_t: f64) -> Planes {
     for i in 0..k {
         let ml = bl[i].abs() + dl[i] * mag[i] + vl[i] * sum_kappa_mag;
         bl[i] -= 8.0 * eps_t * ml + 1e-300;
-        let mu = bu[i].abs() + c[i] * mag[i] + c[i] * sum_sm_mag;
+        let mu = bu[i].abs() + anchor[i] + c[i] * mag[i] + c[i] * sum_sm_mag;
         bu[i] += 8.0 * eps_t * mu + 1e-300;
     }
     Planes { dl, vl, kappa, bl, c, sm, bu }
@@ -278,10 +293,153 @@ impl<T: Scalar> LinearRelaxation<T> for Softmax {
     fn needs_input_bounds(&self) -> &[usize] {
         &[0]
     }
+
+    /// The adjoint of `backward` for one side: every element of every row evaluated, at
+    /// that row's input values `z`, on the plane its coefficient's sign selects (the lower
+    /// plane where `backward` took it), for α-CROWN's gradient through a fixed relaxation.
+    fn relaxed_forward(
+        &self,
+        ctx: &BackwardCtx<'_, T>,
+        a: faer::MatRef<'_, T>,
+        upper: bool,
+        z: &[&[T]],
+        out: &mut [T],
+    ) -> Result<()> {
+        let x = ctx.bounds(0)?;
+        check(&x)?;
+        let eps_t = T::epsilon().as_f64();
+        let n = self.n;
+        for g in &self.groups {
+            let l: Vec<f64> = g.iter().map(|&j| x.lower[j].as_f64()).collect();
+            let u: Vec<f64> = g.iter().map(|&j| x.upper[j].as_f64()).collect();
+            let pl = planes(&l, &u, eps_t);
+            for r in 0..a.nrows() {
+                let zr = &z[0][r * n..(r + 1) * n];
+                let kx: f64 = g.iter().zip(&pl.kappa).map(|(&j, k)| k * zr[j].as_f64()).sum();
+                let smx: f64 = g.iter().zip(&pl.sm).map(|(&j, s)| s * zr[j].as_f64()).sum();
+                for (k, &j) in g.iter().enumerate() {
+                    let zj = zr[j].as_f64();
+                    let v = if lirpa_core::linear::takes_lower_line(a[(r, j)], upper) {
+                        pl.dl[k] * zj - pl.vl[k] * kx + pl.bl[k]
+                    } else {
+                        pl.c[k] * zj - pl.c[k] * smx + pl.bu[k]
+                    };
+                    out[r * n + j] = T::from_f64(v);
+                }
+            }
+        }
+        Ok(())
+    }
 }
 
 impl<T: Scalar> Operator<T> for Softmax {
     fn op_type(&self) -> &str {
         "Softmax"
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Both planes of every element at the corners and at pseudo-random points of
+    /// narrow boxes (widths 1e-10 to 1e-3), where the chord of `e^{-t}` is
+    /// ill-conditioned. The first box is the input range of a saturated LayerNorm
+    /// output that once gave crossed bounds (intercept rounding amplified by
+    /// `1/(log P − log p)`, about 1e-8).
+    #[test]
+    fn planes_enclose_softmax_on_narrow_boxes() {
+        let mut boxes: Vec<(Vec<f64>, Vec<f64>)> =
+            vec![(vec![0.40837720406, -0.43785825061], vec![0.40837721081, -0.43785824585])];
+        let mut state = 0x2545F4914F6CDD1Du64;
+        let mut uniform = move || {
+            state ^= state << 13;
+            state ^= state >> 7;
+            state ^= state << 17;
+            (state >> 11) as f64 / (1u64 << 53) as f64
+        };
+        for case in 0..300 {
+            let k = 2 + case % 4;
+            let width = 10f64.powf(-10.0 + 7.0 * uniform());
+            let l: Vec<f64> = (0..k).map(|_| 6.0 * uniform() - 3.0).collect();
+            let u: Vec<f64> = l.iter().map(|v| v + width * uniform()).collect();
+            boxes.push((l, u));
+        }
+        for (l, u) in &boxes {
+            let k = l.len();
+            let pl = planes(l, u, f64::EPSILON);
+            let mut points: Vec<Vec<f64>> = (0..1usize << k)
+                .map(|m| (0..k).map(|j| if m >> j & 1 == 1 { u[j] } else { l[j] }).collect())
+                .collect();
+            for _ in 0..20 {
+                points.push((0..k).map(|j| l[j] + (u[j] - l[j]) * uniform()).collect());
+            }
+            for x in &points {
+                let s = softmax_f64(x);
+                let kx: f64 = pl.kappa.iter().zip(x).map(|(a, b)| a * b).sum();
+                let smx: f64 = pl.sm.iter().zip(x).map(|(a, b)| a * b).sum();
+                for i in 0..k {
+                    let lo = pl.dl[i] * x[i] - pl.vl[i] * kx + pl.bl[i];
+                    let hi = pl.c[i] * x[i] - pl.c[i] * smx + pl.bu[i];
+                    // Evaluating σ and the planes in f64 is off by a few ulps.
+                    let tol = 1e-15;
+                    assert!(
+                        lo <= s[i] + tol && s[i] <= hi + tol,
+                        "box {l:?} {u:?}, x {x:?}: σ_{i} = {} not in [{lo}, {hi}]",
+                        s[i]
+                    );
+                }
+            }
+        }
+    }
+
+    /// The adjoint evaluates the planes `backward` chose: `Σ_j a[r, j]·out[r, j]` equals
+    /// `A[r, :]·z[r, :] + bias[r]` for random bounds, coefficients (mixed signs, zeros) and
+    /// points, both sides, two softmax groups.
+    #[test]
+    fn relaxed_forward_is_the_adjoint_of_backward() {
+        use lirpa_core::op::RelaxOptions;
+        let mut state = 0x1234_5678_9ABC_DEF1u64;
+        let mut uniform = move || {
+            state ^= state << 13;
+            state ^= state >> 7;
+            state ^= state << 17;
+            (state >> 11) as f64 / (1u64 << 53) as f64
+        };
+        let op = Softmax { groups: vec![vec![0, 2, 4], vec![1, 3, 5]], n: 6 };
+        let opts = RelaxOptions::default();
+        for _ in 0..50 {
+            let l: Vec<f64> = (0..6).map(|_| uniform() * 6.0 - 3.0).collect();
+            let u: Vec<f64> = l.iter().map(|v| v + uniform() * 2.0).collect();
+            let ivs = [Some(Interval { lower: l.as_slice(), upper: u.as_slice() })];
+            let ctx = BackwardCtx { input_bounds: &ivs, options: &opts, par: faer::Par::Seq };
+            let rows = 3;
+            let a = Mat::<f64>::from_fn(rows, 6, |_, _| {
+                let v = uniform();
+                if v < 0.2 { 0.0 } else { v * 4.0 - 2.0 }
+            });
+            let z: Vec<f64> = (0..rows * 6).map(|_| uniform() * 8.0 - 4.0).collect();
+            for upper in [false, true] {
+                let la = if upper {
+                    LinearA::dense(None, Some(a.clone()))
+                } else {
+                    LinearA::dense(Some(a.clone()), None)
+                };
+                let res = op.backward(&ctx, la).unwrap();
+                let mut out = vec![0.0; rows * 6];
+                op.relaxed_forward(&ctx, a.as_ref(), upper, &[&z], &mut out).unwrap();
+                let m = res.inputs[0].clone().unwrap();
+                let m = if upper { m.upper.unwrap() } else { m.lower.unwrap() };
+                let bias = if upper { &res.bias.upper } else { &res.bias.lower };
+                for r in 0..rows {
+                    let lhs: f64 = (0..6).map(|j| a[(r, j)] * out[r * 6 + j]).sum();
+                    let rhs: f64 = bias[r] + (0..6).map(|j| m[(r, j)] * z[r * 6 + j]).sum::<f64>();
+                    assert!(
+                        (lhs - rhs).abs() < 1e-12 * (1.0 + lhs.abs()),
+                        "row {r} upper={upper}: {lhs} vs {rhs}"
+                    );
+                }
+            }
+        }
     }
 }

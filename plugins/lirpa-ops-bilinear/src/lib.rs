@@ -29,6 +29,7 @@
 mod div;
 mod matmul;
 mod mul;
+mod opt;
 
 use lirpa_core::register_op;
 

@@ -17,7 +17,7 @@
 use crate::{check_finite, mul_interval};
 use faer::linalg::matmul::matmul;
 use faer::{Accum, Mat, MatRef};
-use lirpa_core::linear::{mat_vec, par_for};
+use lirpa_core::linear::{mat_vec, par_for, takes_lower_line};
 use lirpa_core::op::{BackwardCtx, Evaluate, Interval, IntervalRule, LinearRelaxation, NodeDef, Operator};
 use lirpa_core::{
     BackwardResult, BuiltOp, Error, LinearA, LinearBias, Par, Result, Scalar, Shape, broadcast_shapes,
@@ -27,15 +27,15 @@ use smallvec::smallvec;
 
 #[derive(Debug)]
 pub struct BilinearMatMul {
-    m: usize,
-    k: usize,
-    n: usize,
+    pub(crate) m: usize,
+    pub(crate) k: usize,
+    pub(crate) n: usize,
     /// For every output batch, the batch of `x` and of `y` it reads.
-    bx: Vec<usize>,
-    by: Vec<usize>,
+    pub(crate) bx: Vec<usize>,
+    pub(crate) by: Vec<usize>,
     /// Number of batches of `x` and `y`.
-    nbx: usize,
-    nby: usize,
+    pub(crate) nbx: usize,
+    pub(crate) nby: usize,
 }
 
 /// Both operands perturbed, or a constant left operand (`C·y`, which the linear
@@ -109,6 +109,22 @@ impl BilinearMatMul {
             }
         }
         (g, gabs)
+    }
+
+    /// Number of product terms `x[b, i, t]·y[b, t, j]`.
+    pub(crate) fn terms(&self) -> usize {
+        self.bx.len() * self.m * self.k * self.n
+    }
+
+    /// Constant terms of the planes summed over t, widened outward: lower plane
+    /// −X_l·Y_l (minus the margin), upper plane −X_l·Y_u (plus it).
+    fn constants<T: Scalar>(&self, xl: &[T], yl: &[T], yu: &[T]) -> (Vec<T>, Vec<T>) {
+        let margin = T::from_f64(4.0) * T::epsilon();
+        let (gl, gl_abs) = self.products(xl, yl);
+        let (gu, gu_abs) = self.products(xl, yu);
+        let cl: Vec<T> = gl.iter().zip(&gl_abs).map(|(&g, &s)| -g - margin * s).collect();
+        let cu: Vec<T> = gu.iter().zip(&gu_abs).map(|(&g, &s)| -g + margin * s).collect();
+        (cl, cu)
     }
 
     /// One side of the backward bound. `(y_pos, y_neg)` are the bounds of `y` the
@@ -219,13 +235,7 @@ impl<T: Scalar> LinearRelaxation<T> for BilinearMatMul {
         check_finite("input 0", x.lower)?;
         check_finite("input 1", y.lower)?;
         check_finite("input 1", y.upper)?;
-        let margin = T::from_f64(4.0) * T::epsilon();
-        // Constant terms of the planes summed over t, widened outward:
-        // lower plane −X_l·Y_l (minus the margin), upper plane −X_l·Y_u (plus it).
-        let (gl, gl_abs) = self.products(x.lower, y.lower);
-        let (gu, gu_abs) = self.products(x.lower, y.upper);
-        let cl: Vec<T> = gl.iter().zip(&gl_abs).map(|(&g, &s)| -g - margin * s).collect();
-        let cu: Vec<T> = gu.iter().zip(&gu_abs).map(|(&g, &s)| -g + margin * s).collect();
+        let (cl, cu) = self.constants(x.lower, y.lower, y.upper);
         let mut bias = LinearBias::zeros(a.spec());
         let (mut lx, mut ly, mut ux, mut uy) = (None, None, None, None);
         if let Some(m) = &a.lower {
@@ -244,6 +254,51 @@ impl<T: Scalar> LinearRelaxation<T> for BilinearMatMul {
 
     fn needs_input_bounds(&self) -> &[usize] {
         &[0, 1]
+    }
+
+    /// The interpolation between the two McCormick planes of each side, per product term
+    /// (see [`crate::opt`]), when the product has at most [`crate::opt::MATMUL_MAX_TERMS`]
+    /// terms (the parameters take `2·terms` values per row of every pass).
+    fn optimizable(&self) -> Option<&dyn lirpa_core::OptimizableRelaxation<T>> {
+        (self.terms() <= crate::opt::MATMUL_MAX_TERMS).then_some(self as _)
+    }
+
+    /// The adjoint of `backward` for one side: every output element of every row is the
+    /// sum over `t` of the planes its coefficient's sign selects (as `backward`, with the
+    /// same summed constants), evaluated at the inputs' values `z` of that row.
+    fn relaxed_forward(
+        &self,
+        ctx: &BackwardCtx<'_, T>,
+        a: MatRef<'_, T>,
+        upper: bool,
+        z: &[&[T]],
+        out: &mut [T],
+    ) -> Result<()> {
+        let (x, y) = (ctx.bounds(0)?, ctx.bounds(1)?);
+        let (cl, cu) = self.constants(x.lower, y.lower, y.upper);
+        let (m, k, n) = (self.m, self.k, self.n);
+        let (nxs, nys) = (self.nbx * m * k, self.nby * k * n);
+        let no = a.ncols();
+        for r in 0..a.nrows() {
+            let (zx, zy) = (&z[0][r * nxs..(r + 1) * nxs], &z[1][r * nys..(r + 1) * nys]);
+            for b in 0..self.bx.len() {
+                let (xo, yo) = (self.bx[b] * m * k, self.by[b] * k * n);
+                for i in 0..m {
+                    for j in 0..n {
+                        let o = (b * m + i) * n + j;
+                        let low = takes_lower_line(a[(r, o)], upper);
+                        let (ys, c) = if low { (y.lower, cl[o]) } else { (y.upper, cu[o]) };
+                        let mut acc = c;
+                        for t in 0..k {
+                            let (p, q) = (xo + i * k + t, yo + t * n + j);
+                            acc += ys[q] * zx[p] + x.lower[p] * zy[q];
+                        }
+                        out[r * no + o] = acc;
+                    }
+                }
+            }
+        }
+        Ok(())
     }
 }
 

@@ -13,10 +13,10 @@ use smallvec::smallvec;
 #[derive(Debug)]
 pub struct BilinearMul {
     /// Source element of each output element in `x` and `y`.
-    sx: Vec<usize>,
-    sy: Vec<usize>,
-    nx: usize,
-    ny: usize,
+    pub(crate) sx: Vec<usize>,
+    pub(crate) sy: Vec<usize>,
+    pub(crate) nx: usize,
+    pub(crate) ny: usize,
 }
 
 impl BilinearMul {
@@ -136,6 +136,11 @@ impl<T: Scalar> LinearRelaxation<T> for BilinearMul {
         &[0, 1]
     }
 
+    /// The interpolation between the two McCormick planes of each side (see [`crate::opt`]).
+    fn optimizable(&self) -> Option<&dyn lirpa_core::OptimizableRelaxation<T>> {
+        Some(self)
+    }
+
     /// The adjoint of `backward` for one side: each product evaluated, at the inputs'
     /// values `z` of every row, on the plane that row's coefficient sign selects (as
     /// `relax_side` does), for α-CROWN's gradient through a fixed relaxation.
@@ -176,8 +181,16 @@ impl<T: Scalar> Operator<T> for BilinearMul {
 #[derive(Debug)]
 pub struct Square;
 
-fn closest_to_zero<T: Scalar>(l: T, u: T) -> T {
+pub(crate) fn closest_to_zero<T: Scalar>(l: T, u: T) -> T {
     l.max(T::zero()).min(u)
+}
+
+/// The square's chord on `[l, u]`: `(l + u)·x − l·u`, its constant widened by `4ε` of
+/// its terms' magnitude.
+pub(crate) fn square_upper<T: Scalar>(l: T, u: T) -> (T, T) {
+    let margin = T::from_f64(4.0) * T::epsilon();
+    let s = l + u;
+    (s, -(l * u) + margin * ((l * u).abs() + s.abs() * l.abs().max(u.abs())))
 }
 
 impl<T: Scalar> Evaluate<T> for Square {
@@ -225,9 +238,9 @@ impl Square {
             let m = closest_to_zero(l, u);
             rel.lower_slope.push(m + m);
             rel.lower_intercept.push(-(m * m) - margin * m * m);
-            let s = l + u;
-            rel.upper_slope.push(s);
-            rel.upper_intercept.push(-(l * u) + margin * ((l * u).abs() + s.abs() * l.abs().max(u.abs())));
+            let (us, ui) = square_upper(l, u);
+            rel.upper_slope.push(us);
+            rel.upper_intercept.push(ui);
         }
         Ok(rel)
     }
@@ -240,6 +253,11 @@ impl<T: Scalar> LinearRelaxation<T> for Square {
 
     fn needs_input_bounds(&self) -> &[usize] {
         &[0]
+    }
+
+    /// The lower tangent's point (see [`crate::opt`]).
+    fn optimizable(&self) -> Option<&dyn lirpa_core::OptimizableRelaxation<T>> {
+        Some(self)
     }
 
     /// The adjoint of `backward` (α-CROWN's gradient passes through fixed relaxations).

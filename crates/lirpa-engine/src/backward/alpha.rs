@@ -33,7 +33,9 @@
 //! the loss is the sum of the final bounds of one side, and its gradient reaches the
 //! intermediate passes' parameters through the intermediate bounds
 //! ([`OptimizableRelaxation::bounds_grad`]: how a relaxation moves with its input
-//! bounds), swept in reverse topological order. The lower and upper bounds are two
+//! bounds), swept in reverse topological order; a node bounded by a tight interval rule
+//! from another node's bounds (Sigmoid before a product) passes its bound gradients on by
+//! central differences of its element-wise interval rule. The lower and upper bounds are two
 //! independent runs, as in auto_LiRPA. Every parameter value in the feasible sets gives
 //! sound bounds, so the best final bound per element over the iterations is sound;
 //! iteration 0 is CROWN.
@@ -731,8 +733,18 @@ impl<'g, T: Scalar> State<'g, T> {
         let last = run.passes.len() - 1;
         let mut grads: Vec<Vec<[Option<Vec<T>>; 2]>> =
             run.passes.iter().map(|p| p.nodes.iter().map(|_| [None, None]).collect()).collect();
+        let starts: Vec<NodeId> = run.passes.iter().map(|p| p.start).collect();
+        let mut cursor = run.passes[last].start + 1;
         for p in (0..=last).rev() {
             let pass = &run.passes[p];
+            // Nodes bounded by interval propagation between this pass and the next one
+            // pass their bound gradients on to their inputs first (reverse order).
+            for id in (pass.start + 1..cursor).rev() {
+                if !starts.contains(&id) {
+                    self.tight_bounds_grad(id, &mut gb)?;
+                }
+            }
+            cursor = pass.start + 1;
             let rec = records[p].as_ref().expect("every pass was evaluated");
             let rows = pass.rows.len();
             // The adjoint sweep and the parameter gradients read dense coefficients, except
@@ -838,6 +850,110 @@ impl<'g, T: Scalar> State<'g, T> {
             }
         }
         Ok(out)
+    }
+
+    /// `∂loss/∂bounds` of node `id` passed on to its input's bounds when the node was
+    /// bounded by interval propagation from them (a non-affine operator whose interval
+    /// rule is tight, e.g. Sigmoid between a backward pass and a product): the derivative
+    /// of the interval rule by central differences, assuming it is element-wise. Each
+    /// probe moves every other element's lower (or upper) input bound; an output of the
+    /// untouched parity that moves shows the rule is not element-wise, and then nothing is
+    /// passed on (the bounds stay constants for the gradient, as before). This only
+    /// steers the optimization; it never affects soundness.
+    fn tight_bounds_grad(&self, id: NodeId, gb: &mut [[Vec<T>; 2]]) -> Result<()> {
+        let node = self.graph.node(id);
+        let Some(op) = node.op() else { return Ok(()) };
+        if !op.interval_is_tight() || op.is_affine() || (gb[id][0].is_empty() && gb[id][1].is_empty()) {
+            return Ok(());
+        }
+        let perturbed: SmallVec<[usize; 2]> =
+            (0..node.inputs.len()).filter(|&k| self.values[node.inputs[k]].is_none()).collect();
+        if perturbed.len() != 1 {
+            return Ok(());
+        }
+        let (k, i) = (perturbed[0], node.inputs[perturbed[0]]);
+        let n = node.numel();
+        let Some((l, u)) = &self.bounds[i] else { return Ok(()) };
+        if l.len() != n {
+            return Ok(());
+        }
+        let eval = |lo_in: &[T], hi_in: &[T]| -> Option<(Vec<T>, Vec<T>)> {
+            let ins: SmallVec<[Interval<'_, T>; 4]> = node
+                .inputs
+                .iter()
+                .enumerate()
+                .map(|(e, &j)| {
+                    if e == k {
+                        Interval { lower: lo_in, upper: hi_in }
+                    } else {
+                        let v = self.values[j].as_deref().unwrap_or(&[]);
+                        Interval { lower: v, upper: v }
+                    }
+                })
+                .collect();
+            let (mut lo, mut hi) = (vec![T::zero(); n], vec![T::zero(); n]);
+            op.interval(&ins, &mut lo, &mut hi).ok()?;
+            Some((lo, hi))
+        };
+        let rel = T::epsilon().sqrt();
+        let (gl, gu) = (&gb[id][0], &gb[id][1]);
+        let g = |v: &Vec<T>, j: usize| if v.is_empty() { T::zero() } else { v[j] };
+        let mut acc = [vec![T::zero(); n], vec![T::zero(); n]];
+        for (side, acc_side) in acc.iter_mut().enumerate() {
+            for parity in 0..2 {
+                let base = if side == 0 { l } else { u };
+                // Steps small enough that the moved bound stays on its side of the
+                // interval (a degenerate interval has no derivative here: step 0).
+                let half = T::from_f64(0.5);
+                let h: Vec<T> = (0..n)
+                    .map(|j| {
+                        if j % 2 == parity {
+                            (rel * (T::one() + base[j].abs())).min(half * (u[j] - l[j])).max(T::zero())
+                        } else {
+                            T::zero()
+                        }
+                    })
+                    .collect();
+                let shifted =
+                    |sign: T| -> Vec<T> { base.iter().zip(&h).map(|(&b, &d)| b + sign * d).collect() };
+                let (plus, minus) = (shifted(T::one()), shifted(-T::one()));
+                let pair = if side == 0 {
+                    (eval(&plus, u), eval(&minus, u))
+                } else {
+                    (eval(l, &plus), eval(l, &minus))
+                };
+                let (Some((lp, hp)), Some((lm, hm))) = pair else {
+                    return Ok(());
+                };
+                for j in 0..n {
+                    if j % 2 != parity {
+                        if lp[j] != lm[j] || hp[j] != hm[j] {
+                            return Ok(());
+                        }
+                        continue;
+                    }
+                    let two_h = (plus[j] - minus[j]).abs();
+                    if two_h == T::zero() {
+                        continue;
+                    }
+                    let d = (g(gl, j) * (lp[j] - lm[j]) + g(gu, j) * (hp[j] - hm[j])) / two_h;
+                    if d.is_finite() {
+                        acc_side[j] += d;
+                    }
+                }
+            }
+        }
+        for (t, src) in acc.into_iter().enumerate() {
+            if src.iter().all(|x| *x == T::zero()) {
+                continue;
+            }
+            let dst = &mut gb[i][t];
+            if dst.is_empty() {
+                *dst = vec![T::zero(); n];
+            }
+            dst.iter_mut().zip(&src).for_each(|(a, b)| *a += *b);
+        }
+        Ok(())
     }
 
     /// The backward sweep of [`State::backward_from`] with dense coefficients, where
