@@ -85,6 +85,9 @@ pub struct Elementwise<F: Func> {
     /// later node crosses this one with the same bounds, and the lines cost many
     /// function evaluations each.
     last: std::sync::Mutex<Option<RelaxCache>>,
+    /// The α-CROWN plans (tangent ranges and secured CROWN lines) of the last input
+    /// bounds: every optimized rule of one pass, and `project` once per row, reads them.
+    plans: std::sync::Mutex<Option<opt::PlanCache>>,
 }
 
 /// Input bounds and the lines computed for them.
@@ -97,7 +100,7 @@ struct RelaxCache {
 
 impl<F: Func> Elementwise<F> {
     pub fn new(func: F) -> Self {
-        Elementwise { func, last: std::sync::Mutex::new(None) }
+        Elementwise { func, last: std::sync::Mutex::new(None), plans: std::sync::Mutex::new(None) }
     }
 }
 

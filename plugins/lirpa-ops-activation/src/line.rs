@@ -83,14 +83,24 @@ pub fn secure(
     pts: &[f64],
     extra: f64,
 ) -> Line {
+    let mid = 0.5 * l + 0.5 * u;
+    let values =
+        [l, u, mid].into_iter().chain(pts.iter().copied()).filter(|p| *p >= l && *p <= u).map(|p| (p, f(p)));
+    secure_values(line, lower, values, extra)
+}
+
+/// [`secure`] from the function's values `(p, f(p))` at the check points (which must
+/// be `l`, `u`, the midpoint and the contacts inside `[l, u]`), for callers that
+/// evaluate some of them once for many lines.
+pub fn secure_values(
+    line: Line,
+    lower: bool,
+    values: impl IntoIterator<Item = (f64, f64)>,
+    extra: f64,
+) -> Line {
     let mut viol = 0.0f64;
     let mut scale = line.b.abs();
-    let mid = 0.5 * l + 0.5 * u;
-    for &p in [l, u, mid].iter().chain(pts) {
-        if !(p >= l && p <= u) {
-            continue;
-        }
-        let y = f(p);
+    for (p, y) in values {
         let v = line.at(p);
         scale = scale.max(y.abs()).max((line.k * p).abs());
         let d = if lower { v - y } else { y - v };

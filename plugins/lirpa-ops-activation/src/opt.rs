@@ -37,12 +37,30 @@
 //! that the parameters of intermediate passes are optimized through the final bound.
 
 use crate::funcs::{FixedLine, Func, Pivot, TangentPlan, Tangents};
-use crate::line::Relax;
+use crate::line::{Line, Relax, secure_values};
 use crate::{Elementwise, check_bounds};
 use lirpa_core::linear::{Lines, forward_rows, split_rows, takes_lower_line};
 use lirpa_core::op::{BackwardCtx, OptimizableRelaxation, SideParams};
 use lirpa_core::reexport::faer::{Mat, MatRef};
+use lirpa_core::reexport::smallvec::SmallVec;
 use lirpa_core::{BackwardResult, Error, LinearA, LinearBias, Result, Scalar};
+
+/// The `f64` part of [`Elem`] for every element of some input bounds.
+#[derive(Debug)]
+pub(crate) struct PlanCache {
+    lower: Vec<f64>,
+    upper: Vec<f64>,
+    elems: Vec<(f64, f64, Line, Line, Option<TangentPlan>, Known)>,
+}
+
+/// The function's values at an element's fixed check points (`l`, `u`, the midpoint
+/// and the CROWN contacts), and its extra margin: every moved line of the element is
+/// checked at these points, so they are evaluated once.
+#[derive(Clone, Debug, Default)]
+struct Known {
+    values: SmallVec<[(f64, f64); 8]>,
+    extra: f64,
+}
 
 /// One element: its interval, CROWN lines and, on a finite interval, its plan.
 struct Elem<T> {
@@ -50,6 +68,7 @@ struct Elem<T> {
     u: f64,
     crown: Lines<T>,
     plan: Option<TangentPlan>,
+    known: Known,
 }
 
 /// The pivot of the line of slope `k` of a slope-parameterized element (lower or
@@ -76,25 +95,59 @@ impl<F: Func> Elementwise<F> {
             .ok_or_else(|| Error::Invalid(format!("{} has no optimizable relaxation", self.func.op_type())))
     }
 
+    /// Run `f` on the plans of input bounds `lower`, `upper` (computed once per bounds).
+    fn with_plans<T: Scalar, R>(
+        &self,
+        tg: &dyn Tangents,
+        lower: &[T],
+        upper: &[T],
+        f: impl FnOnce(&PlanCache) -> Result<R>,
+    ) -> Result<R> {
+        let lo64: Vec<f64> = lower.iter().map(|x| x.as_f64()).collect();
+        let hi64: Vec<f64> = upper.iter().map(|x| x.as_f64()).collect();
+        let mut cache = self.plans.lock().expect("plan cache");
+        if !cache.as_ref().is_some_and(|c| c.lower == lo64 && c.upper == hi64) {
+            let op = self.func.op_type();
+            let elems = lo64
+                .iter()
+                .zip(&hi64)
+                .map(|(&l, &u)| {
+                    let (l, u) = check_bounds(op, l, u)?;
+                    self.func.domain(l, u)?;
+                    if l.is_finite() && u.is_finite() {
+                        let plan = tg.plan(l, u);
+                        let (lo, hi) = self.secure_f64(l, u, plan.relax)?;
+                        let mid = 0.5 * l + 0.5 * u;
+                        let values = [l, u, mid]
+                            .into_iter()
+                            .chain(plan.relax.contacts)
+                            .filter(|p| *p >= l && *p <= u)
+                            .map(|p| (p, self.func.f(p)))
+                            .collect();
+                        let known = Known { values, extra: self.func.extra_margin(l, u) };
+                        Ok((l, u, lo, hi, Some(plan), known))
+                    } else {
+                        let (lo, hi) = self.relax_f64(l, u)?;
+                        Ok((l, u, lo, hi, None, Known::default()))
+                    }
+                })
+                .collect::<Result<Vec<_>>>()?;
+            *cache = Some(PlanCache { lower: lo64, upper: hi64, elems });
+        }
+        f(cache.as_ref().expect("filled above"))
+    }
+
     fn elems<T: Scalar>(&self, tg: &dyn Tangents, lower: &[T], upper: &[T]) -> Result<Vec<Elem<T>>> {
-        let op = self.func.op_type();
-        lower
-            .iter()
-            .zip(upper)
-            .map(|(&l, &u)| {
-                let (l, u) = check_bounds(op, l.as_f64(), u.as_f64())?;
-                self.func.domain(l, u)?;
-                if l.is_finite() && u.is_finite() {
-                    let plan = tg.plan(l, u);
-                    let (lo, hi) = self.secure_f64(l, u, plan.relax)?;
-                    let crown = self.to_lines::<T>(l, u, lo, hi)?;
-                    Ok(Elem { l, u, crown, plan: Some(plan) })
-                } else {
-                    let (lo, hi) = self.relax_f64(l, u)?;
-                    Ok(Elem { l, u, crown: self.to_lines::<T>(l, u, lo, hi)?, plan: None })
-                }
-            })
-            .collect()
+        self.with_plans(tg, lower, upper, |c| {
+            c.elems
+                .iter()
+                .map(|(l, u, lo, hi, plan, known)| {
+                    let (l, u) = (*l, *u);
+                    let crown = self.to_lines::<T>(l, u, *lo, *hi)?;
+                    Ok(Elem { l, u, crown, plan: *plan, known: known.clone() })
+                })
+                .collect()
+        })
     }
 
     /// The lines of element `e` for the lower and upper tangent parameters `pl`, `pu`.
@@ -129,11 +182,26 @@ impl<F: Func> Elementwise<F> {
         };
         pts.extend(r.contacts.iter().filter(|c| !c.is_nan()));
         let relax = Relax::new(lo, hi).with_contacts(&pts);
+        // `secure` at the same points as `secure_f64`, reusing the element's known values.
+        let (l, u) = (e.l, e.u);
+        let mid = 0.5 * l + 0.5 * u;
+        let values: SmallVec<[(f64, f64); 24]> = [l, u, mid]
+            .into_iter()
+            .chain(relax.contacts)
+            .filter(|p| *p >= l && *p <= u)
+            .map(|p| {
+                let known = e.known.values.iter().find(|(q, _)| *q == p).map(|(_, y)| *y);
+                (p, known.unwrap_or_else(|| self.func.f(p)))
+            })
+            .collect();
+        let lo = secure_values(relax.lower, true, values.iter().copied(), e.known.extra);
+        let hi = secure_values(relax.upper, false, values.iter().copied(), e.known.extra);
+        let finite = lo.k.is_finite() && lo.b.is_finite() && hi.k.is_finite() && hi.b.is_finite();
         // A tangent far up a steep function (Exp near the top of `T`'s range) can
         // overflow `T` where the CROWN line does not: keep the CROWN lines there.
-        match self.secure_f64(e.l, e.u, relax).and_then(|(lo, hi)| self.to_lines::<T>(e.l, e.u, lo, hi)) {
-            Ok(lines) => Ok(lines),
-            Err(_) => Ok(e.crown),
+        match finite.then(|| self.to_lines::<T>(l, u, lo, hi)) {
+            Some(Ok(lines)) => Ok(lines),
+            _ => Ok(e.crown),
         }
     }
 
@@ -189,24 +257,26 @@ impl<T: Scalar, F: Func> OptimizableRelaxation<T> for Elementwise<F> {
         // pass reports the error, and any parameter value gives a verified line.
         let Some(tg) = self.func.tangents() else { return };
         let Ok(b) = ctx.bounds(0) else { return };
-        let Ok(es) = self.elems(tg, b.lower, b.upper) else { return };
-        let n = es.len();
-        if row.len() < 2 * n {
-            return;
-        }
         let clamp = |p: &mut T, (t0, lo, hi): (f64, f64, f64)| {
             // Rounding to nearest keeps the rounded CROWN point inside the range.
             *p = if p.is_nan() { T::from_f64(t0) } else { p.max(T::from_f64(lo)).min(T::from_f64(hi)) };
         };
-        for (j, e) in es.iter().enumerate() {
-            let Some(plan) = &e.plan else { continue };
-            if let Some(x) = plan.lower {
-                clamp(&mut row[j], x);
+        let _ = self.with_plans(tg, b.lower, b.upper, |c| {
+            let n = c.elems.len();
+            if row.len() < 2 * n {
+                return Ok(());
             }
-            if let Some(x) = plan.upper {
-                clamp(&mut row[n + j], x);
+            for (j, (.., plan, _)) in c.elems.iter().enumerate() {
+                let Some(plan) = plan else { continue };
+                if let Some(x) = plan.lower {
+                    clamp(&mut row[j], x);
+                }
+                if let Some(x) = plan.upper {
+                    clamp(&mut row[n + j], x);
+                }
             }
-        }
+            Ok(())
+        });
     }
 
     fn backward_with(
