@@ -209,6 +209,33 @@ struct Packed<T> {
 }
 
 impl<T: Scalar> Packed<T> {
+    /// The value at `z` of the line that coefficient `x` of side `upper` chose for
+    /// element `j`, with lower slope `alpha` on unstable elements.
+    #[inline]
+    fn value(&self, j: usize, x: T, upper: bool, alpha: T, z: T) -> T {
+        if self.unstable[j] && takes_lower_line(x, upper) {
+            alpha * z
+        } else {
+            let (s, c) = chosen_line(x, upper, &self.lines[j]);
+            s * z + c
+        }
+    }
+
+    /// The sign split of coefficient `v` of element `j`: multiply it by the chosen
+    /// line's slope and add its intercept term to `b` (lower slope `alpha`, intercept
+    /// 0, on unstable elements when given; the CROWN lines otherwise).
+    #[inline]
+    fn split(&self, j: usize, v: &mut T, b: &mut T, upper: bool, alpha: Option<T>) {
+        match alpha {
+            Some(alpha) if self.unstable[j] && takes_lower_line(*v, upper) => *v *= alpha,
+            _ => {
+                let (s, c) = chosen_line(*v, upper, &self.lines[j]);
+                *b += *v * c;
+                *v *= s;
+            }
+        }
+    }
+
     fn new(crown: &ElementwiseRelaxation<T>, b: &Interval<'_, T>) -> Self {
         let n = b.lower.len();
         Packed {
@@ -227,16 +254,9 @@ fn split_with<T: Scalar>(mut m: Mat<T>, upper: bool, bias: &mut [T], packed: &Pa
     for r0 in (0..rows).step_by(TILE) {
         let r1 = (r0 + TILE).min(rows);
         for j in 0..n {
-            let (un, ln) = (packed.unstable[j], &packed.lines[j]);
             let col = &mut m.col_as_slice_mut(j)[r0..r1];
             for (k, (x, b)) in col.iter_mut().zip(&mut bias[r0..r1]).enumerate() {
-                if un && takes_lower_line(*x, upper) {
-                    *x *= p[(r0 + k) * n + j];
-                } else {
-                    let (s, c) = chosen_line(*x, upper, ln);
-                    *b += *x * c;
-                    *x *= s;
-                }
+                packed.split(j, x, b, upper, Some(p[(r0 + k) * n + j]));
             }
         }
     }
@@ -261,14 +281,7 @@ fn split_window_with<T: Scalar>(
                 for (r, (v, b)) in col.iter_mut().zip(bias.iter_mut()).enumerate() {
                     let Some((hy, wx)) = w.position(r, y, x) else { continue };
                     let j = ch * hw + hy * w.w + wx;
-                    match p {
-                        Some(p) if packed.unstable[j] && takes_lower_line(*v, upper) => *v *= p[r * n + j],
-                        _ => {
-                            let (s, c) = chosen_line(*v, upper, &packed.lines[j]);
-                            *b += *v * c;
-                            *v *= s;
-                        }
-                    }
+                    packed.split(j, v, b, upper, p.map(|p| p[r * n + j]));
                 }
             }
         }
@@ -378,13 +391,7 @@ impl<T: Scalar> OptimizableRelaxation<T> for TwoPiece<T> {
             let (ar, k) = (at.col_as_slice(r), r * n..(r + 1) * n);
             let (zr, pr, or) = (&z[0][k.clone()], &params[k.clone()], &mut out[k]);
             for j in 0..n {
-                let x = ar[j];
-                or[j] = if packed.unstable[j] && takes_lower_line(x, upper) {
-                    pr[j] * zr[j]
-                } else {
-                    let (s, c) = chosen_line(x, upper, &packed.lines[j]);
-                    s * zr[j] + c
-                };
+                or[j] = packed.value(j, ar[j], upper, pr[j], zr[j]);
             }
         }
         Ok(())
@@ -467,13 +474,8 @@ impl<T: Scalar> OptimizableRelaxation<T> for TwoPiece<T> {
         let packed = Packed::new(&crown, &b);
         let (n, z) = (b.lower.len(), z[0]);
         for_each_window_cell(window, |r, col, j| {
-            let (x, k) = (a[(r, col)], r * n + j);
-            out[k] = if packed.unstable[j] && takes_lower_line(x, upper) {
-                params[k] * z[k]
-            } else {
-                let (s, c) = chosen_line(x, upper, &packed.lines[j]);
-                s * z[k] + c
-            };
+            let k = r * n + j;
+            out[k] = packed.value(j, a[(r, col)], upper, params[k], z[k]);
         });
         Ok(())
     }
