@@ -88,6 +88,9 @@ pub struct Elementwise<F: Func> {
     /// The α-CROWN plans (tangent ranges and secured CROWN lines) of the last input
     /// bounds: every optimized rule of one pass, and `project` once per row, reads them.
     plans: std::sync::Mutex<Option<opt::PlanCache>>,
+    /// Recent tables of optimized lines, keyed by intervals and parameters: the adjoint
+    /// sweep of a pass needs the lines its backward pass chose.
+    tables: std::sync::Mutex<opt::TableCache>,
 }
 
 /// Input bounds and the lines computed for them.
@@ -100,7 +103,12 @@ struct RelaxCache {
 
 impl<F: Func> Elementwise<F> {
     pub fn new(func: F) -> Self {
-        Elementwise { func, last: std::sync::Mutex::new(None), plans: std::sync::Mutex::new(None) }
+        Elementwise {
+            func,
+            last: std::sync::Mutex::new(None),
+            plans: std::sync::Mutex::new(None),
+            tables: std::sync::Mutex::new(opt::TableCache::default()),
+        }
     }
 }
 

@@ -53,6 +53,44 @@ pub(crate) struct PlanCache {
     elems: Vec<(f64, f64, Line, Line, Option<TangentPlan>, Known)>,
 }
 
+/// Tables of lines (`[lower k, b, upper k, b]` per row and element, in `f64`, which
+/// holds any `T` exactly) of recent calls, newest first, keyed by the bits of the
+/// elements' intervals and of the parameters. Bounded in bytes.
+#[derive(Debug, Default)]
+pub(crate) struct TableCache {
+    entries: std::collections::VecDeque<TableEntry>,
+}
+
+/// Interval bits, parameter bits, lines.
+type TableEntry = (Vec<u64>, Vec<u64>, Vec<[f64; 4]>);
+
+/// At most this many bytes of tables per operator.
+const TABLE_CACHE_BYTES: usize = 32 << 20;
+
+impl TableCache {
+    fn bytes(e: &TableEntry) -> usize {
+        8 * (e.0.len() + e.1.len()) + 32 * e.2.len()
+    }
+
+    fn get(&self, bounds: &[u64], params: &[u64]) -> Option<&[[f64; 4]]> {
+        self.entries.iter().find(|e| e.0 == bounds && e.1 == params).map(|e| e.2.as_slice())
+    }
+
+    fn put(&mut self, entry: TableEntry) {
+        if Self::bytes(&entry) > TABLE_CACHE_BYTES / 4 {
+            return;
+        }
+        self.entries.push_front(entry);
+        let mut total = 0;
+        let keep = self.entries.iter().take_while(|e| {
+            total += Self::bytes(e);
+            total <= TABLE_CACHE_BYTES
+        });
+        let keep = keep.count();
+        self.entries.truncate(keep.max(1));
+    }
+}
+
 /// The function's values at an element's fixed check points (`l`, `u`, the midpoint
 /// and the CROWN contacts), and its extra margin: every moved line of the element is
 /// checked at these points, so they are evaluated once.
@@ -221,6 +259,12 @@ impl<F: Func> Elementwise<F> {
                 p.len()
             )));
         }
+        let bounds: Vec<u64> = es.iter().flat_map(|e| [e.l.to_bits(), e.u.to_bits()]).collect();
+        let key: Vec<u64> = p[..rows * 2 * n].iter().map(|x| x.as_f64().to_bits()).collect();
+        let to_t = |v: &[[f64; 4]]| v.iter().map(|l| l.map(T::from_f64)).collect::<Vec<Lines<T>>>();
+        if let Some(hit) = self.tables.lock().expect("table cache").get(&bounds, &key) {
+            return Ok(to_t(hit));
+        }
         let mut t = Vec::with_capacity(rows * n);
         for r in 0..rows {
             let row = &p[r * 2 * n..(r + 1) * 2 * n];
@@ -228,6 +272,8 @@ impl<F: Func> Elementwise<F> {
                 t.push(self.lines_at(tg, e, row[j], row[n + j])?);
             }
         }
+        let stored = t.iter().map(|l| l.map(|v| v.as_f64())).collect();
+        self.tables.lock().expect("table cache").put((bounds, key, stored));
         Ok(t)
     }
 }
