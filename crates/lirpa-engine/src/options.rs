@@ -80,6 +80,68 @@ pub struct BoundOptions {
     pub crown_batch_size: usize,
     /// The optimizer of α-CROWN (auto_LiRPA's `optimize_bound_args`).
     pub optimize: OptimizeOptions,
+    /// Known element-wise bounds of intermediate nodes, intersected with every bound the
+    /// engine computes for those nodes (branch and bound: the parent domain's bounds,
+    /// ReLU split constraints). Not serialized.
+    #[serde(skip)]
+    pub node_bounds: Option<std::sync::Arc<NodeBounds>>,
+}
+
+/// Element-wise bounds of intermediate nodes that the caller knows to hold on the whole
+/// input set (or on the part of it under study: a branch-and-bound sub-domain).
+///
+/// Whenever IBP, CROWN or α-CROWN computes the bounds of one of these nodes as an
+/// intermediate node (including the interval reference that decides which elements a
+/// backward pass refines), the result is intersected with them, so every later
+/// relaxation sees them. This is how ReLU-split branch and bound applies its split
+/// constraints (active: `lower = max(lower, 0)`, inactive: `upper = min(upper, 0)`)
+/// and how a sub-domain reuses its parent's intermediate bounds. The bounds the
+/// bounded node itself receives are not changed.
+///
+/// **Soundness is the caller's**: the bounds must hold for every input of the set the
+/// result is used for. When they make a node's interval empty (`lower > upper`), no
+/// input satisfies them and every result is vacuous; [`NodeBounds::infeasible`]
+/// detects it on the returned intermediate bounds.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct NodeBounds {
+    /// `(node, lower, upper)`, each vector over the node's flattened elements (use
+    /// `±inf` for no bound). In `f32` they are rounded outward.
+    pub nodes: Vec<(NodeId, Vec<f64>, Vec<f64>)>,
+}
+
+impl NodeBounds {
+    /// Intersect `(lo, hi)`, the bounds of node `id`, with the known bounds of `id`.
+    pub fn apply<T: Scalar>(&self, id: NodeId, lo: &mut [T], hi: &mut [T]) {
+        for (node, l, u) in &self.nodes {
+            if *node != id {
+                continue;
+            }
+            for (x, &b) in lo.iter_mut().zip(l) {
+                let mut v = T::from_f64(b);
+                if v.as_f64() > b {
+                    v = v.next_down();
+                }
+                if v > *x {
+                    *x = v;
+                }
+            }
+            for (x, &b) in hi.iter_mut().zip(u) {
+                let mut v = T::from_f64(b);
+                if v.as_f64() < b {
+                    v = v.next_up();
+                }
+                if v < *x {
+                    *x = v;
+                }
+            }
+        }
+    }
+
+    /// Whether some node's interval in `bounds` (as returned with the intermediate
+    /// bounds) is empty: the constrained set has no input.
+    pub fn infeasible<T: Scalar>(bounds: &[Option<(Vec<T>, Vec<T>)>]) -> bool {
+        bounds.iter().flatten().any(|(l, u)| l.iter().zip(u).any(|(a, b)| a > b))
+    }
 }
 
 /// Options of the relaxation-parameter optimization (α-CROWN), with auto_LiRPA's
@@ -156,6 +218,7 @@ impl Default for BoundOptions {
             conv_mode: ConvMode::Auto,
             crown_batch_size: 256,
             optimize: OptimizeOptions::default(),
+            node_bounds: None,
         }
     }
 }

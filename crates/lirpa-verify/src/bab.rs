@@ -25,7 +25,8 @@
 //! properties end at one bound per region and answer `unknown`.
 
 use crate::{Counterexample, Progress, Region, Result};
-use lirpa::{BoundOptions, BoundRequest, Graph, InputValue, Method, Perturbation};
+use lirpa::{BoundOptions, BoundRequest, Graph, InputValue, Method, NodeBounds, Perturbation};
+use std::sync::Arc;
 use rayon::prelude::*;
 use std::time::{Duration, Instant};
 
@@ -35,12 +36,27 @@ use std::time::{Duration, Instant};
 pub struct BoxBound {
     pub lower: Vec<f64>,
     pub a: Option<Vec<f64>>,
+    /// The intermediate bounds the computation used (valid on the box and on every
+    /// sub-box of it), when the bounder keeps them.
+    pub intermediate: Option<Arc<NodeBounds>>,
 }
 
 /// A sound bounding method: for every `x` in `[lower, upper]`,
 /// `C·f(x) >= BoxBound::lower`.
 pub trait Bounder: Sync {
     fn bound(&self, lower: &[f64], upper: &[f64], c: &[&[f64]]) -> Result<BoxBound>;
+
+    /// [`Bounder::bound`] knowing intermediate bounds valid on the box (those of a
+    /// box containing it): they are intersected with the ones computed.
+    fn bound_known(
+        &self,
+        lower: &[f64],
+        upper: &[f64],
+        c: &[&[f64]],
+        _known: Option<&Arc<NodeBounds>>,
+    ) -> Result<BoxBound> {
+        self.bound(lower, upper, c)
+    }
 }
 
 /// CROWN through `lirpa::compute_bounds` on the `f64` graph.
@@ -63,12 +79,24 @@ impl<'g> CrownBounder<'g> {
 
 impl Bounder for CrownBounder<'_> {
     fn bound(&self, lower: &[f64], upper: &[f64], c: &[&[f64]]) -> Result<BoxBound> {
+        self.bound_known(lower, upper, c, None)
+    }
+
+    fn bound_known(
+        &self,
+        lower: &[f64],
+        upper: &[f64],
+        c: &[&[f64]],
+        known: Option<&Arc<NodeBounds>>,
+    ) -> Result<BoxBound> {
         let n_out = c.first().map_or(0, |r| r.len());
         let cm = faer::Mat::<f64>::from_fn(c.len(), n_out, |i, j| c[i][j]);
         let req =
             BoundRequest { node: None, c: Some(cm.as_ref()), lower: true, upper: false, return_a: true };
         let ptb = Perturbation::new_box(lower.to_vec(), upper.to_vec())?;
-        let res = lirpa::compute_bounds(self.graph, &[InputValue::Perturbed(ptb)], &self.opts, &req)?;
+        let opts = BoundOptions { node_bounds: known.cloned(), ..self.opts.clone() };
+        let (res, inter) =
+            lirpa::compute_bounds_keep(self.graph, &[InputValue::Perturbed(ptb)], &opts, &req)?;
         let n = lower.len();
         let a = res.a.first().and_then(|a| a.a.lower.as_ref()).map(|m| {
             let mut v = vec![0.0; c.len() * n];
@@ -79,7 +107,14 @@ impl Bounder for CrownBounder<'_> {
             }
             v
         });
-        Ok(BoxBound { lower: res.lower, a })
+        Ok(BoxBound { lower: res.lower, a, intermediate: Some(Arc::new(keep_bounds(inter))) })
+    }
+}
+
+/// The computed intermediate bounds as [`NodeBounds`].
+pub fn keep_bounds(inter: lirpa::IntermediateBounds<f64>) -> NodeBounds {
+    NodeBounds {
+        nodes: inter.into_iter().enumerate().filter_map(|(id, b)| b.map(|(l, u)| (id, l, u))).collect(),
     }
 }
 
@@ -112,6 +147,10 @@ struct Domain {
     /// Indices of the disjuncts not proven on this box.
     open: Vec<usize>,
     depth: u32,
+    /// The parent's worst margin (`-inf` at the root).
+    parent: f64,
+    /// Intermediate bounds of the parent box (valid here).
+    known: Option<Arc<NodeBounds>>,
 }
 
 enum Outcome {
@@ -121,6 +160,10 @@ enum Outcome {
     /// Cannot split further (depth or width), with the worst margin.
     Stuck(f64),
 }
+
+/// See the split choice in [`process`].
+const MAX_ELONGATION: f64 = 256.0;
+const STALL: f64 = 0.02;
 
 /// A bound is accepted as a proof only above this margin: the `f64` engine's
 /// accumulated rounding is far below it.
@@ -141,9 +184,9 @@ fn process(
     // With no rows left to bound (a disjunct without output constraints), every point
     // is unsafe: the centre is a counterexample.
     let bound = if rows.is_empty() {
-        BoxBound { lower: vec![], a: None }
+        BoxBound { lower: vec![], a: None, intermediate: None }
     } else {
-        bounder.bound(&dom.lower, &dom.upper, &rows)?
+        bounder.bound_known(&dom.lower, &dom.upper, &rows, dom.known.as_ref())?
     };
     let mut open = Vec::new();
     let mut best_rows = Vec::new(); // (global row index, margin) of each open disjunct
@@ -216,6 +259,25 @@ fn process(
     if dim.is_some_and(|j| score[j] <= 0.0) {
         dim = by_width; // no information from the coefficients: the widest side
     }
+    // The score sees only the final linear function, not the relaxation gaps of the
+    // unstable neurons: near a kink it can keep choosing the same few dimensions while
+    // another stays wide (ACAS Xu 4_2 prop 2: four sides at 1e-15, one at 1.6e-2, the
+    // bound stuck). A side more than `MAX_ELONGATION` times wider (relative to the
+    // region) than the chosen one is split first.
+    let rel: Vec<f64> = (0..n)
+        .map(|j| {
+            let full = region.upper[j] - region.lower[j];
+            if full > 0.0 { width[j] / full } else { 0.0 }
+        })
+        .collect();
+    // Likewise when the last split did not improve the bound (by `STALL` of it): the
+    // dimension it chose was not the one that mattered here.
+    let stalled = worst - dom.parent < STALL * dom.parent.abs();
+    if let (Some(j), Some(k)) = (dim, pick(&rel)) {
+        if stalled || rel[j] * MAX_ELONGATION < rel[k] {
+            dim = Some(k);
+        }
+    }
     if dim != by_width && dom.depth < opts.lookahead_depth {
         // The two heuristics disagree: bound both halves of both candidates and keep
         // the split whose worse half is better.
@@ -230,7 +292,7 @@ fn process(
                 } else {
                     l[j] = mid
                 }
-                let b = bounder.bound(&l, &u, &rows)?;
+                let b = bounder.bound_known(&l, &u, &rows, bound.intermediate.as_ref())?;
                 worst_half = worst_half.min(objective(region, &dom.open, &b.lower));
             }
             if best.is_none_or(|(_, v)| worst_half > v) {
@@ -246,9 +308,15 @@ fn process(
         upper: dom.upper.clone(),
         open: open.clone(),
         depth: dom.depth + 1,
+        parent: worst,
+        known: bound.intermediate.clone(),
     };
     left.upper[j] = mid;
-    let mut right = Domain { lower: dom.lower, upper: dom.upper, open, depth: dom.depth + 1 };
+    let mut right = Domain { lower: dom.lower, upper: dom.upper, open,
+        depth: dom.depth + 1,
+        parent: worst,
+        known: bound.intermediate,
+    };
     right.lower[j] = mid;
     Ok(Outcome::Split(left, right, worst))
 }
@@ -315,6 +383,8 @@ pub fn input_split(
             upper: region.upper.clone(),
             open: (0..region.disjuncts.len()).collect(),
             depth: 0,
+            parent: f64::NEG_INFINITY,
+            known: None,
         },
     });
     let mut done = 0u64;
@@ -341,6 +411,10 @@ pub fn input_split(
                 Outcome::Proven => {}
                 Outcome::Cex(ce) => return Ok((BabResult::Counterexample(ce), done)),
                 Outcome::Split(a, b, w) => {
+                    if w < worst && std::env::var("LIRPA_DEBUG").is_ok() {
+                        let wd: Vec<String> = a.lower.iter().zip(&b.upper).map(|(l, u)| format!("{:.2e}", u - l)).collect();
+                        eprintln!("dbg worst {w:.4e} depth {} widths {:?} lo {:?}", a.depth, wd, a.lower);
+                    }
                     if w < worst {
                         worst_box = Some((a.lower.clone(), b.upper.clone(), a.open.clone()));
                     }
