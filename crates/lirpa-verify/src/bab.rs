@@ -151,6 +151,8 @@ struct Domain {
     parent: f64,
     /// Intermediate bounds of the parent box (valid here).
     known: Option<Arc<NodeBounds>>,
+    /// Consecutive splits on the path here that did not improve the bound.
+    stalls: u32,
 }
 
 enum Outcome {
@@ -164,6 +166,7 @@ enum Outcome {
 /// See the split choice in [`process`].
 const MAX_ELONGATION: f64 = 256.0;
 const STALL: f64 = 0.02;
+const STALLS: u32 = 3;
 
 /// A bound is accepted as a proof only above this margin: the `f64` engine's
 /// accumulated rounding is far below it.
@@ -270,13 +273,20 @@ fn process(
             if full > 0.0 { width[j] / full } else { 0.0 }
         })
         .collect();
-    // Likewise when the last split did not improve the bound (by `STALL` of it): the
-    // dimension it chose was not the one that mattered here.
-    let stalled = worst - dom.parent < STALL * dom.parent.abs();
-    if let (Some(j), Some(k)) = (dim, pick(&rel)) {
-        if stalled || rel[j] * MAX_ELONGATION < rel[k] {
+    let by_rel = pick(&rel);
+    if let (Some(j), Some(k)) = (dim, by_rel) {
+        if rel[j] * MAX_ELONGATION < rel[k] {
             dim = Some(k);
         }
+    }
+    // Likewise after `STALLS` consecutive splits on the path that did not improve the
+    // bound (each by `STALL` of it): the score is blind to what matters there (ACAS Xu
+    // 4_7 property 1 is solved with it; splitting the widest side at the first stall
+    // instead loses property 5).
+    let stalled = worst - dom.parent < STALL * dom.parent.abs();
+    let stalls = if stalled { dom.stalls + 1 } else { 0 };
+    if stalls >= STALLS && dom.depth >= opts.lookahead_depth {
+        dim = by_rel;
     }
     if dim != by_width && dom.depth < opts.lookahead_depth {
         // The two heuristics disagree: bound both halves of both candidates and keep
@@ -310,12 +320,14 @@ fn process(
         depth: dom.depth + 1,
         parent: worst,
         known: bound.intermediate.clone(),
+        stalls,
     };
     left.upper[j] = mid;
     let mut right = Domain { lower: dom.lower, upper: dom.upper, open,
         depth: dom.depth + 1,
         parent: worst,
         known: bound.intermediate,
+        stalls,
     };
     right.lower[j] = mid;
     Ok(Outcome::Split(left, right, worst))
@@ -385,6 +397,7 @@ pub fn input_split(
             depth: 0,
             parent: f64::NEG_INFINITY,
             known: None,
+            stalls: 0,
         },
     });
     let mut done = 0u64;
@@ -411,10 +424,6 @@ pub fn input_split(
                 Outcome::Proven => {}
                 Outcome::Cex(ce) => return Ok((BabResult::Counterexample(ce), done)),
                 Outcome::Split(a, b, w) => {
-                    if w < worst && std::env::var("LIRPA_DEBUG").is_ok() {
-                        let wd: Vec<String> = a.lower.iter().zip(&b.upper).map(|(l, u)| format!("{:.2e}", u - l)).collect();
-                        eprintln!("dbg worst {w:.4e} depth {} widths {:?} lo {:?}", a.depth, wd, a.lower);
-                    }
                     if w < worst {
                         worst_box = Some((a.lower.clone(), b.upper.clone(), a.open.clone()));
                     }

@@ -33,6 +33,7 @@
 pub mod attack;
 pub mod bab;
 pub mod problem;
+pub mod relu_bab;
 
 use lirpa::{Graph, onnx::OnnxError};
 pub use problem::{Disjunct, Problem, Region};
@@ -213,6 +214,13 @@ pub struct VerifyOptions<'a> {
     pub lookahead_depth: u32,
     /// After an `unknown` from the bounds, at most this long more is spent attacking.
     pub extra_attack: Duration,
+    /// ReLU-split branch and bound for inputs not split (after CROWN, PGD and an
+    /// α-CROWN root bound).
+    pub relu_split: bool,
+    /// α-CROWN iterations of the ReLU-split root bound.
+    pub alpha_iterations: usize,
+    /// Options of the ReLU-split loop.
+    pub relu_bab: relu_bab::ReluBabOptions,
     /// Called about once a second during long phases.
     pub progress: Option<&'a (dyn Fn(&Progress) + Sync)>,
 }
@@ -230,6 +238,9 @@ impl VerifyOptions<'_> {
             lookahead_depth: 10,
             local_steps: 0,
             extra_attack: Duration::from_secs(30),
+            relu_split: true,
+            alpha_iterations: 20,
+            relu_bab: relu_bab::ReluBabOptions::default(),
             progress: None,
         }
     }
@@ -304,9 +315,45 @@ pub fn verify(model: &Model, problem: &Problem, opts: &VerifyOptions<'_>) -> Res
             }
             Ok(None)
         };
-        let (res, n) =
+        let (mut res, n) =
             bab::input_split(region, &bounder, &check, &local_attack, &bab_opts, opts.deadline, &report)?;
         stats.domains += n;
+        if !split && opts.relu_split && matches!(res, bab::BabResult::Unknown(_)) {
+            // CROWN did not prove the region: PGD (a tenth of the time left), then an
+            // α-CROWN root bound and ReLU-split branch and bound.
+            let now = Instant::now();
+            let budget = attack::Budget {
+                deadline: now + opts.deadline.saturating_duration_since(now) / 10,
+                samples: 0,
+                restarts: opts.pgd_restarts.max(1),
+                steps: opts.pgd_steps,
+            };
+            let ta = Instant::now();
+            let found = attack::attack(model, problem, &budget, opts.seed.wrapping_add(2))?;
+            stats.attack_time += ta.elapsed();
+            if let Some(ce) = found {
+                stats.bab_time += t.elapsed();
+                return Ok((Verdict::Sat(ce), stats));
+            }
+            let nodes = relu_bab::relu_inputs(&model.g64);
+            let root = relu_bab::ClampBounder::new(&model.g64, lirpa::Method::AlphaCrown, opts.alpha_iterations, 0);
+            let sub = match opts.relu_bab.sub_iterations {
+                0 => relu_bab::ClampBounder::new(&model.g64, lirpa::Method::Crown, 0, 1),
+                k => relu_bab::ClampBounder::new(&model.g64, lirpa::Method::AlphaCrown, k, 1),
+            };
+            let (r, n) = relu_bab::relu_split(
+                region,
+                &nodes,
+                &root,
+                &sub,
+                &check,
+                &opts.relu_bab,
+                opts.deadline,
+                &report,
+            )?;
+            stats.domains += n;
+            res = r;
+        }
         match res {
             bab::BabResult::Proven => {}
             bab::BabResult::Counterexample(ce) => {
