@@ -19,10 +19,10 @@
 //!    `|A|·width` effect on the open disjuncts' best rows, depth-first in parallel
 //!    batches, checking the minimizing corner of each sub-box for a counterexample.
 //! 3. For high-dimensional inputs: random points, then one CROWN bound per region;
-//!    when it does not prove the property, PGD runs (for at most
-//!    [`VerifyOptions::extra_attack`]) and the answer is otherwise
-//!    `unknown` (ReLU-split branch and bound is not implemented yet; see
-//!    [`bab::Bounder`] for where it plugs in).
+//!    when it does not prove the property, PGD (a tenth of the time left), an α-CROWN
+//!    root bound and **ReLU-split branch and bound** ([`relu_bab`]) until the
+//!    deadline; if that ends `unknown` (memory cap, a fully split domain unproven), PGD
+//!    runs for at most [`VerifyOptions::extra_attack`].
 //!
 //! **Soundness rules.** `sat` is returned only with a counterexample whose input lies
 //! in the property's box and whose output, from an *independent* `f64` forward pass of
@@ -291,7 +291,7 @@ pub fn verify(model: &Model, problem: &Problem, opts: &VerifyOptions<'_>) -> Res
         batch: opts.batch,
         max_depth: if split { 200 } else { 0 },
         lookahead_depth: opts.lookahead_depth,
-        max_pending: 1_000_000,
+        max_pending: 400_000,
     };
     let mut unknown: Option<String> = None;
     let mut timed_out = false;
@@ -336,7 +336,8 @@ pub fn verify(model: &Model, problem: &Problem, opts: &VerifyOptions<'_>) -> Res
                 return Ok((Verdict::Sat(ce), stats));
             }
             let nodes = relu_bab::relu_inputs(&model.g64);
-            let root = relu_bab::ClampBounder::new(&model.g64, lirpa::Method::AlphaCrown, opts.alpha_iterations, 0);
+            let root =
+                relu_bab::ClampBounder::new(&model.g64, lirpa::Method::AlphaCrown, opts.alpha_iterations, 0);
             let sub = match opts.relu_bab.sub_iterations {
                 0 => relu_bab::ClampBounder::new(&model.g64, lirpa::Method::Crown, 0, 1),
                 k => relu_bab::ClampBounder::new(&model.g64, lirpa::Method::AlphaCrown, k, 1),

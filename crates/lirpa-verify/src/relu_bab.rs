@@ -24,7 +24,9 @@
 //! multipliers are attached to; the loop does not change.
 
 use crate::{Counterexample, Progress, Region, Result, bab::BabResult};
-use lirpa::{AlphaState, BoundOptions, BoundRequest, Graph, InputValue, Method, NodeBounds, NodeId, Perturbation};
+use lirpa::{
+    AlphaState, BoundOptions, BoundRequest, Graph, InputValue, Method, NodeBounds, NodeId, Perturbation,
+};
 use rayon::prelude::*;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -143,7 +145,8 @@ impl SplitBounder for ClampBounder<'_> {
     ) -> Result<DomainBound> {
         let n_out = c.first().map_or(0, |r| r.len());
         let cm = faer::Mat::<f64>::from_fn(c.len(), n_out, |i, j| c[i][j]);
-        let req = BoundRequest { node: None, c: Some(cm.as_ref()), lower: true, upper: false, return_a: true };
+        let req =
+            BoundRequest { node: None, c: Some(cm.as_ref()), lower: true, upper: false, return_a: true };
         let ptb = Perturbation::new_box(lower.to_vec(), upper.to_vec())?;
         let opts = BoundOptions { node_bounds: known.cloned(), ..self.opts.clone() };
         let inputs = [InputValue::Perturbed(ptb)];
@@ -411,7 +414,11 @@ pub fn relu_split(
     if c.is_empty() {
         // No output constraint: every point of the box is unsafe.
         let centre: Vec<f64> = region.lower.iter().zip(&region.upper).map(|(l, u)| 0.5 * (l + u)).collect();
-        return Ok((check(&centre).map_or(BabResult::Unknown("no output constraint".into()), BabResult::Counterexample), 0));
+        return Ok((
+            check(&centre)
+                .map_or(BabResult::Unknown("no output constraint".into()), BabResult::Counterexample),
+            0,
+        ));
     }
     let b = root.bound(&region.lower, &region.upper, &c, None, &[], None)?;
     let (open, worst) = evaluate(region, &open, &b);
@@ -436,7 +443,10 @@ pub fn relu_split(
         }
         if heap.len() > opts.max_pending {
             return Ok((
-                BabResult::Unknown(format!("more than {} ReLU-split domains pending (memory cap)", opts.max_pending)),
+                BabResult::Unknown(format!(
+                    "more than {} ReLU-split domains pending (memory cap)",
+                    opts.max_pending
+                )),
                 done,
             ));
         }

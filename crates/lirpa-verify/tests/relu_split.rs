@@ -66,7 +66,14 @@ fn samples(lo: &[f64], hi: &[f64], count: usize, rng: &mut Rng) -> Vec<Vec<f64>>
 
 /// Check the bounds of random split sub-domains against samples; returns the number of
 /// (sample, sub-domain) pairs checked.
-fn check_subdomains(g: &Graph<f64>, lo: &[f64], hi: &[f64], c: &[Vec<f64>], seed: u64, n_samples: usize) -> usize {
+fn check_subdomains(
+    g: &Graph<f64>,
+    lo: &[f64],
+    hi: &[f64],
+    c: &[Vec<f64>],
+    seed: u64,
+    n_samples: usize,
+) -> usize {
     let mut rng = Rng::new(seed);
     let nodes = relu_inputs(g);
     let rows: Vec<&[f64]> = c.iter().map(Vec::as_slice).collect();
