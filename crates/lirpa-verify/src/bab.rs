@@ -72,6 +72,13 @@ impl<'g> CrownBounder<'g> {
         Self::with_threads(graph, 1)
     }
 
+    /// α-CROWN with `iterations`, sequential.
+    pub fn alpha(graph: &'g Graph<f64>, iterations: usize) -> Self {
+        let mut opts = BoundOptions { threads: 1, ..BoundOptions::with_method(Method::AlphaCrown) };
+        opts.optimize.iterations = iterations;
+        CrownBounder { graph, opts }
+    }
+
     /// `threads` as in `BoundOptions` (0: all rayon threads), for one large bound.
     pub fn with_threads(graph: &'g Graph<f64>, threads: usize) -> Self {
         CrownBounder { graph, opts: BoundOptions { threads, ..BoundOptions::with_method(Method::Crown) } }
@@ -131,6 +138,9 @@ pub struct BabOptions {
     pub lookahead_depth: u32,
     /// Most sub-boxes waiting; beyond it the region ends `unknown` (bounds memory).
     pub max_pending: usize,
+    /// From this depth, a box CROWN does not prove is bounded again by the stronger
+    /// bounder given to [`input_split`] (if any).
+    pub strong_depth: u32,
 }
 
 /// The outcome on one region.
@@ -179,6 +189,7 @@ fn process(
     region: &Region,
     dom: Domain,
     bounder: &dyn Bounder,
+    strong: Option<&dyn Bounder>,
     check: &(dyn Fn(&[f64]) -> Option<Counterexample> + Sync),
     opts: &BabOptions,
 ) -> Result<Outcome> {
@@ -187,33 +198,46 @@ fn process(
     let n = dom.lower.len();
     // With no rows left to bound (a disjunct without output constraints), every point
     // is unsafe: the centre is a counterexample.
-    let bound = if rows.is_empty() {
+    let mut bound = if rows.is_empty() {
         BoxBound { lower: vec![], a: None, intermediate: None }
     } else {
         bounder.bound_known(&dom.lower, &dom.upper, &rows, dom.known.as_ref())?
     };
-    let mut open = Vec::new();
-    let mut best_rows = Vec::new(); // (global row index, margin) of each open disjunct
-    let mut worst = f64::INFINITY;
-    let mut r0 = 0;
-    for &k in &dom.open {
-        let dis = &region.disjuncts[k];
-        let mut best = (usize::MAX, f64::NEG_INFINITY);
-        let mut proven = false;
-        for (i, d) in dis.d.iter().enumerate() {
-            let m = bound.lower[r0 + i] - d;
-            proven |= m > proof_tol(*d);
-            if m > best.1 {
-                best = (r0 + i, m);
+    let eval = |bound: &BoxBound| {
+        let mut open = Vec::new();
+        let mut best_rows = Vec::new(); // global row index of each open disjunct's best row
+        let mut worst = f64::INFINITY;
+        let mut r0 = 0;
+        for &k in &dom.open {
+            let dis = &region.disjuncts[k];
+            let mut best = (usize::MAX, f64::NEG_INFINITY);
+            let mut proven = false;
+            for (i, d) in dis.d.iter().enumerate() {
+                let m = bound.lower[r0 + i] - d;
+                proven |= m > proof_tol(*d);
+                if m > best.1 {
+                    best = (r0 + i, m);
+                }
             }
+            r0 += dis.d.len();
+            if proven {
+                continue;
+            }
+            worst = worst.min(best.1);
+            open.push(k);
+            best_rows.push(best.0);
         }
-        r0 += dis.d.len();
-        if proven {
-            continue;
+        (open, best_rows, worst)
+    };
+    let (mut open, mut best_rows, mut worst) = eval(&bound);
+    // Where CROWN fails deep in the tree, the stronger bounder (α-CROWN) gets a try.
+    if let (false, Some(sb)) = (open.is_empty(), strong.filter(|_| dom.depth >= opts.strong_depth)) {
+        let mut b2 = sb.bound_known(&dom.lower, &dom.upper, &rows, dom.known.as_ref())?;
+        for (x, &p) in b2.lower.iter_mut().zip(&bound.lower) {
+            *x = x.max(p); // both hold on the box
         }
-        worst = worst.min(best.1);
-        open.push(k);
-        best_rows.push(best.0);
+        bound = b2;
+        (open, best_rows, worst) = eval(&bound);
     }
     if open.is_empty() {
         return Ok(Outcome::Proven);
@@ -378,9 +402,11 @@ fn objective(region: &Region, open: &[usize], lower: &[f64]) -> f64 {
 
 /// Branch and bound on the input box of `region`. Returns the result and the number
 /// of domains bounded. `check` confirms a counterexample candidate.
+#[allow(clippy::too_many_arguments)]
 pub fn input_split(
     region: &Region,
     bounder: &dyn Bounder,
+    strong: Option<&dyn Bounder>,
     check: &(dyn Fn(&[f64]) -> Option<Counterexample> + Sync),
     local_attack: &(dyn Fn(&[f64], &[f64], &[usize]) -> Result<Option<Counterexample>> + Sync),
     opts: &BabOptions,
@@ -420,7 +446,7 @@ pub fn input_split(
         let batch: Vec<Domain> = (0..take).filter_map(|_| stack.pop().map(|p| p.dom)).collect();
         done += batch.len() as u64;
         let outs: Vec<Result<Outcome>> =
-            batch.into_par_iter().map(|d| process(region, d, bounder, check, opts)).collect();
+            batch.into_par_iter().map(|d| process(region, d, bounder, strong, check, opts)).collect();
         let mut worst = f64::INFINITY;
         let mut worst_box: Option<(Vec<f64>, Vec<f64>, Vec<usize>)> = None;
         for o in outs {
