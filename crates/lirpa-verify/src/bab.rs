@@ -19,7 +19,10 @@
 //! 2.5 kB each on ACAS Xu); beyond that the region ends `unknown`.
 //!
 //! **Plugging in stronger bounds.** The loop sees bounds only through [`Bounder`]:
-//! α-CROWN is another implementation. Each sub-box passes its intermediate bounds to
+//! a second, stronger one (α-CROWN, [`CrownBounder::alpha`]) bounds again the boxes the
+//! first does not prove from [`BabOptions::strong_depth`] on (near the root most boxes
+//! are far from proven and α-CROWN's cost would be wasted; deep, it turns many near
+//! misses into proofs: ACAS Xu 4_2 property 2 needs 12k boxes instead of over 500k). Each sub-box passes its intermediate bounds to
 //! its children ([`Bounder::bound_known`], the engine's `NodeBounds`): they hold on
 //! every sub-box, are intersected with the children's, and spare the backward passes
 //! of the neurons they already prove stable (twice the boxes per second on ACAS Xu).
@@ -299,10 +302,10 @@ fn process(
         })
         .collect();
     let by_rel = pick(&rel);
-    if let (Some(j), Some(k)) = (dim, by_rel) {
-        if rel[j] * MAX_ELONGATION < rel[k] {
-            dim = Some(k);
-        }
+    if let (Some(j), Some(k)) = (dim, by_rel)
+        && rel[j] * MAX_ELONGATION < rel[k]
+    {
+        dim = Some(k);
     }
     // Likewise after `STALLS` consecutive splits on the path that did not improve the
     // bound (each by `STALL` of it): the score is blind to what matters there (ACAS Xu

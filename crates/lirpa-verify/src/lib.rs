@@ -14,8 +14,9 @@
 //!    coefficients are those of the relaxation at a point, a usable descent
 //!    direction).
 //! 2. **Input-split branch and bound** ([`bab`]) for low-dimensional inputs (ACAS Xu,
-//!    control benchmarks): each sub-box is bounded by a [`bab::Bounder`] (CROWN now,
-//!    α-CROWN later), split along the input dimension with the largest
+//!    control benchmarks): each sub-box is bounded by a [`bab::Bounder`] (CROWN, and
+//!    from depth [`VerifyOptions::alpha_depth`] on a few α-CROWN iterations where CROWN
+//!    fails), split along the input dimension with the largest
 //!    `|A|·width` effect on the open disjuncts' best rows, depth-first in parallel
 //!    batches, checking the minimizing corner of each sub-box for a counterexample.
 //! 3. For high-dimensional inputs: random points, then one CROWN bound per region;
@@ -327,8 +328,16 @@ pub fn verify(model: &Model, problem: &Problem, opts: &VerifyOptions<'_>) -> Res
             }
             Ok(None)
         };
-        let (mut res, n) =
-            bab::input_split(region, &bounder, strong, &check, &local_attack, &bab_opts, opts.deadline, &report)?;
+        let (mut res, n) = bab::input_split(
+            region,
+            &bounder,
+            strong,
+            &check,
+            &local_attack,
+            &bab_opts,
+            opts.deadline,
+            &report,
+        )?;
         stats.domains += n;
         if !split && opts.relu_split && matches!(res, bab::BabResult::Unknown(_)) {
             // CROWN did not prove the region: PGD (a tenth of the time left), then an
