@@ -254,3 +254,30 @@ impl<T: Scalar> Default for BoundRequest<'_, T> {
         BoundRequest { node: None, c: None, lower: true, upper: true, return_a: false }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::NodeBounds;
+
+    #[test]
+    fn node_bounds_intersect_and_round_outward() {
+        // 0.1 is not an f32: the lower bound must round down, the upper one up.
+        let nb =
+            NodeBounds { nodes: vec![(3, vec![0.1, f64::NEG_INFINITY, 0.0], vec![0.1, 2.0, f64::INFINITY])] };
+        let (mut lo, mut hi) = (vec![-1.0f32, -1.0, -1.0], vec![1.0f32, 1.0, 1.0]);
+        nb.apply(3, &mut lo, &mut hi);
+        assert!((lo[0] as f64) <= 0.1 && (hi[0] as f64) >= 0.1 && lo[0] < hi[0]);
+        assert_eq!((lo[1], hi[1]), (-1.0, 1.0), "looser known bounds change nothing");
+        assert_eq!((lo[2], hi[2]), (0.0, 1.0));
+        // Another node is untouched; f64 values are taken exactly.
+        let (mut l2, mut h2) = (vec![-1.0f64; 3], vec![1.0f64; 3]);
+        nb.apply(4, &mut l2, &mut h2);
+        assert_eq!((l2[0], h2[0]), (-1.0, 1.0));
+        nb.apply(3, &mut l2, &mut h2);
+        assert_eq!((l2[0], h2[0]), (0.1, 0.1));
+        assert!(!NodeBounds::infeasible(&[Some((l2.clone(), h2.clone()))]));
+        let nb = NodeBounds { nodes: vec![(3, vec![0.5; 3], vec![f64::INFINITY; 3])] };
+        nb.apply(3, &mut l2, &mut h2);
+        assert!(NodeBounds::infeasible(&[None, Some((l2, h2))]), "lower 0.5 above upper 0.1");
+    }
+}
