@@ -11,7 +11,8 @@
 //! - `vnncomp BENCHMARK [--limit N] [--timeout-cap S] [--filter TEXT]`: run a VNN-COMP
 //!   benchmark folder's `instances.csv` through `lirpa verify` (one process per
 //!   instance, as the competition does) and print the answers against
-//!   `expected_results_vnncomp.csv`; fails on any wrong answer.
+//!   `expected_results_vnncomp.csv` (with per-network counts when there are at most 20
+//!   networks); fails on any wrong answer.
 
 use anyhow::{Context, Result, bail};
 use std::path::{Path, PathBuf};
@@ -220,6 +221,7 @@ fn vnncomp(args: &[String]) -> Result<()> {
     let out = std::env::temp_dir().join(format!("lirpa-vnncomp-{}.txt", std::process::id()));
     let text = std::fs::read_to_string(&instances)?;
     let (mut counts, mut wrong, mut sum, mut max) = (std::collections::BTreeMap::new(), 0, 0.0f64, 0.0f64);
+    let mut per_net = std::collections::BTreeMap::new();
     println!(
         "{:<44} {:<28} {:>7} {:>8} {:>8} {:>6}",
         "onnx", "vnnlib", "timeout", "expected", "result", "secs"
@@ -257,6 +259,8 @@ fn vnncomp(args: &[String]) -> Result<()> {
         sum += secs;
         max = max.max(secs);
         *counts.entry(result.clone()).or_insert(0usize) += 1;
+        let net = per_net.entry(f[0].to_string()).or_insert_with(std::collections::BTreeMap::new);
+        *net.entry(if bad { "wrong".to_string() } else { result.clone() }).or_insert(0usize) += 1;
         println!(
             "{:<44} {:<28} {:>7} {:>8} {:>8} {:>6.2}{}",
             f[0],
@@ -269,6 +273,12 @@ fn vnncomp(args: &[String]) -> Result<()> {
         );
     }
     let _ = std::fs::remove_file(&out);
+    if per_net.len() > 1 && per_net.len() <= 20 {
+        for (net, c) in &per_net {
+            let c: Vec<String> = c.iter().map(|(k, v)| format!("{v} {k}")).collect();
+            println!("  {net}: {}", c.join(", "));
+        }
+    }
     let summary: Vec<String> = counts.iter().map(|(k, v)| format!("{v} {k}")).collect();
     println!("{}; {wrong} wrong; wall time sum {sum:.1} s, max {max:.2} s", summary.join(", "));
     if wrong > 0 {

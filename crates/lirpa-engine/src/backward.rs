@@ -39,6 +39,10 @@ pub struct BoundResult<T: Scalar> {
 
 type Bounds<T> = (Vec<T>, Vec<T>);
 
+/// The element-wise bounds of the intermediate nodes a computation used, per node
+/// (`None`: not computed), as [`compute_bounds_keep`] returns them.
+pub type IntermediateBounds<T> = Vec<Option<(Vec<T>, Vec<T>)>>;
+
 pub(crate) mod alpha;
 mod forward;
 
@@ -61,6 +65,33 @@ pub fn compute_bounds<T: Scalar>(
     }
     let st = State::new(graph, inputs, opts)?;
     st.run(req)
+}
+
+/// [`compute_bounds`], also returning the intermediate bounds it computed (after
+/// [`BoundOptions::node_bounds`] were applied): a branch-and-bound loop passes them
+/// to its sub-domains through `node_bounds`, and checks them with
+/// [`NodeBounds::infeasible`](crate::NodeBounds::infeasible). With α-CROWN they are
+/// those of the last evaluation. Forward modes return none.
+pub fn compute_bounds_keep<T: Scalar>(
+    graph: &Graph<T>,
+    inputs: &[InputValue<T>],
+    opts: &BoundOptions,
+    req: &BoundRequest<'_, T>,
+) -> Result<(BoundResult<T>, IntermediateBounds<T>)> {
+    match opts.method {
+        Method::AlphaCrown => {
+            let (r, _, b) = alpha::compute_bounds_optimized_keep(graph, inputs, opts, req, None)?;
+            Ok((r, b))
+        }
+        Method::Forward | Method::ForwardBackward => {
+            Ok((forward::compute_bounds_forward(graph, inputs, opts, req)?, vec![]))
+        }
+        _ => {
+            let mut st = State::new(graph, inputs, opts)?;
+            let r = st.run_mut(req)?;
+            Ok((r, st.bounds))
+        }
+    }
 }
 
 struct State<'g, T: Scalar> {
@@ -142,6 +173,18 @@ impl<'g, T: Scalar> State<'g, T> {
     }
 
     fn run(mut self, req: &BoundRequest<'_, T>) -> Result<BoundResult<T>> {
+        self.run_mut(req)
+    }
+
+    /// Apply the caller's known bounds of node `id` ([`BoundOptions::node_bounds`]).
+    fn constrain(&self, id: NodeId, (mut lo, mut hi): Bounds<T>) -> Bounds<T> {
+        if let Some(nb) = &self.opts.node_bounds {
+            nb.apply(id, &mut lo, &mut hi);
+        }
+        (lo, hi)
+    }
+
+    fn run_mut(&mut self, req: &BoundRequest<'_, T>) -> Result<BoundResult<T>> {
         let target = match req.node {
             Some(t) if t < self.graph.len() => t,
             Some(t) => return Err(Error::Invalid(format!("node {t} does not exist"))),
@@ -370,7 +413,7 @@ impl<'g, T: Scalar> State<'g, T> {
         }
         for id in 0..=target {
             if needed[id] && self.bounds[id].is_none() {
-                let b = self.intermediate_bounds(id)?;
+                let b = self.constrain(id, self.intermediate_bounds(id)?);
                 self.bounds[id] = Some(b);
             }
         }
@@ -389,7 +432,7 @@ impl<'g, T: Scalar> State<'g, T> {
         if op.interval_is_tight() && inputs_bounded {
             return self.ibp_one(id, &vec![None; id + 1]);
         }
-        let reference = self.ibp(id)?;
+        let reference = self.constrain(id, self.ibp(id)?);
         if let Some(root) = self.single_perturbed_root(id) {
             if self.ptb[root].expect("root").is_box() {
                 return Ok(reference); // IBP is exact on an affine map of a box.

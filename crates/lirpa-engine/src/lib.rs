@@ -9,8 +9,11 @@ mod options;
 
 pub use backward::alpha::{
     AlphaNode, AlphaPass, AlphaRun, AlphaState, bound_and_gradient, compute_bounds_optimized,
+    compute_bounds_optimized_keep,
 };
-pub use backward::{BoundResult, InputValue, LinearBoundA, compute_bounds};
-pub use options::{BoundOptions, BoundRequest, ConvMode, Method, OptimizeOptions};
+pub use backward::{
+    BoundResult, InputValue, IntermediateBounds, LinearBoundA, compute_bounds, compute_bounds_keep,
+};
+pub use options::{BoundOptions, BoundRequest, ConvMode, Method, NodeBounds, OptimizeOptions};
 
 pub use lirpa_core::{Graph, NodeId, Perturbation, Scalar};

@@ -80,6 +80,68 @@ pub struct BoundOptions {
     pub crown_batch_size: usize,
     /// The optimizer of α-CROWN (auto_LiRPA's `optimize_bound_args`).
     pub optimize: OptimizeOptions,
+    /// Known element-wise bounds of intermediate nodes, intersected with every bound the
+    /// engine computes for those nodes (branch and bound: the parent domain's bounds,
+    /// ReLU split constraints). Not serialized.
+    #[serde(skip)]
+    pub node_bounds: Option<std::sync::Arc<NodeBounds>>,
+}
+
+/// Element-wise bounds of intermediate nodes that the caller knows to hold on the whole
+/// input set (or on the part of it under study: a branch-and-bound sub-domain).
+///
+/// Whenever IBP, CROWN or α-CROWN computes the bounds of one of these nodes as an
+/// intermediate node (including the interval reference that decides which elements a
+/// backward pass refines), the result is intersected with them, so every later
+/// relaxation sees them. This is how ReLU-split branch and bound applies its split
+/// constraints (active: `lower = max(lower, 0)`, inactive: `upper = min(upper, 0)`)
+/// and how a sub-domain reuses its parent's intermediate bounds. The bounds the
+/// bounded node itself receives are not changed.
+///
+/// **Soundness is the caller's**: the bounds must hold for every input of the set the
+/// result is used for. When they make a node's interval empty (`lower > upper`), no
+/// input satisfies them and every result is vacuous; [`NodeBounds::infeasible`]
+/// detects it on the returned intermediate bounds.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct NodeBounds {
+    /// `(node, lower, upper)`, each vector over the node's flattened elements (use
+    /// `±inf` for no bound). In `f32` they are rounded outward.
+    pub nodes: Vec<(NodeId, Vec<f64>, Vec<f64>)>,
+}
+
+impl NodeBounds {
+    /// Intersect `(lo, hi)`, the bounds of node `id`, with the known bounds of `id`.
+    pub fn apply<T: Scalar>(&self, id: NodeId, lo: &mut [T], hi: &mut [T]) {
+        for (node, l, u) in &self.nodes {
+            if *node != id {
+                continue;
+            }
+            for (x, &b) in lo.iter_mut().zip(l) {
+                let mut v = T::from_f64(b);
+                if v.as_f64() > b {
+                    v = v.next_down();
+                }
+                if v > *x {
+                    *x = v;
+                }
+            }
+            for (x, &b) in hi.iter_mut().zip(u) {
+                let mut v = T::from_f64(b);
+                if v.as_f64() < b {
+                    v = v.next_up();
+                }
+                if v < *x {
+                    *x = v;
+                }
+            }
+        }
+    }
+
+    /// Whether some node's interval in `bounds` (as returned with the intermediate
+    /// bounds) is empty: the constrained set has no input.
+    pub fn infeasible<T: Scalar>(bounds: &[Option<(Vec<T>, Vec<T>)>]) -> bool {
+        bounds.iter().flatten().any(|(l, u)| l.iter().zip(u).any(|(a, b)| a > b))
+    }
 }
 
 /// Options of the relaxation-parameter optimization (α-CROWN), with auto_LiRPA's
@@ -156,6 +218,7 @@ impl Default for BoundOptions {
             conv_mode: ConvMode::Auto,
             crown_batch_size: 256,
             optimize: OptimizeOptions::default(),
+            node_bounds: None,
         }
     }
 }
@@ -189,5 +252,32 @@ pub struct BoundRequest<'a, T: Scalar> {
 impl<T: Scalar> Default for BoundRequest<'_, T> {
     fn default() -> Self {
         BoundRequest { node: None, c: None, lower: true, upper: true, return_a: false }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::NodeBounds;
+
+    #[test]
+    fn node_bounds_intersect_and_round_outward() {
+        // 0.1 is not an f32: the lower bound must round down, the upper one up.
+        let nb =
+            NodeBounds { nodes: vec![(3, vec![0.1, f64::NEG_INFINITY, 0.0], vec![0.1, 2.0, f64::INFINITY])] };
+        let (mut lo, mut hi) = (vec![-1.0f32, -1.0, -1.0], vec![1.0f32, 1.0, 1.0]);
+        nb.apply(3, &mut lo, &mut hi);
+        assert!((lo[0] as f64) <= 0.1 && (hi[0] as f64) >= 0.1 && lo[0] < hi[0]);
+        assert_eq!((lo[1], hi[1]), (-1.0, 1.0), "looser known bounds change nothing");
+        assert_eq!((lo[2], hi[2]), (0.0, 1.0));
+        // Another node is untouched; f64 values are taken exactly.
+        let (mut l2, mut h2) = (vec![-1.0f64; 3], vec![1.0f64; 3]);
+        nb.apply(4, &mut l2, &mut h2);
+        assert_eq!((l2[0], h2[0]), (-1.0, 1.0));
+        nb.apply(3, &mut l2, &mut h2);
+        assert_eq!((l2[0], h2[0]), (0.1, 0.1));
+        assert!(!NodeBounds::infeasible(&[Some((l2.clone(), h2.clone()))]));
+        let nb = NodeBounds { nodes: vec![(3, vec![0.5; 3], vec![f64::INFINITY; 3])] };
+        nb.apply(3, &mut l2, &mut h2);
+        assert!(NodeBounds::infeasible(&[None, Some((l2, h2))]), "lower 0.5 above upper 0.1");
     }
 }

@@ -42,8 +42,8 @@ pub use lirpa_core::{
 };
 pub use lirpa_engine::{
     AlphaNode, AlphaPass, AlphaRun, AlphaState, BoundOptions, BoundRequest, BoundResult, ConvMode,
-    InputValue, LinearBoundA, Method, OptimizeOptions, bound_and_gradient, compute_bounds,
-    compute_bounds_optimized,
+    InputValue, IntermediateBounds, LinearBoundA, Method, NodeBounds, OptimizeOptions, bound_and_gradient,
+    compute_bounds, compute_bounds_keep, compute_bounds_optimized, compute_bounds_optimized_keep,
 };
 pub use lirpa_onnx::{self as onnx, OnnxError, load as load_onnx};
 

@@ -179,6 +179,19 @@ pub fn compute_bounds_optimized<T: Scalar>(
     req: &BoundRequest<'_, T>,
     warm: Option<&AlphaState<T>>,
 ) -> Result<(BoundResult<T>, AlphaState<T>)> {
+    compute_bounds_optimized_keep(graph, inputs, opts, req, warm).map(|(r, s, _)| (r, s))
+}
+
+/// [`compute_bounds_optimized`], also returning the intermediate bounds of the last
+/// evaluation (see [`super::compute_bounds_keep`]).
+#[allow(clippy::type_complexity)]
+pub fn compute_bounds_optimized_keep<T: Scalar>(
+    graph: &Graph<T>,
+    inputs: &[InputValue<T>],
+    opts: &BoundOptions,
+    req: &BoundRequest<'_, T>,
+    warm: Option<&AlphaState<T>>,
+) -> Result<(BoundResult<T>, AlphaState<T>, Vec<Option<Bounds<T>>>)> {
     let opts = BoundOptions { method: Method::AlphaCrown, ..opts.clone() };
     let mut st = State::new(graph, inputs, &opts)?;
     let target = st.check_request(req)?;
@@ -186,7 +199,7 @@ pub fn compute_bounds_optimized<T: Scalar>(
         let plain = BoundOptions { method: Method::Crown, ..opts.clone() };
         let res = State::new(graph, inputs, &plain)?.run(req)?;
         let spec = res.lower.len();
-        return Ok((res, AlphaState { target, spec, runs: vec![] }));
+        return Ok((res, AlphaState { target, spec, runs: vec![] }, vec![]));
     }
     let c_full = st.spec_mat(target, req);
     let spec = c_full.nrows();
@@ -234,7 +247,7 @@ pub fn compute_bounds_optimized<T: Scalar>(
     } else {
         (vec![], None)
     };
-    Ok((BoundResult { lower, upper, a, bias }, AlphaState { target, spec, runs }))
+    Ok((BoundResult { lower, upper, a, bias }, AlphaState { target, spec, runs }, st.bounds))
 }
 
 /// The final bound of `run`'s side computed with the parameters of `run`, and the
@@ -486,7 +499,7 @@ impl<'g, T: Scalar> State<'g, T> {
         if op.interval_is_tight() && inputs_bounded {
             return Ok(Plan::Done(self.ibp_one(id, &vec![None; id + 1])?));
         }
-        let reference = self.ibp(id)?;
+        let reference = self.constrain(id, self.ibp(id)?);
         if let Some(root) = self.single_perturbed_root(id) {
             if self.ptb[root].expect("root").is_box() {
                 return Ok(Plan::Done(reference));
@@ -562,7 +575,7 @@ impl<'g, T: Scalar> State<'g, T> {
                     b
                 }
             };
-            self.bounds[id] = Some(b);
+            self.bounds[id] = Some(self.constrain(id, b));
         }
         let spec = c.spec();
         let nodes = self.init_nodes(target, spec, !upper, upper)?;
@@ -687,7 +700,7 @@ impl<'g, T: Scalar> State<'g, T> {
         let mut next = 0;
         for id in self.needed_nodes(target) {
             let b = if next < last && run.passes[next].start == id {
-                let reference = self.ibp(id)?;
+                let reference = self.constrain(id, self.ibp(id)?);
                 self.project(&mut run.passes[next].nodes)?;
                 let (b, rec) = self.intermediate_pass(&run.passes[next], reference, need_grad)?;
                 records[next] = Some(rec);
@@ -696,7 +709,7 @@ impl<'g, T: Scalar> State<'g, T> {
             } else {
                 self.intermediate_bounds(id)?
             };
-            self.bounds[id] = Some(b);
+            self.bounds[id] = Some(self.constrain(id, b));
         }
         if next != last {
             return Err(Error::Invalid("the parameters do not match the model's intermediate bounds".into()));
