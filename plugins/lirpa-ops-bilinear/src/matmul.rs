@@ -14,13 +14,13 @@
 //!
 //! and the upper bound exchanges `Y_l` and `Y_u`.
 
-use crate::{check_finite, mul_interval};
+use crate::{by_sides, check_finite, mul_interval};
 use faer::linalg::matmul::matmul;
 use faer::{Accum, Mat, MatRef};
 use lirpa_core::linear::{mat_vec, par_for, takes_lower_line};
 use lirpa_core::op::{BackwardCtx, Evaluate, Interval, IntervalRule, LinearRelaxation, NodeDef, Operator};
 use lirpa_core::{
-    BackwardResult, BuiltOp, Error, LinearA, LinearBias, Par, Result, Scalar, Shape, broadcast_shapes,
+    BackwardResult, BuiltOp, Error, LinearA, Par, Result, Scalar, Shape, broadcast_shapes,
     broadcast_source_index, numel,
 };
 use smallvec::smallvec;
@@ -236,19 +236,13 @@ impl<T: Scalar> LinearRelaxation<T> for BilinearMatMul {
         check_finite("input 1", y.lower)?;
         check_finite("input 1", y.upper)?;
         let (cl, cu) = self.constants(x.lower, y.lower, y.upper);
-        let mut bias = LinearBias::zeros(a.spec());
-        let (mut lx, mut ly, mut ux, mut uy) = (None, None, None, None);
-        if let Some(m) = &a.lower {
-            let (p, q) = self.side(m, x.lower, y.lower, y.upper, &cl, &cu, &mut bias.lower, ctx.par);
-            (lx, ly) = (Some(p), Some(q));
-        }
-        if let Some(m) = &a.upper {
-            let (p, q) = self.side(m, x.lower, y.upper, y.lower, &cu, &cl, &mut bias.upper, ctx.par);
-            (ux, uy) = (Some(p), Some(q));
-        }
-        Ok(BackwardResult {
-            inputs: smallvec![Some(LinearA::dense(lx, ux)), Some(LinearA::dense(ly, uy))],
-            bias,
+        by_sides(&a, |m, upper, bias| {
+            let (ax, ay) = if upper {
+                self.side(m, x.lower, y.upper, y.lower, &cu, &cl, bias, ctx.par)
+            } else {
+                self.side(m, x.lower, y.lower, y.upper, &cl, &cu, bias, ctx.par)
+            };
+            Ok((Some(ax), Some(ay)))
         })
     }
 
