@@ -68,6 +68,20 @@ pub(crate) fn mul_interval<T: Scalar>(xl: T, xu: T, yl: T, yu: T) -> (T, T) {
     (a.min(b).min(c.min(d)), a.max(b).max(c.max(d)))
 }
 
+/// A product of two perturbed tensors described by its product terms `L` (Mul's
+/// [`mul::MulTerms`], MatMul's [`matmul::MatMulTerms`]): the one type whose α-CROWN rule
+/// ([`opt`]) serves both. Its operator rules are implemented per `L`.
+#[derive(Debug)]
+pub struct Product<L>(pub(crate) L);
+
+impl<L> std::ops::Deref for Product<L> {
+    type Target = L;
+
+    fn deref(&self) -> &L {
+        &self.0
+    }
+}
+
 /// One side's coefficients on the two inputs of a product.
 pub(crate) type SidePair<T> = (Option<faer::Mat<T>>, Option<faer::Mat<T>>);
 

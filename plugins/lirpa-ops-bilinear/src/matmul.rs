@@ -14,7 +14,8 @@
 //!
 //! and the upper bound exchanges `Y_l` and `Y_u`.
 
-use crate::{by_sides, check_finite, mul_interval};
+use crate::opt::ProductTerms;
+use crate::{Product, by_sides, check_finite, mul_interval};
 use faer::linalg::matmul::matmul;
 use faer::{Accum, Mat, MatRef};
 use lirpa_core::linear::{mat_vec, par_for, takes_lower_line};
@@ -25,8 +26,11 @@ use lirpa_core::{
 };
 use smallvec::smallvec;
 
+pub type BilinearMatMul = Product<MatMulTerms>;
+
+/// The terms `x[b, i, t]·y[b, t, j]` of a MatMul.
 #[derive(Debug)]
-pub struct BilinearMatMul {
+pub struct MatMulTerms {
     pub(crate) m: usize,
     pub(crate) k: usize,
     pub(crate) n: usize,
@@ -66,7 +70,7 @@ impl BilinearMatMul {
         }
         let (bxs, bys) = (&x2[..x2.len() - 2], &y2[..y2.len() - 2]);
         let bo = broadcast_shapes(bxs, bys)?;
-        let op = BilinearMatMul {
+        let op = Product(MatMulTerms {
             m,
             k,
             n,
@@ -74,7 +78,7 @@ impl BilinearMatMul {
             by: broadcast_source_index(bys, &bo)?,
             nbx: numel(bxs),
             nby: numel(bys),
-        };
+        });
         let mut out = bo;
         if xs.len() > 1 {
             out.push(m);
@@ -109,11 +113,6 @@ impl BilinearMatMul {
             }
         }
         (g, gabs)
-    }
-
-    /// Number of product terms `x[b, i, t]·y[b, t, j]`.
-    pub(crate) fn terms(&self) -> usize {
-        self.bx.len() * self.m * self.k * self.n
     }
 
     /// Constant terms of the planes summed over t, widened outward: lower plane

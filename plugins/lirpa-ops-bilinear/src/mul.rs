@@ -1,6 +1,6 @@
 //! Element-wise product of two perturbed tensors, with ONNX (numpy) broadcasting.
 
-use crate::{by_sides, check_finite, mul_interval, plane};
+use crate::{Product, by_sides, check_finite, mul_interval, plane};
 use faer::{Mat, MatRef};
 use lirpa_core::op::{BackwardCtx, Evaluate, Interval, IntervalRule, LinearRelaxation, NodeDef, Operator};
 use lirpa_core::{
@@ -9,8 +9,11 @@ use lirpa_core::{
 };
 
 /// `z[i] = x[sx[i]] · y[sy[i]]`.
+pub type BilinearMul = Product<MulTerms>;
+
+/// The terms of an element-wise product: one per output element.
 #[derive(Debug)]
-pub struct BilinearMul {
+pub struct MulTerms {
     /// Source element of each output element in `x` and `y`.
     pub(crate) sx: Vec<usize>,
     pub(crate) sy: Vec<usize>,
@@ -20,12 +23,12 @@ pub struct BilinearMul {
 
 impl BilinearMul {
     pub(crate) fn new(x: &[usize], y: &[usize], out: &[usize]) -> Result<Self> {
-        Ok(BilinearMul {
+        Ok(Product(MulTerms {
             sx: broadcast_source_index(x, out)?,
             sy: broadcast_source_index(y, out)?,
             nx: numel(x),
             ny: numel(y),
-        })
+        }))
     }
 }
 

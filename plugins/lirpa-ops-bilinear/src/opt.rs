@@ -42,9 +42,9 @@
 //! by the CROWN formula, which is sound for any `t`. Gradient `a·2(z − t)·(u − l)`; the
 //! chord and the tangent point move with the bounds (`bounds_grad`).
 
-use crate::matmul::BilinearMatMul;
-use crate::mul::{BilinearMul, Square, closest_to_zero, square_upper};
-use crate::{by_sides, check_finite, plane};
+use crate::matmul::MatMulTerms;
+use crate::mul::{MulTerms, Square, closest_to_zero, square_upper};
+use crate::{Product, by_sides, check_finite, plane};
 use faer::{Mat, MatRef};
 use lirpa_core::linear::{Lines, forward_rows, split_rows, takes_lower_line};
 use lirpa_core::op::{BackwardCtx, Interval, LinearRelaxation, OptimizableRelaxation, SideParams};
@@ -95,13 +95,6 @@ pub(crate) fn plane_at<T: Scalar>(lower: bool, r: T, xl: T, xu: T, yl: T, yu: T)
     (al, be, round_outward(g, lower))
 }
 
-/// The parameter of the plane coefficient `a` of side `upper` takes for element `i`
-/// (of `n`) in a row of parameters.
-#[inline]
-fn param_of<T: Scalar>(row: &[T], n: usize, i: usize, takes_lower: bool) -> T {
-    if takes_lower { row[i] } else { row[n + i] }
-}
-
 /// Largest MatMul of two perturbed tensors (number of product terms) whose planes are
 /// optimizable: every pass keeps `2·terms` parameters per row.
 pub(crate) const MATMUL_MAX_TERMS: usize = 4096;
@@ -109,7 +102,7 @@ pub(crate) const MATMUL_MAX_TERMS: usize = 4096;
 /// A product of two perturbed tensors as a sum of product terms `x[px]·y[qy]`, each
 /// summed into one output element: all that the optimizable planes (one parameter per
 /// term and side) need to know of Mul (one term per output element) and MatMul.
-trait ProductTerms {
+pub trait ProductTerms {
     /// The operator's name in errors.
     const NAME: &'static str;
 
@@ -123,7 +116,7 @@ trait ProductTerms {
     fn for_terms(&self, f: impl FnMut(usize, usize, usize, usize));
 }
 
-impl ProductTerms for BilinearMul {
+impl ProductTerms for MulTerms {
     const NAME: &'static str = "Mul";
 
     fn input_sizes(&self) -> (usize, usize) {
@@ -142,7 +135,7 @@ impl ProductTerms for BilinearMul {
     }
 }
 
-impl ProductTerms for BilinearMatMul {
+impl ProductTerms for MatMulTerms {
     const NAME: &'static str = "MatMul";
 
     fn input_sizes(&self) -> (usize, usize) {
@@ -150,7 +143,7 @@ impl ProductTerms for BilinearMatMul {
     }
 
     fn terms(&self) -> usize {
-        BilinearMatMul::terms(self)
+        self.bx.len() * self.m * self.k * self.n
     }
 
     /// Terms `x[b, i, t]·y[b, t, j]`, numbered `output·k + t`.
@@ -170,23 +163,25 @@ impl ProductTerms for BilinearMatMul {
     }
 }
 
-fn check_width<P: ProductTerms, T: Scalar>(op: &P, p: &[T], rows: usize) -> Result<()> {
-    let w = 2 * op.terms();
-    if p.len() < rows * w {
-        return Err(Error::Invalid(format!(
-            "{}: {} relaxation parameters for {rows} rows of width {w}",
-            P::NAME,
-            p.len()
-        )));
+impl<L: ProductTerms> Product<L> {
+    fn check_width<T: Scalar>(&self, p: &[T], rows: usize) -> Result<()> {
+        let w = 2 * self.terms();
+        if p.len() < rows * w {
+            return Err(Error::Invalid(format!(
+                "{}: {} relaxation parameters for {rows} rows of width {w}",
+                L::NAME,
+                p.len()
+            )));
+        }
+        Ok(())
     }
-    Ok(())
-}
 
-/// Whether a side's parameters are all at CROWN's value: then the CROWN rule itself is
-/// used (MatMul's sums its constants over `t` before rounding them, so that iteration 0
-/// is CROWN bit for bit; Mul's is the same planes).
-fn at_crown<T: Scalar>(p: &[T]) -> bool {
-    p.iter().all(|&v| v == T::one())
+    /// Whether a side's parameters are all at CROWN's value: then the CROWN rule itself
+    /// is used (MatMul's sums its constants over `t` before rounding them, so that
+    /// iteration 0 is CROWN bit for bit; Mul's gives the same planes).
+    fn at_crown<T: Scalar>(p: &[T]) -> bool {
+        p.iter().all(|&v| v == T::one())
+    }
 }
 
 /// The plane of side `tl` of term `q` (of `nt`) between `x[px]` and `y[qy]`, at its
@@ -203,276 +198,219 @@ fn term_plane<T: Scalar>(
     px: usize,
     qy: usize,
 ) -> (T, T, T) {
-    plane_at(tl, param_of(row, nt, q, tl), x.lower[px], x.upper[px], y.lower[qy], y.upper[qy])
+    let r = if tl { row[q] } else { row[nt + q] };
+    plane_at(tl, r, x.lower[px], x.upper[px], y.lower[qy], y.upper[qy])
 }
 
-/// [`OptimizableRelaxation::backward_with`] of a product: per side, the CROWN rule for
-/// parameters that are missing or all at 1, else every term's interpolated plane.
-fn backward_with<T, P>(
-    op: &P,
-    ctx: &BackwardCtx<'_, T>,
-    a: LinearA<T>,
-    params: SideParams<'_, T>,
-) -> Result<BackwardResult<T>>
+/// Mul and MatMul: per term, the interpolated planes of the module documentation.
+impl<T: Scalar, L: ProductTerms> OptimizableRelaxation<T> for Product<L>
 where
-    T: Scalar,
-    P: ProductTerms + LinearRelaxation<T>,
+    Product<L>: LinearRelaxation<T>,
 {
-    let (x, y) = (ctx.bounds(0)?, ctx.bounds(1)?);
-    for (what, v) in [("input 0", x.lower), ("input 0", x.upper), ("input 1", y.lower), ("input 1", y.upper)]
-    {
-        check_finite(what, v)?;
+    fn init_params(&self, _ctx: &BackwardCtx<'_, T>) -> Result<Vec<T>> {
+        Ok(vec![T::one(); 2 * self.terms()])
     }
-    let a = a.into_dense();
-    let spec = a.spec();
-    let nt = op.terms();
-    let (nx, ny) = op.input_sizes();
-    by_sides(&a, |m, upper, b| match if upper { params.upper } else { params.lower } {
-        Some(p) if !at_crown(p) => {
-            check_width(op, p, spec)?;
-            let mut ax = Mat::<T>::zeros(spec, nx);
-            let mut ay = Mat::<T>::zeros(spec, ny);
-            op.for_terms(|o, q, px, qy| {
-                for (r, &c) in m.col_as_slice(o).iter().enumerate() {
-                    if c == T::zero() {
-                        continue;
+
+    fn project(&self, _ctx: &BackwardCtx<'_, T>, row: &mut [T]) {
+        for v in row {
+            *v = if v.is_nan() { T::one() } else { v.max(T::zero()).min(T::one()) };
+        }
+    }
+
+    /// Per side, the CROWN rule for parameters that are missing or all at 1, else every
+    /// term's interpolated plane.
+    fn backward_with(
+        &self,
+        ctx: &BackwardCtx<'_, T>,
+        a: LinearA<T>,
+        params: SideParams<'_, T>,
+    ) -> Result<BackwardResult<T>> {
+        let (x, y) = (ctx.bounds(0)?, ctx.bounds(1)?);
+        for (what, v) in
+            [("input 0", x.lower), ("input 0", x.upper), ("input 1", y.lower), ("input 1", y.upper)]
+        {
+            check_finite(what, v)?;
+        }
+        let a = a.into_dense();
+        let spec = a.spec();
+        let nt = self.terms();
+        let (nx, ny) = self.input_sizes();
+        by_sides(&a, |m, upper, b| match if upper { params.upper } else { params.lower } {
+            Some(p) if !Self::at_crown(p) => {
+                self.check_width(p, spec)?;
+                let mut ax = Mat::<T>::zeros(spec, nx);
+                let mut ay = Mat::<T>::zeros(spec, ny);
+                self.for_terms(|o, q, px, qy| {
+                    for (r, &c) in m.col_as_slice(o).iter().enumerate() {
+                        if c == T::zero() {
+                            continue;
+                        }
+                        let tl = takes_lower_line(c, upper);
+                        let row = &p[r * 2 * nt..(r + 1) * 2 * nt];
+                        let (al, be, ga) = term_plane(tl, row, nt, q, x, y, px, qy);
+                        ax[(r, px)] += c * al;
+                        ay[(r, qy)] += c * be;
+                        b[r] += c * ga;
                     }
-                    let tl = takes_lower_line(c, upper);
-                    let (al, be, ga) = term_plane(tl, &p[r * 2 * nt..(r + 1) * 2 * nt], nt, q, x, y, px, qy);
-                    ax[(r, px)] += c * al;
-                    ay[(r, qy)] += c * be;
-                    b[r] += c * ga;
-                }
+                });
+                Ok((Some(ax), Some(ay)))
+            }
+            _ => {
+                let one = if upper {
+                    LinearA::dense(None, Some(m.clone()))
+                } else {
+                    LinearA::dense(Some(m.clone()), None)
+                };
+                let res = LinearRelaxation::backward(self, ctx, one)?;
+                let rb = if upper { &res.bias.upper } else { &res.bias.lower };
+                b.iter_mut().zip(rb).for_each(|(d, v)| *d += *v);
+                let mut it = res.inputs.into_iter();
+                let take = |e: Option<LinearA<T>>| e.and_then(|e| if upper { e.upper } else { e.lower });
+                Ok((take(it.next().flatten()), take(it.next().flatten())))
+            }
+        })
+    }
+
+    /// Every output element of every row is the sum of its terms' planes at the inputs'
+    /// values `z` of that row.
+    fn relaxed_forward_with(
+        &self,
+        ctx: &BackwardCtx<'_, T>,
+        params: &[T],
+        a: MatRef<'_, T>,
+        upper: bool,
+        z: &[&[T]],
+        out: &mut [T],
+    ) -> Result<()> {
+        if Self::at_crown(params) {
+            return LinearRelaxation::relaxed_forward(self, ctx, a, upper, z, out);
+        }
+        let (x, y) = (ctx.bounds(0)?, ctx.bounds(1)?);
+        self.check_width(params, a.nrows())?;
+        let nt = self.terms();
+        let no = a.ncols();
+        let (nx, ny) = self.input_sizes();
+        for r in 0..a.nrows() {
+            let row = &params[r * 2 * nt..(r + 1) * 2 * nt];
+            let (zx, zy) = (&z[0][r * nx..(r + 1) * nx], &z[1][r * ny..(r + 1) * ny]);
+            out[r * no..(r + 1) * no].iter_mut().for_each(|v| *v = T::zero());
+            self.for_terms(|o, q, px, qy| {
+                let tl = takes_lower_line(a[(r, o)], upper);
+                let (al, be, ga) = term_plane(tl, row, nt, q, x, y, px, qy);
+                out[r * no + o] += al * zx[px] + be * zy[qy] + ga;
             });
-            Ok((Some(ax), Some(ay)))
         }
-        _ => {
-            let one = if upper {
-                LinearA::dense(None, Some(m.clone()))
-            } else {
-                LinearA::dense(Some(m.clone()), None)
-            };
-            let res = op.backward(ctx, one)?;
-            let rb = if upper { &res.bias.upper } else { &res.bias.lower };
-            b.iter_mut().zip(rb).for_each(|(d, v)| *d += *v);
-            let mut it = res.inputs.into_iter();
-            let take = |e: Option<LinearA<T>>| e.and_then(|e| if upper { e.upper } else { e.lower });
-            Ok((take(it.next().flatten()), take(it.next().flatten())))
-        }
-    })
-}
-
-/// [`OptimizableRelaxation::relaxed_forward_with`] of a product: every output element
-/// of every row is the sum of its terms' planes at the inputs' values `z` of that row.
-fn relaxed_forward_with<T, P>(
-    op: &P,
-    ctx: &BackwardCtx<'_, T>,
-    params: &[T],
-    a: MatRef<'_, T>,
-    upper: bool,
-    z: &[&[T]],
-    out: &mut [T],
-) -> Result<()>
-where
-    T: Scalar,
-    P: ProductTerms + LinearRelaxation<T>,
-{
-    if at_crown(params) {
-        return op.relaxed_forward(ctx, a, upper, z, out);
+        Ok(())
     }
-    let (x, y) = (ctx.bounds(0)?, ctx.bounds(1)?);
-    check_width(op, params, a.nrows())?;
-    let nt = op.terms();
-    let no = a.ncols();
-    let (nx, ny) = op.input_sizes();
-    for r in 0..a.nrows() {
-        let row = &params[r * 2 * nt..(r + 1) * 2 * nt];
-        let (zx, zy) = (&z[0][r * nx..(r + 1) * nx], &z[1][r * ny..(r + 1) * ny]);
-        out[r * no..(r + 1) * no].iter_mut().for_each(|v| *v = T::zero());
-        op.for_terms(|o, q, px, qy| {
-            let tl = takes_lower_line(a[(r, o)], upper);
-            let (al, be, ga) = term_plane(tl, row, nt, q, x, y, px, qy);
-            out[r * no + o] += al * zx[px] + be * zy[qy] + ga;
-        });
-    }
-    Ok(())
-}
 
-/// [`OptimizableRelaxation::param_grad`] of a product: the plane is affine in its
-/// parameter, so the derivative is the coefficient times the difference of the two
-/// planes it interpolates at `z` (0 where a parameter is outside `[0, 1]`).
-fn param_grad<T: Scalar, P: ProductTerms>(
-    op: &P,
-    ctx: &BackwardCtx<'_, T>,
-    params: &[T],
-    a: MatRef<'_, T>,
-    upper: bool,
-    z: &[&[T]],
-    grad: &mut [T],
-) -> Result<()> {
-    let (x, y) = (ctx.bounds(0)?, ctx.bounds(1)?);
-    check_width(op, params, a.nrows())?;
-    let nt = op.terms();
-    let (nx, ny) = op.input_sizes();
-    let f = |v: T| v.as_f64();
-    for r in 0..a.nrows() {
-        let base = r * 2 * nt;
-        grad[base..base + 2 * nt].iter_mut().for_each(|g| *g = T::zero());
-        let (zx, zy) = (&z[0][r * nx..(r + 1) * nx], &z[1][r * ny..(r + 1) * ny]);
-        op.for_terms(|o, q, px, qy| {
-            let c = a[(r, o)];
-            if c == T::zero() {
-                return;
-            }
-            let tl = takes_lower_line(c, upper);
-            let k = if tl { q } else { nt + q };
-            let p = params[base + k];
-            if p.is_nan() || p < T::zero() || p > T::one() {
-                return;
-            }
-            let ((a1, b1, g1), (a2, b2, g2)) =
-                ends(tl, f(x.lower[px]), f(x.upper[px]), f(y.lower[qy]), f(y.upper[qy]));
-            let d = (a1 - a2) * f(zx[px]) + (b1 - b2) * f(zy[qy]) + (g1 - g2);
-            grad[base + k] = T::from_f64(f(c) * d);
-        });
-    }
-    Ok(())
-}
-
-/// [`OptimizableRelaxation::bounds_grad`] of a product, per term:
-///
-/// ```text
-/// lower: r·P1 + (1 − r)·P2 with P1 = (x − x_l)(y − y_l) gap, P2 = (x − x_u)(y − y_u):
-///   ∂/∂x_l = r(y − y_l), ∂/∂y_l = r(x − x_l), ∂/∂x_u = (1 − r)(y − y_u), ∂/∂y_u = (1 − r)(x − x_u);
-/// upper: r·Q1 + (1 − r)·Q2, Q1 = y_u x + x_l y − x_l y_u, Q2 = y_l x + x_u y − x_u y_l:
-///   ∂/∂x_l = r(y − y_u), ∂/∂y_u = r(x − x_l), ∂/∂x_u = (1 − r)(y − y_l), ∂/∂y_l = (1 − r)(x − x_u).
-/// ```
-#[allow(clippy::too_many_arguments)]
-fn bounds_grad<T: Scalar, P: ProductTerms>(
-    op: &P,
-    ctx: &BackwardCtx<'_, T>,
-    params: &[T],
-    a: MatRef<'_, T>,
-    upper: bool,
-    z: &[&[T]],
-    weight: &[T],
-    grad_lower: &mut [Vec<T>],
-    grad_upper: &mut [Vec<T>],
-) -> Result<()> {
-    let (x, y) = (ctx.bounds(0)?, ctx.bounds(1)?);
-    check_width(op, params, a.nrows())?;
-    let nt = op.terms();
-    let (nx, ny) = op.input_sizes();
-    let f = |v: T| v.as_f64();
-    // ∂/∂x_l, ∂/∂x_u, ∂/∂y_l, ∂/∂y_u
-    let mut g = [vec![0.0f64; nx], vec![0.0f64; nx], vec![0.0f64; ny], vec![0.0f64; ny]];
-    for r in 0..a.nrows() {
-        let w = f(weight[r]);
-        if w == 0.0 {
-            continue;
-        }
-        let base = r * 2 * nt;
-        let (zx, zy) = (&z[0][r * nx..(r + 1) * nx], &z[1][r * ny..(r + 1) * ny]);
-        op.for_terms(|o, q, px, qy| {
-            let c = a[(r, o)];
-            if c == T::zero() {
-                return;
-            }
-            let tl = takes_lower_line(c, upper);
-            let p = params[base + if tl { q } else { nt + q }];
-            let qv = if p.is_nan() { 1.0 } else { f(p).clamp(0.0, 1.0) };
-            let (zxv, zyv) = (f(zx[px]), f(zy[qy]));
-            let (xl, xu, yl, yu) = (f(x.lower[px]), f(x.upper[px]), f(y.lower[qy]), f(y.upper[qy]));
-            let wc = w * f(c);
-            let d = if tl {
-                [qv * (zyv - yl), (1.0 - qv) * (zyv - yu), qv * (zxv - xl), (1.0 - qv) * (zxv - xu)]
-            } else {
-                [qv * (zyv - yu), (1.0 - qv) * (zyv - yl), (1.0 - qv) * (zxv - xu), qv * (zxv - xl)]
-            };
-            g[0][px] += wc * d[0];
-            g[1][px] += wc * d[1];
-            g[2][qy] += wc * d[2];
-            g[3][qy] += wc * d[3];
-        });
-    }
-    let add = |dst: &mut Vec<T>, src: &[f64]| {
-        if dst.len() == src.len() {
-            dst.iter_mut().zip(src).for_each(|(d, s)| *d += T::from_f64(*s));
-        }
-    };
-    add(&mut grad_lower[0], &g[0]);
-    add(&mut grad_upper[0], &g[1]);
-    add(&mut grad_lower[1], &g[2]);
-    add(&mut grad_upper[1], &g[3]);
-    Ok(())
-}
-
-/// The optimizable planes of Mul and MatMul: one implementation, the generic functions
-/// above over their [`ProductTerms`].
-macro_rules! optimizable_products {
-    ($($op:ty),*) => {$(
-        impl<T: Scalar> OptimizableRelaxation<T> for $op {
-            fn init_params(&self, _ctx: &BackwardCtx<'_, T>) -> Result<Vec<T>> {
-                Ok(vec![T::one(); 2 * ProductTerms::terms(self)])
-            }
-
-            fn project(&self, _ctx: &BackwardCtx<'_, T>, row: &mut [T]) {
-                for v in row {
-                    *v = if v.is_nan() { T::one() } else { v.max(T::zero()).min(T::one()) };
+    /// The plane is affine in its parameter: the derivative is the coefficient times the
+    /// difference at `z` of the two planes it interpolates (0 where a parameter is
+    /// outside `[0, 1]`).
+    fn param_grad(
+        &self,
+        ctx: &BackwardCtx<'_, T>,
+        params: &[T],
+        a: MatRef<'_, T>,
+        upper: bool,
+        z: &[&[T]],
+        grad: &mut [T],
+    ) -> Result<()> {
+        let (x, y) = (ctx.bounds(0)?, ctx.bounds(1)?);
+        self.check_width(params, a.nrows())?;
+        let nt = self.terms();
+        let (nx, ny) = self.input_sizes();
+        let f = |v: T| v.as_f64();
+        for r in 0..a.nrows() {
+            let base = r * 2 * nt;
+            grad[base..base + 2 * nt].iter_mut().for_each(|g| *g = T::zero());
+            let (zx, zy) = (&z[0][r * nx..(r + 1) * nx], &z[1][r * ny..(r + 1) * ny]);
+            self.for_terms(|o, q, px, qy| {
+                let c = a[(r, o)];
+                if c == T::zero() {
+                    return;
                 }
-            }
-
-            fn backward_with(
-                &self,
-                ctx: &BackwardCtx<'_, T>,
-                a: LinearA<T>,
-                params: SideParams<'_, T>,
-            ) -> Result<BackwardResult<T>> {
-                backward_with(self, ctx, a, params)
-            }
-
-            fn relaxed_forward_with(
-                &self,
-                ctx: &BackwardCtx<'_, T>,
-                params: &[T],
-                a: MatRef<'_, T>,
-                upper: bool,
-                z: &[&[T]],
-                out: &mut [T],
-            ) -> Result<()> {
-                relaxed_forward_with(self, ctx, params, a, upper, z, out)
-            }
-
-            fn param_grad(
-                &self,
-                ctx: &BackwardCtx<'_, T>,
-                params: &[T],
-                a: MatRef<'_, T>,
-                upper: bool,
-                z: &[&[T]],
-                grad: &mut [T],
-            ) -> Result<()> {
-                param_grad(self, ctx, params, a, upper, z, grad)
-            }
-
-            fn bounds_grad(
-                &self,
-                ctx: &BackwardCtx<'_, T>,
-                params: &[T],
-                a: MatRef<'_, T>,
-                upper: bool,
-                z: &[&[T]],
-                weight: &[T],
-                grad_lower: &mut [Vec<T>],
-                grad_upper: &mut [Vec<T>],
-            ) -> Result<()> {
-                bounds_grad(self, ctx, params, a, upper, z, weight, grad_lower, grad_upper)
-            }
+                let tl = takes_lower_line(c, upper);
+                let k = if tl { q } else { nt + q };
+                let p = params[base + k];
+                if p.is_nan() || p < T::zero() || p > T::one() {
+                    return;
+                }
+                let ((a1, b1, g1), (a2, b2, g2)) =
+                    ends(tl, f(x.lower[px]), f(x.upper[px]), f(y.lower[qy]), f(y.upper[qy]));
+                let d = (a1 - a2) * f(zx[px]) + (b1 - b2) * f(zy[qy]) + (g1 - g2);
+                grad[base + k] = T::from_f64(f(c) * d);
+            });
         }
-    )*};
-}
+        Ok(())
+    }
 
-optimizable_products!(BilinearMul, BilinearMatMul);
+    /// Per term:
+    ///
+    /// ```text
+    /// lower: r·P1 + (1 − r)·P2 with P1 = (x − x_l)(y − y_l) gap, P2 = (x − x_u)(y − y_u):
+    ///   ∂/∂x_l = r(y − y_l), ∂/∂y_l = r(x − x_l), ∂/∂x_u = (1 − r)(y − y_u), ∂/∂y_u = (1 − r)(x − x_u);
+    /// upper: r·Q1 + (1 − r)·Q2, Q1 = y_u x + x_l y − x_l y_u, Q2 = y_l x + x_u y − x_u y_l:
+    ///   ∂/∂x_l = r(y − y_u), ∂/∂y_u = r(x − x_l), ∂/∂x_u = (1 − r)(y − y_l), ∂/∂y_l = (1 − r)(x − x_u).
+    /// ```
+    fn bounds_grad(
+        &self,
+        ctx: &BackwardCtx<'_, T>,
+        params: &[T],
+        a: MatRef<'_, T>,
+        upper: bool,
+        z: &[&[T]],
+        weight: &[T],
+        grad_lower: &mut [Vec<T>],
+        grad_upper: &mut [Vec<T>],
+    ) -> Result<()> {
+        let (x, y) = (ctx.bounds(0)?, ctx.bounds(1)?);
+        self.check_width(params, a.nrows())?;
+        let nt = self.terms();
+        let (nx, ny) = self.input_sizes();
+        let f = |v: T| v.as_f64();
+        // ∂/∂x_l, ∂/∂x_u, ∂/∂y_l, ∂/∂y_u
+        let mut g = [vec![0.0f64; nx], vec![0.0f64; nx], vec![0.0f64; ny], vec![0.0f64; ny]];
+        for r in 0..a.nrows() {
+            let w = f(weight[r]);
+            if w == 0.0 {
+                continue;
+            }
+            let base = r * 2 * nt;
+            let (zx, zy) = (&z[0][r * nx..(r + 1) * nx], &z[1][r * ny..(r + 1) * ny]);
+            self.for_terms(|o, q, px, qy| {
+                let c = a[(r, o)];
+                if c == T::zero() {
+                    return;
+                }
+                let tl = takes_lower_line(c, upper);
+                let p = params[base + if tl { q } else { nt + q }];
+                let qv = if p.is_nan() { 1.0 } else { f(p).clamp(0.0, 1.0) };
+                let (zxv, zyv) = (f(zx[px]), f(zy[qy]));
+                let (xl, xu, yl, yu) = (f(x.lower[px]), f(x.upper[px]), f(y.lower[qy]), f(y.upper[qy]));
+                let wc = w * f(c);
+                let d = if tl {
+                    [qv * (zyv - yl), (1.0 - qv) * (zyv - yu), qv * (zxv - xl), (1.0 - qv) * (zxv - xu)]
+                } else {
+                    [qv * (zyv - yu), (1.0 - qv) * (zyv - yl), (1.0 - qv) * (zxv - xu), qv * (zxv - xl)]
+                };
+                g[0][px] += wc * d[0];
+                g[1][px] += wc * d[1];
+                g[2][qy] += wc * d[2];
+                g[3][qy] += wc * d[3];
+            });
+        }
+        let add = |dst: &mut Vec<T>, src: &[f64]| {
+            if dst.len() == src.len() {
+                dst.iter_mut().zip(src).for_each(|(d, s)| *d += T::from_f64(*s));
+            }
+        };
+        add(&mut grad_lower[0], &g[0]);
+        add(&mut grad_upper[0], &g[1]);
+        add(&mut grad_lower[1], &g[2]);
+        add(&mut grad_upper[1], &g[3]);
+        Ok(())
+    }
+}
 
 impl Square {
     /// The lines of element `j` with the lower tangent at `t` (CROWN's formula).
@@ -669,6 +607,8 @@ impl<T: Scalar> OptimizableRelaxation<T> for Square {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::matmul::BilinearMatMul;
+    use crate::mul::BilinearMul;
 
     /// A small deterministic generator (xorshift).
     struct Rng(u64);
