@@ -15,7 +15,8 @@
 use lirpa::core::{Attr, Attributes, GraphBuilder, TensorData};
 use lirpa::sample::{Rng, sample_points};
 use lirpa::{
-    AlphaRun, AlphaState, BoundOptions, BoundRequest, Graph, InputValue, Method, Norm, Perturbation,
+    AlphaRun, AlphaState, BoundOptions, BoundRequest, BoundResult, Graph, InputValue, Method, Norm,
+    Perturbation,
 };
 
 /// Build a random graph from `seed`. Every value has shape `[1, w]`. Odd seeds give a
@@ -189,6 +190,74 @@ fn params(run: &mut AlphaRun<f64>) -> Vec<&mut Vec<f64>> {
         .collect()
 }
 
+/// `st` with its parameters moved at random (uniformly by up to ±0.5, from `seed`),
+/// then projected into their valid ranges by one warm-started evaluation, whose returned
+/// state holds them.
+fn random_feasible(
+    g: &Graph<f64>,
+    inputs: &[InputValue<f64>],
+    req: &BoundRequest<'_, f64>,
+    mut st: AlphaState<f64>,
+    seed: u64,
+) -> AlphaState<f64> {
+    let mut rng = Rng::new(seed ^ 0x5EED);
+    for run in &mut st.runs {
+        for v in params(run) {
+            v.iter_mut().for_each(|x| *x += rng.uniform() - 0.5);
+        }
+    }
+    lirpa::compute_bounds_optimized(g, inputs, &opts(1), req, Some(&st)).unwrap().1
+}
+
+/// CROWN's bounds, after checking that α-CROWN's iteration 0 reproduces them exactly;
+/// also that iteration's state. `what` names the graph in failures.
+fn iteration_zero_is_crown(
+    g: &Graph<f64>,
+    inputs: &[InputValue<f64>],
+    req: &BoundRequest<'_, f64>,
+    what: &str,
+) -> (BoundResult<f64>, AlphaState<f64>) {
+    let crown = lirpa::compute_bounds(g, inputs, &BoundOptions::with_method(Method::Crown), req).unwrap();
+    let (it0, st) = lirpa::compute_bounds_optimized(g, inputs, &opts(1), req, None).unwrap();
+    assert_eq!((&it0.lower, &it0.upper), (&crown.lower, &crown.upper), "{what}: iteration 0 is not CROWN");
+    (crown, st)
+}
+
+/// α-CROWN (20 iterations) is never looser than `crown` and contains the outputs at 64
+/// inputs sampled from `p` (from `seed`); returns how many bounds it tightened.
+fn alpha_is_sound_and_tighter(
+    g: &Graph<f64>,
+    p: &Perturbation<f64>,
+    req: &BoundRequest<'_, f64>,
+    crown: &BoundResult<f64>,
+    seed: u64,
+    what: &str,
+) -> usize {
+    let inputs = [InputValue::Perturbed(p.clone())];
+    let alpha = lirpa::compute_bounds(g, &inputs, &opts(20), req).unwrap();
+    let mut tightened = 0;
+    for i in 0..crown.lower.len() {
+        assert!(alpha.lower[i] >= crown.lower[i] && alpha.upper[i] <= crown.upper[i], "{what}: looser");
+        if alpha.lower[i] > crown.lower[i] + 1e-9 || alpha.upper[i] < crown.upper[i] - 1e-9 {
+            tightened += 1;
+        }
+    }
+    let out = g.output().unwrap();
+    for x in sample_points(p, 64, seed) {
+        let y = g.forward(&[&x], out).unwrap();
+        for (i, &yi) in y.iter().enumerate() {
+            let t = 1e-9 * (1.0 + yi.abs());
+            assert!(
+                alpha.lower[i] <= yi + t && yi <= alpha.upper[i] + t,
+                "{what}: output {i} = {yi} outside alpha-CROWN [{}, {}]",
+                alpha.lower[i],
+                alpha.upper[i]
+            );
+        }
+    }
+    tightened
+}
+
 const SEEDS: u64 = 300;
 
 /// The loss of a run is the sum of its side's final bounds; its parameters include
@@ -243,6 +312,16 @@ impl Stats {
             "{what}: only {intermediate} non-zero intermediate-pass coordinates were checked"
         );
     }
+
+    /// At most one in `one_in` of the non-zero coordinates checked may disagree.
+    fn assert_few_mismatches(&self, what: &str, one_in: usize) {
+        assert!(
+            self.mismatches * one_in <= self.nonzero,
+            "{what}: {} of {} non-zero gradient coordinates disagree with finite differences",
+            self.mismatches,
+            self.nonzero
+        );
+    }
 }
 
 /// Compare the gradient of `run`'s bound with central finite differences, coordinate by
@@ -273,7 +352,7 @@ fn check_run(
         if final_only && k < n_vec - n_final {
             continue;
         }
-        for i in 0..gk.len() {
+        for (i, &gi) in gk.iter().enumerate() {
             let eval = |d: f64| {
                 let mut r = run.clone();
                 params(&mut r)[k][i] += d;
@@ -289,12 +368,12 @@ fn check_run(
                 continue;
             }
             let fd = (fp - fm) / (2.0 * h);
-            let err = (fd - gk[i]).abs() / (1.0 + fd.abs());
+            let err = (fd - gi).abs() / (1.0 + fd.abs());
             if st.tolerate_mismatch && err >= 1e-5 {
                 eprintln!(
                     "  mismatch: seed {seed}: {} run, parameter vector {k} element {i}: analytic {}, finite differences {fd}",
                     if run.upper { "upper" } else { "lower" },
-                    gk[i]
+                    gi
                 );
                 st.mismatches += 1;
                 continue;
@@ -304,10 +383,10 @@ fn check_run(
                 err < 1e-5,
                 "seed {seed}: {} run, parameter vector {k} element {i}: analytic {}, finite differences {fd}",
                 if run.upper { "upper" } else { "lower" },
-                gk[i]
+                gi
             );
             st.checked += 1;
-            if gk[i].abs() > 1e-9 {
+            if gi.abs() > 1e-9 {
                 st.nonzero += 1;
                 if k < n_vec - n_final {
                     st.intermediate += 1;
@@ -339,27 +418,13 @@ fn sshape_gradient_matches_central_differences() {
         let (g, p) = build_with(seed, Some(act));
         let inputs = [InputValue::Perturbed(p)];
         let req = BoundRequest::default();
-        let (_, mut st) = lirpa::compute_bounds_optimized(&g, &inputs, &opts(1), &req, None).unwrap();
-        let mut rng = Rng::new(seed ^ 0x5EED);
-        for run in &mut st.runs {
-            for v in params(run) {
-                v.iter_mut().for_each(|x| *x += rng.uniform() - 0.5);
-            }
-        }
-        // One evaluation projects the parameters; the returned run holds them.
-        let (_, projected): (_, AlphaState<f64>) =
-            lirpa::compute_bounds_optimized(&g, &inputs, &opts(1), &req, Some(&st)).unwrap();
-        for run in &projected.runs {
+        let (_, st) = lirpa::compute_bounds_optimized(&g, &inputs, &opts(1), &req, None).unwrap();
+        for run in &random_feasible(&g, &inputs, &req, st, seed).runs {
             check_run(&g, &inputs, &req, run, false, seed, &mut stats);
         }
     }
     stats.report("S-shaped gradient", 50, 10);
-    assert!(
-        stats.mismatches * 50 <= stats.nonzero,
-        "{} of {} non-zero S-shaped gradient coordinates disagree with finite differences",
-        stats.mismatches,
-        stats.nonzero
-    );
+    stats.assert_few_mismatches("S-shaped gradient", 50);
 }
 
 /// Chains of element-wise operators with optimizable tangent points (or slopes)
@@ -400,17 +465,9 @@ fn convex_and_periodic_gradient_matches_central_differences() {
         let (g, p, act) = build_chain(seed);
         let inputs = [InputValue::Perturbed(p)];
         let req = BoundRequest::default();
-        let (_, mut st) = lirpa::compute_bounds_optimized(&g, &inputs, &opts(1), &req, None).unwrap();
-        let mut rng = Rng::new(seed ^ 0x5EED);
-        for run in &mut st.runs {
-            for v in params(run) {
-                v.iter_mut().for_each(|x| *x += rng.uniform() - 0.5);
-            }
-        }
-        let (_, projected): (_, AlphaState<f64>) =
-            lirpa::compute_bounds_optimized(&g, &inputs, &opts(1), &req, Some(&st)).unwrap();
+        let (_, st) = lirpa::compute_bounds_optimized(&g, &inputs, &opts(1), &req, None).unwrap();
         let before = stats.mismatches;
-        for run in &projected.runs {
+        for run in &random_feasible(&g, &inputs, &req, st, seed).runs {
             check_run(&g, &inputs, &req, run, false, seed, &mut stats);
         }
         if stats.mismatches > before {
@@ -418,12 +475,7 @@ fn convex_and_periodic_gradient_matches_central_differences() {
         }
     }
     stats.report("convex/periodic gradient", 400, 200);
-    assert!(
-        stats.mismatches * 50 <= stats.nonzero,
-        "{} of {} non-zero gradient coordinates disagree with finite differences",
-        stats.mismatches,
-        stats.nonzero
-    );
+    stats.assert_few_mismatches("convex/periodic gradient", 50);
 }
 
 #[test]
@@ -445,38 +497,9 @@ fn iteration_zero_is_crown_and_alpha_crown_is_sound_and_tighter() {
         };
         let inputs = [InputValue::Perturbed(p.clone())];
         let req = BoundRequest::default();
-        let crown =
-            lirpa::compute_bounds(&g, &inputs, &BoundOptions::with_method(Method::Crown), &req).unwrap();
-        let (it0, _) = lirpa::compute_bounds_optimized(&g, &inputs, &opts(1), &req, None).unwrap();
-        assert_eq!(
-            (&it0.lower, &it0.upper),
-            (&crown.lower, &crown.upper),
-            "seed {seed} ({act:?}): iteration 0 is not CROWN"
-        );
-        let alpha = lirpa::compute_bounds(&g, &inputs, &opts(20), &req).unwrap();
-        let out = g.output().unwrap();
-        for i in 0..crown.lower.len() {
-            assert!(
-                alpha.lower[i] >= crown.lower[i] && alpha.upper[i] <= crown.upper[i],
-                "seed {seed} ({act:?}): looser"
-            );
-            if alpha.lower[i] > crown.lower[i] + 1e-9 || alpha.upper[i] < crown.upper[i] - 1e-9 {
-                tightened += 1;
-            }
-        }
-        for x in sample_points(&p, 64, seed) {
-            let y = g.forward(&[&x], out).unwrap();
-            for i in 0..y.len() {
-                let t = 1e-9 * (1.0 + y[i].abs());
-                assert!(
-                    alpha.lower[i] <= y[i] + t && y[i] <= alpha.upper[i] + t,
-                    "seed {seed} ({act:?}): output {i} = {} outside alpha-CROWN [{}, {}]",
-                    y[i],
-                    alpha.lower[i],
-                    alpha.upper[i]
-                );
-            }
-        }
+        let what = format!("seed {seed} ({act:?})");
+        let (crown, _) = iteration_zero_is_crown(&g, &inputs, &req, &what);
+        tightened += alpha_is_sound_and_tighter(&g, &p, &req, &crown, seed, &what);
     }
     eprintln!("alpha-CROWN tightened {tightened} bounds");
     assert!(tightened > 0);
@@ -630,59 +653,17 @@ fn product_gradient_matches_central_differences() {
         let (g, p) = build_products(seed);
         let inputs = [InputValue::Perturbed(p.clone())];
         let req = BoundRequest::default();
-        let crown =
-            lirpa::compute_bounds(&g, &inputs, &BoundOptions::with_method(Method::Crown), &req).unwrap();
-        let (it0, mut st) = lirpa::compute_bounds_optimized(&g, &inputs, &opts(1), &req, None).unwrap();
-        assert_eq!(
-            (&it0.lower, &it0.upper),
-            (&crown.lower, &crown.upper),
-            "seed {seed}: iteration 0 is not CROWN"
-        );
-        let mut rng = Rng::new(seed ^ 0x5EED);
-        for run in &mut st.runs {
-            for v in params(run) {
-                v.iter_mut().for_each(|x| *x += rng.uniform() - 0.5);
-            }
-        }
-        let (_, projected): (_, AlphaState<f64>) =
-            lirpa::compute_bounds_optimized(&g, &inputs, &opts(1), &req, Some(&st)).unwrap();
-        for run in &projected.runs {
+        let what = format!("seed {seed}");
+        let (crown, st) = iteration_zero_is_crown(&g, &inputs, &req, &what);
+        for run in &random_feasible(&g, &inputs, &req, st, seed).runs {
             check_run(&g, &inputs, &req, run, true, seed, &mut strict);
             check_run(&g, &inputs, &req, run, false, seed, &mut stats);
         }
-        let alpha = lirpa::compute_bounds(&g, &inputs, &opts(20), &req).unwrap();
-        let out = g.output().unwrap();
-        for i in 0..crown.lower.len() {
-            assert!(
-                alpha.lower[i] >= crown.lower[i] && alpha.upper[i] <= crown.upper[i],
-                "seed {seed}: looser"
-            );
-            if alpha.lower[i] > crown.lower[i] + 1e-9 || alpha.upper[i] < crown.upper[i] - 1e-9 {
-                tightened += 1;
-            }
-        }
-        for x in sample_points(&p, 64, seed) {
-            let y = g.forward(&[&x], out).unwrap();
-            for (i, &yi) in y.iter().enumerate() {
-                let t = 1e-9 * (1.0 + yi.abs());
-                assert!(
-                    alpha.lower[i] <= yi + t && yi <= alpha.upper[i] + t,
-                    "seed {seed}: output {i} = {} outside alpha-CROWN [{}, {}]",
-                    yi,
-                    alpha.lower[i],
-                    alpha.upper[i]
-                );
-            }
-        }
+        tightened += alpha_is_sound_and_tighter(&g, &p, &req, &crown, seed, &what);
     }
     strict.report("product gradient, final pass", 100, 0);
     stats.report("product gradient", 100, 20);
     eprintln!("alpha-CROWN tightened {tightened} product-graph bounds");
     assert!(tightened > 0);
-    assert!(
-        stats.mismatches * 10 <= stats.nonzero,
-        "{} of {} non-zero product gradient coordinates disagree with finite differences",
-        stats.mismatches,
-        stats.nonzero
-    );
+    stats.assert_few_mismatches("product gradient", 10);
 }

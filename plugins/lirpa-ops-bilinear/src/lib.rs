@@ -68,6 +68,46 @@ pub(crate) fn mul_interval<T: Scalar>(xl: T, xu: T, yl: T, yu: T) -> (T, T) {
     (a.min(b).min(c.min(d)), a.max(b).max(c.max(d)))
 }
 
+/// A product of two perturbed tensors described by its product terms `L` (Mul's
+/// [`mul::MulTerms`], MatMul's [`matmul::MatMulTerms`]): the one type whose α-CROWN rule
+/// ([`opt`]) serves both. Its operator rules are implemented per `L`.
+#[derive(Debug)]
+pub struct Product<L>(pub(crate) L);
+
+impl<L> std::ops::Deref for Product<L> {
+    type Target = L;
+
+    fn deref(&self) -> &L {
+        &self.0
+    }
+}
+
+/// One side's coefficients on the two inputs of a product.
+pub(crate) type SidePair<T> = (Option<faer::Mat<T>>, Option<faer::Mat<T>>);
+
+/// The backward result of a product of two inputs, side by side: `side(m, upper, bias)`
+/// gives the coefficients on both inputs of the side whose coefficients on the product
+/// are `m` (dense) and adds that side's constants to `bias`.
+pub(crate) fn by_sides<T: Scalar>(
+    a: &lirpa_core::LinearA<T>,
+    mut side: impl FnMut(&faer::Mat<T>, bool, &mut [T]) -> lirpa_core::Result<SidePair<T>>,
+) -> lirpa_core::Result<lirpa_core::BackwardResult<T>> {
+    let mut bias = lirpa_core::LinearBias::zeros(a.spec());
+    let (lx, ly) = match &a.lower {
+        Some(m) => side(m, false, &mut bias.lower)?,
+        None => (None, None),
+    };
+    let (ux, uy) = match &a.upper {
+        Some(m) => side(m, true, &mut bias.upper)?,
+        None => (None, None),
+    };
+    let dense = lirpa_core::LinearA::dense;
+    Ok(lirpa_core::BackwardResult {
+        inputs: smallvec::smallvec![Some(dense(lx, ux)), Some(dense(ly, uy))],
+        bias,
+    })
+}
+
 /// Refuse infinite or NaN input bounds with a clear message (a relaxation built on
 /// them would produce NaN).
 pub(crate) fn check_finite<T: Scalar>(what: &str, xs: &[T]) -> lirpa_core::Result<()> {

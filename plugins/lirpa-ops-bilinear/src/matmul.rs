@@ -14,19 +14,23 @@
 //!
 //! and the upper bound exchanges `Y_l` and `Y_u`.
 
-use crate::{check_finite, mul_interval};
+use crate::opt::ProductTerms;
+use crate::{Product, by_sides, check_finite, mul_interval};
 use faer::linalg::matmul::matmul;
 use faer::{Accum, Mat, MatRef};
 use lirpa_core::linear::{mat_vec, par_for, takes_lower_line};
 use lirpa_core::op::{BackwardCtx, Evaluate, Interval, IntervalRule, LinearRelaxation, NodeDef, Operator};
 use lirpa_core::{
-    BackwardResult, BuiltOp, Error, LinearA, LinearBias, Par, Result, Scalar, Shape, broadcast_shapes,
+    BackwardResult, BuiltOp, Error, LinearA, Par, Result, Scalar, Shape, broadcast_shapes,
     broadcast_source_index, numel,
 };
 use smallvec::smallvec;
 
+pub type BilinearMatMul = Product<MatMulTerms>;
+
+/// The terms `x[b, i, t]·y[b, t, j]` of a MatMul.
 #[derive(Debug)]
-pub struct BilinearMatMul {
+pub struct MatMulTerms {
     pub(crate) m: usize,
     pub(crate) k: usize,
     pub(crate) n: usize,
@@ -66,7 +70,7 @@ impl BilinearMatMul {
         }
         let (bxs, bys) = (&x2[..x2.len() - 2], &y2[..y2.len() - 2]);
         let bo = broadcast_shapes(bxs, bys)?;
-        let op = BilinearMatMul {
+        let op = Product(MatMulTerms {
             m,
             k,
             n,
@@ -74,7 +78,7 @@ impl BilinearMatMul {
             by: broadcast_source_index(bys, &bo)?,
             nbx: numel(bxs),
             nby: numel(bys),
-        };
+        });
         let mut out = bo;
         if xs.len() > 1 {
             out.push(m);
@@ -109,11 +113,6 @@ impl BilinearMatMul {
             }
         }
         (g, gabs)
-    }
-
-    /// Number of product terms `x[b, i, t]·y[b, t, j]`.
-    pub(crate) fn terms(&self) -> usize {
-        self.bx.len() * self.m * self.k * self.n
     }
 
     /// Constant terms of the planes summed over t, widened outward: lower plane
@@ -236,19 +235,13 @@ impl<T: Scalar> LinearRelaxation<T> for BilinearMatMul {
         check_finite("input 1", y.lower)?;
         check_finite("input 1", y.upper)?;
         let (cl, cu) = self.constants(x.lower, y.lower, y.upper);
-        let mut bias = LinearBias::zeros(a.spec());
-        let (mut lx, mut ly, mut ux, mut uy) = (None, None, None, None);
-        if let Some(m) = &a.lower {
-            let (p, q) = self.side(m, x.lower, y.lower, y.upper, &cl, &cu, &mut bias.lower, ctx.par);
-            (lx, ly) = (Some(p), Some(q));
-        }
-        if let Some(m) = &a.upper {
-            let (p, q) = self.side(m, x.lower, y.upper, y.lower, &cu, &cl, &mut bias.upper, ctx.par);
-            (ux, uy) = (Some(p), Some(q));
-        }
-        Ok(BackwardResult {
-            inputs: smallvec![Some(LinearA::dense(lx, ux)), Some(LinearA::dense(ly, uy))],
-            bias,
+        by_sides(&a, |m, upper, bias| {
+            let (ax, ay) = if upper {
+                self.side(m, x.lower, y.upper, y.lower, &cu, &cl, bias, ctx.par)
+            } else {
+                self.side(m, x.lower, y.lower, y.upper, &cl, &cu, bias, ctx.par)
+            };
+            Ok((Some(ax), Some(ay)))
         })
     }
 

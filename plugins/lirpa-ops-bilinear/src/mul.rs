@@ -1,17 +1,19 @@
 //! Element-wise product of two perturbed tensors, with ONNX (numpy) broadcasting.
 
-use crate::{check_finite, mul_interval, plane};
+use crate::{Product, by_sides, check_finite, mul_interval, plane};
 use faer::{Mat, MatRef};
 use lirpa_core::op::{BackwardCtx, Evaluate, Interval, IntervalRule, LinearRelaxation, NodeDef, Operator};
 use lirpa_core::{
-    BackwardResult, BuiltOp, ElementwiseRelaxation, Error, LinearA, LinearBias, Result, Scalar,
-    broadcast_shapes, broadcast_source_index, numel,
+    BackwardResult, BuiltOp, ElementwiseRelaxation, Error, LinearA, Result, Scalar, broadcast_shapes,
+    broadcast_source_index, numel,
 };
-use smallvec::smallvec;
 
 /// `z[i] = x[sx[i]] · y[sy[i]]`.
+pub type BilinearMul = Product<MulTerms>;
+
+/// The terms of an element-wise product: one per output element.
 #[derive(Debug)]
-pub struct BilinearMul {
+pub struct MulTerms {
     /// Source element of each output element in `x` and `y`.
     pub(crate) sx: Vec<usize>,
     pub(crate) sy: Vec<usize>,
@@ -21,12 +23,12 @@ pub struct BilinearMul {
 
 impl BilinearMul {
     pub(crate) fn new(x: &[usize], y: &[usize], out: &[usize]) -> Result<Self> {
-        Ok(BilinearMul {
+        Ok(Product(MulTerms {
             sx: broadcast_source_index(x, out)?,
             sy: broadcast_source_index(y, out)?,
             nx: numel(x),
             ny: numel(y),
-        })
+        }))
     }
 }
 
@@ -115,20 +117,9 @@ impl<T: Scalar> LinearRelaxation<T> for BilinearMul {
         check_finite("input 0", x.lower)?;
         check_finite("input 1", y.lower)?;
         check_finite("input 1", y.upper)?;
-        let spec = a.spec();
-        let mut bias = LinearBias::zeros(spec);
-        let (mut lx, mut ly, mut ux, mut uy) = (None, None, None, None);
-        if let Some(m) = &a.lower {
-            let (ax, ay) = relax_side(m, true, x, y, &self.sx, &self.sy, self.nx, self.ny, &mut bias.lower);
-            (lx, ly) = (Some(ax), Some(ay));
-        }
-        if let Some(m) = &a.upper {
-            let (ax, ay) = relax_side(m, false, x, y, &self.sx, &self.sy, self.nx, self.ny, &mut bias.upper);
-            (ux, uy) = (Some(ax), Some(ay));
-        }
-        Ok(BackwardResult {
-            inputs: smallvec![Some(LinearA::dense(lx, ux)), Some(LinearA::dense(ly, uy))],
-            bias,
+        by_sides(&a, |m, upper, bias| {
+            let (ax, ay) = relax_side(m, !upper, x, y, &self.sx, &self.sy, self.nx, self.ny, bias);
+            Ok((Some(ax), Some(ay)))
         })
     }
 

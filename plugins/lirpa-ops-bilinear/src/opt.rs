@@ -1,9 +1,11 @@
 //! α-CROWN for products of two perturbed tensors (Mul, MatMul) and squares (`Mul(x, x)`).
 //!
-//! MatMul (at most [`MATMUL_MAX_TERMS`] product terms) gets the bilinear
-//! parameterization below per product term `x[b, i, t]·y[b, t, j]` (terms numbered
-//! `output·k + t`); a side whose parameters are all 1 uses the CROWN rule itself, whose
-//! summed constants round differently, so that iteration 0 is CROWN bit for bit.
+//! Mul (one product term `x[sx[i]]·y[sy[i]]` per output element `i`) and MatMul (at
+//! most [`MATMUL_MAX_TERMS`] terms `x[b, i, t]·y[b, t, j]`, numbered `output·k + t`) get
+//! the bilinear parameterization below per product term, from one implementation over
+//! their terms ([`ProductTerms`]). A side whose parameters are all 1 uses the operator's
+//! CROWN rule itself (MatMul's sums its constants before rounding them), so that
+//! iteration 0 is CROWN bit for bit.
 //!
 //! **Bilinear `x·y`** (auto_LiRPA's `MulHelper.interpolated_relaxation`): every lower
 //! plane below `x·y` on the box that touches the convex envelope is a convex combination
@@ -40,12 +42,12 @@
 //! by the CROWN formula, which is sound for any `t`. Gradient `a·2(z − t)·(u − l)`; the
 //! chord and the tangent point move with the bounds (`bounds_grad`).
 
-use crate::matmul::BilinearMatMul;
-use crate::mul::{BilinearMul, Square, closest_to_zero, square_upper};
-use crate::{check_finite, plane};
+use crate::matmul::MatMulTerms;
+use crate::mul::{MulTerms, Square, closest_to_zero, square_upper};
+use crate::{Product, by_sides, check_finite, plane};
 use faer::{Mat, MatRef};
 use lirpa_core::linear::{Lines, forward_rows, split_rows, takes_lower_line};
-use lirpa_core::op::{BackwardCtx, OptimizableRelaxation, SideParams};
+use lirpa_core::op::{BackwardCtx, Interval, LinearRelaxation, OptimizableRelaxation, SideParams};
 use lirpa_core::{BackwardResult, Error, LinearA, LinearBias, Result, Scalar};
 use smallvec::smallvec;
 
@@ -93,270 +95,58 @@ pub(crate) fn plane_at<T: Scalar>(lower: bool, r: T, xl: T, xu: T, yl: T, yu: T)
     (al, be, round_outward(g, lower))
 }
 
-/// The parameter of the plane coefficient `a` of side `upper` takes for element `i`
-/// (of `n`) in a row of parameters.
-#[inline]
-fn param_of<T: Scalar>(row: &[T], n: usize, i: usize, takes_lower: bool) -> T {
-    if takes_lower { row[i] } else { row[n + i] }
-}
-
-impl BilinearMul {
-    fn check_width<T: Scalar>(&self, p: &[T], rows: usize) -> Result<()> {
-        let w = 2 * self.sx.len();
-        if p.len() < rows * w {
-            return Err(Error::Invalid(format!(
-                "Mul: {} relaxation parameters for {rows} rows of width {w}",
-                p.len()
-            )));
-        }
-        Ok(())
-    }
-
-    /// One side of the backward rule with per-row parameters `p` (`rows × 2n`).
-    #[allow(clippy::too_many_arguments)]
-    fn side_with<T: Scalar>(
-        &self,
-        m: &Mat<T>,
-        upper: bool,
-        x: lirpa_core::op::Interval<'_, T>,
-        y: lirpa_core::op::Interval<'_, T>,
-        p: &[T],
-        bias: &mut [T],
-    ) -> (Mat<T>, Mat<T>) {
-        let n = self.sx.len();
-        let spec = m.nrows();
-        let mut ax = Mat::<T>::zeros(spec, self.nx);
-        let mut ay = Mat::<T>::zeros(spec, self.ny);
-        for i in 0..n {
-            let (jx, jy) = (self.sx[i], self.sy[i]);
-            let (xl, xu, yl, yu) = (x.lower[jx], x.upper[jx], y.lower[jy], y.upper[jy]);
-            let col = m.col_as_slice(i);
-            for (r, &a) in col.iter().enumerate() {
-                if a == T::zero() {
-                    continue;
-                }
-                let tl = takes_lower_line(a, upper);
-                let q = param_of(&p[r * 2 * n..(r + 1) * 2 * n], n, i, tl);
-                let (al, be, ga) = plane_at(tl, q, xl, xu, yl, yu);
-                ax[(r, jx)] += a * al;
-                ay[(r, jy)] += a * be;
-                bias[r] += a * ga;
-            }
-        }
-        (ax, ay)
-    }
-}
-
-impl<T: Scalar> OptimizableRelaxation<T> for BilinearMul {
-    fn init_params(&self, _ctx: &BackwardCtx<'_, T>) -> Result<Vec<T>> {
-        Ok(vec![T::one(); 2 * self.sx.len()])
-    }
-
-    fn project(&self, _ctx: &BackwardCtx<'_, T>, row: &mut [T]) {
-        for v in row {
-            *v = if v.is_nan() { T::one() } else { v.max(T::zero()).min(T::one()) };
-        }
-    }
-
-    fn backward_with(
-        &self,
-        ctx: &BackwardCtx<'_, T>,
-        a: LinearA<T>,
-        params: SideParams<'_, T>,
-    ) -> Result<BackwardResult<T>> {
-        let (x, y) = (ctx.bounds(0)?, ctx.bounds(1)?);
-        for (what, v) in
-            [("input 0", x.lower), ("input 0", x.upper), ("input 1", y.lower), ("input 1", y.upper)]
-        {
-            check_finite(what, v)?;
-        }
-        let a = a.into_dense();
-        let spec = a.spec();
-        let mut bias = LinearBias::zeros(spec);
-        let (mut lx, mut ly, mut ux, mut uy) = (None, None, None, None);
-        if let Some(m) = &a.lower {
-            let (p, q) = match params.lower {
-                Some(p) => {
-                    self.check_width(p, spec)?;
-                    self.side_with(m, false, x, y, p, &mut bias.lower)
-                }
-                None => crate::mul::relax_side(
-                    m,
-                    true,
-                    x,
-                    y,
-                    &self.sx,
-                    &self.sy,
-                    self.nx,
-                    self.ny,
-                    &mut bias.lower,
-                ),
-            };
-            (lx, ly) = (Some(p), Some(q));
-        }
-        if let Some(m) = &a.upper {
-            let (p, q) = match params.upper {
-                Some(p) => {
-                    self.check_width(p, spec)?;
-                    self.side_with(m, true, x, y, p, &mut bias.upper)
-                }
-                None => crate::mul::relax_side(
-                    m,
-                    false,
-                    x,
-                    y,
-                    &self.sx,
-                    &self.sy,
-                    self.nx,
-                    self.ny,
-                    &mut bias.upper,
-                ),
-            };
-            (ux, uy) = (Some(p), Some(q));
-        }
-        Ok(BackwardResult {
-            inputs: smallvec![Some(LinearA::dense(lx, ux)), Some(LinearA::dense(ly, uy))],
-            bias,
-        })
-    }
-
-    fn relaxed_forward_with(
-        &self,
-        ctx: &BackwardCtx<'_, T>,
-        params: &[T],
-        a: MatRef<'_, T>,
-        upper: bool,
-        z: &[&[T]],
-        out: &mut [T],
-    ) -> Result<()> {
-        let (x, y) = (ctx.bounds(0)?, ctx.bounds(1)?);
-        let n = a.ncols();
-        self.check_width(params, a.nrows())?;
-        for r in 0..a.nrows() {
-            let row = &params[r * 2 * n..(r + 1) * 2 * n];
-            for i in 0..n {
-                let (jx, jy) = (self.sx[i], self.sy[i]);
-                let tl = takes_lower_line(a[(r, i)], upper);
-                let q = param_of(row, n, i, tl);
-                let (al, be, ga) = plane_at(tl, q, x.lower[jx], x.upper[jx], y.lower[jy], y.upper[jy]);
-                out[r * n + i] = al * z[0][r * self.nx + jx] + be * z[1][r * self.ny + jy] + ga;
-            }
-        }
-        Ok(())
-    }
-
-    fn param_grad(
-        &self,
-        ctx: &BackwardCtx<'_, T>,
-        params: &[T],
-        a: MatRef<'_, T>,
-        upper: bool,
-        z: &[&[T]],
-        grad: &mut [T],
-    ) -> Result<()> {
-        let (x, y) = (ctx.bounds(0)?, ctx.bounds(1)?);
-        let n = a.ncols();
-        self.check_width(params, a.nrows())?;
-        for r in 0..a.nrows() {
-            let base = r * 2 * n;
-            grad[base..base + 2 * n].iter_mut().for_each(|g| *g = T::zero());
-            for i in 0..n {
-                let c = a[(r, i)];
-                if c == T::zero() {
-                    continue;
-                }
-                let (jx, jy) = (self.sx[i], self.sy[i]);
-                let tl = takes_lower_line(c, upper);
-                let k = if tl { i } else { n + i };
-                let p = params[base + k];
-                if p.is_nan() || p < T::zero() || p > T::one() {
-                    continue;
-                }
-                let f = |v: T| v.as_f64();
-                let ((a1, b1, g1), (a2, b2, g2)) =
-                    ends(tl, f(x.lower[jx]), f(x.upper[jx]), f(y.lower[jy]), f(y.upper[jy]));
-                let (zx, zy) = (f(z[0][r * self.nx + jx]), f(z[1][r * self.ny + jy]));
-                let d = (a1 - a2) * zx + (b1 - b2) * zy + (g1 - g2);
-                grad[base + k] = T::from_f64(f(c) * d);
-            }
-        }
-        Ok(())
-    }
-
-    fn bounds_grad(
-        &self,
-        ctx: &BackwardCtx<'_, T>,
-        params: &[T],
-        a: MatRef<'_, T>,
-        upper: bool,
-        z: &[&[T]],
-        weight: &[T],
-        grad_lower: &mut [Vec<T>],
-        grad_upper: &mut [Vec<T>],
-    ) -> Result<()> {
-        // lower: r·P1 + (1 − r)·P2 with P1 = (x − x_l)(y − y_l) gap, P2 = (x − x_u)(y − y_u):
-        //   ∂/∂x_l = r(y − y_l), ∂/∂y_l = r(x − x_l), ∂/∂x_u = (1 − r)(y − y_u), ∂/∂y_u = (1 − r)(x − x_u);
-        // upper: r·Q1 + (1 − r)·Q2, Q1 = y_u x + x_l y − x_l y_u, Q2 = y_l x + x_u y − x_u y_l:
-        //   ∂/∂x_l = r(y − y_u), ∂/∂y_u = r(x − x_l), ∂/∂x_u = (1 − r)(y − y_l), ∂/∂y_l = (1 − r)(x − x_u).
-        let (x, y) = (ctx.bounds(0)?, ctx.bounds(1)?);
-        let n = a.ncols();
-        self.check_width(params, a.nrows())?;
-        let f = |v: T| v.as_f64();
-        let mut g =
-            [vec![0.0f64; self.nx], vec![0.0f64; self.nx], vec![0.0f64; self.ny], vec![0.0f64; self.ny]];
-        for r in 0..a.nrows() {
-            let base = r * 2 * n;
-            let w = f(weight[r]);
-            if w == 0.0 {
-                continue;
-            }
-            for i in 0..n {
-                let c = a[(r, i)];
-                if c == T::zero() {
-                    continue;
-                }
-                let (jx, jy) = (self.sx[i], self.sy[i]);
-                let tl = takes_lower_line(c, upper);
-                let p = params[base + if tl { i } else { n + i }];
-                let q = if p.is_nan() { 1.0 } else { f(p).clamp(0.0, 1.0) };
-                let (zx, zy) = (f(z[0][r * self.nx + jx]), f(z[1][r * self.ny + jy]));
-                let (xl, xu, yl, yu) = (f(x.lower[jx]), f(x.upper[jx]), f(y.lower[jy]), f(y.upper[jy]));
-                let wc = w * f(c);
-                // [x_l, x_u, y_l, y_u]
-                let d = if tl {
-                    [q * (zy - yl), (1.0 - q) * (zy - yu), q * (zx - xl), (1.0 - q) * (zx - xu)]
-                } else {
-                    [q * (zy - yu), (1.0 - q) * (zy - yl), (1.0 - q) * (zx - xu), q * (zx - xl)]
-                };
-                g[0][jx] += wc * d[0];
-                g[1][jx] += wc * d[1];
-                g[2][jy] += wc * d[2];
-                g[3][jy] += wc * d[3];
-            }
-        }
-        let add = |dst: &mut Vec<T>, src: &[f64]| {
-            if dst.len() == src.len() {
-                dst.iter_mut().zip(src).for_each(|(d, s)| *d += T::from_f64(*s));
-            }
-        };
-        add(&mut grad_lower[0], &g[0]);
-        add(&mut grad_upper[0], &g[1]);
-        add(&mut grad_lower[1], &g[2]);
-        add(&mut grad_upper[1], &g[3]);
-        Ok(())
-    }
-}
-
-/// One side's coefficients on the two inputs.
-type SidePair<T> = (Option<Mat<T>>, Option<Mat<T>>);
-
 /// Largest MatMul of two perturbed tensors (number of product terms) whose planes are
 /// optimizable: every pass keeps `2·terms` parameters per row.
 pub(crate) const MATMUL_MAX_TERMS: usize = 4096;
 
-impl BilinearMatMul {
-    /// Visit every product term: `(output element, term, x element, y element)`, terms
-    /// numbered `output·k + t`.
+/// A product of two perturbed tensors as a sum of product terms `x[px]·y[qy]`, each
+/// summed into one output element: all that the optimizable planes (one parameter per
+/// term and side) need to know of Mul (one term per output element) and MatMul.
+pub trait ProductTerms {
+    /// The operator's name in errors.
+    const NAME: &'static str;
+
+    /// Numbers of elements of `x` and `y`.
+    fn input_sizes(&self) -> (usize, usize);
+
+    /// Number of product terms.
+    fn terms(&self) -> usize;
+
+    /// Visit every product term: `(output element, term, x element, y element)`.
+    fn for_terms(&self, f: impl FnMut(usize, usize, usize, usize));
+}
+
+impl ProductTerms for MulTerms {
+    const NAME: &'static str = "Mul";
+
+    fn input_sizes(&self) -> (usize, usize) {
+        (self.nx, self.ny)
+    }
+
+    fn terms(&self) -> usize {
+        self.sx.len()
+    }
+
+    /// Term `i` is output element `i`, `x[sx[i]]·y[sy[i]]`.
+    fn for_terms(&self, mut f: impl FnMut(usize, usize, usize, usize)) {
+        for (i, (&px, &qy)) in self.sx.iter().zip(&self.sy).enumerate() {
+            f(i, i, px, qy);
+        }
+    }
+}
+
+impl ProductTerms for MatMulTerms {
+    const NAME: &'static str = "MatMul";
+
+    fn input_sizes(&self) -> (usize, usize) {
+        (self.nbx * self.m * self.k, self.nby * self.k * self.n)
+    }
+
+    fn terms(&self) -> usize {
+        self.bx.len() * self.m * self.k * self.n
+    }
+
+    /// Terms `x[b, i, t]·y[b, t, j]`, numbered `output·k + t`.
     fn for_terms(&self, mut f: impl FnMut(usize, usize, usize, usize)) {
         let (m, k, n) = (self.m, self.k, self.n);
         for b in 0..self.bx.len() {
@@ -371,26 +161,52 @@ impl BilinearMatMul {
             }
         }
     }
+}
 
+impl<L: ProductTerms> Product<L> {
     fn check_width<T: Scalar>(&self, p: &[T], rows: usize) -> Result<()> {
         let w = 2 * self.terms();
         if p.len() < rows * w {
             return Err(Error::Invalid(format!(
-                "MatMul: {} relaxation parameters for {rows} rows of width {w}",
+                "{}: {} relaxation parameters for {rows} rows of width {w}",
+                L::NAME,
                 p.len()
             )));
         }
         Ok(())
     }
 
-    /// Whether a side's parameters are all at CROWN's value (then the CROWN rule, whose
-    /// summed constants round differently, is used: iteration 0 is CROWN bit for bit).
+    /// Whether a side's parameters are all at CROWN's value: then the CROWN rule itself
+    /// is used (MatMul's sums its constants over `t` before rounding them, so that
+    /// iteration 0 is CROWN bit for bit; Mul's gives the same planes).
     fn at_crown<T: Scalar>(p: &[T]) -> bool {
         p.iter().all(|&v| v == T::one())
     }
 }
 
-impl<T: Scalar> OptimizableRelaxation<T> for BilinearMatMul {
+/// The plane of side `tl` of term `q` (of `nt`) between `x[px]` and `y[qy]`, at its
+/// parameter in `row`.
+#[allow(clippy::too_many_arguments)]
+#[inline]
+fn term_plane<T: Scalar>(
+    tl: bool,
+    row: &[T],
+    nt: usize,
+    q: usize,
+    x: Interval<'_, T>,
+    y: Interval<'_, T>,
+    px: usize,
+    qy: usize,
+) -> (T, T, T) {
+    let r = if tl { row[q] } else { row[nt + q] };
+    plane_at(tl, r, x.lower[px], x.upper[px], y.lower[qy], y.upper[qy])
+}
+
+/// Mul and MatMul: per term, the interpolated planes of the module documentation.
+impl<T: Scalar, L: ProductTerms> OptimizableRelaxation<T> for Product<L>
+where
+    Product<L>: LinearRelaxation<T>,
+{
     fn init_params(&self, _ctx: &BackwardCtx<'_, T>) -> Result<Vec<T>> {
         Ok(vec![T::one(); 2 * self.terms()])
     }
@@ -401,6 +217,8 @@ impl<T: Scalar> OptimizableRelaxation<T> for BilinearMatMul {
         }
     }
 
+    /// Per side, the CROWN rule for parameters that are missing or all at 1, else every
+    /// term's interpolated plane.
     fn backward_with(
         &self,
         ctx: &BackwardCtx<'_, T>,
@@ -416,63 +234,45 @@ impl<T: Scalar> OptimizableRelaxation<T> for BilinearMatMul {
         let a = a.into_dense();
         let spec = a.spec();
         let nt = self.terms();
-        let (nxs, nys) = (self.nbx * self.m * self.k, self.nby * self.k * self.n);
-        let mut bias = LinearBias::zeros(spec);
-        let mut sides: [SidePair<T>; 2] = [(None, None), (None, None)];
-        for (s, (m, p)) in [(&a.lower, params.lower), (&a.upper, params.upper)].into_iter().enumerate() {
-            let Some(m) = m else { continue };
-            let upper = s == 1;
-            let b = if upper { &mut bias.upper } else { &mut bias.lower };
-            match p {
-                Some(p) if !Self::at_crown(p) => {
-                    self.check_width(p, spec)?;
-                    let mut ax = Mat::<T>::zeros(spec, nxs);
-                    let mut ay = Mat::<T>::zeros(spec, nys);
-                    for r in 0..spec {
+        let (nx, ny) = self.input_sizes();
+        by_sides(&a, |m, upper, b| match if upper { params.upper } else { params.lower } {
+            Some(p) if !Self::at_crown(p) => {
+                self.check_width(p, spec)?;
+                let mut ax = Mat::<T>::zeros(spec, nx);
+                let mut ay = Mat::<T>::zeros(spec, ny);
+                self.for_terms(|o, q, px, qy| {
+                    for (r, &c) in m.col_as_slice(o).iter().enumerate() {
+                        if c == T::zero() {
+                            continue;
+                        }
+                        let tl = takes_lower_line(c, upper);
                         let row = &p[r * 2 * nt..(r + 1) * 2 * nt];
-                        self.for_terms(|o, q, px, qy| {
-                            let c = m[(r, o)];
-                            if c == T::zero() {
-                                return;
-                            }
-                            let tl = takes_lower_line(c, upper);
-                            let (al, be, ga) = plane_at(
-                                tl,
-                                param_of(row, nt, q, tl),
-                                x.lower[px],
-                                x.upper[px],
-                                y.lower[qy],
-                                y.upper[qy],
-                            );
-                            ax[(r, px)] += c * al;
-                            ay[(r, qy)] += c * be;
-                            b[r] += c * ga;
-                        });
+                        let (al, be, ga) = term_plane(tl, row, nt, q, x, y, px, qy);
+                        ax[(r, px)] += c * al;
+                        ay[(r, qy)] += c * be;
+                        b[r] += c * ga;
                     }
-                    sides[s] = (Some(ax), Some(ay));
-                }
-                _ => {
-                    let one = if upper {
-                        LinearA::dense(None, Some(m.clone()))
-                    } else {
-                        LinearA::dense(Some(m.clone()), None)
-                    };
-                    let res = lirpa_core::LinearRelaxation::backward(self, ctx, one)?;
-                    let rb = if upper { &res.bias.upper } else { &res.bias.lower };
-                    b.iter_mut().zip(rb).for_each(|(d, v)| *d += *v);
-                    let mut it = res.inputs.into_iter();
-                    let take = |e: Option<LinearA<T>>| e.and_then(|e| if upper { e.upper } else { e.lower });
-                    sides[s] = (take(it.next().flatten()), take(it.next().flatten()));
-                }
+                });
+                Ok((Some(ax), Some(ay)))
             }
-        }
-        let [(lx, ly), (ux, uy)] = sides;
-        Ok(BackwardResult {
-            inputs: smallvec![Some(LinearA::dense(lx, ux)), Some(LinearA::dense(ly, uy))],
-            bias,
+            _ => {
+                let one = if upper {
+                    LinearA::dense(None, Some(m.clone()))
+                } else {
+                    LinearA::dense(Some(m.clone()), None)
+                };
+                let res = LinearRelaxation::backward(self, ctx, one)?;
+                let rb = if upper { &res.bias.upper } else { &res.bias.lower };
+                b.iter_mut().zip(rb).for_each(|(d, v)| *d += *v);
+                let mut it = res.inputs.into_iter();
+                let take = |e: Option<LinearA<T>>| e.and_then(|e| if upper { e.upper } else { e.lower });
+                Ok((take(it.next().flatten()), take(it.next().flatten())))
+            }
         })
     }
 
+    /// Every output element of every row is the sum of its terms' planes at the inputs'
+    /// values `z` of that row.
     fn relaxed_forward_with(
         &self,
         ctx: &BackwardCtx<'_, T>,
@@ -483,33 +283,29 @@ impl<T: Scalar> OptimizableRelaxation<T> for BilinearMatMul {
         out: &mut [T],
     ) -> Result<()> {
         if Self::at_crown(params) {
-            return lirpa_core::LinearRelaxation::relaxed_forward(self, ctx, a, upper, z, out);
+            return LinearRelaxation::relaxed_forward(self, ctx, a, upper, z, out);
         }
         let (x, y) = (ctx.bounds(0)?, ctx.bounds(1)?);
         self.check_width(params, a.nrows())?;
         let nt = self.terms();
         let no = a.ncols();
-        let (nxs, nys) = (self.nbx * self.m * self.k, self.nby * self.k * self.n);
+        let (nx, ny) = self.input_sizes();
         for r in 0..a.nrows() {
             let row = &params[r * 2 * nt..(r + 1) * 2 * nt];
-            let (zx, zy) = (&z[0][r * nxs..(r + 1) * nxs], &z[1][r * nys..(r + 1) * nys]);
+            let (zx, zy) = (&z[0][r * nx..(r + 1) * nx], &z[1][r * ny..(r + 1) * ny]);
             out[r * no..(r + 1) * no].iter_mut().for_each(|v| *v = T::zero());
             self.for_terms(|o, q, px, qy| {
                 let tl = takes_lower_line(a[(r, o)], upper);
-                let (al, be, ga) = plane_at(
-                    tl,
-                    param_of(row, nt, q, tl),
-                    x.lower[px],
-                    x.upper[px],
-                    y.lower[qy],
-                    y.upper[qy],
-                );
+                let (al, be, ga) = term_plane(tl, row, nt, q, x, y, px, qy);
                 out[r * no + o] += al * zx[px] + be * zy[qy] + ga;
             });
         }
         Ok(())
     }
 
+    /// The plane is affine in its parameter: the derivative is the coefficient times the
+    /// difference at `z` of the two planes it interpolates (0 where a parameter is
+    /// outside `[0, 1]`).
     fn param_grad(
         &self,
         ctx: &BackwardCtx<'_, T>,
@@ -522,12 +318,12 @@ impl<T: Scalar> OptimizableRelaxation<T> for BilinearMatMul {
         let (x, y) = (ctx.bounds(0)?, ctx.bounds(1)?);
         self.check_width(params, a.nrows())?;
         let nt = self.terms();
-        let (nxs, nys) = (self.nbx * self.m * self.k, self.nby * self.k * self.n);
+        let (nx, ny) = self.input_sizes();
         let f = |v: T| v.as_f64();
         for r in 0..a.nrows() {
             let base = r * 2 * nt;
             grad[base..base + 2 * nt].iter_mut().for_each(|g| *g = T::zero());
-            let (zx, zy) = (&z[0][r * nxs..(r + 1) * nxs], &z[1][r * nys..(r + 1) * nys]);
+            let (zx, zy) = (&z[0][r * nx..(r + 1) * nx], &z[1][r * ny..(r + 1) * ny]);
             self.for_terms(|o, q, px, qy| {
                 let c = a[(r, o)];
                 if c == T::zero() {
@@ -548,6 +344,14 @@ impl<T: Scalar> OptimizableRelaxation<T> for BilinearMatMul {
         Ok(())
     }
 
+    /// Per term:
+    ///
+    /// ```text
+    /// lower: r·P1 + (1 − r)·P2 with P1 = (x − x_l)(y − y_l) gap, P2 = (x − x_u)(y − y_u):
+    ///   ∂/∂x_l = r(y − y_l), ∂/∂y_l = r(x − x_l), ∂/∂x_u = (1 − r)(y − y_u), ∂/∂y_u = (1 − r)(x − x_u);
+    /// upper: r·Q1 + (1 − r)·Q2, Q1 = y_u x + x_l y − x_l y_u, Q2 = y_l x + x_u y − x_u y_l:
+    ///   ∂/∂x_l = r(y − y_u), ∂/∂y_u = r(x − x_l), ∂/∂x_u = (1 − r)(y − y_l), ∂/∂y_l = (1 − r)(x − x_u).
+    /// ```
     fn bounds_grad(
         &self,
         ctx: &BackwardCtx<'_, T>,
@@ -559,20 +363,20 @@ impl<T: Scalar> OptimizableRelaxation<T> for BilinearMatMul {
         grad_lower: &mut [Vec<T>],
         grad_upper: &mut [Vec<T>],
     ) -> Result<()> {
-        // The same plane derivatives as the element-wise product's, per term.
         let (x, y) = (ctx.bounds(0)?, ctx.bounds(1)?);
         self.check_width(params, a.nrows())?;
         let nt = self.terms();
-        let (nxs, nys) = (self.nbx * self.m * self.k, self.nby * self.k * self.n);
+        let (nx, ny) = self.input_sizes();
         let f = |v: T| v.as_f64();
-        let mut g = [vec![0.0f64; nxs], vec![0.0f64; nxs], vec![0.0f64; nys], vec![0.0f64; nys]];
+        // ∂/∂x_l, ∂/∂x_u, ∂/∂y_l, ∂/∂y_u
+        let mut g = [vec![0.0f64; nx], vec![0.0f64; nx], vec![0.0f64; ny], vec![0.0f64; ny]];
         for r in 0..a.nrows() {
             let w = f(weight[r]);
             if w == 0.0 {
                 continue;
             }
             let base = r * 2 * nt;
-            let (zx, zy) = (&z[0][r * nxs..(r + 1) * nxs], &z[1][r * nys..(r + 1) * nys]);
+            let (zx, zy) = (&z[0][r * nx..(r + 1) * nx], &z[1][r * ny..(r + 1) * ny]);
             self.for_terms(|o, q, px, qy| {
                 let c = a[(r, o)];
                 if c == T::zero() {
@@ -803,6 +607,8 @@ impl<T: Scalar> OptimizableRelaxation<T> for Square {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::matmul::BilinearMatMul;
+    use crate::mul::BilinearMul;
 
     /// A small deterministic generator (xorshift).
     struct Rng(u64);
