@@ -167,6 +167,11 @@ pub struct OptimizeOptions {
     pub keep_best: bool,
     /// Stop after this many iterations without any element improving (0: never).
     pub early_stop_patience: usize,
+    /// Stop iterating once this instant has passed (the best bound so far is returned,
+    /// sound like every iterate); the first iteration always runs. For callers with a
+    /// time limit (`lirpa verify`); not serialized.
+    #[serde(skip)]
+    pub deadline: Option<std::time::Instant>,
 }
 
 impl Default for OptimizeOptions {
@@ -180,6 +185,7 @@ impl Default for OptimizeOptions {
             adam_eps: 1e-8,
             keep_best: true,
             early_stop_patience: 10,
+            deadline: None,
         }
     }
 }

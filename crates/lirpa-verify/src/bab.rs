@@ -75,10 +75,11 @@ impl<'g> CrownBounder<'g> {
         Self::with_threads(graph, 1)
     }
 
-    /// α-CROWN with `iterations`, sequential.
-    pub fn alpha(graph: &'g Graph<f64>, iterations: usize) -> Self {
+    /// α-CROWN with `iterations`, sequential, iterating no later than `deadline`.
+    pub fn alpha(graph: &'g Graph<f64>, iterations: usize, deadline: Option<std::time::Instant>) -> Self {
         let mut opts = BoundOptions { threads: 1, ..BoundOptions::with_method(Method::AlphaCrown) };
         opts.optimize.iterations = iterations;
+        opts.optimize.deadline = deadline;
         CrownBounder { graph, opts }
     }
 

@@ -297,7 +297,7 @@ pub fn verify(model: &Model, problem: &Problem, opts: &VerifyOptions<'_>) -> Res
     let t = Instant::now();
     // Many small bounds in parallel when splitting; one bound on all cores otherwise.
     let bounder = bab::CrownBounder::with_threads(&model.g64, if split { 1 } else { 0 });
-    let alpha = bab::CrownBounder::alpha(&model.g64, opts.alpha_split_iterations);
+    let alpha = bab::CrownBounder::alpha(&model.g64, opts.alpha_split_iterations, Some(opts.deadline));
     let strong: Option<&dyn bab::Bounder> = (split && opts.alpha_split_iterations > 0).then_some(&alpha as _);
     let bab_opts = bab::BabOptions {
         batch: opts.batch,
@@ -357,11 +357,22 @@ pub fn verify(model: &Model, problem: &Problem, opts: &VerifyOptions<'_>) -> Res
                 return Ok((Verdict::Sat(ce), stats));
             }
             let nodes = relu_bab::relu_inputs(&model.g64);
-            let root =
-                relu_bab::ClampBounder::new(&model.g64, lirpa::Method::AlphaCrown, opts.alpha_iterations, 0);
+            let root = relu_bab::ClampBounder::new(
+                &model.g64,
+                lirpa::Method::AlphaCrown,
+                opts.alpha_iterations,
+                0,
+                Some(opts.deadline),
+            );
             let sub = match opts.relu_bab.sub_iterations {
-                0 => relu_bab::ClampBounder::new(&model.g64, lirpa::Method::Crown, 0, 1),
-                k => relu_bab::ClampBounder::new(&model.g64, lirpa::Method::AlphaCrown, k, 1),
+                0 => relu_bab::ClampBounder::new(&model.g64, lirpa::Method::Crown, 0, 1, None),
+                k => relu_bab::ClampBounder::new(
+                    &model.g64,
+                    lirpa::Method::AlphaCrown,
+                    k,
+                    1,
+                    Some(opts.deadline),
+                ),
             };
             let (r, n) = relu_bab::relu_split(
                 region,

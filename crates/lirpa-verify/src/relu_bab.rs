@@ -125,10 +125,18 @@ pub struct ClampBounder<'g> {
 }
 
 impl<'g> ClampBounder<'g> {
-    /// `method` CROWN or α-CROWN (`iterations` of it), `threads` as `BoundOptions`.
-    pub fn new(graph: &'g Graph<f64>, method: Method, iterations: usize, threads: usize) -> Self {
+    /// `method` CROWN or α-CROWN (`iterations` of it, iterating no later than
+    /// `deadline`), `threads` as `BoundOptions`.
+    pub fn new(
+        graph: &'g Graph<f64>,
+        method: Method,
+        iterations: usize,
+        threads: usize,
+        deadline: Option<std::time::Instant>,
+    ) -> Self {
         let mut opts = BoundOptions { threads, ..BoundOptions::with_method(method) };
         opts.optimize.iterations = iterations;
+        opts.optimize.deadline = deadline;
         ClampBounder { graph, opts }
     }
 }

@@ -77,8 +77,8 @@ fn check_subdomains(
     let mut rng = Rng::new(seed);
     let nodes = relu_inputs(g);
     let rows: Vec<&[f64]> = c.iter().map(Vec::as_slice).collect();
-    let crown = ClampBounder::new(g, lirpa::Method::Crown, 0, 1);
-    let alpha = ClampBounder::new(g, lirpa::Method::AlphaCrown, 5, 1);
+    let crown = ClampBounder::new(g, lirpa::Method::Crown, 0, 1, None);
+    let alpha = ClampBounder::new(g, lirpa::Method::AlphaCrown, 5, 1, None);
     let root = crown.bound(lo, hi, &rows, None, &[], None).unwrap();
     let unstable: Vec<(usize, usize)> = root
         .intermediate
@@ -181,7 +181,7 @@ fn run(g: &Graph<f64>, problem: &Problem, secs: f64) -> BabResult {
         let y = g.forward(&[x], g.output().unwrap()).ok()?;
         problem.is_counterexample(x, &y).then(|| Counterexample { x: x.to_vec(), y })
     };
-    let crown = ClampBounder::new(g, lirpa::Method::Crown, 0, 1);
+    let crown = ClampBounder::new(g, lirpa::Method::Crown, 0, 1, None);
     let opts = ReluBabOptions { batch: 2, candidates: 2, max_pending: 5000, sub_iterations: 0 };
     let deadline = Instant::now() + Duration::from_secs_f64(secs);
     relu_split(region, &relu_inputs(g), &crown, &crown, &check, &opts, deadline, &|_| {}).unwrap().0

@@ -667,3 +667,27 @@ fn product_gradient_matches_central_differences() {
     assert!(tightened > 0);
     stats.assert_few_mismatches("product gradient", 10);
 }
+
+/// A deadline that has passed stops α-CROWN after its first iteration (CROWN), on the
+/// graphs where 20 iterations do tighten something.
+#[test]
+fn a_passed_deadline_stops_after_iteration_zero() {
+    let mut checked = 0;
+    for seed in 0..SEEDS {
+        let (g, p) = build(seed);
+        let inputs = [InputValue::Perturbed(p.clone())];
+        let req = BoundRequest::default();
+        let crown =
+            lirpa::compute_bounds(&g, &inputs, &BoundOptions::with_method(Method::Crown), &req).unwrap();
+        let full = lirpa::compute_bounds(&g, &inputs, &opts(20), &req).unwrap();
+        if full.lower == crown.lower && full.upper == crown.upper {
+            continue;
+        }
+        let mut late = opts(20);
+        late.optimize.deadline = Some(std::time::Instant::now());
+        let stopped = lirpa::compute_bounds(&g, &inputs, &late, &req).unwrap();
+        assert_eq!((&stopped.lower, &stopped.upper), (&crown.lower, &crown.upper), "seed {seed}");
+        checked += 1;
+    }
+    assert!(checked >= 5, "only {checked} graphs where α-CROWN tightens");
+}

@@ -663,7 +663,8 @@ impl<'g, T: Scalar> State<'g, T> {
             };
             last = ev.bounds;
             since_improved = if improved { 0 } else { since_improved + 1 };
-            if !need_grad || (o.early_stop_patience > 0 && since_improved >= o.early_stop_patience) {
+            let late = o.deadline.is_some_and(|d| std::time::Instant::now() >= d);
+            if !need_grad || late || (o.early_stop_patience > 0 && since_improved >= o.early_stop_patience) {
                 break;
             }
             let lr = o.lr_alpha * o.lr_decay.powi(it as i32);
