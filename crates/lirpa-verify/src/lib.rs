@@ -264,6 +264,10 @@ pub struct Stats {
     pub bab_time: Duration,
 }
 
+/// How many CROWN bounds of the model the time left must cover before the ReLU-split
+/// phase (α-CROWN root bound, then sub-domains) starts.
+const ALPHA_ROOT_COST: u32 = 40;
+
 /// Verify `problem` on `model`. See the crate documentation for the pipeline.
 pub fn verify(model: &Model, problem: &Problem, opts: &VerifyOptions<'_>) -> Result<(Verdict, Stats)> {
     model.check_sizes(problem)?;
@@ -339,7 +343,13 @@ pub fn verify(model: &Model, problem: &Problem, opts: &VerifyOptions<'_>) -> Res
             &report,
         )?;
         stats.domains += n;
-        if !split && opts.relu_split && matches!(res, bab::BabResult::Unknown(_)) {
+        // The CROWN bounds so far measure the model's cost: an α-CROWN iteration costs
+        // tens of them (and cannot be interrupted), so the ReLU-split phase only starts
+        // when enough time is left for a few.
+        let crown_cost = t.elapsed();
+        let affordable =
+            opts.deadline.saturating_duration_since(Instant::now()) > crown_cost * ALPHA_ROOT_COST;
+        if !split && opts.relu_split && affordable && matches!(res, bab::BabResult::Unknown(_)) {
             // CROWN did not prove the region: PGD (a tenth of the time left), then an
             // α-CROWN root bound and ReLU-split branch and bound.
             let now = Instant::now();
