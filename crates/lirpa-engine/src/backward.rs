@@ -488,13 +488,7 @@ impl<'g, T: Scalar> State<'g, T> {
                 let (win, sel) = Window::select::<T>(c, h, w, rows);
                 LinearA { window: Some(win), ..LinearA::both(sel, true, true) }
             }
-            _ => {
-                let mut sel = Mat::<T>::zeros(rows.len(), n);
-                for (r, &j) in rows.iter().enumerate() {
-                    sel[(r, j)] = T::one();
-                }
-                LinearA::both(sel, true, true)
-            }
+            _ => LinearA::both(selection(rows, n), true, true),
         }
     }
 
@@ -655,6 +649,15 @@ impl<'g, T: Scalar> State<'g, T> {
         }
         (lo, hi)
     }
+}
+
+/// Dense rows `e_j` selecting elements `rows` of a node of `n` elements.
+fn selection<T: Scalar>(rows: &[usize], n: usize) -> Mat<T> {
+    let mut sel = Mat::<T>::zeros(rows.len(), n);
+    for (r, &j) in rows.iter().enumerate() {
+        sel[(r, j)] = T::one();
+    }
+    sel
 }
 
 fn add<T: Scalar>(acc: &mut [T], x: &[T]) {

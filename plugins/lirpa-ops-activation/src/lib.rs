@@ -29,7 +29,7 @@ pub mod special;
 pub mod sshape;
 
 use funcs::{Func, Gelu, Piecewise, Pow, SKind, SShaped, Smooth, SmoothFn, Trig};
-use line::{Line, Relax, down, secure, to_scalar, up};
+use line::{Line, Relax, check_values, down, secure_values, to_scalar, up};
 use lirpa_core::linear::Lines;
 use lirpa_core::op::OptimizableRelaxation;
 use lirpa_core::op::{BackwardCtx, Evaluate, Interval, IntervalRule, LinearRelaxation, NodeDef, Operator};
@@ -155,13 +155,21 @@ impl<F: Func> Elementwise<F> {
     /// intervals, where `r` comes from [`Func::relax`]; taken as they are on infinite
     /// ones, where they are the constant bounds of [`interval_f64`](Self::interval_f64)).
     fn secure_f64(&self, l: f64, u: f64, r: Relax) -> Result<(Line, Line)> {
+        if !(l.is_finite() && u.is_finite()) {
+            return self.secure_known(l, u, r, &[]);
+        }
+        self.secure_known(l, u, r, &check_values(l, u, &r.contacts, |x| self.func.f(x)))
+    }
+
+    /// [`secure_f64`](Self::secure_f64) with the function's values at the check points
+    /// given ([`check_values`]; empty on an infinite interval).
+    fn secure_known(&self, l: f64, u: f64, r: Relax, values: &[(f64, f64)]) -> Result<(Line, Line)> {
         let op = self.func.op_type();
         let (lower, upper) = if l.is_finite() && u.is_finite() {
-            let f = |x: f64| self.func.f(x);
             let extra = self.func.extra_margin(l, u);
             (
-                secure(&f, l, u, r.lower, true, &r.contacts, extra),
-                secure(&f, l, u, r.upper, false, &r.contacts, extra),
+                secure_values(r.lower, true, values.iter().copied(), extra),
+                secure_values(r.upper, false, values.iter().copied(), extra),
             )
         } else {
             (r.lower, r.upper)

@@ -14,6 +14,7 @@
 //! intercept outwards.
 
 use lirpa_core::Scalar;
+use lirpa_core::reexport::smallvec::SmallVec;
 
 /// `y = k·x + b`.
 #[derive(Clone, Copy, Debug, PartialEq)]
@@ -83,10 +84,25 @@ pub fn secure(
     pts: &[f64],
     extra: f64,
 ) -> Line {
+    secure_values(line, lower, check_values(l, u, pts, |p| f(p)), extra)
+}
+
+/// The points [`secure`] checks a line on `[l, u]` at (`l`, `u`, the midpoint and the
+/// points of `pts` inside `[l, u]`, NaN skipped), with the function's values there,
+/// given by `f` (which may look some of them up instead of evaluating).
+pub fn check_values(
+    l: f64,
+    u: f64,
+    pts: &[f64],
+    mut f: impl FnMut(f64) -> f64,
+) -> SmallVec<[(f64, f64); 24]> {
     let mid = 0.5 * l + 0.5 * u;
-    let values =
-        [l, u, mid].into_iter().chain(pts.iter().copied()).filter(|p| *p >= l && *p <= u).map(|p| (p, f(p)));
-    secure_values(line, lower, values, extra)
+    [l, u, mid]
+        .into_iter()
+        .chain(pts.iter().copied())
+        .filter(|p| *p >= l && *p <= u)
+        .map(|p| (p, f(p)))
+        .collect()
 }
 
 /// [`secure`] from the function's values `(p, f(p))` at the check points (which must

@@ -37,7 +37,7 @@
 //! that the parameters of intermediate passes are optimized through the final bound.
 
 use crate::funcs::{FixedLine, Func, Pivot, TangentPlan, Tangents};
-use crate::line::{Line, Relax, secure_values};
+use crate::line::{Line, Relax, check_values};
 use crate::{Elementwise, check_bounds};
 use lirpa_core::linear::{Lines, forward_rows, split_rows, takes_lower_line};
 use lirpa_core::op::{BackwardCtx, OptimizableRelaxation, SideParams};
@@ -92,12 +92,11 @@ impl TableCache {
 }
 
 /// The function's values at an element's fixed check points (`l`, `u`, the midpoint
-/// and the CROWN contacts), and its extra margin: every moved line of the element is
+/// and the CROWN contacts): every moved line of the element is
 /// checked at these points, so they are evaluated once.
 #[derive(Clone, Debug, Default)]
 struct Known {
     values: SmallVec<[(f64, f64); 8]>,
-    extra: f64,
 }
 
 /// One element: its interval, CROWN lines and, on a finite interval, its plan.
@@ -154,15 +153,9 @@ impl<F: Func> Elementwise<F> {
                     self.func.domain(l, u)?;
                     if l.is_finite() && u.is_finite() {
                         let plan = tg.plan(l, u);
-                        let (lo, hi) = self.secure_f64(l, u, plan.relax)?;
-                        let mid = 0.5 * l + 0.5 * u;
-                        let values = [l, u, mid]
-                            .into_iter()
-                            .chain(plan.relax.contacts)
-                            .filter(|p| *p >= l && *p <= u)
-                            .map(|p| (p, self.func.f(p)))
-                            .collect();
-                        let known = Known { values, extra: self.func.extra_margin(l, u) };
+                        let values = check_values(l, u, &plan.relax.contacts, |p| self.func.f(p));
+                        let (lo, hi) = self.secure_known(l, u, plan.relax, &values)?;
+                        let known = Known { values: values.into_iter().collect() };
                         Ok((l, u, lo, hi, Some(plan), known))
                     } else {
                         let (lo, hi) = self.relax_f64(l, u)?;
@@ -220,25 +213,15 @@ impl<F: Func> Elementwise<F> {
         };
         pts.extend(r.contacts.iter().filter(|c| !c.is_nan()));
         let relax = Relax::new(lo, hi).with_contacts(&pts);
-        // `secure` at the same points as `secure_f64`, reusing the element's known values.
+        // Checked at the same points as `secure_f64`, reusing the element's known values.
         let (l, u) = (e.l, e.u);
-        let mid = 0.5 * l + 0.5 * u;
-        let values: SmallVec<[(f64, f64); 24]> = [l, u, mid]
-            .into_iter()
-            .chain(relax.contacts)
-            .filter(|p| *p >= l && *p <= u)
-            .map(|p| {
-                let known = e.known.values.iter().find(|(q, _)| *q == p).map(|(_, y)| *y);
-                (p, known.unwrap_or_else(|| self.func.f(p)))
-            })
-            .collect();
-        let lo = secure_values(relax.lower, true, values.iter().copied(), e.known.extra);
-        let hi = secure_values(relax.upper, false, values.iter().copied(), e.known.extra);
-        let finite = lo.k.is_finite() && lo.b.is_finite() && hi.k.is_finite() && hi.b.is_finite();
+        let values = check_values(l, u, &relax.contacts, |p| {
+            e.known.values.iter().find(|(q, _)| *q == p).map_or_else(|| self.func.f(p), |(_, y)| *y)
+        });
         // A tangent far up a steep function (Exp near the top of `T`'s range) can
         // overflow `T` where the CROWN line does not: keep the CROWN lines there.
-        match finite.then(|| self.to_lines::<T>(l, u, lo, hi)) {
-            Some(Ok(lines)) => Ok(lines),
+        match self.secure_known(l, u, relax, &values).and_then(|(lo, hi)| self.to_lines::<T>(l, u, lo, hi)) {
+            Ok(lines) => Ok(lines),
             _ => Ok(e.crown),
         }
     }

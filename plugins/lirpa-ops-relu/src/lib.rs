@@ -164,7 +164,7 @@ impl<T: Scalar> LinearRelaxation<T> for TwoPiece<T> {
         &[0]
     }
     fn refine_mask(&self, _input: usize, lower: &[T], upper: &[T]) -> Option<Vec<bool>> {
-        Some(lower.iter().zip(upper).map(|(&l, &u)| l < T::zero() && u > T::zero()).collect())
+        Some(unstable_mask(lower, upper))
     }
     /// Element-wise: the sign split works cell by cell on windowed coefficients.
     fn supports_window(&self) -> bool {
@@ -238,10 +238,7 @@ impl<T: Scalar> Packed<T> {
 
     fn new(crown: &ElementwiseRelaxation<T>, b: &Interval<'_, T>) -> Self {
         let n = b.lower.len();
-        Packed {
-            unstable: (0..n).map(|j| unstable(b.lower[j], b.upper[j])).collect(),
-            lines: (0..n).map(|j| crown.lines(j)).collect(),
-        }
+        Packed { unstable: unstable_mask(b.lower, b.upper), lines: (0..n).map(|j| crown.lines(j)).collect() }
     }
 }
 
@@ -322,6 +319,11 @@ fn for_each_window_cell(w: &Window, mut f: impl FnMut(usize, usize, usize)) {
             }
         }
     }
+}
+
+/// Which elements of bounds `[lower, upper]` are unstable (`l < 0 < u`).
+fn unstable_mask<T: Scalar>(lower: &[T], upper: &[T]) -> Vec<bool> {
+    lower.iter().zip(upper).map(|(&l, &u)| unstable(l, u)).collect()
 }
 
 #[inline]
@@ -410,7 +412,7 @@ impl<T: Scalar> OptimizableRelaxation<T> for TwoPiece<T> {
         // lower line of an unstable element; elsewhere α does not appear.
         let b = ctx.bounds(0)?;
         let n = b.lower.len();
-        let unst: Vec<bool> = b.lower.iter().zip(b.upper).map(|(&l, &u)| unstable(l, u)).collect();
+        let unst = unstable_mask(b.lower, b.upper);
         let at = a.transpose().to_owned();
         for r in 0..a.nrows() {
             let (ar, k) = (at.col_as_slice(r), r * n..(r + 1) * n);
@@ -492,7 +494,7 @@ impl<T: Scalar> OptimizableRelaxation<T> for TwoPiece<T> {
     ) -> Result<()> {
         let b = ctx.bounds(0)?;
         let n = b.lower.len();
-        let unst: Vec<bool> = b.lower.iter().zip(b.upper).map(|(&l, &u)| unstable(l, u)).collect();
+        let unst = unstable_mask(b.lower, b.upper);
         grad.fill(T::zero());
         for_each_window_cell(window, |r, col, j| {
             let (x, k) = (a[(r, col)], r * n + j);

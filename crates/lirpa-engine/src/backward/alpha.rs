@@ -47,7 +47,7 @@
 //! [`LinearRelaxation::relaxed_forward`]: lirpa_core::LinearRelaxation::relaxed_forward
 //! [`OptimizableRelaxation::param_grad`]: lirpa_core::OptimizableRelaxation::param_grad
 
-use super::{BoundResult, Bounds, InputValue, LinearBoundA, State};
+use super::{BoundResult, Bounds, InputValue, LinearBoundA, State, selection};
 use crate::options::{BoundOptions, BoundRequest, Method, OptimizeOptions};
 use faer::{Accum, Mat, MatRef, Par};
 use lirpa_core::op::{BackwardCtx, BatchInput, Interval, SideParams};
@@ -374,14 +374,6 @@ fn side_of<T: Scalar>(a: &LinearA<T>, upper: bool) -> Option<&Mat<T>> {
 /// Dense form of coefficients that may be windowed.
 fn densified<T: Scalar>(a: &LinearA<T>) -> Cow<'_, LinearA<T>> {
     if a.window.is_some() { Cow::Owned(a.clone().into_dense()) } else { Cow::Borrowed(a) }
-}
-
-fn selection<T: Scalar>(rows: &[usize], n: usize) -> Mat<T> {
-    let mut sel = Mat::<T>::zeros(rows.len(), n);
-    for (r, &j) in rows.iter().enumerate() {
-        sel[(r, j)] = T::one();
-    }
-    sel
 }
 
 fn slots<T>(nodes: &[AlphaNode<T>], len: usize) -> Vec<Option<usize>> {
