@@ -16,6 +16,7 @@ pub mod registry;
 pub mod rng;
 pub mod scalar;
 pub mod tensor;
+pub mod train;
 pub mod window;
 
 pub use attr::{Attr, Attributes};
@@ -30,6 +31,7 @@ pub use perturbation::{Norm, Perturbation};
 pub use registry::{OpRegistration, lookup, lookup_all, registered_ops};
 pub use scalar::Scalar;
 pub use tensor::{DType, Shape, TensorData, broadcast_shapes, broadcast_source_index, numel};
+pub use train::{AffineTrain, ElementwiseTrain, Param, TrainRule, Trainable};
 pub use window::{Window, spatial_dims};
 
 /// Re-exported so that plugins use the same version of these crates as the core.

@@ -190,6 +190,12 @@ pub trait LinearRelaxation<T: Scalar> {
         None
     }
 
+    /// The trainable side of this operator (see [`crate::train`]), if it has one.
+    /// Training refuses, by node and operator name, a graph with an operator without it.
+    fn trainable(&self) -> Option<&dyn crate::train::Trainable<T>> {
+        None
+    }
+
     /// The adjoint of [`backward`](Self::backward), for gradients of a bound: evaluate,
     /// row by row, the linear lines `backward` chose for the (dense) coefficients `a`
     /// it received on this node's output, at the points `z`.

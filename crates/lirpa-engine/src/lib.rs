@@ -6,6 +6,7 @@
 
 mod backward;
 mod options;
+pub mod train;
 
 pub use backward::alpha::{
     AlphaNode, AlphaPass, AlphaRun, AlphaState, bound_and_gradient, compute_bounds_optimized,
@@ -15,5 +16,6 @@ pub use backward::{
     BoundResult, InputValue, IntermediateBounds, LinearBoundA, compute_bounds, compute_bounds_keep,
 };
 pub use options::{BoundOptions, BoundRequest, ConvMode, Method, NodeBounds, OptimizeOptions};
+pub use train::{BoundGrads, IbpTape, NaturalTape, SpecMethod, SpecTape, TrainGraph};
 
 pub use lirpa_core::{Graph, NodeId, Perturbation, Scalar};

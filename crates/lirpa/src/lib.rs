@@ -41,9 +41,10 @@ pub use lirpa_core::{
     registered_ops,
 };
 pub use lirpa_engine::{
-    AlphaNode, AlphaPass, AlphaRun, AlphaState, BoundOptions, BoundRequest, BoundResult, ConvMode,
-    InputValue, IntermediateBounds, LinearBoundA, Method, NodeBounds, OptimizeOptions, bound_and_gradient,
-    compute_bounds, compute_bounds_keep, compute_bounds_optimized, compute_bounds_optimized_keep,
+    AlphaNode, AlphaPass, AlphaRun, AlphaState, BoundGrads, BoundOptions, BoundRequest, BoundResult,
+    ConvMode, IbpTape, InputValue, IntermediateBounds, LinearBoundA, Method, NaturalTape, NodeBounds,
+    OptimizeOptions, SpecMethod, SpecTape, TrainGraph, bound_and_gradient, compute_bounds,
+    compute_bounds_keep, compute_bounds_optimized, compute_bounds_optimized_keep,
 };
 pub use lirpa_onnx::{self as onnx, OnnxError, load as load_onnx};
 

@@ -14,7 +14,10 @@ use lirpa_core::linear::mat_vec;
 use lirpa_core::op::{
     BackwardCtx, BatchInput, Evaluate, Interval, IntervalRule, LinearRelaxation, NodeDef, Operator,
 };
-use lirpa_core::{BackwardResult, BuiltOp, Error, LinearA, LinearBias, Result, Scalar, Shape, Window};
+use lirpa_core::{
+    AffineTrain, BackwardResult, BuiltOp, Error, LinearA, LinearBias, Param, Result, Scalar, Shape,
+    TensorData, TrainRule, Trainable, Window,
+};
 
 /// A convolution `y[co] = scale ⊙ Σ W[co, ci] ⋆ x[ci] + b[co]` on a batch-1 input.
 #[derive(Debug)]
@@ -33,6 +36,10 @@ pub struct Conv<T> {
     bias_map: Option<Vec<T>>,
     /// Per-output-position factor (`ho·wo`), for average pooling without padding count.
     out_scale: Option<Vec<T>>,
+    /// The bias per output channel as given (training keeps an all-zero bias).
+    bias: Option<Vec<T>>,
+    /// The model's weight shape, for a Conv whose weight is trainable.
+    weight_shape: Option<Shape>,
 }
 
 impl<T: Scalar> Conv<T> {
@@ -86,6 +93,8 @@ impl<T: Scalar> Conv<T> {
             group_weights,
             bias_map,
             out_scale: out_scale.map(|s| s.into_iter().map(T::from_f64).collect()),
+            bias: bias.map(|b| b.iter().map(|&v| T::from_f64(v)).collect()),
+            weight_shape: None,
         })
     }
 
@@ -107,59 +116,18 @@ impl<T: Scalar> Conv<T> {
     fn convolve_rows(&self, w: &[T], x: &[T], rows: usize, out: &mut [T]) {
         let g = &self.g;
         let (cig, cog) = (self.ci / self.groups, self.co / self.groups);
-        let (k, p, hw) = (g.kh * g.kw, g.ho * g.wo, g.hi * g.wi);
-        let (n_in, n_out) = (self.ci * hw, self.co * p);
+        let (k, p) = (g.kh * g.kw, g.ho * g.wo);
+        let n_out = self.co * p;
         // Rows per block: at most about 2^20 im2col cells.
         let block = ((1usize << 20) / (cig * k * p).max(1)).clamp(1, rows.max(1));
-        // Output columns whose input column is inside the image, per kernel column:
-        // a contiguous range.
-        let valid_w: Vec<(usize, usize)> = (0..g.kw)
-            .map(|kx| {
-                let ok: Vec<usize> = (0..g.wo).filter(|&xx| g.in_w(xx, kx).is_some()).collect();
-                match (ok.first(), ok.last()) {
-                    (Some(&a), Some(&b)) => (a, b + 1),
-                    _ => (0, 0),
-                }
-            })
-            .collect();
+        let valid_w = self.valid_columns();
         for r0 in (0..rows).step_by(block) {
             let nr = block.min(rows - r0);
             // Transposed im2col: one contiguous column per kernel tap, positions down.
             let mut cols = Mat::<T>::zeros(nr * p, cig * k);
             let mut res = Mat::<T>::zeros(nr * p, cog);
             for grp in 0..self.groups {
-                for i in 0..cig {
-                    for ky in 0..g.kh {
-                        for kx in 0..g.kw {
-                            let tap = (i * g.kh + ky) * g.kw + kx;
-                            let col = cols.col_as_slice_mut(tap);
-                            for rr in 0..nr {
-                                let xc = &x[(r0 + rr) * n_in + (grp * cig + i) * hw..][..hw];
-                                for y in 0..g.ho {
-                                    let dst = &mut col[rr * p + y * g.wo..][..g.wo];
-                                    let Some(iy) = g.in_h(y, ky) else {
-                                        dst.fill(T::zero());
-                                        continue;
-                                    };
-                                    let src = &xc[iy * g.wi..][..g.wi];
-                                    let (x0, x1) = valid_w[kx];
-                                    dst[..x0].fill(T::zero());
-                                    dst[x1..].fill(T::zero());
-                                    if x1 > x0 {
-                                        let ix0 = g.in_w(x0, kx).expect("valid column");
-                                        if g.sw == 1 {
-                                            dst[x0..x1].copy_from_slice(&src[ix0..ix0 + (x1 - x0)]);
-                                        } else {
-                                            for (t, d) in dst[x0..x1].iter_mut().enumerate() {
-                                                *d = src[ix0 + t * g.sw];
-                                            }
-                                        }
-                                    }
-                                }
-                            }
-                        }
-                    }
-                }
+                self.im2col(x, r0, nr, grp, &valid_w, &mut cols);
                 let wg =
                     MatRef::from_row_major_slice(&w[grp * cog * cig * k..][..cog * cig * k], cog, cig * k);
                 matmul(res.as_mut(), Accum::Replace, cols.as_ref(), wg.transpose(), T::one(), Par::Seq);
@@ -175,6 +143,71 @@ impl<T: Scalar> Conv<T> {
         if let Some(s) = &self.out_scale {
             for (j, v) in out[..rows * n_out].iter_mut().enumerate() {
                 *v *= s[j % p];
+            }
+        }
+    }
+
+    /// Output columns whose input column is inside the image, per kernel column: a
+    /// contiguous range.
+    fn valid_columns(&self) -> Vec<(usize, usize)> {
+        let g = &self.g;
+        (0..g.kw)
+            .map(|kx| {
+                let ok: Vec<usize> = (0..g.wo).filter(|&xx| g.in_w(xx, kx).is_some()).collect();
+                match (ok.first(), ok.last()) {
+                    (Some(&a), Some(&b)) => (a, b + 1),
+                    _ => (0, 0),
+                }
+            })
+            .collect()
+    }
+
+    /// The transposed im2col matrix of rows `r0 .. r0 + nr` of `x` (row-major
+    /// `rows × numel`) for group `grp`: row `rr·p + position`, column `tap` (channel
+    /// `i` of the group, kernel cell `ky, kx`), zero where the tap reads padding.
+    fn im2col(
+        &self,
+        x: &[T],
+        r0: usize,
+        nr: usize,
+        grp: usize,
+        valid_w: &[(usize, usize)],
+        cols: &mut Mat<T>,
+    ) {
+        let g = &self.g;
+        let cig = self.ci / self.groups;
+        let (p, hw) = (g.ho * g.wo, g.hi * g.wi);
+        let n_in = self.ci * hw;
+        for i in 0..cig {
+            for ky in 0..g.kh {
+                for kx in 0..g.kw {
+                    let tap = (i * g.kh + ky) * g.kw + kx;
+                    let col = cols.col_as_slice_mut(tap);
+                    for rr in 0..nr {
+                        let xc = &x[(r0 + rr) * n_in + (grp * cig + i) * hw..][..hw];
+                        for y in 0..g.ho {
+                            let dst = &mut col[rr * p + y * g.wo..][..g.wo];
+                            let Some(iy) = g.in_h(y, ky) else {
+                                dst.fill(T::zero());
+                                continue;
+                            };
+                            let src = &xc[iy * g.wi..][..g.wi];
+                            let (x0, x1) = valid_w[kx];
+                            dst[..x0].fill(T::zero());
+                            dst[x1..].fill(T::zero());
+                            if x1 > x0 {
+                                let ix0 = g.in_w(x0, kx).expect("valid column");
+                                if g.sw == 1 {
+                                    dst[x0..x1].copy_from_slice(&src[ix0..ix0 + (x1 - x0)]);
+                                } else {
+                                    for (t, d) in dst[x0..x1].iter_mut().enumerate() {
+                                        *d = src[ix0 + t * g.sw];
+                                    }
+                                }
+                            }
+                        }
+                    }
+                }
             }
         }
     }
@@ -537,6 +570,174 @@ impl<T: Scalar> LinearRelaxation<T> for Conv<T> {
     fn supports_window(&self) -> bool {
         true
     }
+    fn trainable(&self) -> Option<&dyn Trainable<T>> {
+        Some(self)
+    }
+}
+
+impl<T: Scalar> Conv<T> {
+    /// The same convolution with weights `w` and per-channel bias `bias`.
+    fn rebuilt(&self, w: &[T], bias: Option<&[T]>) -> Result<Conv<T>> {
+        let f = |v: &[T]| v.iter().map(|x| x.as_f64()).collect::<Vec<f64>>();
+        let b = bias.map(f);
+        let scale = self.out_scale.as_deref().map(f);
+        let mut c = Conv::new(
+            self.op_type,
+            self.ci,
+            self.co,
+            self.groups,
+            self.g.clone(),
+            &f(w),
+            b.as_deref(),
+            scale,
+        )?;
+        c.weight_shape = self.weight_shape.clone();
+        Ok(c)
+    }
+}
+
+/// A Conv trains its weight and bias; average pooling (the same operator with fixed
+/// weights) has nothing to train but passes gradients.
+impl<T: Scalar> Trainable<T> for Conv<T> {
+    fn params(&self) -> Vec<Param<T>> {
+        if self.weight_shape.is_none() {
+            return Vec::new();
+        }
+        let mut p = vec![Param { input: 1, values: self.w.clone() }];
+        if let Some(b) = &self.bias {
+            p.push(Param { input: 2, values: b.clone() });
+        }
+        p
+    }
+
+    fn with_params(&self, values: &[&[T]]) -> Result<Box<dyn Operator<T>>> {
+        if self.weight_shape.is_none() {
+            return Ok(Box::new(self.rebuilt(&self.w, self.bias.as_deref())?));
+        }
+        let want = 1 + usize::from(self.bias.is_some());
+        if values.len() != want {
+            return Err(Error::Invalid(format!(
+                "{}: {} parameters given, {want} expected",
+                self.op_type,
+                values.len()
+            )));
+        }
+        Ok(Box::new(self.rebuilt(values[0], values.get(1).copied())?))
+    }
+
+    fn export_param(&self, k: usize, values: &[T]) -> Result<TensorData> {
+        let v: Vec<f64> = values.iter().map(|x| x.as_f64()).collect();
+        match (&self.weight_shape, k) {
+            (Some(shape), 0) => TensorData::float(shape, v),
+            (Some(_), 1) if self.bias.is_some() => TensorData::float(&[self.co], v),
+            _ => Err(Error::Invalid(format!("{}: no parameter {k}", self.op_type))),
+        }
+    }
+
+    fn rule(&self) -> TrainRule<'_, T> {
+        TrainRule::Affine(self)
+    }
+}
+
+/// Copy a column-major matrix into a row-major buffer.
+fn to_row_major<T: Scalar>(m: MatRef<'_, T>) -> Vec<T> {
+    let (r, c) = (m.nrows(), m.ncols());
+    let mut out = vec![T::zero(); r * c];
+    for j in 0..c {
+        for i in 0..r {
+            out[i * c + j] = m[(i, j)];
+        }
+    }
+    out
+}
+
+impl<T: Scalar> AffineTrain<T> for Conv<T> {
+    fn apply(&self, x: MatRef<'_, T>, abs: bool, mut out: MatMut<'_, T>, _par: Par) {
+        let rows = x.nrows();
+        let n_out = out.ncols();
+        let mut buf = vec![T::zero(); rows * n_out];
+        self.convolve_rows(if abs { &self.w_abs } else { &self.w }, &to_row_major(x), rows, &mut buf);
+        for j in 0..n_out {
+            for i in 0..rows {
+                out[(i, j)] = buf[i * n_out + j];
+            }
+        }
+    }
+
+    fn apply_t(&self, g: MatRef<'_, T>, abs: bool, mut out: MatMut<'_, T>, par: Par) {
+        let twin;
+        let conv = if abs {
+            twin = self.rebuilt(&self.w_abs, None).expect("the same geometry");
+            &twin
+        } else {
+            self
+        };
+        let mut m = g.to_owned();
+        conv.scale_columns(&mut m, None);
+        out.fill(T::zero());
+        let gm = &conv.g;
+        let shift = (gm.pt as isize, gm.pl as isize);
+        if out.row_stride() == 1 {
+            conv.transpose_acc(m.as_ref(), (gm.ho, gm.wo), out, (gm.hi, gm.wi), shift, par);
+        } else {
+            let mut dst = Mat::<T>::zeros(out.nrows(), out.ncols());
+            conv.transpose_acc(m.as_ref(), (gm.ho, gm.wo), dst.as_mut(), (gm.hi, gm.wi), shift, par);
+            out.copy_from(dst.as_ref());
+        }
+    }
+
+    fn bias(&self) -> Option<Vec<T>> {
+        let p = self.g.ho * self.g.wo;
+        self.bias.as_ref().map(|b| (0..self.co * p).map(|j| b[j / p]).collect())
+    }
+
+    fn weight_grad(&self, g: MatRef<'_, T>, x: MatRef<'_, T>, abs: bool, grads: &mut [Vec<T>], _par: Par) {
+        if self.weight_shape.is_none() || grads.is_empty() {
+            return;
+        }
+        let gm = &self.g;
+        let (cig, cog) = (self.ci / self.groups, self.co / self.groups);
+        let (k, p) = (gm.kh * gm.kw, gm.ho * gm.wo);
+        let rows = x.nrows();
+        let xr = to_row_major(x);
+        let valid_w = self.valid_columns();
+        let block = ((1usize << 20) / (cig * k * p).max(1)).clamp(1, rows.max(1));
+        let mut gw = Mat::<T>::zeros(cog, cig * k);
+        for grp in 0..self.groups {
+            gw.fill(T::zero());
+            for r0 in (0..rows).step_by(block) {
+                let nr = block.min(rows - r0);
+                let mut cols = Mat::<T>::zeros(nr * p, cig * k);
+                self.im2col(&xr, r0, nr, grp, &valid_w, &mut cols);
+                // The output gradient of the block, row `rr·p + position`, column `o`.
+                let go = Mat::<T>::from_fn(nr * p, cog, |i, o| g[(r0 + i / p, (grp * cog + o) * p + i % p)]);
+                matmul(gw.as_mut(), Accum::Add, go.transpose(), cols.as_ref(), T::one(), Par::Seq);
+            }
+            let dst = &mut grads[0][grp * cog * cig * k..][..cog * cig * k];
+            for o in 0..cog {
+                for j in 0..cig * k {
+                    let v = gw[(o, j)];
+                    let w = self.w[(grp * cog + o) * cig * k + j];
+                    dst[o * cig * k + j] += match (abs, w > T::zero(), w < T::zero()) {
+                        (false, _, _) => v,
+                        (true, true, _) => v,
+                        (true, _, true) => -v,
+                        _ => T::zero(),
+                    };
+                }
+            }
+        }
+    }
+
+    fn bias_grad(&self, g: &[T], grads: &mut [Vec<T>]) {
+        if self.weight_shape.is_none() || self.bias.is_none() || grads.len() < 2 {
+            return;
+        }
+        let p = self.g.ho * self.g.wo;
+        for (j, v) in g.iter().enumerate() {
+            grads[1][j / p] += *v;
+        }
+    }
 }
 
 impl<T: Scalar> Operator<T> for Conv<T> {
@@ -585,7 +786,8 @@ pub fn build_conv<T: Scalar>(node: &NodeDef<'_>) -> Result<BuiltOp<T>> {
         }
         _ => None,
     };
-    let conv = Conv::<T>::new("Conv", ci, co, groups, g, &w.data, bias, None)?;
+    let mut conv = Conv::<T>::new("Conv", ci, co, groups, g, &w.data, bias, None)?;
+    conv.weight_shape = Some(w.shape.clone());
     let shape = conv.output_shape(dims);
     Ok(BuiltOp::new(conv, &[0], shape))
 }

@@ -1,12 +1,12 @@
 //! `y[m, :] = W · x[m, :] + b[m, :]` for every row `m`: Gemm and MatMul by a constant.
 
 use faer::linalg::matmul::matmul;
-use faer::{Accum, MatRef};
+use faer::{Accum, Mat, MatMut, MatRef, Par};
 use lirpa_core::linear::par_for;
 use lirpa_core::op::{BackwardCtx, Evaluate, Interval, IntervalRule, LinearRelaxation, NodeDef, Operator};
 use lirpa_core::{
-    BackwardResult, BuiltOp, Error, LinearA, LinearBias, Result, Scalar, Shape, TensorData,
-    broadcast_source_index,
+    AffineTrain, BackwardResult, BuiltOp, Error, LinearA, LinearBias, Param, Result, Scalar, Shape,
+    TensorData, TrainRule, Trainable, broadcast_source_index, numel,
 };
 use smallvec::smallvec;
 
@@ -22,6 +22,17 @@ pub struct Dense<T: Scalar> {
     w_abs: Vec<T>,
     /// `rows × n_out`, row-major, if any.
     bias: Option<Vec<T>>,
+    /// Where `w` and `bias` came from, to write trained values back.
+    origin: Origin,
+}
+
+/// How the model's tensors map to `w` (`n_out × n_in`) and `bias`.
+#[derive(Clone, Debug)]
+enum Origin {
+    /// Gemm: `w = alpha · B'ᵀ`, `bias = beta · C` (broadcast from `c_shape`).
+    Gemm { trans_b: bool, alpha: f64, beta: f64, c_shape: Option<Shape> },
+    /// MatMul by a constant `W` of shape `w_shape`: `w = Wᵀ`.
+    MatMul { w_shape: Shape },
 }
 
 impl<T: Scalar> Dense<T> {
@@ -100,6 +111,105 @@ impl<T: Scalar> LinearRelaxation<T> for Dense<T> {
     fn is_affine(&self) -> bool {
         true
     }
+
+    fn trainable(&self) -> Option<&dyn Trainable<T>> {
+        // One row (batch 1), and a bias that is one value per output element.
+        let bias_ok = match &self.origin {
+            Origin::Gemm { c_shape: Some(c), .. } => numel(c) == self.n_out,
+            _ => true,
+        };
+        (self.rows == 1 && bias_ok).then_some(self as &dyn Trainable<T>)
+    }
+}
+
+impl<T: Scalar> Trainable<T> for Dense<T> {
+    fn params(&self) -> Vec<Param<T>> {
+        let mut p = vec![Param { input: 1, values: self.w.clone() }];
+        if let Some(b) = &self.bias {
+            p.push(Param { input: 2, values: b.clone() });
+        }
+        p
+    }
+
+    fn with_params(&self, values: &[&[T]]) -> Result<Box<dyn Operator<T>>> {
+        let want = 1 + usize::from(self.bias.is_some());
+        if values.len() != want || values[0].len() != self.w.len() {
+            return Err(Error::Invalid(format!("{}: wrong parameter count or size", self.op_type)));
+        }
+        let w = values[0].to_vec();
+        let w_abs = w.iter().map(|x| x.abs()).collect();
+        let bias = values.get(1).map(|b| b.to_vec());
+        if bias.as_ref().is_some_and(|b| b.len() != self.rows * self.n_out) {
+            return Err(Error::Invalid(format!("{}: wrong bias size", self.op_type)));
+        }
+        Ok(Box::new(Dense { w, w_abs, bias, origin: self.origin.clone(), ..*self }))
+    }
+
+    fn export_param(&self, k: usize, values: &[T]) -> Result<TensorData> {
+        let v: Vec<f64> = values.iter().map(|x| x.as_f64()).collect();
+        match (&self.origin, k) {
+            (Origin::Gemm { trans_b, alpha, .. }, 0) => {
+                let w: Vec<f64> = v.iter().map(|x| x / alpha).collect();
+                Ok(if *trans_b {
+                    TensorData::float(&[self.n_out, self.n_in], w)?
+                } else {
+                    TensorData::float(&[self.n_in, self.n_out], transpose(&w, self.n_out, self.n_in))?
+                })
+            }
+            (Origin::Gemm { beta, c_shape: Some(c), .. }, 1) => {
+                TensorData::float(c, v.iter().map(|x| x / beta).collect())
+            }
+            (Origin::MatMul { w_shape }, 0) => {
+                TensorData::float(w_shape, transpose(&v, self.n_out, self.n_in))
+            }
+            _ => Err(Error::Invalid(format!("{}: no parameter {k}", self.op_type))),
+        }
+    }
+
+    fn rule(&self) -> TrainRule<'_, T> {
+        TrainRule::Affine(self)
+    }
+}
+
+impl<T: Scalar> AffineTrain<T> for Dense<T> {
+    fn apply(&self, x: MatRef<'_, T>, abs: bool, out: MatMut<'_, T>, par: Par) {
+        let w = MatRef::from_row_major_slice(if abs { &self.w_abs } else { &self.w }, self.n_out, self.n_in);
+        matmul(out, Accum::Replace, x, w.transpose(), T::one(), par);
+    }
+
+    fn apply_t(&self, g: MatRef<'_, T>, abs: bool, out: MatMut<'_, T>, par: Par) {
+        let w = MatRef::from_row_major_slice(if abs { &self.w_abs } else { &self.w }, self.n_out, self.n_in);
+        matmul(out, Accum::Replace, g, w, T::one(), par);
+    }
+
+    fn bias(&self) -> Option<Vec<T>> {
+        self.bias.clone()
+    }
+
+    fn weight_grad(&self, g: MatRef<'_, T>, x: MatRef<'_, T>, abs: bool, grads: &mut [Vec<T>], par: Par) {
+        let (n_out, n_in) = (self.n_out, self.n_in);
+        if abs {
+            let mut gw = Mat::<T>::zeros(n_out, n_in);
+            matmul(gw.as_mut(), Accum::Replace, g.transpose(), x, T::one(), par);
+            for j in 0..n_out {
+                for t in 0..n_in {
+                    let s = self.w[j * n_in + t];
+                    if s != T::zero() {
+                        grads[0][j * n_in + t] += if s > T::zero() { gw[(j, t)] } else { -gw[(j, t)] };
+                    }
+                }
+            }
+            return;
+        }
+        let gw = MatMut::from_row_major_slice_mut(&mut grads[0], n_out, n_in);
+        matmul(gw, Accum::Add, g.transpose(), x, T::one(), par);
+    }
+
+    fn bias_grad(&self, g: &[T], grads: &mut [Vec<T>]) {
+        if self.bias.is_some() {
+            grads[1].iter_mut().zip(g).for_each(|(d, v)| *d += *v);
+        }
+    }
 }
 
 impl<T: Scalar> Operator<T> for Dense<T> {
@@ -123,6 +233,7 @@ fn transpose(x: &[f64], r: usize, c: usize) -> Vec<f64> {
     out
 }
 
+#[allow(clippy::too_many_arguments)]
 fn dense<T: Scalar>(
     op_type: &'static str,
     rows: usize,
@@ -130,10 +241,11 @@ fn dense<T: Scalar>(
     n_out: usize,
     n_in: usize,
     bias: Option<Vec<f64>>,
+    origin: Origin,
 ) -> Dense<T> {
     let w: Vec<T> = cast(&w_out_in);
     let w_abs = w.iter().map(|x| x.abs()).collect();
-    Dense { op_type, rows, n_in, n_out, w, w_abs, bias: bias.map(|b| cast(&b)) }
+    Dense { op_type, rows, n_in, n_out, w, w_abs, bias: bias.map(|b| cast(&b)), origin }
 }
 
 /// Gemm: `Y = alpha · A' · B' + beta · C` with `A` perturbed and `B`, `C` constant.
@@ -174,7 +286,9 @@ pub fn build_gemm<T: Scalar>(node: &NodeDef<'_>) -> Result<BuiltOp<T>> {
             Some(idx.iter().map(|&i| beta * c.data[i]).collect())
         }
     };
-    Ok(BuiltOp::new(dense::<T>("Gemm", m, w, n, k, bias), &[0], smallvec![m, n]))
+    let c_shape = node.inputs.get(2).and_then(|x| x.as_ref()).map(|c| c.shape.clone());
+    let origin = Origin::Gemm { trans_b, alpha, beta, c_shape };
+    Ok(BuiltOp::new(dense::<T>("Gemm", m, w, n, k, bias, origin), &[0], smallvec![m, n]))
 }
 
 /// MatMul `X · W` with a constant `W` (1-D or 2-D, or with leading dimensions of 1).
@@ -226,5 +340,6 @@ pub fn build_matmul<T: Scalar>(node: &NodeDef<'_>) -> Result<BuiltOp<T>> {
         }
     }
     let wt = transpose(&w.data, k, n);
-    Ok(BuiltOp::new(dense::<T>("MatMul", rows, wt, n, k, None), &[0], out_shape))
+    let origin = Origin::MatMul { w_shape: w.shape.clone() };
+    Ok(BuiltOp::new(dense::<T>("MatMul", rows, wt, n, k, None, origin), &[0], out_shape))
 }

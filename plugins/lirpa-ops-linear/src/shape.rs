@@ -1,11 +1,12 @@
 //! Operators that only move elements: views (Reshape, Flatten, Squeeze, Unsqueeze,
 //! Identity, Dropout, Cast), permutations (Transpose), and constants (Constant, Shape).
 
+use faer::{MatMut, MatRef, Par};
 use lirpa_core::linear::scatter_columns;
 use lirpa_core::op::{BackwardCtx, Evaluate, Interval, IntervalRule, LinearRelaxation, NodeDef, Operator};
 use lirpa_core::{
-    Attr, BackwardResult, BuiltOp, DType, Error, LinearA, LinearBias, Result, Scalar, Shape, TensorData,
-    numel,
+    AffineTrain, Attr, BackwardResult, BuiltOp, DType, Error, LinearA, LinearBias, Param, Result, Scalar,
+    Shape, TensorData, TrainRule, Trainable, numel,
 };
 use smallvec::smallvec;
 
@@ -40,6 +41,47 @@ impl<T: Scalar> LinearRelaxation<T> for View {
     fn is_affine(&self) -> bool {
         true
     }
+    fn trainable(&self) -> Option<&dyn Trainable<T>> {
+        Some(self)
+    }
+}
+
+/// A view is the identity on flattened values, with nothing to train.
+impl<T: Scalar> Trainable<T> for View {
+    fn params(&self) -> Vec<Param<T>> {
+        Vec::new()
+    }
+    fn with_params(&self, _values: &[&[T]]) -> Result<Box<dyn Operator<T>>> {
+        Ok(Box::new(View { op_type: self.op_type }))
+    }
+    fn export_param(&self, k: usize, _values: &[T]) -> Result<TensorData> {
+        Err(Error::Invalid(format!("{}: no parameter {k}", self.op_type)))
+    }
+    fn rule(&self) -> TrainRule<'_, T> {
+        TrainRule::Affine(self)
+    }
+}
+
+impl<T: Scalar> AffineTrain<T> for View {
+    fn apply(&self, x: MatRef<'_, T>, _abs: bool, mut out: MatMut<'_, T>, _par: Par) {
+        out.copy_from(x);
+    }
+    fn apply_t(&self, g: MatRef<'_, T>, _abs: bool, mut out: MatMut<'_, T>, _par: Par) {
+        out.copy_from(g);
+    }
+    fn bias(&self) -> Option<Vec<T>> {
+        None
+    }
+    fn weight_grad(
+        &self,
+        _g: MatRef<'_, T>,
+        _x: MatRef<'_, T>,
+        _abs: bool,
+        _grads: &mut [Vec<T>],
+        _par: Par,
+    ) {
+    }
+    fn bias_grad(&self, _g: &[T], _grads: &mut [Vec<T>]) {}
 }
 
 impl<T: Scalar> Operator<T> for View {

@@ -22,8 +22,9 @@ use lirpa_core::op::{
 };
 use lirpa_core::reexport::faer::{Mat, MatRef};
 use lirpa_core::{
-    BackwardResult, BuiltOp, ElementwiseRelaxation, FormInput, LinearA, LinearBias, LinearForm,
-    ReluLowerSlope, Result, Scalar, Window, register_op,
+    BackwardResult, BuiltOp, ElementwiseRelaxation, ElementwiseTrain, FormInput, LinearA, LinearBias,
+    LinearForm, Param, RelaxOptions, ReluLowerSlope, Result, Scalar, TensorData, TrainRule, Trainable,
+    Window, register_op,
 };
 
 register_op!("Relu", build_relu);
@@ -173,6 +174,9 @@ impl<T: Scalar> LinearRelaxation<T> for TwoPiece<T> {
     fn optimizable(&self) -> Option<&dyn OptimizableRelaxation<T>> {
         Some(self)
     }
+    fn trainable(&self) -> Option<&dyn Trainable<T>> {
+        Some(self)
+    }
     fn forward_linear(
         &self,
         ctx: &BackwardCtx<'_, T>,
@@ -198,6 +202,62 @@ impl<T: Scalar> LinearRelaxation<T> for TwoPiece<T> {
         let b = ctx.bounds(0)?;
         self.relaxation(b.lower, b.upper, ctx.options.relu_lower_slope).relaxed_forward(a, upper, z[0], out);
         Ok(())
+    }
+}
+
+/// Nothing to train; the gradient flows through the relaxation's dependence on the
+/// input bounds.
+impl<T: Scalar> Trainable<T> for TwoPiece<T> {
+    fn params(&self) -> Vec<Param<T>> {
+        Vec::new()
+    }
+    fn with_params(&self, _values: &[&[T]]) -> Result<Box<dyn Operator<T>>> {
+        Ok(Box::new(TwoPiece { op_type: self.op_type, slope: self.slope }))
+    }
+    fn export_param(&self, k: usize, _values: &[T]) -> Result<TensorData> {
+        Err(lirpa_core::Error::Invalid(format!("{}: no parameter {k}", self.op_type)))
+    }
+    fn rule(&self) -> TrainRule<'_, T> {
+        TrainRule::Elementwise(self)
+    }
+}
+
+impl<T: Scalar> ElementwiseTrain<T> for TwoPiece<T> {
+    fn value_and_derivative(&self, x: &[T], y: &mut [T], dy: &mut [T]) {
+        for ((&x, y), dy) in x.iter().zip(y.iter_mut()).zip(dy.iter_mut()) {
+            *y = self.f(x);
+            *dy = if x >= T::zero() { T::one() } else { self.slope };
+        }
+    }
+
+    fn relax(&self, lower: &[T], upper: &[T], options: &RelaxOptions) -> ElementwiseRelaxation<T> {
+        self.relaxation(lower, upper, options.relu_lower_slope)
+    }
+
+    /// Only the upper chord of an unstable element moves with its bounds (the lower
+    /// line's slope is a piecewise-constant choice): with `u_r = max(u, l + 1e-8)`,
+    /// `d = (u_r - s·l)/(u_r - l)` and intercept `b = (s - d)·l`.
+    fn relax_derivatives(&self, lower: &[T], upper: &[T], _options: &RelaxOptions, d: &mut [[T; 8]]) {
+        let (one, tiny, s) = (T::one(), T::from_f64(1e-8), self.slope);
+        for ((&l, &u), d) in lower.iter().zip(upper).zip(d.iter_mut()) {
+            *d = [T::zero(); 8];
+            if !unstable(l, u) {
+                continue;
+            }
+            let clipped = u < l + tiny;
+            let u_r = if clipped { l + tiny } else { u };
+            let den = (u_r - l) * (u_r - l);
+            let slope = (u_r - s * l) / (u_r - l);
+            let (mut dd_dl, mut dd_du) = (u_r * (one - s) / den, l * (s - one) / den);
+            if clipped {
+                dd_dl += dd_du;
+                dd_du = T::zero();
+            }
+            d[2] = dd_dl;
+            d[3] = s - slope - l * dd_dl;
+            d[6] = dd_du;
+            d[7] = -l * dd_du;
+        }
     }
 }
 

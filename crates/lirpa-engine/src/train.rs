@@ -1,0 +1,603 @@
+//! Bounds as a differentiable function of the network's parameters, on batches.
+//!
+//! [`TrainGraph`] holds a graph's trainable operators with their current parameters and
+//! computes, for a batch of points or boxes (one per row), with hand-written reverse
+//! passes:
+//! - the clean outputs and the gradient of `Σ g · y` ([`TrainGraph::natural`],
+//!   [`TrainGraph::natural_backward`]);
+//! - interval bounds of every node ([`TrainGraph::ibp`]) and the gradient of any
+//!   weighted sum of them ([`TrainGraph::ibp_backward`]);
+//! - lower bounds of `C·y` per sample, by CROWN-IBP (a backward pass through the whole
+//!   network using the interval bounds of the pre-activation nodes) or by IBP with `C`
+//!   folded into the trailing affine layers ([`TrainGraph::spec_lower`]), and the
+//!   gradient of a weighted sum of those bounds with respect to the parameters and to
+//!   the interval bounds it used ([`TrainGraph::spec_backward`]).
+//!
+//! The operators' rules come from [`lirpa_core::train`]; an operator without one is
+//! refused by node and type. Every gradient here is checked against finite differences
+//! (`crates/lirpa/tests/train_gradient.rs`).
+
+use faer::{Mat, MatRef, Par};
+use lirpa_core::{Error, Graph, NodeId, NodeKind, Operator, RelaxOptions, Result, Scalar, TrainRule};
+
+/// One step of the chain: an operator with its parameter slots.
+struct Step<T: Scalar> {
+    node: NodeId,
+    op: Box<dyn Operator<T>>,
+    /// Indices into [`TrainGraph::params`] of this operator's parameters, in its order.
+    params: Vec<usize>,
+    /// The expanded bias of an affine step, refreshed with the parameters.
+    bias: Option<Vec<T>>,
+    n_in: usize,
+    n_out: usize,
+}
+
+/// A graph ready for training: a chain of trainable operators from its single input to
+/// its single output.
+pub struct TrainGraph<T: Scalar> {
+    steps: Vec<Step<T>>,
+    params: Vec<Vec<T>>,
+    /// `(node, index among the node's parameters, model input slot)` of each parameter.
+    owners: Vec<(NodeId, usize, usize)>,
+    n_in: usize,
+    relax: RelaxOptions,
+    par: Par,
+}
+
+/// The values of every step's input and output on a batch (row per point).
+pub struct NaturalTape<T: Scalar> {
+    /// `values[0]` is the input, `values[i + 1]` the output of step `i`.
+    pub values: Vec<Mat<T>>,
+}
+
+/// Interval bounds of every step's input and output on a batch of boxes.
+pub struct IbpTape<T: Scalar> {
+    pub lower: Vec<Mat<T>>,
+    pub upper: Vec<Mat<T>>,
+}
+
+/// Gradients of a scalar with respect to interval bounds, indexed as [`IbpTape`].
+pub struct BoundGrads<T: Scalar> {
+    pub lower: Vec<Mat<T>>,
+    pub upper: Vec<Mat<T>>,
+}
+
+/// How far [`TrainGraph::spec_lower`] goes back.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum SpecMethod {
+    /// Through the whole network, relaxing activations on their interval input bounds
+    /// (CROWN-IBP's final bound).
+    CrownIbp,
+    /// Only through the trailing affine steps, then the interval bounds of the value
+    /// reached (IBP with the specification folded into the last layers).
+    Ibp,
+}
+
+/// What [`TrainGraph::spec_backward`] needs of a [`TrainGraph::spec_lower`] run.
+pub struct SpecTape<T: Scalar> {
+    method: SpecMethod,
+    /// Specification rows per sample.
+    k: usize,
+    /// Coefficients on each visited step's output (`a_out[i]` for step `i`), and on the
+    /// value where the pass stopped.
+    a_out: Vec<Option<Mat<T>>>,
+    a_end: Mat<T>,
+    /// The index into the tape of the value where the pass stopped (0: the input).
+    end: usize,
+}
+
+fn sum_cols<T: Scalar>(m: MatRef<'_, T>, w: Option<&[T]>) -> Vec<T> {
+    (0..m.ncols())
+        .map(|j| {
+            let c = m.col(j);
+            match w {
+                None => c.iter().copied().fold(T::zero(), |a, b| a + b),
+                Some(w) => c.iter().zip(w).fold(T::zero(), |a, (&x, &wr)| a + x * wr),
+            }
+        })
+        .collect()
+}
+
+impl<T: Scalar> TrainGraph<T> {
+    /// Take the trainable operators of `graph` (a chain from its one input to its one
+    /// output) and their parameters' current values.
+    pub fn new(graph: &Graph<T>, relax: RelaxOptions, par: Par) -> Result<Self> {
+        let input = graph.input()?;
+        let output = graph.output()?;
+        // Walk back from the output: each operator must have exactly one non-constant input.
+        let mut chain = Vec::new();
+        let mut id = output;
+        while id != input {
+            let node = graph.node(id);
+            let NodeKind::Op(op) = &node.kind else {
+                return Err(Error::Invalid(format!(
+                    "node '{}' ({}): training needs a chain of operators from the input to the output",
+                    node.name,
+                    node.op_type()
+                )));
+            };
+            let live: Vec<NodeId> = node
+                .inputs
+                .iter()
+                .copied()
+                .filter(|&i| !matches!(graph.node(i).kind, NodeKind::Constant(_)))
+                .collect();
+            if live.len() != 1 || node.inputs.len() != 1 {
+                return Err(Error::Unimplemented {
+                    node: node.name.clone(),
+                    op_type: op.op_type().to_string(),
+                    msg: format!("training through an operator with {} graph inputs", node.inputs.len()),
+                });
+            }
+            if op.trainable().is_none() {
+                return Err(Error::Unimplemented {
+                    node: node.name.clone(),
+                    op_type: op.op_type().to_string(),
+                    msg: "no training rule (gradient with respect to its parameters and bounds)".into(),
+                });
+            }
+            chain.push(id);
+            id = live[0];
+        }
+        chain.reverse();
+        let mut params = Vec::new();
+        let mut owners = Vec::new();
+        let mut steps = Vec::new();
+        for &id in &chain {
+            let node = graph.node(id);
+            let op = node.op().expect("checked above");
+            let tr = op.trainable().expect("checked above");
+            let mut slots = Vec::new();
+            for (k, p) in tr.params().into_iter().enumerate() {
+                slots.push(params.len());
+                owners.push((id, k, p.input));
+                params.push(p.values);
+            }
+            let values: Vec<&[T]> = slots.iter().map(|&i| params[i].as_slice()).collect();
+            let op = tr.with_params(&values)?;
+            let n_in = graph.node(node.inputs[0]).numel();
+            steps.push(Step { node: id, op, params: slots, bias: None, n_in, n_out: node.numel() });
+        }
+        let n_in = graph.node(input).numel();
+        let mut g = TrainGraph { steps, params, owners, n_in, relax, par };
+        g.refresh_bias();
+        Ok(g)
+    }
+
+    fn refresh_bias(&mut self) {
+        for s in &mut self.steps {
+            s.bias = match s.op.trainable().map(|t| t.rule()) {
+                Some(TrainRule::Affine(a)) => a.bias(),
+                _ => None,
+            };
+        }
+    }
+
+    /// Current parameter values, one vector per parameter.
+    pub fn params(&self) -> &[Vec<T>] {
+        &self.params
+    }
+
+    /// Input size of one point.
+    pub fn n_in(&self) -> usize {
+        self.n_in
+    }
+
+    /// Output size of one point.
+    pub fn n_out(&self) -> usize {
+        self.steps.last().map_or(self.n_in, |s| s.n_out)
+    }
+
+    /// `(graph node, model input slot)` of each parameter: where it is written back.
+    pub fn param_origin(&self, k: usize) -> (NodeId, usize) {
+        (self.owners[k].0, self.owners[k].2)
+    }
+
+    /// The model tensor of parameter `k` at its current value.
+    pub fn export_param(&self, k: usize) -> Result<lirpa_core::TensorData> {
+        let (node, idx, _) = self.owners[k];
+        let step = self.steps.iter().find(|s| s.node == node).expect("owner is a step");
+        step.op.trainable().expect("trainable").export_param(idx, &self.params[k])
+    }
+
+    /// Replace the parameters (same count and sizes as [`params`](Self::params)).
+    pub fn set_params(&mut self, values: Vec<Vec<T>>) -> Result<()> {
+        if values.len() != self.params.len()
+            || values.iter().zip(&self.params).any(|(a, b)| a.len() != b.len())
+        {
+            return Err(Error::Invalid("set_params: parameter count or sizes differ".into()));
+        }
+        if values.iter().flatten().any(|v| !v.is_finite()) {
+            return Err(Error::Invalid("set_params: a parameter is not finite".into()));
+        }
+        self.params = values;
+        for s in &mut self.steps {
+            let vals: Vec<&[T]> = s.params.iter().map(|&i| self.params[i].as_slice()).collect();
+            let op = s.op.trainable().expect("trainable").with_params(&vals)?;
+            s.op = op;
+        }
+        self.refresh_bias();
+        Ok(())
+    }
+
+    /// Zeroed gradient vectors shaped like the parameters.
+    pub fn zero_grads(&self) -> Vec<Vec<T>> {
+        self.params.iter().map(|p| vec![T::zero(); p.len()]).collect()
+    }
+
+    fn rule(&self, i: usize) -> TrainRule<'_, T> {
+        self.steps[i].op.trainable().expect("checked at construction").rule()
+    }
+
+    /// The gradient slots of step `i`'s parameters, taken out of `grads`.
+    fn take_grads(&self, i: usize, grads: &mut [Vec<T>]) -> Vec<Vec<T>> {
+        self.steps[i].params.iter().map(|&k| std::mem::take(&mut grads[k])).collect()
+    }
+
+    fn put_grads(&self, i: usize, grads: &mut [Vec<T>], local: Vec<Vec<T>>) {
+        for (&k, g) in self.steps[i].params.iter().zip(local) {
+            grads[k] = g;
+        }
+    }
+
+    fn check_batch(&self, x: MatRef<'_, T>) -> Result<()> {
+        if x.ncols() != self.n_in {
+            return Err(Error::Invalid(format!(
+                "a point has {} values, the model input {}",
+                x.ncols(),
+                self.n_in
+            )));
+        }
+        Ok(())
+    }
+
+    /// Clean evaluation of a batch (`rows × n_in`), keeping every value.
+    pub fn natural(&self, x: MatRef<'_, T>) -> Result<NaturalTape<T>> {
+        self.check_batch(x)?;
+        let rows = x.nrows();
+        let mut values = vec![x.to_owned()];
+        for (i, s) in self.steps.iter().enumerate() {
+            let inp = values.last().expect("input");
+            let mut out = Mat::<T>::zeros(rows, s.n_out);
+            match self.rule(i) {
+                TrainRule::Affine(a) => {
+                    a.apply(inp.as_ref(), false, out.as_mut(), self.par);
+                    if let Some(b) = &s.bias {
+                        for (j, &bj) in b.iter().enumerate() {
+                            out.col_mut(j).iter_mut().for_each(|v| *v += bj);
+                        }
+                    }
+                }
+                TrainRule::Elementwise(e) => {
+                    let mut d = vec![T::zero(); s.n_out];
+                    let mut y = vec![T::zero(); s.n_out];
+                    for r in 0..rows {
+                        let xr: Vec<T> = inp.row(r).iter().copied().collect();
+                        e.value_and_derivative(&xr, &mut y, &mut d);
+                        out.row_mut(r).iter_mut().zip(&y).for_each(|(o, v)| *o = *v);
+                    }
+                }
+            }
+            values.push(out);
+        }
+        Ok(NaturalTape { values })
+    }
+
+    /// Add to `grads` the gradient of `Σ_r g_r · y_r` (`g`: `rows × n_out`) with respect to
+    /// the parameters, at the values of `tape`; returns the gradient with respect to the input.
+    pub fn natural_backward(&self, tape: &NaturalTape<T>, g: Mat<T>, grads: &mut [Vec<T>]) -> Mat<T> {
+        let mut g = g;
+        for i in (0..self.steps.len()).rev() {
+            let s = &self.steps[i];
+            let x = &tape.values[i];
+            let mut gin = Mat::<T>::zeros(g.nrows(), s.n_in);
+            match self.rule(i) {
+                TrainRule::Affine(a) => {
+                    let mut local = self.take_grads(i, grads);
+                    a.weight_grad(g.as_ref(), x.as_ref(), false, &mut local, self.par);
+                    a.bias_grad(&sum_cols(g.as_ref(), None), &mut local);
+                    self.put_grads(i, grads, local);
+                    a.apply_t(g.as_ref(), false, gin.as_mut(), self.par);
+                }
+                TrainRule::Elementwise(e) => {
+                    let mut d = vec![T::zero(); s.n_in];
+                    let mut y = vec![T::zero(); s.n_in];
+                    for r in 0..g.nrows() {
+                        let xr: Vec<T> = x.row(r).iter().copied().collect();
+                        e.value_and_derivative(&xr, &mut y, &mut d);
+                        for j in 0..s.n_in {
+                            gin[(r, j)] = g[(r, j)] * d[j];
+                        }
+                    }
+                }
+            }
+            g = gin;
+        }
+        g
+    }
+
+    /// Interval bounds of every value for a batch of boxes (`rows × n_in` each).
+    pub fn ibp(&self, lower: MatRef<'_, T>, upper: MatRef<'_, T>) -> Result<IbpTape<T>> {
+        self.check_batch(lower)?;
+        self.check_batch(upper)?;
+        let half = T::from_f64(0.5);
+        let rows = lower.nrows();
+        let mut lo = vec![lower.to_owned()];
+        let mut hi = vec![upper.to_owned()];
+        for (i, s) in self.steps.iter().enumerate() {
+            let (l, u) = (lo.last().expect("input"), hi.last().expect("input"));
+            let mut ol = Mat::<T>::zeros(rows, s.n_out);
+            let mut ou = Mat::<T>::zeros(rows, s.n_out);
+            match self.rule(i) {
+                TrainRule::Affine(a) => {
+                    let mid = Mat::<T>::from_fn(rows, s.n_in, |r, j| (l[(r, j)] + u[(r, j)]) * half);
+                    let rad = Mat::<T>::from_fn(rows, s.n_in, |r, j| (u[(r, j)] - l[(r, j)]) * half);
+                    let mut m = Mat::<T>::zeros(rows, s.n_out);
+                    let mut d = Mat::<T>::zeros(rows, s.n_out);
+                    a.apply(mid.as_ref(), false, m.as_mut(), self.par);
+                    a.apply(rad.as_ref(), true, d.as_mut(), self.par);
+                    let bias = s.bias.as_deref();
+                    for j in 0..s.n_out {
+                        let b = bias.map_or(T::zero(), |b| b[j]);
+                        for r in 0..rows {
+                            let (c, w) = (m[(r, j)] + b, d[(r, j)]);
+                            ol[(r, j)] = c - w;
+                            ou[(r, j)] = c + w;
+                        }
+                    }
+                }
+                TrainRule::Elementwise(e) => {
+                    let mut y = vec![T::zero(); s.n_out];
+                    let mut d = vec![T::zero(); s.n_out];
+                    for r in 0..rows {
+                        let xr: Vec<T> = l.row(r).iter().copied().collect();
+                        e.value_and_derivative(&xr, &mut y, &mut d);
+                        ol.row_mut(r).iter_mut().zip(&y).for_each(|(o, v)| *o = *v);
+                        let xr: Vec<T> = u.row(r).iter().copied().collect();
+                        e.value_and_derivative(&xr, &mut y, &mut d);
+                        ou.row_mut(r).iter_mut().zip(&y).for_each(|(o, v)| *o = *v);
+                    }
+                }
+            }
+            lo.push(ol);
+            hi.push(ou);
+        }
+        Ok(IbpTape { lower: lo, upper: hi })
+    }
+
+    /// Zeroed gradients shaped like `tape`.
+    pub fn zero_bound_grads(&self, tape: &IbpTape<T>) -> BoundGrads<T> {
+        let z = |v: &Vec<Mat<T>>| v.iter().map(|m| Mat::<T>::zeros(m.nrows(), m.ncols())).collect();
+        BoundGrads { lower: z(&tape.lower), upper: z(&tape.upper) }
+    }
+
+    /// Propagate gradients with respect to the interval bounds of every value back to the
+    /// parameters (added to `grads`) and to the input box (left in `g.lower[0]`,
+    /// `g.upper[0]`).
+    pub fn ibp_backward(&self, tape: &IbpTape<T>, g: &mut BoundGrads<T>, grads: &mut [Vec<T>]) {
+        let half = T::from_f64(0.5);
+        for i in (0..self.steps.len()).rev() {
+            let s = &self.steps[i];
+            let (l, u) = (&tape.lower[i], &tape.upper[i]);
+            let rows = l.nrows();
+            let (gl_out, gu_out) = (&g.lower[i + 1], &g.upper[i + 1]);
+            let mut gl_in = Mat::<T>::zeros(rows, s.n_in);
+            let mut gu_in = Mat::<T>::zeros(rows, s.n_in);
+            match self.rule(i) {
+                TrainRule::Affine(a) => {
+                    let g_mid = Mat::<T>::from_fn(rows, s.n_out, |r, j| gl_out[(r, j)] + gu_out[(r, j)]);
+                    let g_rad = Mat::<T>::from_fn(rows, s.n_out, |r, j| gu_out[(r, j)] - gl_out[(r, j)]);
+                    let mid = Mat::<T>::from_fn(rows, s.n_in, |r, j| (l[(r, j)] + u[(r, j)]) * half);
+                    let rad = Mat::<T>::from_fn(rows, s.n_in, |r, j| (u[(r, j)] - l[(r, j)]) * half);
+                    let mut local = self.take_grads(i, grads);
+                    a.weight_grad(g_mid.as_ref(), mid.as_ref(), false, &mut local, self.par);
+                    a.weight_grad(g_rad.as_ref(), rad.as_ref(), true, &mut local, self.par);
+                    a.bias_grad(&sum_cols(g_mid.as_ref(), None), &mut local);
+                    self.put_grads(i, grads, local);
+                    let mut gm = Mat::<T>::zeros(rows, s.n_in);
+                    let mut gr = Mat::<T>::zeros(rows, s.n_in);
+                    a.apply_t(g_mid.as_ref(), false, gm.as_mut(), self.par);
+                    a.apply_t(g_rad.as_ref(), true, gr.as_mut(), self.par);
+                    for j in 0..s.n_in {
+                        for r in 0..rows {
+                            gl_in[(r, j)] = (gm[(r, j)] - gr[(r, j)]) * half;
+                            gu_in[(r, j)] = (gm[(r, j)] + gr[(r, j)]) * half;
+                        }
+                    }
+                }
+                TrainRule::Elementwise(e) => {
+                    let mut y = vec![T::zero(); s.n_in];
+                    let mut d = vec![T::zero(); s.n_in];
+                    for r in 0..rows {
+                        let xr: Vec<T> = l.row(r).iter().copied().collect();
+                        e.value_and_derivative(&xr, &mut y, &mut d);
+                        for j in 0..s.n_in {
+                            gl_in[(r, j)] = gl_out[(r, j)] * d[j];
+                        }
+                        let xr: Vec<T> = u.row(r).iter().copied().collect();
+                        e.value_and_derivative(&xr, &mut y, &mut d);
+                        for j in 0..s.n_in {
+                            gu_in[(r, j)] = gu_out[(r, j)] * d[j];
+                        }
+                    }
+                }
+            }
+            g.lower[i] += gl_in;
+            g.upper[i] += gu_in;
+        }
+    }
+
+    /// Lower bounds of `C_s · y_s` for every sample `s` of `tape`'s batch: `c` stacks `k`
+    /// rows per sample (`rows·k × n_out`, sample-major). Returns the bounds (`rows·k`) and
+    /// what [`spec_backward`](Self::spec_backward) needs.
+    pub fn spec_lower(
+        &self,
+        tape: &IbpTape<T>,
+        c: MatRef<'_, T>,
+        k: usize,
+        method: SpecMethod,
+    ) -> Result<(Vec<T>, SpecTape<T>)> {
+        let batch = tape.lower[0].nrows();
+        if k == 0 || c.nrows() != batch * k || c.ncols() != self.n_out() {
+            return Err(Error::Invalid(format!(
+                "the specification is {}x{}, expected {}x{}",
+                c.nrows(),
+                c.ncols(),
+                batch * k,
+                self.n_out()
+            )));
+        }
+        let nrows = c.nrows();
+        let mut a = c.to_owned();
+        let mut bias = vec![T::zero(); nrows];
+        let mut a_out: Vec<Option<Mat<T>>> = (0..self.steps.len()).map(|_| None).collect();
+        let mut end = 0;
+        for i in (0..self.steps.len()).rev() {
+            let s = &self.steps[i];
+            match self.rule(i) {
+                TrainRule::Affine(r) => {
+                    if let Some(b) = &s.bias {
+                        for (j, &bj) in b.iter().enumerate() {
+                            for (row, acc) in bias.iter_mut().enumerate() {
+                                *acc += a[(row, j)] * bj;
+                            }
+                        }
+                    }
+                    let mut next = Mat::<T>::zeros(nrows, s.n_in);
+                    r.apply_t(a.as_ref(), false, next.as_mut(), self.par);
+                    a_out[i] = Some(std::mem::replace(&mut a, next));
+                }
+                TrainRule::Elementwise(e) => {
+                    if method == SpecMethod::Ibp {
+                        end = i + 1;
+                        break;
+                    }
+                    let (l, u) = (&tape.lower[i], &tape.upper[i]);
+                    let mut next = Mat::<T>::zeros(nrows, s.n_in);
+                    for smp in 0..batch {
+                        let lr: Vec<T> = l.row(smp).iter().copied().collect();
+                        let ur: Vec<T> = u.row(smp).iter().copied().collect();
+                        let rel = e.relax(&lr, &ur, &self.relax);
+                        for row in smp * k..(smp + 1) * k {
+                            for j in 0..s.n_in {
+                                let v = a[(row, j)];
+                                let (sl, it) = if v >= T::zero() {
+                                    (rel.lower_slope[j], rel.lower_intercept[j])
+                                } else {
+                                    (rel.upper_slope[j], rel.upper_intercept[j])
+                                };
+                                next[(row, j)] = v * sl;
+                                bias[row] += v * it;
+                            }
+                        }
+                    }
+                    a_out[i] = Some(std::mem::replace(&mut a, next));
+                }
+            }
+        }
+        // Concretize over the interval bounds of the value reached.
+        let (l, u) = (&tape.lower[end], &tape.upper[end]);
+        let mut out = bias;
+        for j in 0..a.ncols() {
+            for (row, o) in out.iter_mut().enumerate() {
+                let v = a[(row, j)];
+                let smp = row / k;
+                *o += if v >= T::zero() { v * l[(smp, j)] } else { v * u[(smp, j)] };
+            }
+        }
+        if out.iter().any(|v| !v.is_finite()) {
+            return Err(Error::Invalid("a specification bound is not finite".into()));
+        }
+        Ok((out, SpecTape { method, k, a_out, a_end: a, end }))
+    }
+
+    /// Add the gradient of `Σ_r w_r · lb_r` (`lb` from [`spec_lower`](Self::spec_lower))
+    /// to `grads` (parameters) and to `g` (the interval bounds it used); propagate `g`
+    /// further with [`ibp_backward`](Self::ibp_backward).
+    pub fn spec_backward(
+        &self,
+        ibp: &IbpTape<T>,
+        spec: &SpecTape<T>,
+        w: &[T],
+        g: &mut BoundGrads<T>,
+        grads: &mut [Vec<T>],
+    ) {
+        let k = spec.k;
+        let a = &spec.a_end;
+        let nrows = a.nrows();
+        let (l, u) = (&ibp.lower[spec.end], &ibp.upper[spec.end]);
+        // dA at the end value, and the bound gradients there.
+        let mut da = Mat::<T>::zeros(nrows, a.ncols());
+        for j in 0..a.ncols() {
+            for row in 0..nrows {
+                let (v, smp) = (a[(row, j)], row / k);
+                if v >= T::zero() {
+                    da[(row, j)] = w[row] * l[(smp, j)];
+                    g.lower[spec.end][(smp, j)] += w[row] * v;
+                } else {
+                    da[(row, j)] = w[row] * u[(smp, j)];
+                    g.upper[spec.end][(smp, j)] += w[row] * v;
+                }
+            }
+        }
+        let mut deriv = Vec::new();
+        for i in spec.end..self.steps.len() {
+            let s = &self.steps[i];
+            let a_out = spec.a_out[i].as_ref().expect("visited by the pass");
+            let mut da_out = Mat::<T>::zeros(nrows, s.n_out);
+            match self.rule(i) {
+                TrainRule::Affine(r) => {
+                    // A_in = A_out·W and bias += A_out·b.
+                    r.apply(da.as_ref(), false, da_out.as_mut(), self.par);
+                    let mut local = self.take_grads(i, grads);
+                    r.weight_grad(a_out.as_ref(), da.as_ref(), false, &mut local, self.par);
+                    if let Some(b) = &s.bias {
+                        r.bias_grad(&sum_cols(a_out.as_ref(), Some(w)), &mut local);
+                        for (j, &bj) in b.iter().enumerate() {
+                            for row in 0..nrows {
+                                da_out[(row, j)] += w[row] * bj;
+                            }
+                        }
+                    }
+                    self.put_grads(i, grads, local);
+                }
+                TrainRule::Elementwise(e) => {
+                    debug_assert_eq!(spec.method, SpecMethod::CrownIbp);
+                    let (l, u) = (&ibp.lower[i], &ibp.upper[i]);
+                    let batch = l.nrows();
+                    deriv.resize(s.n_in, [T::zero(); 8]);
+                    for smp in 0..batch {
+                        let lr: Vec<T> = l.row(smp).iter().copied().collect();
+                        let ur: Vec<T> = u.row(smp).iter().copied().collect();
+                        let rel = e.relax(&lr, &ur, &self.relax);
+                        e.relax_derivatives(&lr, &ur, &self.relax, &mut deriv);
+                        for j in 0..s.n_in {
+                            // Gradients of the four line coefficients of element j.
+                            let mut gline = [T::zero(); 4];
+                            for row in smp * k..(smp + 1) * k {
+                                let v = a_out[(row, j)];
+                                let (sl, it, off) = if v >= T::zero() {
+                                    (rel.lower_slope[j], rel.lower_intercept[j], 0)
+                                } else {
+                                    (rel.upper_slope[j], rel.upper_intercept[j], 2)
+                                };
+                                da_out[(row, j)] = da[(row, j)] * sl + w[row] * it;
+                                gline[off] += da[(row, j)] * v;
+                                gline[off + 1] += w[row] * v;
+                            }
+                            let d = &deriv[j];
+                            let (mut gl, mut gu) = (T::zero(), T::zero());
+                            for t in 0..4 {
+                                gl += gline[t] * d[t];
+                                gu += gline[t] * d[t + 4];
+                            }
+                            g.lower[i][(smp, j)] += gl;
+                            g.upper[i][(smp, j)] += gu;
+                        }
+                    }
+                }
+            }
+            da = da_out;
+        }
+    }
+}

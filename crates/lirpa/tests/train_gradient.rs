@@ -1,0 +1,367 @@
+//! Finite-difference checks of the training gradients ([`lirpa::TrainGraph`]): the
+//! parameter and input-box gradients of clean outputs, IBP bounds, IBP bounds of a
+//! specification folded into the last layers, and CROWN-IBP bounds, on random chains
+//! of every trainable family (Gemm/MatMul, Conv with stride and padding, average
+//! pooling, Flatten/Reshape, ReLU and LeakyReLU), in f64.
+//!
+//! The objective mixes all of them with random weights, so one broken adjoint anywhere
+//! shows. Bounds are piecewise smooth (ReLU kinks, the sign of a coefficient choosing a
+//! line): central differences with a step of 1e-6 cross a kink rarely, so at most 2% of
+//! the checked coordinates may disagree, and at least 30 must be non-zero.
+
+use faer::Mat;
+use lirpa::core::{Attr, Attributes, GraphBuilder, RelaxOptions, TensorData};
+use lirpa::sample::Rng;
+use lirpa::{Graph, SpecMethod, TrainGraph};
+use proptest::prelude::*;
+use proptest::strategy::ValueTree;
+
+#[derive(Clone, Debug)]
+struct Spec {
+    conv: bool,
+    widths: Vec<usize>,
+    leaky: bool,
+    seed: u64,
+    batch: usize,
+    k: usize,
+}
+
+fn arb_spec() -> impl Strategy<Value = Spec> {
+    (any::<bool>(), prop::collection::vec(2usize..7, 1..4), any::<bool>(), any::<u64>(), 1usize..4, 1usize..4)
+        .prop_map(|(conv, widths, leaky, seed, batch, k)| Spec { conv, widths, leaky, seed, batch, k })
+}
+
+fn rand_vec(rng: &mut Rng, n: usize, scale: f64) -> Vec<f64> {
+    (0..n).map(|_| (rng.uniform() * 2.0 - 1.0) * scale).collect()
+}
+
+/// A chain: optional conv front (Conv stride 1 pad 1, ReLU, Conv stride 2, AveragePool,
+/// Flatten) and then dense layers with activations.
+fn build(spec: &Spec) -> (Graph<f64>, usize) {
+    let mut rng = Rng::new(spec.seed);
+    let mut b = GraphBuilder::<f64>::new();
+    let mut consts = 0;
+    let mut konst = |b: &mut GraphBuilder<f64>, shape: &[usize], rng: &mut Rng| -> String {
+        consts += 1;
+        let name = format!("c{consts}");
+        let n: usize = shape.iter().product();
+        let fan: usize = shape[1..].iter().product::<usize>().max(1);
+        b.add_constant(&name, TensorData::float(shape, rand_vec(rng, n, 1.5 / (fan as f64).sqrt())).unwrap())
+            .unwrap();
+        name
+    };
+    let act = |b: &mut GraphBuilder<f64>, src: &str, name: &str, leaky: bool| {
+        let mut attrs = Attributes::default();
+        let op = if leaky {
+            attrs.insert("alpha", Attr::Float(0.1));
+            "LeakyRelu"
+        } else {
+            "Relu"
+        };
+        b.add_node(name, op, "", 13, &attrs, &[Some(src)]).unwrap();
+    };
+    let (mut cur, mut width, n_in);
+    if spec.conv {
+        n_in = 2 * 6 * 6;
+        b.add_input("x", &[1, 2, 6, 6]).unwrap();
+        let w1 = konst(&mut b, &[3, 2, 3, 3], &mut rng);
+        let b1 = konst(&mut b, &[3], &mut rng);
+        let mut attrs = Attributes::default();
+        attrs.insert("pads", Attr::Ints(vec![1, 1, 1, 1]));
+        b.add_node("conv1", "Conv", "", 13, &attrs, &[Some("x"), Some(&w1), Some(&b1)]).unwrap();
+        act(&mut b, "conv1", "act1", spec.leaky);
+        let w2 = konst(&mut b, &[4, 3, 3, 3], &mut rng);
+        let b2 = konst(&mut b, &[4], &mut rng);
+        let mut attrs = Attributes::default();
+        attrs.insert("pads", Attr::Ints(vec![1, 1, 1, 1]));
+        attrs.insert("strides", Attr::Ints(vec![2, 2]));
+        b.add_node("conv2", "Conv", "", 13, &attrs, &[Some("act1"), Some(&w2), Some(&b2)]).unwrap();
+        act(&mut b, "conv2", "act2", spec.leaky);
+        let mut attrs = Attributes::default();
+        attrs.insert("kernel_shape", Attr::Ints(vec![2, 2]));
+        attrs.insert("strides", Attr::Ints(vec![1, 1]));
+        b.add_node("pool", "AveragePool", "", 13, &attrs, &[Some("act2")]).unwrap();
+        b.add_node("flat", "Flatten", "", 13, &Attributes::default(), &[Some("pool")]).unwrap();
+        cur = "flat".to_string();
+        width = 4 * 2 * 2;
+    } else {
+        n_in = 4;
+        b.add_input("x", &[1, 4]).unwrap();
+        cur = "x".to_string();
+        width = 4;
+    }
+    let last = spec.widths.len() - 1;
+    for (i, &w) in spec.widths.iter().enumerate() {
+        let out = if i == last { 3 } else { w };
+        let name = format!("fc{i}");
+        if i % 2 == 0 {
+            let wt = konst(&mut b, &[out, width], &mut rng);
+            let bias = konst(&mut b, &[out], &mut rng);
+            let mut attrs = Attributes::default();
+            attrs.insert("transB", Attr::Int(1));
+            b.add_node(&name, "Gemm", "", 13, &attrs, &[Some(&cur), Some(&wt), Some(&bias)]).unwrap();
+        } else {
+            let wt = konst(&mut b, &[width, out], &mut rng);
+            b.add_node(&name, "MatMul", "", 13, &Attributes::default(), &[Some(&cur), Some(&wt)]).unwrap();
+        }
+        cur = name;
+        width = out;
+        if i != last {
+            let a = format!("a{i}");
+            act(&mut b, &cur, &a, spec.leaky);
+            cur = a;
+        }
+    }
+    (b.finish(&[&cur]).unwrap(), n_in)
+}
+
+/// Everything the objective depends on, besides the parameters.
+struct Problem {
+    lower: Mat<f64>,
+    upper: Mat<f64>,
+    point: Mat<f64>,
+    c: Mat<f64>,
+    k: usize,
+    /// Weights of: clean outputs, output IBP lower/upper, IBP spec bound, CROWN-IBP spec bound.
+    w_nat: Mat<f64>,
+    w_l: Mat<f64>,
+    w_u: Mat<f64>,
+    w_ibp: Vec<f64>,
+    w_crown: Vec<f64>,
+}
+
+fn problem(spec: &Spec, n_in: usize, n_out: usize) -> Problem {
+    let mut rng = Rng::new(spec.seed ^ 0x5eed);
+    let b = spec.batch;
+    let center = Mat::from_fn(b, n_in, |_, _| rng.uniform() * 2.0 - 1.0);
+    let eps = 0.05 + 0.2 * rng.uniform();
+    let mut r = || rng.uniform() * 2.0 - 1.0;
+    let c = Mat::from_fn(b * spec.k, n_out, |_, _| r());
+    let w_nat = Mat::from_fn(b, n_out, |_, _| r());
+    let w_l = Mat::from_fn(b, n_out, |_, _| r());
+    let w_u = Mat::from_fn(b, n_out, |_, _| r());
+    let w_ibp = (0..b * spec.k).map(|_| r()).collect();
+    let w_crown = (0..b * spec.k).map(|_| r()).collect();
+    Problem {
+        lower: Mat::from_fn(b, n_in, |i, j| center[(i, j)] - eps),
+        upper: Mat::from_fn(b, n_in, |i, j| center[(i, j)] + eps),
+        point: center,
+        c,
+        k: spec.k,
+        w_nat,
+        w_l,
+        w_u,
+        w_ibp,
+        w_crown,
+    }
+}
+
+fn dot(a: &Mat<f64>, b: &Mat<f64>) -> f64 {
+    let mut s = 0.0;
+    for j in 0..a.ncols() {
+        for i in 0..a.nrows() {
+            s += a[(i, j)] * b[(i, j)];
+        }
+    }
+    s
+}
+
+/// The objective, and its gradients (parameters, input lower, input upper, point).
+fn objective(
+    g: &TrainGraph<f64>,
+    p: &Problem,
+    lower: &Mat<f64>,
+    upper: &Mat<f64>,
+    want_grad: bool,
+) -> (f64, Vec<Vec<f64>>, Mat<f64>, Mat<f64>) {
+    let nat = g.natural(p.point.as_ref()).unwrap();
+    let ibp = g.ibp(lower.as_ref(), upper.as_ref()).unwrap();
+    let (lb_i, tape_i) = g.spec_lower(&ibp, p.c.as_ref(), p.k, SpecMethod::Ibp).unwrap();
+    let (lb_c, tape_c) = g.spec_lower(&ibp, p.c.as_ref(), p.k, SpecMethod::CrownIbp).unwrap();
+    let last = ibp.lower.len() - 1;
+    let y = nat.values.last().unwrap();
+    let value = dot(y, &p.w_nat)
+        + dot(&ibp.lower[last], &p.w_l)
+        + dot(&ibp.upper[last], &p.w_u)
+        + lb_i.iter().zip(&p.w_ibp).map(|(a, b)| a * b).sum::<f64>()
+        + lb_c.iter().zip(&p.w_crown).map(|(a, b)| a * b).sum::<f64>();
+    if !want_grad {
+        return (value, Vec::new(), Mat::zeros(0, 0), Mat::zeros(0, 0));
+    }
+    let mut grads = g.zero_grads();
+    g.natural_backward(&nat, p.w_nat.clone(), &mut grads);
+    let mut bg = g.zero_bound_grads(&ibp);
+    bg.lower[last] += &p.w_l;
+    bg.upper[last] += &p.w_u;
+    g.spec_backward(&ibp, &tape_i, &p.w_ibp, &mut bg, &mut grads);
+    g.spec_backward(&ibp, &tape_c, &p.w_crown, &mut bg, &mut grads);
+    g.ibp_backward(&ibp, &mut bg, &mut grads);
+    (value, grads, bg.lower[0].clone(), bg.upper[0].clone())
+}
+
+struct Stats {
+    checked: usize,
+    nonzero: usize,
+    bad: Vec<String>,
+}
+
+impl Stats {
+    fn compare(&mut self, what: String, analytic: f64, numeric: f64) {
+        self.checked += 1;
+        if analytic.abs() > 1e-9 {
+            self.nonzero += 1;
+        }
+        if (analytic - numeric).abs() > 1e-5 * (1.0 + analytic.abs().max(numeric.abs())) {
+            self.bad.push(format!("{what}: analytic {analytic:.9} numeric {numeric:.9}"));
+        }
+    }
+}
+
+fn check(spec: &Spec, stats: &mut Stats) {
+    let (graph, n_in) = build(spec);
+    let mut g = TrainGraph::new(&graph, RelaxOptions::default(), faer::Par::Seq).unwrap();
+    let p = problem(spec, n_in, g.n_out());
+    let (_, grads, gl, gu) = objective(&g, &p, &p.lower, &p.upper, true);
+    let h = 1e-6;
+    let base = g.params().to_vec();
+    let mut rng = Rng::new(spec.seed ^ 0xfd);
+    for (k, pv) in base.iter().enumerate() {
+        // Up to 12 coordinates per parameter tensor.
+        for _ in 0..pv.len().min(12) {
+            let i = (rng.uniform() * pv.len() as f64) as usize % pv.len();
+            let mut at = |d: f64| {
+                let mut v = base.clone();
+                v[k][i] += d;
+                g.set_params(v).unwrap();
+                objective(&g, &p, &p.lower, &p.upper, false).0
+            };
+            let num = (at(h) - at(-h)) / (2.0 * h);
+            stats.compare(format!("param {k}[{i}]"), grads[k][i], num);
+        }
+    }
+    g.set_params(base).unwrap();
+    for _ in 0..8 {
+        let (r, j) = (
+            (rng.uniform() * spec.batch as f64) as usize % spec.batch,
+            (rng.uniform() * n_in as f64) as usize % n_in,
+        );
+        for (name, analytic, is_lower) in [("lower", &gl, true), ("upper", &gu, false)] {
+            let at = |d: f64| {
+                let (mut l, mut u) = (p.lower.clone(), p.upper.clone());
+                if is_lower {
+                    l[(r, j)] += d;
+                } else {
+                    u[(r, j)] += d;
+                }
+                objective(&g, &p, &l, &u, false).0
+            };
+            let num = (at(h) - at(-h)) / (2.0 * h);
+            stats.compare(format!("input {name}[{r},{j}]"), analytic[(r, j)], num);
+        }
+    }
+}
+
+#[test]
+fn gradients_match_finite_differences() {
+    let cases: u32 = std::env::var("PROPTEST_CASES").ok().and_then(|v| v.parse().ok()).unwrap_or(48);
+    let mut runner = proptest::test_runner::TestRunner::new(ProptestConfig { cases, ..Default::default() });
+    let mut stats = Stats { checked: 0, nonzero: 0, bad: Vec::new() };
+    let strategy = arb_spec();
+    for _ in 0..cases {
+        let spec = strategy.new_tree(&mut runner).unwrap().current();
+        check(&spec, &mut stats);
+    }
+    println!(
+        "{} coordinates checked, {} non-zero, {} disagree{}",
+        stats.checked,
+        stats.nonzero,
+        stats.bad.len(),
+        stats.bad.iter().take(10).map(|s| format!("\n  {s}")).collect::<String>()
+    );
+    assert!(stats.nonzero >= 30, "too few non-zero gradients to mean anything");
+    assert!(
+        stats.bad.len() * 50 <= stats.checked,
+        "{} of {} coordinates disagree with finite differences",
+        stats.bad.len(),
+        stats.checked
+    );
+}
+
+/// An operator without a training rule is refused by node and type.
+#[test]
+fn untrainable_operator_is_refused_by_name() {
+    let mut b = GraphBuilder::<f64>::new();
+    b.add_input("x", &[1, 3]).unwrap();
+    b.add_node("s", "Softmax", "", 13, &Attributes::default(), &[Some("x")]).unwrap();
+    let g = b.finish(&["s"]).unwrap();
+    let err =
+        TrainGraph::new(&g, RelaxOptions::default(), faer::Par::Seq).err().expect("refused").to_string();
+    assert!(err.contains("Softmax") && err.contains("'s'") && err.contains("training"), "{err}");
+}
+
+/// The training bounds are the engine's: CROWN-IBP lower bounds of `C·y` equal
+/// `compute_bounds(Method::CrownIbp)` per sample, IBP ones (specification folded into the
+/// trailing affine layers) are at least the engine's IBP bound of `C·y` computed from
+/// output intervals, and every sampled point of the box satisfies both.
+#[test]
+fn training_bounds_agree_with_the_engine_and_contain_samples() {
+    use lirpa::{BoundOptions, BoundRequest, InputValue, Method, Perturbation};
+    let strategy = arb_spec();
+    let mut runner = proptest::test_runner::TestRunner::deterministic();
+    let mut compared = 0;
+    for _ in 0..48 {
+        let spec = strategy.new_tree(&mut runner).unwrap().current();
+        let (graph, n_in) = build(&spec);
+        let g = TrainGraph::new(&graph, RelaxOptions::default(), faer::Par::Seq).unwrap();
+        let p = problem(&spec, n_in, g.n_out());
+        let ibp = g.ibp(p.lower.as_ref(), p.upper.as_ref()).unwrap();
+        let (lb_i, _) = g.spec_lower(&ibp, p.c.as_ref(), p.k, SpecMethod::Ibp).unwrap();
+        let (lb_c, _) = g.spec_lower(&ibp, p.c.as_ref(), p.k, SpecMethod::CrownIbp).unwrap();
+        let mut rng = Rng::new(spec.seed);
+        for s in 0..spec.batch {
+            let lo: Vec<f64> = (0..n_in).map(|j| p.lower[(s, j)]).collect();
+            let hi: Vec<f64> = (0..n_in).map(|j| p.upper[(s, j)]).collect();
+            let c = Mat::from_fn(p.k, g.n_out(), |i, j| p.c[(s * p.k + i, j)]);
+            let ptb = Perturbation::new_box(lo.clone(), hi.clone()).unwrap();
+            let req = BoundRequest { c: Some(c.as_ref()), upper: false, ..Default::default() };
+            let eng = |m| {
+                lirpa::compute_bounds(
+                    &graph,
+                    &[InputValue::Perturbed(ptb.clone())],
+                    &BoundOptions::with_method(m),
+                    &req,
+                )
+                .unwrap()
+                .lower
+            };
+            let (crown_ibp, ibp_e) = (eng(Method::CrownIbp), eng(Method::Ibp));
+            for i in 0..p.k {
+                let (ours_c, ours_i) = (lb_c[s * p.k + i], lb_i[s * p.k + i]);
+                assert!(
+                    (ours_c - crown_ibp[i]).abs() <= 1e-9 * (1.0 + crown_ibp[i].abs()),
+                    "CROWN-IBP {ours_c} vs engine {}",
+                    crown_ibp[i]
+                );
+                assert!(
+                    ours_i >= ibp_e[i] - 1e-9 * (1.0 + ibp_e[i].abs()),
+                    "folded IBP {ours_i} looser than {}",
+                    ibp_e[i]
+                );
+                compared += 1;
+            }
+            for _ in 0..64 {
+                let x: Vec<f64> = lo.iter().zip(&hi).map(|(l, h)| l + (h - l) * rng.uniform()).collect();
+                let y = graph.forward_all(&[&x]).unwrap().pop().unwrap();
+                for i in 0..p.k {
+                    let cy: f64 = (0..y.len()).map(|j| c[(i, j)] * y[j]).sum();
+                    let slack = 1e-9 * (1.0 + cy.abs());
+                    assert!(
+                        lb_c[s * p.k + i] <= cy + slack && lb_i[s * p.k + i] <= cy + slack,
+                        "a sampled output is below a bound"
+                    );
+                }
+            }
+        }
+    }
+    assert!(compared > 100);
+}
