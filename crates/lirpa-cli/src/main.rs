@@ -6,6 +6,8 @@ use lirpa::{BoundOptions, BoundRequest, Graph, InputValue, Method, Norm, Perturb
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
+mod train;
+
 #[global_allocator]
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
@@ -27,6 +29,9 @@ enum Command {
     /// Verify a VNN-LIB property: unsat (holds), sat (with a counterexample),
     /// unknown or timeout.
     Verify(VerifyArgs),
+    /// Train the model's initializers (natural, IBP or CROWN-IBP certified training)
+    /// and write the trained model as ONNX.
+    Train(train::TrainArgs),
     /// List the operator types this build supports.
     Ops,
 }
@@ -168,6 +173,7 @@ fn main() -> ExitCode {
             DtypeArg::F64 => bounds::<f64>(&args),
         },
         Command::Verify(args) => verify(&args, started),
+        Command::Train(args) => train::run(&args),
         Command::Ops => {
             for r in lirpa::registered_ops() {
                 let d = if r.domain.is_empty() { "ai.onnx" } else { r.domain };

@@ -18,7 +18,9 @@
 //! (`crates/lirpa/tests/train_gradient.rs`).
 
 use faer::{Mat, MatRef, Par};
-use lirpa_core::{Error, Graph, NodeId, NodeKind, Operator, RelaxOptions, Result, Scalar, TrainRule};
+use lirpa_core::{
+    ElementwiseTrain, Error, Graph, NodeId, NodeKind, Operator, RelaxOptions, Result, Scalar, TrainRule,
+};
 
 /// One step of the chain: an operator with its parameter slots.
 struct Step<T: Scalar> {
@@ -251,6 +253,36 @@ impl<T: Scalar> TrainGraph<T> {
         Ok(())
     }
 
+    /// The relaxation lines `[lower slope, lower intercept, upper slope, upper
+    /// intercept]` of element-wise step `i` for every sample (row-major `batch × n`), on
+    /// the interval bounds of its input; with `deriv`, also their derivatives.
+    fn lines(
+        &self,
+        e: &dyn ElementwiseTrain<T>,
+        tape: &IbpTape<T>,
+        i: usize,
+        mut deriv: Option<&mut [[T; 8]]>,
+    ) -> Vec<[T; 4]> {
+        let (l, u) = (&tape.lower[i], &tape.upper[i]);
+        let (batch, n) = (l.nrows(), l.ncols());
+        let mut out = Vec::with_capacity(batch * n);
+        let (mut lr, mut ur) = (vec![T::zero(); n], vec![T::zero(); n]);
+        for smp in 0..batch {
+            for j in 0..n {
+                lr[j] = l[(smp, j)];
+                ur[j] = u[(smp, j)];
+            }
+            let rel = e.relax(&lr, &ur, &self.relax);
+            out.extend((0..n).map(|j| {
+                [rel.lower_slope[j], rel.lower_intercept[j], rel.upper_slope[j], rel.upper_intercept[j]]
+            }));
+            if let Some(d) = deriv.as_deref_mut() {
+                e.relax_derivatives(&lr, &ur, &self.relax, &mut d[smp * n..(smp + 1) * n]);
+            }
+        }
+        out
+    }
+
     /// Clean evaluation of a batch (`rows × n_in`), keeping every value.
     pub fn natural(&self, x: MatRef<'_, T>) -> Result<NaturalTape<T>> {
         self.check_batch(x)?;
@@ -269,12 +301,10 @@ impl<T: Scalar> TrainGraph<T> {
                     }
                 }
                 TrainRule::Elementwise(e) => {
-                    let mut d = vec![T::zero(); s.n_out];
-                    let mut y = vec![T::zero(); s.n_out];
-                    for r in 0..rows {
-                        let xr: Vec<T> = inp.row(r).iter().copied().collect();
-                        e.value_and_derivative(&xr, &mut y, &mut d);
-                        out.row_mut(r).iter_mut().zip(&y).for_each(|(o, v)| *o = *v);
+                    // Element-wise: a column is as good a set of elements as a row.
+                    let mut d = vec![T::zero(); rows];
+                    for j in 0..s.n_out {
+                        e.value_and_derivative(inp.col_as_slice(j), out.col_as_slice_mut(j), &mut d);
                     }
                 }
             }
@@ -300,14 +330,11 @@ impl<T: Scalar> TrainGraph<T> {
                     a.apply_t(g.as_ref(), false, gin.as_mut(), self.par);
                 }
                 TrainRule::Elementwise(e) => {
-                    let mut d = vec![T::zero(); s.n_in];
-                    let mut y = vec![T::zero(); s.n_in];
-                    for r in 0..g.nrows() {
-                        let xr: Vec<T> = x.row(r).iter().copied().collect();
-                        e.value_and_derivative(&xr, &mut y, &mut d);
-                        for j in 0..s.n_in {
-                            gin[(r, j)] = g[(r, j)] * d[j];
-                        }
+                    let mut y = vec![T::zero(); g.nrows()];
+                    for j in 0..s.n_in {
+                        let d = gin.col_as_slice_mut(j);
+                        e.value_and_derivative(x.col_as_slice(j), &mut y, d);
+                        d.iter_mut().zip(g.col_as_slice(j)).for_each(|(d, g)| *d *= *g);
                     }
                 }
             }
@@ -347,15 +374,10 @@ impl<T: Scalar> TrainGraph<T> {
                     }
                 }
                 TrainRule::Elementwise(e) => {
-                    let mut y = vec![T::zero(); s.n_out];
-                    let mut d = vec![T::zero(); s.n_out];
-                    for r in 0..rows {
-                        let xr: Vec<T> = l.row(r).iter().copied().collect();
-                        e.value_and_derivative(&xr, &mut y, &mut d);
-                        ol.row_mut(r).iter_mut().zip(&y).for_each(|(o, v)| *o = *v);
-                        let xr: Vec<T> = u.row(r).iter().copied().collect();
-                        e.value_and_derivative(&xr, &mut y, &mut d);
-                        ou.row_mut(r).iter_mut().zip(&y).for_each(|(o, v)| *o = *v);
+                    let mut d = vec![T::zero(); rows];
+                    for j in 0..s.n_out {
+                        e.value_and_derivative(l.col_as_slice(j), ol.col_as_slice_mut(j), &mut d);
+                        e.value_and_derivative(u.col_as_slice(j), ou.col_as_slice_mut(j), &mut d);
                     }
                 }
             }
@@ -406,19 +428,14 @@ impl<T: Scalar> TrainGraph<T> {
                     }
                 }
                 TrainRule::Elementwise(e) => {
-                    let mut y = vec![T::zero(); s.n_in];
-                    let mut d = vec![T::zero(); s.n_in];
-                    for r in 0..rows {
-                        let xr: Vec<T> = l.row(r).iter().copied().collect();
-                        e.value_and_derivative(&xr, &mut y, &mut d);
-                        for j in 0..s.n_in {
-                            gl_in[(r, j)] = gl_out[(r, j)] * d[j];
-                        }
-                        let xr: Vec<T> = u.row(r).iter().copied().collect();
-                        e.value_and_derivative(&xr, &mut y, &mut d);
-                        for j in 0..s.n_in {
-                            gu_in[(r, j)] = gu_out[(r, j)] * d[j];
-                        }
+                    let mut y = vec![T::zero(); rows];
+                    for j in 0..s.n_in {
+                        let d = gl_in.col_as_slice_mut(j);
+                        e.value_and_derivative(l.col_as_slice(j), &mut y, d);
+                        d.iter_mut().zip(gl_out.col_as_slice(j)).for_each(|(d, g)| *d *= *g);
+                        let d = gu_in.col_as_slice_mut(j);
+                        e.value_and_derivative(u.col_as_slice(j), &mut y, d);
+                        d.iter_mut().zip(gu_out.col_as_slice(j)).for_each(|(d, g)| *d *= *g);
                     }
                 }
             }
@@ -472,23 +489,17 @@ impl<T: Scalar> TrainGraph<T> {
                         end = i + 1;
                         break;
                     }
-                    let (l, u) = (&tape.lower[i], &tape.upper[i]);
-                    let mut next = Mat::<T>::zeros(nrows, s.n_in);
-                    for smp in 0..batch {
-                        let lr: Vec<T> = l.row(smp).iter().copied().collect();
-                        let ur: Vec<T> = u.row(smp).iter().copied().collect();
-                        let rel = e.relax(&lr, &ur, &self.relax);
-                        for row in smp * k..(smp + 1) * k {
-                            for j in 0..s.n_in {
-                                let v = a[(row, j)];
-                                let (sl, it) = if v >= T::zero() {
-                                    (rel.lower_slope[j], rel.lower_intercept[j])
-                                } else {
-                                    (rel.upper_slope[j], rel.upper_intercept[j])
-                                };
-                                next[(row, j)] = v * sl;
-                                bias[row] += v * it;
-                            }
+                    let lines = self.lines(e, tape, i, None);
+                    let n = s.n_in;
+                    let mut next = Mat::<T>::zeros(nrows, n);
+                    for j in 0..n {
+                        let src = a.col_as_slice(j);
+                        let dst = next.col_as_slice_mut(j);
+                        for (row, (d, &v)) in dst.iter_mut().zip(src).enumerate() {
+                            let ln = &lines[(row / k) * n + j];
+                            let (sl, it) = if v >= T::zero() { (ln[0], ln[1]) } else { (ln[2], ln[3]) };
+                            *d = v * sl;
+                            bias[row] += v * it;
                         }
                     }
                     a_out[i] = Some(std::mem::replace(&mut a, next));
@@ -540,7 +551,6 @@ impl<T: Scalar> TrainGraph<T> {
                 }
             }
         }
-        let mut deriv = Vec::new();
         for i in spec.end..self.steps.len() {
             let s = &self.steps[i];
             let a_out = spec.a_out[i].as_ref().expect("visited by the pass");
@@ -563,36 +573,34 @@ impl<T: Scalar> TrainGraph<T> {
                 }
                 TrainRule::Elementwise(e) => {
                     debug_assert_eq!(spec.method, SpecMethod::CrownIbp);
-                    let (l, u) = (&ibp.lower[i], &ibp.upper[i]);
-                    let batch = l.nrows();
-                    deriv.resize(s.n_in, [T::zero(); 8]);
-                    for smp in 0..batch {
-                        let lr: Vec<T> = l.row(smp).iter().copied().collect();
-                        let ur: Vec<T> = u.row(smp).iter().copied().collect();
-                        let rel = e.relax(&lr, &ur, &self.relax);
-                        e.relax_derivatives(&lr, &ur, &self.relax, &mut deriv);
-                        for j in 0..s.n_in {
-                            // Gradients of the four line coefficients of element j.
-                            let mut gline = [T::zero(); 4];
-                            for row in smp * k..(smp + 1) * k {
-                                let v = a_out[(row, j)];
-                                let (sl, it, off) = if v >= T::zero() {
-                                    (rel.lower_slope[j], rel.lower_intercept[j], 0)
-                                } else {
-                                    (rel.upper_slope[j], rel.upper_intercept[j], 2)
-                                };
-                                da_out[(row, j)] = da[(row, j)] * sl + w[row] * it;
-                                gline[off] += da[(row, j)] * v;
-                                gline[off + 1] += w[row] * v;
+                    let n = s.n_in;
+                    let mut deriv = vec![[T::zero(); 8]; ibp.lower[i].nrows() * n];
+                    let lines = self.lines(e, ibp, i, Some(&mut deriv));
+                    for j in 0..n {
+                        let (src, dsrc) = (a_out.col_as_slice(j), da.col_as_slice(j));
+                        let dst = da_out.col_as_slice_mut(j);
+                        // Gradients of the four line coefficients of element j of a sample,
+                        // flushed when the rows move on to the next sample.
+                        let mut gline = [T::zero(); 4];
+                        for row in 0..nrows {
+                            let (v, smp) = (src[row], row / k);
+                            let ln = &lines[smp * n + j];
+                            let (sl, it, off) =
+                                if v >= T::zero() { (ln[0], ln[1], 0) } else { (ln[2], ln[3], 2) };
+                            dst[row] = dsrc[row] * sl + w[row] * it;
+                            gline[off] += dsrc[row] * v;
+                            gline[off + 1] += w[row] * v;
+                            if (row + 1) % k == 0 {
+                                let d = &deriv[smp * n + j];
+                                let (mut gl, mut gu) = (T::zero(), T::zero());
+                                for t in 0..4 {
+                                    gl += gline[t] * d[t];
+                                    gu += gline[t] * d[t + 4];
+                                }
+                                g.lower[i][(smp, j)] += gl;
+                                g.upper[i][(smp, j)] += gu;
+                                gline = [T::zero(); 4];
                             }
-                            let d = &deriv[j];
-                            let (mut gl, mut gu) = (T::zero(), T::zero());
-                            for t in 0..4 {
-                                gl += gline[t] * d[t];
-                                gu += gline[t] * d[t + 4];
-                            }
-                            g.lower[i][(smp, j)] += gl;
-                            g.upper[i][(smp, j)] += gu;
                         }
                     }
                 }

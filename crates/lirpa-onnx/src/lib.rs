@@ -7,6 +7,7 @@
 //! provides is an error naming the node, its op type and the opset.
 
 pub mod proto;
+pub mod save;
 
 use lirpa_core::registry::BuilderFor;
 use lirpa_core::{Attr, Attributes, DType, Error, Graph, GraphBuilder, Scalar, TensorData};

@@ -639,15 +639,11 @@ impl<T: Scalar> Trainable<T> for Conv<T> {
     }
 }
 
-/// Copy a column-major matrix into a row-major buffer.
+/// Copy a matrix into a row-major buffer (faer's blocked transposing copy).
 fn to_row_major<T: Scalar>(m: MatRef<'_, T>) -> Vec<T> {
     let (r, c) = (m.nrows(), m.ncols());
     let mut out = vec![T::zero(); r * c];
-    for j in 0..c {
-        for i in 0..r {
-            out[i * c + j] = m[(i, j)];
-        }
-    }
+    MatMut::from_column_major_slice_mut(&mut out, c, r).copy_from(m.transpose());
     out
 }
 
@@ -657,11 +653,7 @@ impl<T: Scalar> AffineTrain<T> for Conv<T> {
         let n_out = out.ncols();
         let mut buf = vec![T::zero(); rows * n_out];
         self.convolve_rows(if abs { &self.w_abs } else { &self.w }, &to_row_major(x), rows, &mut buf);
-        for j in 0..n_out {
-            for i in 0..rows {
-                out[(i, j)] = buf[i * n_out + j];
-            }
-        }
+        out.copy_from(MatRef::from_row_major_slice(&buf, rows, n_out));
     }
 
     fn apply_t(&self, g: MatRef<'_, T>, abs: bool, mut out: MatMut<'_, T>, par: Par) {

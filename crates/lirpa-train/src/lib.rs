@@ -1,0 +1,391 @@
+//! Certified training: natural, IBP and CROWN-IBP training of an ONNX model's
+//! initializers, with auto_LiRPA's recipe (Adam, an ε ramp, the κ mixing of natural and
+//! robust cross-entropy, the β mixing of CROWN-IBP and IBP bounds, a step learning-rate
+//! decay once ε is full), on batches bounded at once by [`lirpa::TrainGraph`].
+//!
+//! The robust loss of a sample with label `y` is the cross-entropy of the negated lower
+//! bounds of its margins `z_y - z_j` (`j ≠ y`): `log(1 + Σ_j exp(-lb_j))`, which bounds the
+//! cross-entropy of every output the perturbation set can produce.
+
+mod data;
+mod schedule;
+
+pub use data::{DataError, Dataset};
+pub use schedule::{EpsSchedule, Recipe};
+
+use faer::{Mat, Par};
+use lirpa::core::RelaxOptions;
+use lirpa::{Error, Graph, SpecMethod, TrainGraph};
+use std::time::Instant;
+
+/// How the training loss bounds the outputs.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum TrainMethod {
+    /// Cross-entropy of the clean outputs only.
+    Natural,
+    /// IBP bounds of the margins (the margin matrix folded into the last layer).
+    Ibp,
+    /// CROWN-IBP: `β·lb_CROWN-IBP + (1 − β)·lb_IBP`, β from 1 to 0 over the ramp.
+    CrownIbp,
+}
+
+impl std::str::FromStr for TrainMethod {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s {
+            "natural" => Ok(TrainMethod::Natural),
+            "ibp" => Ok(TrainMethod::Ibp),
+            "crown-ibp" => Ok(TrainMethod::CrownIbp),
+            other => Err(format!("unknown training method '{other}' (natural, ibp, crown-ibp)")),
+        }
+    }
+}
+
+/// Everything one training run is configured by.
+#[derive(Clone, Debug)]
+pub struct TrainConfig {
+    pub method: TrainMethod,
+    pub recipe: Recipe,
+    /// The input set of a sample `x` is the L∞ box `[x − ε, x + ε]`, intersected with
+    /// `clip` when given (the data's valid range).
+    pub clip: Option<(f32, f32)>,
+    pub seed: u64,
+    /// Threads of the dense products (1: sequential).
+    pub threads: usize,
+}
+
+/// What one epoch did.
+#[derive(Clone, Debug)]
+pub struct EpochStats {
+    pub epoch: usize,
+    pub lr: f64,
+    pub eps_first: f64,
+    pub eps_last: f64,
+    /// Mean loss over the epoch's samples.
+    pub loss: f64,
+    /// Mean robust cross-entropy over the samples of batches with ε > 0.
+    pub robust_ce: f64,
+    /// Fraction of training samples misclassified (clean).
+    pub clean_err: f64,
+    /// Fraction of training samples (of batches with ε > 0) with a margin bound ≤ 0.
+    pub verified_err: f64,
+    pub seconds: f64,
+}
+
+/// An error of training, naming what went wrong.
+#[derive(Debug, thiserror::Error)]
+pub enum TrainError {
+    #[error(transparent)]
+    Lirpa(#[from] Error),
+    #[error(transparent)]
+    Data(#[from] DataError),
+    #[error("{0}")]
+    Invalid(String),
+}
+
+/// The margin matrix of labels: for each sample, rows `e_y − e_j` for `j ≠ y`, in order.
+pub fn margin_spec(labels: &[usize], classes: usize) -> Mat<f32> {
+    let k = classes - 1;
+    let mut c = Mat::<f32>::zeros(labels.len() * k, classes);
+    for (s, &y) in labels.iter().enumerate() {
+        for (row, j) in (s * k..).zip((0..classes).filter(|&j| j != y)) {
+            c[(row, y)] = 1.0;
+            c[(row, j)] = -1.0;
+        }
+    }
+    c
+}
+
+/// The input boxes of a batch: `[x − ε, x + ε] ∩ clip`.
+pub fn input_box(x: &Mat<f32>, eps: f32, clip: Option<(f32, f32)>) -> (Mat<f32>, Mat<f32>) {
+    let (lo, hi) = clip.unwrap_or((f32::NEG_INFINITY, f32::INFINITY));
+    let l = Mat::from_fn(x.nrows(), x.ncols(), |i, j| (x[(i, j)] - eps).max(lo));
+    let u = Mat::from_fn(x.nrows(), x.ncols(), |i, j| (x[(i, j)] + eps).min(hi));
+    (l, u)
+}
+
+/// `log(1 + Σ_j exp(−lb_j))` of each sample's `k` bounds, and its gradient with respect
+/// to the bounds (stable for any magnitude).
+fn robust_ce(lb: &[f32], k: usize) -> (Vec<f64>, Vec<f64>) {
+    let mut loss = Vec::with_capacity(lb.len() / k);
+    let mut grad = vec![0.0; lb.len()];
+    for (s, row) in lb.chunks(k).enumerate() {
+        // z = [0, −lb]; loss = logsumexp(z) − z_0.
+        let m = row.iter().map(|&v| -(v as f64)).fold(0.0f64, f64::max);
+        let e0 = (-m).exp();
+        let es: Vec<f64> = row.iter().map(|&v| (-(v as f64) - m).exp()).collect();
+        let z = e0 + es.iter().sum::<f64>();
+        loss.push(m + z.ln());
+        for (j, e) in es.iter().enumerate() {
+            grad[s * k + j] = -e / z;
+        }
+    }
+    (loss, grad)
+}
+
+/// Cross-entropy of each row of `logits` with its label, its gradient, and whether the
+/// row is misclassified.
+fn clean_ce(logits: &Mat<f32>, labels: &[usize]) -> (Vec<f64>, Mat<f64>, Vec<bool>) {
+    let (n, c) = (logits.nrows(), logits.ncols());
+    let mut loss = Vec::with_capacity(n);
+    let mut grad = Mat::<f64>::zeros(n, c);
+    let mut wrong = Vec::with_capacity(n);
+    for (r, &y) in labels.iter().enumerate() {
+        let row: Vec<f64> = (0..c).map(|j| logits[(r, j)] as f64).collect();
+        let m = row.iter().copied().fold(f64::NEG_INFINITY, f64::max);
+        let z: f64 = row.iter().map(|v| (v - m).exp()).sum();
+        loss.push(m + z.ln() - row[y]);
+        for j in 0..c {
+            grad[(r, j)] = (row[j] - m).exp() / z - if j == y { 1.0 } else { 0.0 };
+        }
+        let arg = (0..c).fold(0, |b, j| if row[j] > row[b] { j } else { b });
+        wrong.push(arg != y);
+    }
+    (loss, grad, wrong)
+}
+
+/// Adam (β₁ 0.9, β₂ 0.999, ε 1e-8) over a list of parameter vectors.
+struct Adam {
+    m: Vec<Vec<f64>>,
+    v: Vec<Vec<f64>>,
+    t: i32,
+}
+
+impl Adam {
+    fn new(params: &[Vec<f32>]) -> Self {
+        let z = || params.iter().map(|p| vec![0.0; p.len()]).collect();
+        Adam { m: z(), v: z(), t: 0 }
+    }
+
+    fn step(&mut self, params: &mut [Vec<f32>], grads: &[Vec<f32>], lr: f64) {
+        self.t += 1;
+        let (b1, b2, eps) = (0.9f64, 0.999f64, 1e-8);
+        let (c1, c2) = (1.0 - b1.powi(self.t), 1.0 - b2.powi(self.t));
+        for (((p, g), m), v) in params.iter_mut().zip(grads).zip(&mut self.m).zip(&mut self.v) {
+            for i in 0..p.len() {
+                let gi = g[i] as f64;
+                m[i] = b1 * m[i] + (1.0 - b1) * gi;
+                v[i] = b2 * v[i] + (1.0 - b2) * gi * gi;
+                let step = lr * (m[i] / c1) / ((v[i] / c2).sqrt() + eps);
+                p[i] = (p[i] as f64 - step) as f32;
+            }
+        }
+    }
+}
+
+/// Loss and gradient of one batch; returns (Σ loss, Σ robust CE, clean errors, robust
+/// errors, samples with ε > 0).
+#[derive(Default)]
+struct BatchStats {
+    loss: f64,
+    robust: f64,
+    clean_wrong: usize,
+    robust_wrong: usize,
+    robust_n: usize,
+}
+
+/// The gradient of the mean loss of one batch with respect to every parameter.
+fn batch_gradient(
+    g: &TrainGraph<f32>,
+    cfg: &TrainConfig,
+    x: &Mat<f32>,
+    labels: &[usize],
+    eps: f64,
+    stats: &mut BatchStats,
+) -> Result<Vec<Vec<f32>>, TrainError> {
+    let n = labels.len();
+    let classes = g.n_out();
+    let eps_max = cfg.recipe.eps;
+    let robust = cfg.method != TrainMethod::Natural && eps >= 1e-20;
+    let kappa = if robust { 1.0 - eps / eps_max } else { 1.0 };
+    let beta = match cfg.method {
+        TrainMethod::CrownIbp => (eps_max - eps) / eps_max,
+        _ => 0.0,
+    };
+    let mut grads = g.zero_grads();
+    let nat = g.natural(x.as_ref())?;
+    let logits = nat.values.last().expect("output");
+    let (ce, ce_grad, wrong) = clean_ce(logits, labels);
+    stats.clean_wrong += wrong.iter().filter(|&&w| w).count();
+    let mut total: f64 = kappa * ce.iter().sum::<f64>();
+    let scale = 1.0 / n as f64;
+    if kappa > 0.0 {
+        let gy = Mat::from_fn(n, classes, |i, j| (kappa * scale * ce_grad[(i, j)]) as f32);
+        g.natural_backward(&nat, gy, &mut grads);
+    }
+    if robust {
+        let k = classes - 1;
+        let (l, u) = input_box(x, eps as f32, cfg.clip);
+        let ibp = g.ibp(l.as_ref(), u.as_ref())?;
+        let c = margin_spec(labels, classes);
+        let (lb_i, tape_i) = g.spec_lower(&ibp, c.as_ref(), k, SpecMethod::Ibp)?;
+        let crown =
+            if beta > 1e-5 { Some(g.spec_lower(&ibp, c.as_ref(), k, SpecMethod::CrownIbp)?) } else { None };
+        let lb: Vec<f32> = match &crown {
+            Some((lb_c, _)) => lb_c
+                .iter()
+                .zip(&lb_i)
+                .map(|(c, i)| (beta * *c as f64 + (1.0 - beta) * *i as f64) as f32)
+                .collect(),
+            None => lb_i.clone(),
+        };
+        let (rl, rg) = robust_ce(&lb, k);
+        total += (1.0 - kappa) * rl.iter().sum::<f64>();
+        stats.robust += rl.iter().sum::<f64>();
+        stats.robust_n += n;
+        stats.robust_wrong += lb.chunks(k).filter(|row| row.iter().any(|&v| v <= 0.0)).count();
+        let w = (1.0 - kappa) * scale;
+        let mut bg = g.zero_bound_grads(&ibp);
+        let wi: Vec<f32> = rg.iter().map(|d| (w * (1.0 - beta) * d) as f32).collect();
+        g.spec_backward(&ibp, &tape_i, &wi, &mut bg, &mut grads);
+        if let Some((_, tape_c)) = &crown {
+            let wc: Vec<f32> = rg.iter().map(|d| (w * beta * d) as f32).collect();
+            g.spec_backward(&ibp, tape_c, &wc, &mut bg, &mut grads);
+        }
+        g.ibp_backward(&ibp, &mut bg, &mut grads);
+    }
+    if !total.is_finite() {
+        return Err(TrainError::Invalid("the loss is not finite (diverged: lower the learning rate)".into()));
+    }
+    stats.loss += total;
+    Ok(grads)
+}
+
+/// Train `graph`'s parameters on `data`; `progress` sees every epoch. Returns the trained
+/// parameters (write them back with [`export_onnx`]).
+pub fn train(
+    graph: &Graph<f32>,
+    data: &Dataset,
+    cfg: &TrainConfig,
+    mut progress: impl FnMut(&EpochStats),
+) -> Result<TrainGraph<f32>, TrainError> {
+    let par = if cfg.threads > 1 { Par::rayon(cfg.threads) } else { Par::Seq };
+    let mut g = TrainGraph::new(graph, RelaxOptions::default(), par)?;
+    if g.n_in() != data.features {
+        return Err(TrainError::Invalid(format!(
+            "the data has {} features, the model input {} values",
+            data.features,
+            g.n_in()
+        )));
+    }
+    if let Some(&bad) = data.labels.iter().find(|&&y| y >= g.n_out()) {
+        return Err(TrainError::Invalid(format!("label {bad} but the model has {} outputs", g.n_out())));
+    }
+    if g.n_out() < 2 {
+        return Err(TrainError::Invalid("the model needs at least 2 outputs (classes)".into()));
+    }
+    let r = &cfg.recipe;
+    if data.is_empty() || r.batch == 0 {
+        return Err(TrainError::Invalid("no training data or a batch size of 0".into()));
+    }
+    let mut adam = Adam::new(g.params());
+    let mut rng = lirpa::sample::Rng::new(cfg.seed);
+    let mut order: Vec<usize> = (0..data.len()).collect();
+    let batches = data.len().div_ceil(r.batch);
+    for epoch in 1..=r.epochs {
+        let t0 = Instant::now();
+        for i in (1..order.len()).rev() {
+            order.swap(i, rng.below(i + 1));
+        }
+        let lr = r.lr_at(epoch);
+        let mut stats = BatchStats::default();
+        let (mut eps_first, mut eps_last) = (0.0, 0.0);
+        for b in 0..batches {
+            let idx = &order[b * r.batch..((b + 1) * r.batch).min(order.len())];
+            let x = Mat::from_fn(idx.len(), data.features, |i, j| data.x[idx[i] * data.features + j]);
+            let labels: Vec<usize> = idx.iter().map(|&i| data.labels[i]).collect();
+            let eps = r.schedule.eps(r.eps, epoch, b + 1, batches);
+            if b == 0 {
+                eps_first = eps;
+            }
+            eps_last = eps;
+            let grads = batch_gradient(&g, cfg, &x, &labels, eps, &mut stats)?;
+            let mut params = g.params().to_vec();
+            adam.step(&mut params, &grads, lr);
+            g.set_params(params)?;
+        }
+        let n = data.len() as f64;
+        progress(&EpochStats {
+            epoch,
+            lr,
+            eps_first,
+            eps_last,
+            loss: stats.loss / n,
+            robust_ce: if stats.robust_n > 0 { stats.robust / stats.robust_n as f64 } else { 0.0 },
+            clean_err: stats.clean_wrong as f64 / n,
+            verified_err: if stats.robust_n > 0 {
+                stats.robust_wrong as f64 / stats.robust_n as f64
+            } else {
+                1.0
+            },
+            seconds: t0.elapsed().as_secs_f64(),
+        });
+    }
+    Ok(g)
+}
+
+/// The model `bytes` with every trained parameter of `g` (built from that model)
+/// written back to its initializer.
+pub fn export_onnx(bytes: &[u8], graph: &Graph<f32>, g: &TrainGraph<f32>) -> Result<Vec<u8>, TrainError> {
+    let mut values = std::collections::HashMap::new();
+    for k in 0..g.params().len() {
+        let (node, slot) = g.param_origin(k);
+        let name = lirpa::onnx::save::initializer_input(bytes, &graph.node(node).name, slot)?;
+        values.insert(name, g.export_param(k)?);
+    }
+    Ok(lirpa::onnx::save::replace_initializers(bytes, &values)?)
+}
+
+/// Test-set figures of a model: clean error and verified error (percent) by IBP (the
+/// margin matrix folded into the last layer) and by CROWN, at `eps` over the clipped box.
+#[derive(Clone, Debug)]
+pub struct Evaluation {
+    pub clean_err: f64,
+    pub ibp_err: f64,
+    pub crown_err: f64,
+}
+
+/// Evaluate `graph` on `data` at radius `eps` (see [`Evaluation`]).
+pub fn evaluate(
+    graph: &Graph<f32>,
+    data: &Dataset,
+    eps: f32,
+    clip: Option<(f32, f32)>,
+) -> Result<Evaluation, TrainError> {
+    use lirpa::{BoundOptions, BoundRequest, InputValue, Method, Perturbation};
+    let g = TrainGraph::new(graph, RelaxOptions::default(), Par::Seq)?;
+    let classes = g.n_out();
+    let k = classes - 1;
+    let n = data.len();
+    let x = Mat::from_fn(n, data.features, |i, j| data.x[i * data.features + j]);
+    let nat = g.natural(x.as_ref())?;
+    let (_, _, wrong) = clean_ce(nat.values.last().expect("output"), &data.labels);
+    let (l, u) = input_box(&x, eps, clip);
+    let ibp = g.ibp(l.as_ref(), u.as_ref())?;
+    let c = margin_spec(&data.labels, classes);
+    let (lb_i, _) = g.spec_lower(&ibp, c.as_ref(), k, SpecMethod::Ibp)?;
+    let ibp_ok = lb_i.chunks(k).filter(|r| r.iter().all(|&v| v > 0.0)).count();
+    let opts = BoundOptions::with_method(Method::Crown);
+    let mut crown_ok = 0;
+    for s in 0..n {
+        let lo: Vec<f32> = (0..data.features).map(|j| l[(s, j)]).collect();
+        let hi: Vec<f32> = (0..data.features).map(|j| u[(s, j)]).collect();
+        let cs = Mat::from_fn(k, classes, |i, j| c[(s * k + i, j)]);
+        let req = BoundRequest { c: Some(cs.as_ref()), upper: false, ..Default::default() };
+        let res = lirpa::compute_bounds(
+            graph,
+            &[InputValue::Perturbed(Perturbation::new_box(lo, hi)?)],
+            &opts,
+            &req,
+        )?;
+        if res.lower.iter().all(|&v| v > 0.0) {
+            crown_ok += 1;
+        }
+    }
+    let pct = |ok: usize| 100.0 * (1.0 - ok as f64 / n as f64);
+    Ok(Evaluation {
+        clean_err: 100.0 * wrong.iter().filter(|&&w| w).count() as f64 / n as f64,
+        ibp_err: pct(ibp_ok),
+        crown_err: pct(crown_ok),
+    })
+}
