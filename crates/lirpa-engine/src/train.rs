@@ -44,6 +44,9 @@ pub struct TrainGraph<T: Scalar> {
     n_in: usize,
     relax: RelaxOptions,
     par: Par,
+    /// Whether the reverse passes compute the gradient with respect to the input (a
+    /// training step does not need it; the products of the first layer are saved).
+    input_grad: bool,
 }
 
 /// The values of every step's input and output on a batch (row per point).
@@ -161,7 +164,7 @@ impl<T: Scalar> TrainGraph<T> {
             steps.push(Step { node: id, op, params: slots, bias: None, n_in, n_out: node.numel() });
         }
         let n_in = graph.node(input).numel();
-        let mut g = TrainGraph { steps, params, owners, n_in, relax, par };
+        let mut g = TrainGraph { steps, params, owners, n_in, relax, par, input_grad: true };
         g.refresh_bias();
         Ok(g)
     }
@@ -173,6 +176,13 @@ impl<T: Scalar> TrainGraph<T> {
                 _ => None,
             };
         }
+    }
+
+    /// Whether [`natural_backward`](Self::natural_backward) and
+    /// [`ibp_backward`](Self::ibp_backward) compute the gradient with respect to the input
+    /// (default: yes; without it they return or leave zeros there).
+    pub fn set_input_grad(&mut self, on: bool) {
+        self.input_grad = on;
     }
 
     /// Current parameter values, one vector per parameter.
@@ -327,7 +337,9 @@ impl<T: Scalar> TrainGraph<T> {
                     a.weight_grad(g.as_ref(), x.as_ref(), false, &mut local, self.par);
                     a.bias_grad(&sum_cols(g.as_ref(), None), &mut local);
                     self.put_grads(i, grads, local);
-                    a.apply_t(g.as_ref(), false, gin.as_mut(), self.par);
+                    if i > 0 || self.input_grad {
+                        a.apply_t(g.as_ref(), false, gin.as_mut(), self.par);
+                    }
                 }
                 TrainRule::Elementwise(e) => {
                     let mut y = vec![T::zero(); g.nrows()];
@@ -416,6 +428,9 @@ impl<T: Scalar> TrainGraph<T> {
                     a.weight_grad(g_rad.as_ref(), rad.as_ref(), true, &mut local, self.par);
                     a.bias_grad(&sum_cols(g_mid.as_ref(), None), &mut local);
                     self.put_grads(i, grads, local);
+                    if i == 0 && !self.input_grad {
+                        continue;
+                    }
                     let mut gm = Mat::<T>::zeros(rows, s.n_in);
                     let mut gr = Mat::<T>::zeros(rows, s.n_in);
                     a.apply_t(g_mid.as_ref(), false, gm.as_mut(), self.par);

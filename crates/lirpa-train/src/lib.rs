@@ -173,17 +173,6 @@ impl Adam {
     }
 }
 
-/// Loss and gradient of one batch; returns (Σ loss, Σ robust CE, clean errors, robust
-/// errors, samples with ε > 0).
-#[derive(Default)]
-struct BatchStats {
-    loss: f64,
-    robust: f64,
-    clean_wrong: usize,
-    robust_wrong: usize,
-    robust_n: usize,
-}
-
 /// The gradient of the mean loss of one batch with respect to every parameter.
 fn batch_gradient(
     g: &TrainGraph<f32>,
@@ -191,7 +180,7 @@ fn batch_gradient(
     x: &Mat<f32>,
     labels: &[usize],
     eps: f64,
-    stats: &mut BatchStats,
+    stats: &mut StepStats,
 ) -> Result<Vec<Vec<f32>>, TrainError> {
     let n = labels.len();
     let classes = g.n_out();
@@ -231,7 +220,7 @@ fn batch_gradient(
         };
         let (rl, rg) = robust_ce(&lb, k);
         total += (1.0 - kappa) * rl.iter().sum::<f64>();
-        stats.robust += rl.iter().sum::<f64>();
+        stats.robust_ce += rl.iter().sum::<f64>();
         stats.robust_n += n;
         stats.robust_wrong += lb.chunks(k).filter(|row| row.iter().any(|&v| v <= 0.0)).count();
         let w = (1.0 - kappa) * scale;
@@ -251,6 +240,60 @@ fn batch_gradient(
     Ok(grads)
 }
 
+/// A model being trained: its parameters and Adam's state.
+pub struct Trainer {
+    graph: TrainGraph<f32>,
+    adam: Adam,
+    cfg: TrainConfig,
+}
+
+/// What one step saw (sums over its samples).
+#[derive(Clone, Debug, Default)]
+pub struct StepStats {
+    pub loss: f64,
+    pub robust_ce: f64,
+    pub clean_wrong: usize,
+    pub robust_wrong: usize,
+    /// Samples whose robust loss was computed (ε > 0).
+    pub robust_n: usize,
+}
+
+impl Trainer {
+    /// Start from `graph`'s current parameters.
+    pub fn new(graph: &Graph<f32>, cfg: &TrainConfig) -> Result<Trainer, TrainError> {
+        let par = if cfg.threads > 1 { Par::rayon(cfg.threads) } else { Par::Seq };
+        let mut g = TrainGraph::new(graph, RelaxOptions::default(), par)?;
+        g.set_input_grad(false);
+        if g.n_out() < 2 {
+            return Err(TrainError::Invalid("the model needs at least 2 outputs (classes)".into()));
+        }
+        let adam = Adam::new(g.params());
+        Ok(Trainer { graph: g, adam, cfg: cfg.clone() })
+    }
+
+    /// The trained graph.
+    pub fn graph(&self) -> &TrainGraph<f32> {
+        &self.graph
+    }
+
+    /// One Adam step on the batch `x` (`rows × features`) with `labels`, at radius `eps`
+    /// and learning rate `lr`.
+    pub fn step(
+        &mut self,
+        x: &Mat<f32>,
+        labels: &[usize],
+        eps: f64,
+        lr: f64,
+    ) -> Result<StepStats, TrainError> {
+        let mut stats = StepStats::default();
+        let grads = batch_gradient(&self.graph, &self.cfg, x, labels, eps, &mut stats)?;
+        let mut params = self.graph.params().to_vec();
+        self.adam.step(&mut params, &grads, lr);
+        self.graph.set_params(params)?;
+        Ok(stats)
+    }
+}
+
 /// Train `graph`'s parameters on `data`; `progress` sees every epoch. Returns the trained
 /// parameters (write them back with [`export_onnx`]).
 pub fn train(
@@ -259,8 +302,8 @@ pub fn train(
     cfg: &TrainConfig,
     mut progress: impl FnMut(&EpochStats),
 ) -> Result<TrainGraph<f32>, TrainError> {
-    let par = if cfg.threads > 1 { Par::rayon(cfg.threads) } else { Par::Seq };
-    let mut g = TrainGraph::new(graph, RelaxOptions::default(), par)?;
+    let mut trainer = Trainer::new(graph, cfg)?;
+    let g = &trainer.graph;
     if g.n_in() != data.features {
         return Err(TrainError::Invalid(format!(
             "the data has {} features, the model input {} values",
@@ -271,14 +314,10 @@ pub fn train(
     if let Some(&bad) = data.labels.iter().find(|&&y| y >= g.n_out()) {
         return Err(TrainError::Invalid(format!("label {bad} but the model has {} outputs", g.n_out())));
     }
-    if g.n_out() < 2 {
-        return Err(TrainError::Invalid("the model needs at least 2 outputs (classes)".into()));
-    }
     let r = &cfg.recipe;
     if data.is_empty() || r.batch == 0 {
         return Err(TrainError::Invalid("no training data or a batch size of 0".into()));
     }
-    let mut adam = Adam::new(g.params());
     let mut rng = lirpa::sample::Rng::new(cfg.seed);
     let mut order: Vec<usize> = (0..data.len()).collect();
     let batches = data.len().div_ceil(r.batch);
@@ -288,7 +327,7 @@ pub fn train(
             order.swap(i, rng.below(i + 1));
         }
         let lr = r.lr_at(epoch);
-        let mut stats = BatchStats::default();
+        let mut stats = StepStats::default();
         let (mut eps_first, mut eps_last) = (0.0, 0.0);
         for b in 0..batches {
             let idx = &order[b * r.batch..((b + 1) * r.batch).min(order.len())];
@@ -299,10 +338,12 @@ pub fn train(
                 eps_first = eps;
             }
             eps_last = eps;
-            let grads = batch_gradient(&g, cfg, &x, &labels, eps, &mut stats)?;
-            let mut params = g.params().to_vec();
-            adam.step(&mut params, &grads, lr);
-            g.set_params(params)?;
+            let st = trainer.step(&x, &labels, eps, lr)?;
+            stats.loss += st.loss;
+            stats.robust_ce += st.robust_ce;
+            stats.clean_wrong += st.clean_wrong;
+            stats.robust_wrong += st.robust_wrong;
+            stats.robust_n += st.robust_n;
         }
         let n = data.len() as f64;
         progress(&EpochStats {
@@ -311,7 +352,7 @@ pub fn train(
             eps_first,
             eps_last,
             loss: stats.loss / n,
-            robust_ce: if stats.robust_n > 0 { stats.robust / stats.robust_n as f64 } else { 0.0 },
+            robust_ce: if stats.robust_n > 0 { stats.robust_ce / stats.robust_n as f64 } else { 0.0 },
             clean_err: stats.clean_wrong as f64 / n,
             verified_err: if stats.robust_n > 0 {
                 stats.robust_wrong as f64 / stats.robust_n as f64
@@ -321,7 +362,7 @@ pub fn train(
             seconds: t0.elapsed().as_secs_f64(),
         });
     }
-    Ok(g)
+    Ok(trainer.graph)
 }
 
 /// The model `bytes` with every trained parameter of `g` (built from that model)

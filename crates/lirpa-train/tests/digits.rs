@@ -77,7 +77,11 @@ fn mlp_crown_ibp_matches_auto_lirpa_and_natural_does_not_verify() {
     assert!(e.clean_err <= clean + 2.0, "clean error {} vs anchor {clean}", e.clean_err);
     assert!(e.crown_err <= verified + 2.0, "verified error {} vs anchor {verified}", e.crown_err);
     let n = run("mlp", TrainMethod::Natural);
-    assert!(n.crown_err >= 80.0 && n.crown_err > e.crown_err + 40.0, "natural model verified error {}", n.crown_err);
+    assert!(
+        n.crown_err >= 80.0 && n.crown_err > e.crown_err + 40.0,
+        "natural model verified error {}",
+        n.crown_err
+    );
 }
 
 #[test]

@@ -639,21 +639,77 @@ impl<T: Scalar> Trainable<T> for Conv<T> {
     }
 }
 
-/// Copy a matrix into a row-major buffer (faer's blocked transposing copy).
-fn to_row_major<T: Scalar>(m: MatRef<'_, T>) -> Vec<T> {
-    let (r, c) = (m.nrows(), m.ncols());
-    let mut out = vec![T::zero(); r * c];
-    MatMut::from_column_major_slice_mut(&mut out, c, r).copy_from(m.transpose());
-    out
+/// A column-major copy of `m` whose column stride is exactly its row count, so that
+/// strided views of every `k`-th column can be taken safely.
+fn contiguous<T: Scalar>(m: MatRef<'_, T>) -> Vec<T> {
+    let mut v = Vec::with_capacity(m.nrows() * m.ncols());
+    for j in 0..m.ncols() {
+        v.extend(m.col(j).iter().copied());
+    }
+    v
+}
+
+impl<T: Scalar> Conv<T> {
+    /// Per kernel tap of group `grp`, the `C_in/g × C_out/g` matrix of weights `w`.
+    fn tap_weights(&self, w: &[T], grp: usize) -> Vec<Mat<T>> {
+        let (cig, cog, k) = (self.ci / self.groups, self.co / self.groups, self.g.kh * self.g.kw);
+        (0..k).map(|t| Mat::from_fn(cig, cog, |i, o| w[((grp * cog + o) * cig + i) * k + t])).collect()
+    }
+
+    /// For every output position `p` and kernel tap `t` reading an input cell `q` inside
+    /// the image: `f(p, t, q)`.
+    fn for_each_position_tap(&self, mut f: impl FnMut(usize, usize, usize)) {
+        let g = &self.g;
+        for y in 0..g.ho {
+            for x in 0..g.wo {
+                for ky in 0..g.kh {
+                    let Some(iy) = g.in_h(y, ky) else { continue };
+                    for kx in 0..g.kw {
+                        let Some(ix) = g.in_w(x, kx) else { continue };
+                        f(y * g.wo + x, ky * g.kw + kx, iy * g.wi + ix);
+                    }
+                }
+            }
+        }
+    }
 }
 
 impl<T: Scalar> AffineTrain<T> for Conv<T> {
+    /// With the rows innermost (column-major, one point per row), a convolution is a sum
+    /// over output positions and taps of `rows × C_in/g` by `C_in/g × C_out/g` products
+    /// on strided column views: no im2col.
     fn apply(&self, x: MatRef<'_, T>, abs: bool, mut out: MatMut<'_, T>, _par: Par) {
         let rows = x.nrows();
-        let n_out = out.ncols();
-        let mut buf = vec![T::zero(); rows * n_out];
-        self.convolve_rows(if abs { &self.w_abs } else { &self.w }, &to_row_major(x), rows, &mut buf);
-        out.copy_from(MatRef::from_row_major_slice(&buf, rows, n_out));
+        let g = &self.g;
+        let (cig, cog) = (self.ci / self.groups, self.co / self.groups);
+        let (hw, p) = (g.hi * g.wi, g.ho * g.wo);
+        let xb = contiguous(x);
+        let mut ob = vec![T::zero(); rows * self.co * p];
+        let w = if abs { &self.w_abs } else { &self.w };
+        for grp in 0..self.groups {
+            let taps = self.tap_weights(w, grp);
+            self.for_each_position_tap(|pos, t, q| {
+                let xv = MatRef::from_column_major_slice_with_stride(
+                    &xb[(grp * cig * hw + q) * rows..],
+                    rows,
+                    cig,
+                    hw * rows,
+                );
+                let ov = MatMut::from_column_major_slice_with_stride_mut(
+                    &mut ob[(grp * cog * p + pos) * rows..],
+                    rows,
+                    cog,
+                    p * rows,
+                );
+                matmul(ov, Accum::Add, xv, taps[t].as_ref(), T::one(), Par::Seq);
+            });
+        }
+        for j in 0..self.co * p {
+            let f = self.out_scale.as_ref().map_or(T::one(), |s| s[j % p]);
+            for (o, v) in out.as_mut().col_mut(j).iter_mut().zip(&ob[j * rows..(j + 1) * rows]) {
+                *o = *v * f;
+            }
+        }
     }
 
     fn apply_t(&self, g: MatRef<'_, T>, abs: bool, mut out: MatMut<'_, T>, par: Par) {
@@ -687,35 +743,40 @@ impl<T: Scalar> AffineTrain<T> for Conv<T> {
         if self.weight_shape.is_none() || grads.is_empty() {
             return;
         }
+        let rows = x.nrows();
         let gm = &self.g;
         let (cig, cog) = (self.ci / self.groups, self.co / self.groups);
-        let (k, p) = (gm.kh * gm.kw, gm.ho * gm.wo);
-        let rows = x.nrows();
-        let xr = to_row_major(x);
-        let valid_w = self.valid_columns();
-        let block = ((1usize << 20) / (cig * k * p).max(1)).clamp(1, rows.max(1));
-        let mut gw = Mat::<T>::zeros(cog, cig * k);
+        let (k, hw, p) = (gm.kh * gm.kw, gm.hi * gm.wi, gm.ho * gm.wo);
+        let (xb, gb) = (contiguous(x), contiguous(g));
         for grp in 0..self.groups {
-            gw.fill(T::zero());
-            for r0 in (0..rows).step_by(block) {
-                let nr = block.min(rows - r0);
-                let mut cols = Mat::<T>::zeros(nr * p, cig * k);
-                self.im2col(&xr, r0, nr, grp, &valid_w, &mut cols);
-                // The output gradient of the block, row `rr·p + position`, column `o`.
-                let go = Mat::<T>::from_fn(nr * p, cog, |i, o| g[(r0 + i / p, (grp * cog + o) * p + i % p)]);
-                matmul(gw.as_mut(), Accum::Add, go.transpose(), cols.as_ref(), T::one(), Par::Seq);
-            }
-            let dst = &mut grads[0][grp * cog * cig * k..][..cog * cig * k];
-            for o in 0..cog {
-                for j in 0..cig * k {
-                    let v = gw[(o, j)];
-                    let w = self.w[(grp * cog + o) * cig * k + j];
-                    dst[o * cig * k + j] += match (abs, w > T::zero(), w < T::zero()) {
-                        (false, _, _) => v,
-                        (true, true, _) => v,
-                        (true, _, true) => -v,
-                        _ => T::zero(),
-                    };
+            // Per tap, Σ over positions of G_pᵀ · X_q (C_out/g × C_in/g).
+            let mut acc: Vec<Mat<T>> = (0..k).map(|_| Mat::zeros(cog, cig)).collect();
+            self.for_each_position_tap(|pos, t, q| {
+                let xv = MatRef::from_column_major_slice_with_stride(
+                    &xb[(grp * cig * hw + q) * rows..],
+                    rows,
+                    cig,
+                    hw * rows,
+                );
+                let gv = MatRef::from_column_major_slice_with_stride(
+                    &gb[(grp * cog * p + pos) * rows..],
+                    rows,
+                    cog,
+                    p * rows,
+                );
+                matmul(acc[t].as_mut(), Accum::Add, gv.transpose(), xv, T::one(), Par::Seq);
+            });
+            for (t, a) in acc.iter().enumerate() {
+                for o in 0..cog {
+                    for i in 0..cig {
+                        let at = ((grp * cog + o) * cig + i) * k + t;
+                        let (v, w) = (a[(o, i)], self.w[at]);
+                        grads[0][at] += match (abs, w > T::zero(), w < T::zero()) {
+                            (false, _, _) | (true, true, _) => v,
+                            (true, _, true) => -v,
+                            _ => T::zero(),
+                        };
+                    }
                 }
             }
         }
