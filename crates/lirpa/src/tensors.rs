@@ -116,7 +116,7 @@ fn input_value<T: Scalar>(
 ) -> Result<InputValue<T>, String> {
     let check = |what: &str, v: &[T]| {
         if v.len() != n {
-            return Err(format!("{what} has {} values, the tensor has {n}", v.len()));
+            return Err(format!("{what} has {} numbers, the tensor has {n} elements", v.len()));
         }
         match v.iter().position(|x| !x.is_finite()) {
             Some(i) => Err(format!("{what} value {i} is not finite")),
