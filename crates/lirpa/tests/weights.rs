@@ -302,3 +302,29 @@ fn l2_weight_planes_use_the_balls_box() {
         assert!(res.lower[0] <= -1.0 && res.upper[0] >= 1.0, "{name}: [{}, {}]", res.lower[0], res.upper[0]);
     }
 }
+
+/// A convolution with a perturbed weight or bias (an initializer made a graph input) is
+/// refused at build time with an error naming the node and what is perturbed.
+#[test]
+fn conv_with_a_perturbed_weight_is_refused_by_name() {
+    use lirpa::core::{Attributes, GraphBuilder, TensorData};
+    for (op, perturbed) in [("Conv", "w"), ("Conv", "b"), ("ConvTranspose", "w"), ("ConvTranspose", "b")] {
+        let mut b = GraphBuilder::<f32>::new();
+        b.add_input("x", &[1, 1, 4, 4]).unwrap();
+        for (name, shape) in [("w", &[1usize, 1, 2, 2][..]), ("b", &[1][..])] {
+            if name == perturbed {
+                b.add_input(name, shape).unwrap();
+            } else {
+                let n = shape.iter().product();
+                b.add_constant(name, TensorData::float(shape, vec![0.5; n]).unwrap()).unwrap();
+            }
+        }
+        let err = b
+            .add_node("conv1", op, "", 13, &Attributes::default(), &[Some("x"), Some("w"), Some("b")])
+            .unwrap_err()
+            .to_string();
+        let what = if perturbed == "w" { "perturbed weight" } else { "perturbed bias" };
+        assert!(err.contains("'conv1'") && err.contains(op) && err.contains(what), "{err}");
+        assert_eq!(err.lines().count(), 1, "{err}");
+    }
+}
