@@ -409,9 +409,8 @@ fn verify(args: &VerifyArgs, started: std::time::Instant) -> Result<()> {
         println!("{out}");
     } else {
         print!("{}", verdict.vnncomp_text());
-        match &verdict {
-            Verdict::Unknown(why) => eprintln!("unknown: {why}"),
-            _ => {}
+        if let Verdict::Unknown(why) = &verdict {
+            eprintln!("unknown: {why}");
         }
         eprintln!(
             "{} in {secs:.2} s ({} domains; attack {:.2} s, branch and bound {:.2} s)",

@@ -23,14 +23,15 @@ pub enum OnnxError {
     #[error("{path}: not a valid ONNX model: {err}")]
     Decode { path: String, err: prost::DecodeError },
     #[error("{path}: {err}")]
-    Graph { path: String, err: Error },
+    // Boxed: the graph error is large and every `Result` of this crate carries it.
+    Graph { path: String, err: Box<Error> },
 }
 
 impl OnnxError {
     /// The underlying graph error, if the file was decoded.
     pub fn graph_error(&self) -> Option<&Error> {
         match self {
-            OnnxError::Graph { err, .. } => Some(err),
+            OnnxError::Graph { err, .. } => Some(err.as_ref()),
             _ => None,
         }
     }
@@ -83,7 +84,7 @@ pub fn load_bytes_with<T: Scalar + BuilderFor>(
 ) -> Result<Loaded<T>, OnnxError> {
     let model =
         proto::ModelProto::decode(bytes).map_err(|err| OnnxError::Decode { path: name.to_string(), err })?;
-    convert(&model, options).map_err(|err| OnnxError::Graph { path: name.to_string(), err })
+    convert(&model, options).map_err(|err| OnnxError::Graph { path: name.to_string(), err: Box::new(err) })
 }
 
 fn convert<T: Scalar + BuilderFor>(
@@ -394,7 +395,7 @@ pub fn graph_input_names(bytes: &[u8], name: &str) -> Result<Vec<String>, OnnxEr
         proto::ModelProto::decode(bytes).map_err(|err| OnnxError::Decode { path: name.to_string(), err })?;
     let graph = model.graph.as_ref().ok_or_else(|| OnnxError::Graph {
         path: name.into(),
-        err: Error::Invalid("the model has no graph".into()),
+        err: Box::new(Error::Invalid("the model has no graph".into())),
     })?;
     let init_names: HashSet<&str> = graph.initializer.iter().map(|t| t.name.as_str()).collect();
     Ok(graph.input.iter().filter(|i| !init_names.contains(i.name.as_str())).map(|i| i.name.clone()).collect())

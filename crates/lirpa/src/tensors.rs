@@ -80,7 +80,7 @@ pub fn load_perturbed_bytes<T: Scalar + BuilderFor>(
     name: &str,
     tensors: &[TensorPerturbation<T>],
 ) -> Result<PerturbedModel<T>, OnnxError> {
-    let fail = |msg: String| OnnxError::Graph { path: name.to_string(), err: Error::Invalid(msg) };
+    let fail = |msg: String| OnnxError::Graph { path: name.to_string(), err: Box::new(Error::Invalid(msg)) };
     let declared = lirpa_onnx::graph_input_names(bytes, name)?;
     let mut seen = HashSet::new();
     for t in tensors {

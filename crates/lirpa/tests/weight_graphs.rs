@@ -255,10 +255,10 @@ proptest! {
                 Err(e) => return Err(TestCaseError::fail(format!("{method}: {e}"))),
             };
             for y in &ys {
-                for i in 0..y.len() {
-                    let tol = 1e-9 * (1.0 + y[i].abs());
-                    prop_assert!(r.lower[i] <= y[i] + tol && y[i] <= r.upper[i] + tol,
-                        "{method} output {i}: {} not in [{}, {}]", y[i], r.lower[i], r.upper[i]);
+                for (i, &yi) in y.iter().enumerate() {
+                    let tol = 1e-9 * (1.0 + yi.abs());
+                    prop_assert!(r.lower[i] <= yi + tol && yi <= r.upper[i] + tol,
+                        "{method} output {i}: {} not in [{}, {}]", yi, r.lower[i], r.upper[i]);
                 }
             }
         }

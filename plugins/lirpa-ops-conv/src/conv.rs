@@ -48,7 +48,7 @@ impl<T: Scalar> Conv<T> {
         bias: Option<&[f64]>,
         out_scale: Option<Vec<f64>>,
     ) -> Result<Self> {
-        if groups == 0 || ci % groups != 0 || co % groups != 0 {
+        if groups == 0 || !ci.is_multiple_of(groups) || !co.is_multiple_of(groups) {
             return Err(Error::Invalid(format!(
                 "group {groups} does not divide {ci} input and {co} output channels"
             )));
@@ -130,7 +130,7 @@ impl<T: Scalar> Conv<T> {
             for grp in 0..self.groups {
                 for i in 0..cig {
                     for ky in 0..g.kh {
-                        for kx in 0..g.kw {
+                        for (kx, &(x0, x1)) in valid_w.iter().enumerate() {
                             let tap = (i * g.kh + ky) * g.kw + kx;
                             let col = cols.col_as_slice_mut(tap);
                             for rr in 0..nr {
@@ -142,7 +142,6 @@ impl<T: Scalar> Conv<T> {
                                         continue;
                                     };
                                     let src = &xc[iy * g.wi..][..g.wi];
-                                    let (x0, x1) = valid_w[kx];
                                     dst[..x0].fill(T::zero());
                                     dst[x1..].fill(T::zero());
                                     if x1 > x0 {
