@@ -328,3 +328,46 @@ fn conv_with_a_perturbed_weight_is_refused_by_name() {
         assert_eq!(err.lines().count(), 1, "{err}");
     }
 }
+
+/// The loader: perturbed initializers become graph inputs after the model's own, in the
+/// order given, with their stored values; the same model loaded plainly computes the
+/// same outputs at those values; an unknown or repeated name is a one-line error naming
+/// the tensor.
+#[test]
+fn initializers_load_as_graph_inputs() {
+    use lirpa::{LoadOptions, OnnxError};
+    let dir = reference_dir().join("weights/mlp_8_16_16_4__w_all_linf_0.01");
+    let path = dir.join("model.onnx");
+    let bytes = std::fs::read(&path).unwrap();
+    let names = ["fc2.weight".to_string(), "fc1.bias".to_string()];
+    let opts = LoadOptions { perturbed: names.to_vec() };
+    let loaded = lirpa::load_onnx_bytes_with::<f64>(&bytes, "m.onnx", &opts).unwrap();
+    let g = &loaded.graph;
+    let inputs: Vec<&str> = g.inputs().iter().map(|&i| g.node(i).name.as_str()).collect();
+    assert_eq!(inputs, ["input", "fc2.weight", "fc1.bias"]);
+    assert_eq!(loaded.initial.len(), 2);
+    assert_eq!(&loaded.initial[0].shape[..], &[16, 16]);
+    assert_eq!(&loaded.initial[1].shape[..], &[16]);
+    // Nothing else changes: at the stored values the outputs are the plain model's.
+    let plain = lirpa::load_onnx::<f64>(&path).unwrap();
+    let x: Vec<f64> = (0..8).map(|i| 0.1 * i as f64 - 0.3).collect();
+    let args: Vec<&[f64]> = vec![&x, &loaded.initial[0].data, &loaded.initial[1].data];
+    let ours = g.forward(&args, g.output().unwrap()).unwrap();
+    let expected = plain.forward(&[&x], plain.output().unwrap()).unwrap();
+    assert_eq!(ours, expected);
+    // A moved weight moves the output.
+    let moved: Vec<f64> = loaded.initial[0].data.iter().map(|w| w + 0.1).collect();
+    let args: Vec<&[f64]> = vec![&x, &moved, &loaded.initial[1].data];
+    assert_ne!(g.forward(&args, g.output().unwrap()).unwrap(), expected);
+    // Errors name the tensor.
+    for (perturbed, needle) in [
+        (vec!["fc9.weight"], "'fc9.weight' is not an initializer"),
+        (vec!["input"], "'input' is not an initializer"),
+        (vec!["fc1.bias", "fc1.bias"], "'fc1.bias' is listed twice"),
+    ] {
+        let opts = LoadOptions { perturbed: perturbed.iter().map(|s| s.to_string()).collect() };
+        let err: OnnxError = lirpa::load_onnx_bytes_with::<f64>(&bytes, "m.onnx", &opts).unwrap_err();
+        let msg = err.to_string();
+        assert!(msg.starts_with("m.onnx: ") && msg.contains(needle) && msg.lines().count() == 1, "{msg}");
+    }
+}
