@@ -222,13 +222,10 @@ fn perturbation_file_by_tensor_name() {
     assert_eq!(code, 0, "{stderr}");
     let v: serde_json::Value = serde_json::from_str(stdout.trim()).unwrap();
     assert!(sound_and_close(&v, -3.0, 3.0), "{v}");
-    let weight = write_tmp(
-        "p_w.json",
-        r#"[{"tensor": "x", "value": [1, -1]}, {"tensor": "W2", "norm": "inf", "eps": 0.5}]"#,
-    );
+    let weight = "models/toy_weights.json"; // the README's example
     for method in ["ibp", "crown", "crown-ibp", "alpha-crown", "forward", "forward+backward"] {
         let (code, stdout, stderr) =
-            lirpa(&["bounds", "models/toy.onnx", "--json", "--method", method, "--perturbation", &weight]);
+            lirpa(&["bounds", "models/toy.onnx", "--json", "--method", method, "--perturbation", weight]);
         assert_eq!(code, 0, "{method}: {stderr}");
         let v: serde_json::Value = serde_json::from_str(stdout.trim()).unwrap();
         assert!(sound_and_close(&v, -3.5, 1.5), "{method}: {v}");
