@@ -1,7 +1,8 @@
 //! Property test: random small MLPs of Gemm (random `transA` on the first layer,
 //! `transB`, `alpha`, `beta`, broadcast or full bias, or no bias) and MatMul layers with
 //! ReLU between them, where random initializers (weights and biases) are graph inputs
-//! with random sets (box, L∞, L2, L1 balls) and the model input is exact or perturbed.
+//! with random sets (box, L∞, L2, L1 balls) and the model input is perturbed, exact, or
+//! a constant (then the first product has a constant `A` and a perturbed weight).
 //! Weights and inputs are sampled from their sets (independently) and evaluated with
 //! `Graph::forward_all`; every method's bounds must contain every sampled output.
 //!
@@ -124,7 +125,10 @@ fn build(spec: &Spec) -> (Graph<f64>, Vec<InputValue<f64>>, HashMap<String, Sour
             }
         };
     let x_shape = if spec.trans_a { [spec.n_in, spec.rows] } else { [spec.rows, spec.n_in] };
-    tensor(&mut b, &mut rng, "x", &x_shape, true);
+    // A constant model input (the first layer's `A` constant, its weight perturbed) in a
+    // third of the cases where the input is not perturbed and the first weight is.
+    let x_const = !spec.perturb_x && spec.seed % 3 == 0 && spec.layers[0].perturb_w;
+    tensor(&mut b, &mut rng, "x", &x_shape, !x_const);
     let (mut src, mut width) = ("x".to_string(), spec.n_in);
     for (i, l) in spec.layers.iter().enumerate() {
         let (w, bias, out) = (format!("w{i}"), format!("b{i}"), format!("y{i}"));
