@@ -17,7 +17,7 @@
 //!
 //! Gemm with a perturbed factor (a perturbed weight, alone or with a perturbed input,
 //! or a perturbed bias) is the MatMul of its transposed operands, scaled, plus the bias
-//! ([`gemm`]).
+//! (module `gemm`).
 //!
 //! These builders register with priority 10 for Mul, MatMul, Gemm and Div and *decline*
 //! (see [`lirpa_core::registry`]) the uses the linear plugin handles exactly: a
