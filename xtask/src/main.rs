@@ -169,6 +169,8 @@ fn soundness(args: &[String]) -> Result<()> {
         "--test",
         "bilinear_graphs",
         "--test",
+        "weight_graphs",
+        "--test",
         "acasxu",
     ])
     .env("PROPTEST_CASES", &cases);

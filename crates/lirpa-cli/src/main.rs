@@ -6,6 +6,7 @@ use lirpa::{BoundOptions, BoundRequest, Graph, InputValue, Method, Norm, Perturb
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
+mod perturbation;
 mod train;
 
 #[global_allocator]
@@ -130,6 +131,11 @@ struct BoundsArgs {
     /// A VNN-LIB property: its input box (the hull of its input regions).
     #[arg(long, conflicts_with_all = ["norm", "lower", "upper"])]
     vnnlib: Option<PathBuf>,
+    /// JSON array, one entry per tensor by ONNX name (graph inputs and perturbed
+    /// initializers): {"tensor", "norm", "eps", "center"}, {"tensor", "lower", "upper"}
+    /// or {"tensor", "value"}; every graph input must be listed.
+    #[arg(long, conflicts_with_all = ["norm", "lower", "upper", "vnnlib"])]
+    perturbation: Option<PathBuf>,
     /// JSON array of rows over the flattened output: bound C·y instead of y.
     #[arg(long)]
     spec_c: Option<PathBuf>,
@@ -237,6 +243,10 @@ fn cast<T: Scalar>(v: &[f64]) -> Vec<T> {
 }
 
 fn bounds<T: Scalar + lirpa::core::registry::BuilderFor>(args: &BoundsArgs) -> Result<()> {
+    if let Some(p) = &args.perturbation {
+        let model = perturbation::load::<T>(&args.model, p)?;
+        return report(args, &model.graph, &model.inputs);
+    }
     let graph: Graph<T> = lirpa::load_onnx(&args.model)?;
     let input = graph.input().with_context(|| format!("{}", args.model.display()))?;
     let n = graph.node(input).numel();
@@ -278,8 +288,15 @@ fn bounds<T: Scalar + lirpa::core::registry::BuilderFor>(args: &BoundsArgs) -> R
             check_len(&u, up)?;
             Perturbation::new_box(cast(&l), cast(&u))?
         }
-        _ => bail!("give either --norm, --eps and --center, or --lower and --upper, or --vnnlib"),
+        _ => bail!(
+            "give either --norm, --eps and --center, or --lower and --upper, or --vnnlib, or --perturbation"
+        ),
     };
+    report(args, &graph, &[InputValue::Perturbed(ptb)])
+}
+
+/// Bound `graph` over `inputs` (one value per graph input) and print the result.
+fn report<T: Scalar>(args: &BoundsArgs, graph: &Graph<T>, inputs: &[InputValue<T>]) -> Result<()> {
     let c = match &args.spec_c {
         None => None,
         Some(p) => {
@@ -312,7 +329,7 @@ fn bounds<T: Scalar + lirpa::core::registry::BuilderFor>(args: &BoundsArgs) -> R
         opts.optimize.lr_alpha = lr;
     }
     let req = BoundRequest { c: c.as_ref().map(|c| c.as_ref()), ..Default::default() };
-    let res = lirpa::compute_bounds(&graph, &[InputValue::Perturbed(ptb)], &opts, &req)?;
+    let res = lirpa::compute_bounds(graph, inputs, &opts, &req)?;
     if args.json {
         let to = |v: &[T]| v.iter().map(|x| x.as_f64()).collect::<Vec<f64>>();
         let out = serde_json::json!({ "lower": to(&res.lower), "upper": to(&res.upper) });
@@ -397,9 +414,8 @@ fn verify(args: &VerifyArgs, started: std::time::Instant) -> Result<()> {
         println!("{out}");
     } else {
         print!("{}", verdict.vnncomp_text());
-        match &verdict {
-            Verdict::Unknown(why) => eprintln!("unknown: {why}"),
-            _ => {}
+        if let Verdict::Unknown(why) = &verdict {
+            eprintln!("unknown: {why}");
         }
         eprintln!(
             "{} in {secs:.2} s ({} domains; attack {:.2} s, branch and bound {:.2} s)",

@@ -209,3 +209,115 @@ fn verify_writes_vnncomp_results() {
     assert_ne!(code, 0);
     assert_eq!(stderr.lines().count(), 1, "{stderr}");
 }
+
+/// `--perturbation P.json`: tensors by ONNX name. The toy model's input as a box gives
+/// the same bounds as `--lower/--upper`; its input exact at `[1, -1]` (hidden layer
+/// `relu(W1·x) = [2, 3]`, output −1) with `W2` in an L∞ ball of radius 0.5 around its
+/// stored `[1, −1]` gives exactly `−1 ± 0.5·(2 + 3) = [−3.5, 1.5]` by every method;
+/// a reference weights case matches auto_LiRPA's recorded CROWN bounds of `C·y`.
+#[test]
+fn perturbation_file_by_tensor_name() {
+    let boxed = write_tmp("p_box.json", r#"[{"tensor": "x", "lower": [-1, -2], "upper": [2, 1]}]"#);
+    let (code, stdout, stderr) = lirpa(&["bounds", "models/toy.onnx", "--json", "--perturbation", &boxed]);
+    assert_eq!(code, 0, "{stderr}");
+    let v: serde_json::Value = serde_json::from_str(stdout.trim()).unwrap();
+    assert!(sound_and_close(&v, -3.0, 3.0), "{v}");
+    let weight = "models/toy_weights.json"; // the README's example
+    for method in ["ibp", "crown", "crown-ibp", "alpha-crown", "forward", "forward+backward"] {
+        let (code, stdout, stderr) =
+            lirpa(&["bounds", "models/toy.onnx", "--json", "--method", method, "--perturbation", weight]);
+        assert_eq!(code, 0, "{method}: {stderr}");
+        let v: serde_json::Value = serde_json::from_str(stdout.trim()).unwrap();
+        assert!(sound_and_close(&v, -3.5, 1.5), "{method}: {v}");
+    }
+
+    // A reference case (../shared/reference/weights): the input exact, fc2.weight in an
+    // L∞ ball, C·y by CROWN, against auto_LiRPA's recorded bounds (README tolerance).
+    let dir = format!("{ROOT}/../shared/reference/weights/mlp_8_16_16_4__w_fc2_linf_0.05");
+    let case: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(format!("{dir}/case.json")).unwrap()).unwrap();
+    let p = serde_json::json!([
+        {"tensor": "input", "value": case["center"]},
+        {"tensor": "fc2.weight", "norm": "inf", "eps": 0.05},
+    ]);
+    let p = write_tmp("p_case.json", &p.to_string());
+    let c = write_tmp("p_c.json", &case["spec_c"].to_string());
+    let model = format!("{dir}/model.onnx");
+    let (code, stdout, stderr) =
+        lirpa(&["bounds", &model, "--json", "--method", "crown", "--perturbation", &p, "--spec-c", &c]);
+    assert_eq!(code, 0, "{stderr}");
+    let v: serde_json::Value = serde_json::from_str(stdout.trim()).unwrap();
+    let reference = &case["spec_bounds"]["CROWN"];
+    for side in ["lower", "upper"] {
+        let (ours, theirs) = (v[side].as_array().unwrap(), reference[side].as_array().unwrap());
+        assert_eq!(ours.len(), theirs.len());
+        for (a, b) in ours.iter().zip(theirs) {
+            let (a, b) = (a.as_f64().unwrap(), b.as_f64().unwrap());
+            assert!((a - b).abs() <= 1e-4 * b.abs().max(1.0), "{side}: ours {a}, auto_LiRPA {b}");
+        }
+    }
+}
+
+/// Bad perturbation files: one line on stderr naming the file and the entry or tensor.
+#[test]
+fn bad_perturbation_file_gives_one_line_error() {
+    let cases: &[(&str, &str, &[&str])] = &[
+        (
+            "p_missing.json",
+            r#"[{"tensor": "W2", "norm": "inf", "eps": 0.5}]"#,
+            &["graph input 'x' is not listed"],
+        ),
+        (
+            "p_unknown.json",
+            r#"[{"tensor": "x", "value": [1, 2]}, {"tensor": "W9", "norm": "inf", "eps": 0.5}]"#,
+            &["'W9'", "not an initializer"],
+        ),
+        (
+            "p_twice.json",
+            r#"[{"tensor": "x", "value": [1, 2]}, {"tensor": "x", "value": [1, 2]}]"#,
+            &["'x' is listed twice"],
+        ),
+        (
+            "p_len.json",
+            r#"[{"tensor": "x", "value": [1, 2, 3]}]"#,
+            &["tensor 'x'", "3 numbers", "2 elements"],
+        ),
+        (
+            "p_both.json",
+            r#"[{"tensor": "x", "value": [1, 2], "lower": [0, 0], "upper": [1, 1]}]"#,
+            &["entry 0 ('x')", "exactly one of"],
+        ),
+        (
+            "p_norm.json",
+            r#"[{"tensor": "x", "norm": "3", "eps": 1, "center": [0, 0]}]"#,
+            &["entry 0 ('x')", "norm"],
+        ),
+        (
+            "p_eps.json",
+            r#"[{"tensor": "x", "norm": "inf", "eps": -1, "center": [0, 0]}]"#,
+            &["entry 0", "eps"],
+        ),
+        ("p_nocenter.json", r#"[{"tensor": "x", "norm": "inf", "eps": 1}]"#, &["tensor 'x'", "centre"]),
+        ("p_key.json", r#"[{"tensor": "x", "valu": [1, 2]}]"#, &["entry 0 ('x')", "unknown key \"valu\""]),
+        ("p_name.json", r#"[{"value": [1, 2]}]"#, &["entry 0", "missing \"tensor\""]),
+        ("p_nan.json", r#"[{"tensor": "x", "value": [1, "a"]}]"#, &["entry 0 ('x')", "element 1"]),
+        ("p_obj.json", r#"{"tensor": "x"}"#, &["expected a JSON array"]),
+    ];
+    for (name, text, needles) in cases {
+        let p = write_tmp(name, text);
+        let (code, stdout, stderr) = lirpa(&["bounds", "models/toy.onnx", "--perturbation", &p]);
+        assert_ne!(code, 0, "{name}: {stdout}");
+        assert_eq!(stderr.trim().lines().count(), 1, "{name}: {stderr}");
+        assert!(stderr.contains(name), "{name}: the file is not named: {stderr}");
+        for n in *needles {
+            assert!(stderr.contains(n), "{name}: expected '{n}' in: {stderr}");
+        }
+    }
+    // The input flags and --perturbation exclude each other.
+    let p = write_tmp("p_ok.json", r#"[{"tensor": "x", "value": [1, 2]}]"#);
+    let mut args = vec!["bounds", "models/toy.onnx", "--perturbation", &p];
+    args.extend(BOX);
+    let (code, _, stderr) = lirpa(&args);
+    assert_ne!(code, 0);
+    assert_eq!(stderr.trim().lines().count(), 1, "{stderr}");
+}

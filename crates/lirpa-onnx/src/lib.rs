@@ -24,35 +24,74 @@ pub enum OnnxError {
     #[error("{path}: not a valid ONNX model: {err}")]
     Decode { path: String, err: prost::DecodeError },
     #[error("{path}: {err}")]
-    Graph { path: String, err: Error },
+    // Boxed: the graph error is large and every `Result` of this crate carries it.
+    Graph { path: String, err: Box<Error> },
 }
 
 impl OnnxError {
     /// The underlying graph error, if the file was decoded.
     pub fn graph_error(&self) -> Option<&Error> {
         match self {
-            OnnxError::Graph { err, .. } => Some(err),
+            OnnxError::Graph { err, .. } => Some(err.as_ref()),
             _ => None,
         }
     }
 }
 
+/// How to import a model beyond its own semantics.
+#[derive(Clone, Debug, Default)]
+pub struct LoadOptions {
+    /// Initializers (weights, biases) to import as graph inputs instead of constants,
+    /// so that they can be perturbed. They become graph inputs after the model's own
+    /// inputs, in this order; builders see them as non-constant operands.
+    pub perturbed: Vec<String>,
+}
+
+/// A model loaded with [`LoadOptions`]: the graph and the stored value of each
+/// initializer turned into an input (in [`LoadOptions::perturbed`]'s order), the
+/// default centre of its perturbation.
+#[derive(Debug)]
+pub struct Loaded<T: Scalar> {
+    pub graph: Graph<T>,
+    pub initial: Vec<TensorData>,
+}
+
 /// Load an ONNX file into a graph over `T`.
 pub fn load<T: Scalar + BuilderFor>(path: impl AsRef<Path>) -> Result<Graph<T>, OnnxError> {
+    Ok(load_with(path, &LoadOptions::default())?.graph)
+}
+
+/// Load an ONNX file with some initializers turned into graph inputs.
+pub fn load_with<T: Scalar + BuilderFor>(
+    path: impl AsRef<Path>,
+    options: &LoadOptions,
+) -> Result<Loaded<T>, OnnxError> {
     let path = path.as_ref();
     let shown = path.display().to_string();
     let bytes = std::fs::read(path).map_err(|err| OnnxError::Io { path: shown.clone(), err })?;
-    load_bytes(&bytes, &shown)
+    load_bytes_with(&bytes, &shown, options)
 }
 
 /// Load an ONNX model from memory; `name` is used in error messages.
 pub fn load_bytes<T: Scalar + BuilderFor>(bytes: &[u8], name: &str) -> Result<Graph<T>, OnnxError> {
-    let model =
-        proto::ModelProto::decode(bytes).map_err(|err| OnnxError::Decode { path: name.to_string(), err })?;
-    convert(&model).map_err(|err| OnnxError::Graph { path: name.to_string(), err })
+    Ok(load_bytes_with(bytes, name, &LoadOptions::default())?.graph)
 }
 
-fn convert<T: Scalar + BuilderFor>(model: &proto::ModelProto) -> Result<Graph<T>, Error> {
+/// [`load_bytes`] with some initializers turned into graph inputs ([`LoadOptions`]).
+pub fn load_bytes_with<T: Scalar + BuilderFor>(
+    bytes: &[u8],
+    name: &str,
+    options: &LoadOptions,
+) -> Result<Loaded<T>, OnnxError> {
+    let model =
+        proto::ModelProto::decode(bytes).map_err(|err| OnnxError::Decode { path: name.to_string(), err })?;
+    convert(&model, options).map_err(|err| OnnxError::Graph { path: name.to_string(), err: Box::new(err) })
+}
+
+fn convert<T: Scalar + BuilderFor>(
+    model: &proto::ModelProto,
+    options: &LoadOptions,
+) -> Result<Loaded<T>, Error> {
     let graph = model.graph.as_ref().ok_or_else(|| Error::Invalid("the model has no graph".into()))?;
     let opsets: HashMap<&str, i64> = model
         .opset_import
@@ -68,9 +107,40 @@ fn convert<T: Scalar + BuilderFor>(model: &proto::ModelProto) -> Result<Graph<T>
         }
         b.add_input(&inp.name, &value_shape(inp)?)?;
     }
+    let mut perturbed: HashMap<&str, Option<TensorData>> = HashMap::new();
+    for p in &options.perturbed {
+        if !init_names.contains(p.as_str()) {
+            return Err(Error::Invalid(format!("perturbed tensor '{p}' is not an initializer of the model")));
+        }
+        if perturbed.insert(p.as_str(), None).is_some() {
+            return Err(Error::Invalid(format!("perturbed tensor '{p}' is listed twice")));
+        }
+    }
     for t in &graph.initializer {
         let value = tensor(t).map_err(|e| Error::Invalid(format!("initializer '{}': {e}", t.name)))?;
-        b.add_constant(&t.name, value)?;
+        match perturbed.get_mut(t.name.as_str()) {
+            Some(slot) => {
+                if value.dtype != DType::Float {
+                    return Err(Error::Invalid(format!(
+                        "perturbed tensor '{}' is not a floating-point tensor",
+                        t.name
+                    )));
+                }
+                value.check_finite(&format!("initializer '{}'", t.name))?;
+                *slot = Some(value);
+            }
+            None => {
+                b.add_constant(&t.name, value)?;
+            }
+        }
+    }
+    let mut initial = Vec::with_capacity(options.perturbed.len());
+    for p in &options.perturbed {
+        let value = perturbed.remove(p.as_str()).flatten().ok_or_else(|| {
+            Error::Invalid(format!("perturbed tensor '{p}' is listed twice among the initializers"))
+        })?;
+        b.add_input(p, &value.shape)?;
+        initial.push(value);
     }
 
     // Values read by some node or by the graph output (to reject unused-output tricks).
@@ -118,7 +188,7 @@ fn convert<T: Scalar + BuilderFor>(model: &proto::ModelProto) -> Result<Graph<T>
         b.add_node(out, &node.op_type, domain, opset, &attrs, &inputs).map_err(ctx)?;
     }
     let outputs: Vec<&str> = graph.output.iter().map(|o| o.name.as_str()).collect();
-    b.finish(&outputs)
+    Ok(Loaded { graph: b.finish(&outputs)?, initial })
 }
 
 /// Nodes in an order where every input is defined first (ONNX requires it, not every
@@ -317,4 +387,17 @@ pub fn tensor(t: &proto::TensorProto) -> Result<TensorData, Error> {
         other => return Err(Error::unimplemented(format!("tensor '{}' has element type {other}", t.name))),
     };
     TensorData::new(&shape, dtype, data)
+}
+
+/// The names of the model's declared graph inputs (initializers that old IR versions
+/// also list as inputs excluded), in order.
+pub fn graph_input_names(bytes: &[u8], name: &str) -> Result<Vec<String>, OnnxError> {
+    let model =
+        proto::ModelProto::decode(bytes).map_err(|err| OnnxError::Decode { path: name.to_string(), err })?;
+    let graph = model.graph.as_ref().ok_or_else(|| OnnxError::Graph {
+        path: name.into(),
+        err: Box::new(Error::Invalid("the model has no graph".into())),
+    })?;
+    let init_names: HashSet<&str> = graph.initializer.iter().map(|t| t.name.as_str()).collect();
+    Ok(graph.input.iter().filter(|i| !init_names.contains(i.name.as_str())).map(|i| i.name.clone()).collect())
 }

@@ -35,6 +35,7 @@ use lirpa_ops_linear as _;
 use lirpa_ops_relu as _;
 
 pub mod sample;
+pub mod tensors;
 
 pub use lirpa_core::{
     self as core, Error, Graph, LinearA, LinearBias, NodeId, Norm, Perturbation, Result, Scalar,
@@ -46,7 +47,11 @@ pub use lirpa_engine::{
     OptimizeOptions, SpecMethod, SpecTape, TrainGraph, bound_and_gradient, compute_bounds,
     compute_bounds_keep, compute_bounds_optimized, compute_bounds_optimized_keep,
 };
-pub use lirpa_onnx::{self as onnx, OnnxError, load as load_onnx};
+pub use lirpa_onnx::{
+    self as onnx, LoadOptions, Loaded, OnnxError, load as load_onnx, load_bytes_with as load_onnx_bytes_with,
+    load_with as load_onnx_with,
+};
+pub use tensors::{PerturbedModel, TensorPerturbation, TensorSet, load_perturbed, load_perturbed_bytes};
 
 /// The operator types the enabled standard plugins register.
 pub fn standard_ops() -> Vec<&'static str> {

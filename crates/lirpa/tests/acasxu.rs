@@ -36,14 +36,14 @@ fn acasxu_prop1_bounds_contain_sampled_outputs() {
             )
             .unwrap();
             for y in &outputs {
-                for i in 0..y.len() {
+                for (i, &yi) in y.iter().enumerate() {
                     // A margin of a few f32 ulps for the forward pass's own rounding.
-                    let m = 1e-6 * (1.0 + y[i].abs());
+                    let m = 1e-6 * (1.0 + yi.abs());
                     assert!(
-                        r.lower[i] <= y[i] + m && y[i] <= r.upper[i] + m,
+                        r.lower[i] <= yi + m && yi <= r.upper[i] + m,
                         "{}: {method} output {i}: {} not in [{}, {}]",
                         net.display(),
-                        y[i],
+                        yi,
                         r.lower[i],
                         r.upper[i]
                     );

@@ -231,9 +231,9 @@ proptest! {
                 .unwrap();
             for x in &points {
                 let y = g.forward(&[x], out).unwrap();
-                for i in 0..y.len() {
-                    prop_assert!(r.lower[i] <= y[i] + tol(y[i]) && y[i] <= r.upper[i] + tol(y[i]),
-                        "{method}: output {i}: {} not in [{}, {}]", y[i], r.lower[i], r.upper[i]);
+                for (i, &yi) in y.iter().enumerate() {
+                    prop_assert!(r.lower[i] <= yi + tol(yi) && yi <= r.upper[i] + tol(yi),
+                        "{method}: output {i}: {} not in [{}, {}]", yi, r.lower[i], r.upper[i]);
                 }
             }
         }

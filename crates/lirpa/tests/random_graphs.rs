@@ -51,6 +51,9 @@ fn arb_spec() -> impl Strategy<Value = Spec> {
         .prop_map(|(n_in, steps, seed, set, radius)| Spec { n_in, steps, seed, set, radius })
 }
 
+/// Adds a random constant of a shape and scale; returns its name.
+type Konst<'a> = dyn FnMut(&mut GraphBuilder<f64>, &[usize], &mut Rng, f64) -> String + 'a;
+
 /// Build the graph a spec describes. Every value has shape `[1, w]`.
 fn build(spec: &Spec) -> Graph<f64> {
     let mut rng = Rng::new(spec.seed);
@@ -68,7 +71,7 @@ fn build(spec: &Spec) -> Graph<f64> {
     };
     let dense = |b: &mut GraphBuilder<f64>,
                  rng: &mut Rng,
-                 konst: &mut dyn FnMut(&mut GraphBuilder<f64>, &[usize], &mut Rng, f64) -> String,
+                 konst: &mut Konst<'_>,
                  src: &(String, usize),
                  out: usize,
                  name: &str| {

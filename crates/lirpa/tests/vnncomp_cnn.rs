@@ -35,14 +35,14 @@ fn cnn_benchmarks_crown_bounds_contain_sampled_outputs() {
             let out = g.output().unwrap();
             for (k, x) in sample_points(&ptb, n_samples, 11).iter().enumerate() {
                 let y = g.forward(&[x], out).unwrap();
-                for i in 0..y.len() {
-                    let m = 1e-5 * (1.0 + y[i].abs());
+                for (i, &yi) in y.iter().enumerate() {
+                    let m = 1e-5 * (1.0 + yi.abs());
                     assert!(
-                        r.lower[i] <= y[i] + m && y[i] <= r.upper[i] + m,
+                        r.lower[i] <= yi + m && yi <= r.upper[i] + m,
                         "{} with {}: sample {k} output {i}: {} not in [{}, {}]",
                         onnx.display(),
                         vnnlib.display(),
-                        y[i],
+                        yi,
                         r.lower[i],
                         r.upper[i]
                     );

@@ -42,16 +42,16 @@ fn vit_benchmark_bounds_contain_sampled_outputs() {
             )
             .unwrap();
             for (k, y) in ys.iter().enumerate() {
-                for i in 0..y.len() {
-                    let m = 1e-5 * (1.0 + y[i].abs());
+                for (i, &yi) in y.iter().enumerate() {
+                    let m = 1e-5 * (1.0 + yi.abs());
                     assert!(
-                        r.lower[i] as f64 <= y[i] + m && y[i] <= r.upper[i] as f64 + m,
+                        r.lower[i] as f64 <= yi + m && yi <= r.upper[i] as f64 + m,
                         "{} with {}: {method}: sample {} ({}) output {i}: {} not in [{}, {}]",
                         onnx.display(),
                         vnnlib.display(),
                         k / 2,
                         if k % 2 == 0 { "f32" } else { "f64" },
-                        y[i],
+                        yi,
                         r.lower[i],
                         r.upper[i]
                     );

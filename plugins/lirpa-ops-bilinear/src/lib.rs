@@ -15,7 +15,11 @@
 //! and midpoint tangent where `y` keeps one strict sign; an interval of `y` that
 //! reaches 0 is an error naming the node.
 //!
-//! These builders register with priority 10 for Mul, MatMul and Div and *decline*
+//! Gemm with a perturbed factor (a perturbed weight, alone or with a perturbed input,
+//! or a perturbed bias) is the MatMul of its transposed operands, scaled, plus the bias
+//! (module `gemm`).
+//!
+//! These builders register with priority 10 for Mul, MatMul, Gemm and Div and *decline*
 //! (see [`lirpa_core::registry`]) the uses the linear plugin handles exactly: a
 //! constant factor of Mul, a constant right operand of MatMul, a constant divisor.
 //! They take a constant left operand of MatMul (exact here) and a constant numerator
@@ -27,6 +31,7 @@
 //! relaxation itself cannot make a bound unsound.
 
 mod div;
+mod gemm;
 mod matmul;
 mod mul;
 mod opt;
@@ -39,9 +44,10 @@ pub const PRIORITY: i32 = 10;
 register_op!(priority = 10, "Mul", mul::build_mul);
 register_op!(priority = 10, "MatMul", matmul::build_matmul);
 register_op!(priority = 10, "Div", div::build_div);
+register_op!(priority = 10, "Gemm", gemm::build_gemm);
 
 /// The operator types this crate registers (checked by the facade's tests).
-pub const OPS: &[&str] = &["Div", "MatMul", "Mul"];
+pub const OPS: &[&str] = &["Div", "Gemm", "MatMul", "Mul"];
 
 use lirpa_core::Scalar;
 

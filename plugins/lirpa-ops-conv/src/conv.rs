@@ -55,7 +55,7 @@ impl<T: Scalar> Conv<T> {
         bias: Option<&[f64]>,
         out_scale: Option<Vec<f64>>,
     ) -> Result<Self> {
-        if groups == 0 || ci % groups != 0 || co % groups != 0 {
+        if groups == 0 || !ci.is_multiple_of(groups) || !co.is_multiple_of(groups) {
             return Err(Error::Invalid(format!(
                 "group {groups} does not divide {ci} input and {co} output channels"
             )));
@@ -804,7 +804,9 @@ pub fn build_conv<T: Scalar>(node: &NodeDef<'_>) -> Result<BuiltOp<T>> {
     let x = node.input(0)?;
     let (ci, hi, wi, dims) = spatial_input(&x.shape, "Conv")?;
     if !node.is_const(1) {
-        return Err(Error::unimplemented("Conv with a perturbed (non-constant) weight"));
+        return Err(Error::unimplemented(
+            "Conv with a perturbed weight (only constant weights are supported)",
+        ));
     }
     let w = node.const_input(1)?;
     w.check_finite("Conv weight")?;
@@ -833,7 +835,7 @@ pub fn build_conv<T: Scalar>(node: &NodeDef<'_>) -> Result<BuiltOp<T>> {
     let g = Geom::from_attrs(node, dims, hi, wi, kernel)?;
     let bias = match node.inputs.get(2) {
         Some(Some(_)) => {
-            let b = node.const_input(2)?;
+            let b = node.const_input(2).map_err(|_| Error::unimplemented("Conv with a perturbed bias"))?;
             b.check_finite("Conv bias")?;
             Some(b.data.as_slice())
         }
@@ -1003,7 +1005,9 @@ pub fn build_conv_transpose<T: Scalar>(node: &NodeDef<'_>) -> Result<BuiltOp<T>>
     let x = node.input(0)?;
     let (ci, hi, wi, dims) = spatial_input(&x.shape, "ConvTranspose")?;
     if !node.is_const(1) {
-        return Err(Error::unimplemented("ConvTranspose with a perturbed (non-constant) weight"));
+        return Err(Error::unimplemented(
+            "ConvTranspose with a perturbed weight (only constant weights are supported)",
+        ));
     }
     if !matches!(node.attrs.string("auto_pad")?, None | Some("NOTSET") | Some("VALID")) {
         return Err(Error::unimplemented("ConvTranspose with auto_pad SAME_*; give explicit pads"));
@@ -1075,7 +1079,9 @@ pub fn build_conv_transpose<T: Scalar>(node: &NodeDef<'_>) -> Result<BuiltOp<T>>
     let dual_abs = Conv::<T>::new("ConvTranspose", co, ci, groups, g, &abs, None, None)?;
     let bias_map = match node.inputs.get(2) {
         Some(Some(_)) => {
-            let b = node.const_input(2)?;
+            let b = node
+                .const_input(2)
+                .map_err(|_| Error::unimplemented("ConvTranspose with a perturbed bias"))?;
             b.check_finite("ConvTranspose bias")?;
             if b.numel() != co {
                 return Err(Error::Shape(format!("the bias has {} elements, expected {co}", b.numel())));

@@ -20,6 +20,9 @@ pub fn reference_dir() -> PathBuf {
     shared_dir().join("reference")
 }
 
+/// One recorded version's bounds: `(version, lower, upper)`.
+pub type Recorded = (String, Vec<f64>, Vec<f64>);
+
 pub struct Case {
     pub name: String,
     pub dir: PathBuf,
@@ -85,7 +88,7 @@ impl Case {
 
     /// The recorded bounds of `method` (per version), or `None` where auto_LiRPA failed
     /// or did not run it.
-    pub fn recorded(&self, key: &str, method: &str) -> Option<Vec<(String, Vec<f64>, Vec<f64>)>> {
+    pub fn recorded(&self, key: &str, method: &str) -> Option<Vec<Recorded>> {
         let m = self.json.get(key)?.get(method)?;
         let by = m.get("by_version")?.as_object()?;
         let v: Vec<_> = by
