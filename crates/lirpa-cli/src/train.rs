@@ -54,6 +54,14 @@ pub struct TrainArgs {
     /// Threads of the dense products (0 = all cores).
     #[arg(long, default_value_t = 0)]
     threads: usize,
+    /// Also perturb every weight within an L∞ ball of this radius (ramped like ε): the
+    /// robust loss bounds the worst case over the weights too (a flat network).
+    #[arg(long, default_value_t = 0.0)]
+    weight_eps: f64,
+    /// Also report the clean test error with the weights quantized to these bit widths
+    /// (comma-separated, e.g. 4,3).
+    #[arg(long, value_delimiter = ',')]
+    quantize: Vec<u32>,
     /// Where the trained model is written (ONNX).
     #[arg(long)]
     out: PathBuf,
@@ -99,8 +107,11 @@ pub fn run(args: &TrainArgs) -> Result<()> {
     if args.norm != "inf" {
         bail!("--norm {}: only the L∞ input set (inf) is supported in training so far", args.norm);
     }
-    if !(args.eps.is_finite() && args.eps >= 0.0) {
-        bail!("--eps must be a finite non-negative number");
+    if !(args.eps.is_finite() && args.eps >= 0.0) || !(args.weight_eps.is_finite() && args.weight_eps >= 0.0) {
+        bail!("--eps and --weight-eps must be finite non-negative numbers");
+    }
+    if let Some(b) = args.quantize.iter().find(|&&b| !(2..=16).contains(&b)) {
+        bail!("--quantize {b}: bit widths from 2 to 16");
     }
     if !(args.lr.is_finite() && args.lr > 0.0) || !(args.lr_decay.is_finite() && args.lr_decay > 0.0) {
         bail!("--lr and --lr-decay must be positive");
@@ -143,6 +154,7 @@ pub fn run(args: &TrainArgs) -> Result<()> {
         clip: parse_clip(&args.clip, &train)?,
         seed: args.seed,
         threads,
+        weight_eps: args.weight_eps,
     };
     let tty = std::io::stderr().is_terminal() && !args.json;
     let mut epochs: Vec<EpochStats> = Vec::new();
@@ -188,13 +200,27 @@ pub fn run(args: &TrainArgs) -> Result<()> {
             evals.push(serde_json::json!({"eps": eps, "clean_err": e.clean_err, "ibp_err": e.ibp_err, "crown_err": e.crown_err}));
         }
     }
+    let mut quant = Vec::new();
+    if let Some(test) = &test {
+        let mut g = trained;
+        let base = g.params().to_vec();
+        for &bits in &args.quantize {
+            g.set_params(base.clone())?;
+            g.set_params(lirpa_train::quantized_params(&g, bits))?;
+            let err = lirpa_train::clean_error(&g, test)?;
+            if !args.json {
+                eprintln!("test, weights quantized to {bits} bits: clean err {err:.2}%");
+            }
+            quant.push(serde_json::json!({"bits": bits, "clean_err": err}));
+        }
+    }
     if args.json {
         let ep: Vec<_> = epochs
             .iter()
             .map(|s| serde_json::json!({"epoch": s.epoch, "lr": s.lr, "eps_first": s.eps_first, "eps_last": s.eps_last,
                 "loss": s.loss, "robust_ce": s.robust_ce, "clean_err": s.clean_err, "verified_err": s.verified_err, "seconds": s.seconds}))
             .collect();
-        println!("{}", serde_json::json!({"train_seconds": seconds, "epochs": ep, "test": evals}));
+        println!("{}", serde_json::json!({"train_seconds": seconds, "epochs": ep, "test": evals, "quantized": quant}));
     } else {
         eprintln!("trained in {seconds:.1} s; written to {}", args.out.display());
     }

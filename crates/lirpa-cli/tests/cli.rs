@@ -321,3 +321,48 @@ fn bad_perturbation_file_gives_one_line_error() {
     assert_ne!(code, 0);
     assert_eq!(stderr.trim().lines().count(), 1, "{stderr}");
 }
+
+/// `lirpa train`: a short CROWN-IBP run on the digits data writes a model that `lirpa
+/// bounds` loads, prints JSON with one entry per epoch and the test evaluation; bad
+/// arguments and data are one-line errors naming what is wrong.
+#[test]
+fn train_writes_a_model_and_refuses_bad_input() {
+    let dir = format!("{ROOT}/../shared/reference/training");
+    let (model, data) = (format!("{dir}/init_mlp.onnx"), format!("{dir}/digits.csv"));
+    let out = write_tmp("trained.onnx", "");
+    let base = ["train", &model, "--data", &data, "--out", &out];
+    let mut args: Vec<&str> = base.to_vec();
+    args.extend(["--split", "1437", "--method", "crown-ibp", "--eps", "0.02", "--epochs", "3", "--schedule", "start=2,length=1"]);
+    args.extend(["--json", "--threads", "1", "--quantize", "4"]);
+    let (code, stdout, stderr) = lirpa(&args);
+    assert_eq!(code, 0, "{stderr}");
+    let v: serde_json::Value = serde_json::from_str(stdout.trim()).expect("stdout is only JSON");
+    assert_eq!(v["epochs"].as_array().unwrap().len(), 3);
+    assert!(v["epochs"][2]["eps_last"].as_f64().unwrap() == 0.02, "{v}");
+    assert!(v["test"][0]["clean_err"].as_f64().unwrap() < 50.0, "{v}");
+    assert_eq!(v["quantized"][0]["bits"], 4);
+    let mut bounds = vec!["bounds", out.as_str(), "--method", "crown", "--json", "--norm", "inf", "--eps", "0.1"];
+    let center = write_tmp("center.json", &format!("[{}]", vec!["0.5"; 64].join(",")));
+    bounds.extend(["--center", center.as_str()]);
+    let (code, stdout, stderr) = lirpa(&bounds);
+    assert_eq!(code, 0, "{stderr}");
+    assert_eq!(serde_json::from_str::<serde_json::Value>(stdout.trim()).unwrap()["lower"].as_array().unwrap().len(), 10);
+
+    let bad_csv = write_tmp("bad.csv", "a,b,label\n0.5,x,1\n");
+    for (extra, needle) in [
+        (vec!["--method", "pgd"], "unknown training method 'pgd'"),
+        (vec!["--schedule", "begin=2"], "unknown schedule key 'begin'"),
+        (vec!["--norm", "2"], "--norm 2"),
+        (vec!["--split", "5000"], "--split 5000"),
+        (vec!["--quantize", "1"], "--quantize 1"),
+    ] {
+        let mut a: Vec<&str> = base.to_vec();
+        a.extend(extra);
+        let (code, _, stderr) = lirpa(&a);
+        assert!(code != 0 && stderr.lines().count() == 1 && stderr.contains(needle), "{needle}: {stderr}");
+    }
+    let (code, _, stderr) = lirpa(&["train", &model, "--data", &bad_csv, "--out", &out]);
+    assert!(code != 0 && stderr.contains("bad.csv, line 2: 'x' is not a number"), "{stderr}");
+    let (code, _, stderr) = lirpa(&["train", "models/toy.onnx", "--data", &data, "--out", &out]);
+    assert!(code != 0 && stderr.lines().count() == 1 && stderr.contains("at least 2 outputs"), "{stderr}");
+}

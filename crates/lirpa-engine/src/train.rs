@@ -30,6 +30,9 @@ struct Step<T: Scalar> {
     params: Vec<usize>,
     /// The expanded bias of an affine step, refreshed with the parameters.
     bias: Option<Vec<T>>,
+    /// With a weight perturbation: the same operator with every weight 1, whose product
+    /// `Ones·v` sums `v` over each output's fan-in.
+    ones: Option<Box<dyn Operator<T>>>,
     n_in: usize,
     n_out: usize,
 }
@@ -47,6 +50,9 @@ pub struct TrainGraph<T: Scalar> {
     /// Whether the reverse passes compute the gradient with respect to the input (a
     /// training step does not need it; the products of the first layer are saved).
     input_grad: bool,
+    /// Radius of the L∞ ball around every weight (the first parameter of each affine
+    /// operator that has parameters); 0: exact weights.
+    weight_eps: T,
 }
 
 /// The values of every step's input and output on a batch (row per point).
@@ -89,6 +95,8 @@ pub struct SpecTape<T: Scalar> {
     a_end: Mat<T>,
     /// The index into the tape of the value where the pass stopped (0: the input).
     end: usize,
+    /// Per visited affine step with perturbed weights, `Ones·(|m| + r)` of its input.
+    fan_in: Vec<Option<Mat<T>>>,
 }
 
 fn sum_cols<T: Scalar>(m: MatRef<'_, T>, w: Option<&[T]>) -> Vec<T> {
@@ -161,10 +169,10 @@ impl<T: Scalar> TrainGraph<T> {
             let values: Vec<&[T]> = slots.iter().map(|&i| params[i].as_slice()).collect();
             let op = tr.with_params(&values)?;
             let n_in = graph.node(node.inputs[0]).numel();
-            steps.push(Step { node: id, op, params: slots, bias: None, n_in, n_out: node.numel() });
+            steps.push(Step { node: id, op, params: slots, bias: None, ones: None, n_in, n_out: node.numel() });
         }
         let n_in = graph.node(input).numel();
-        let mut g = TrainGraph { steps, params, owners, n_in, relax, par, input_grad: true };
+        let mut g = TrainGraph { steps, params, owners, n_in, relax, par, input_grad: true, weight_eps: T::zero() };
         g.refresh_bias();
         Ok(g)
     }
@@ -183,6 +191,76 @@ impl<T: Scalar> TrainGraph<T> {
     /// (default: yes; without it they return or leave zeros there).
     pub fn set_input_grad(&mut self, on: bool) {
         self.input_grad = on;
+    }
+
+    /// Perturb every weight (the first parameter of each affine operator with
+    /// parameters: a Gemm's `B`, a Conv's `W`) within an L∞ ball of radius `eps` around
+    /// its current value, in every bound ([`ibp`](Self::ibp) and
+    /// [`spec_lower`](Self::spec_lower)) and gradient. For `y = (W + Δ) x`, `|Δ| ≤ ε`,
+    /// over an interval `x ∈ [m − r, m + r]`, the radius of `y` grows by
+    /// `ε·Ones·(|m| + r)`, and a backward pass crossing the layer with coefficients `A`
+    /// loses `ε·|A|·Ones·(|m| + r)` (the interval bound of `A·Δ·x`); both are sound for
+    /// CROWN-IBP too, whose intermediate intervals include the perturbation.
+    pub fn set_weight_eps(&mut self, eps: T) -> Result<()> {
+        if !(eps.is_finite() && eps >= T::zero()) {
+            return Err(Error::Invalid("the weight radius must be finite and non-negative".into()));
+        }
+        self.weight_eps = eps;
+        self.refresh_ones()
+    }
+
+    fn refresh_ones(&mut self) -> Result<()> {
+        for s in &mut self.steps {
+            s.ones = None;
+            if self.weight_eps == T::zero() || s.params.is_empty() {
+                continue;
+            }
+            let tr = s.op.trainable().expect("trainable");
+            if !matches!(tr.rule(), TrainRule::Affine(_)) {
+                continue;
+            }
+            let ones = vec![T::one(); self.params[s.params[0]].len()];
+            let mut vals: Vec<&[T]> = s.params.iter().map(|&i| self.params[i].as_slice()).collect();
+            vals[0] = &ones;
+            s.ones = Some(tr.with_params(&vals)?);
+        }
+        Ok(())
+    }
+
+    /// `Ones·(|m| + r)` of step `i` (see [`set_weight_eps`](Self::set_weight_eps)) for the
+    /// intervals `[l, u]` of its input, one row per sample.
+    fn fan_in_magnitude(&self, i: usize, l: &Mat<T>, u: &Mat<T>) -> Option<Mat<T>> {
+        let s = &self.steps[i];
+        let ones = s.ones.as_ref()?;
+        let Some(TrainRule::Affine(a)) = ones.trainable().map(|t| t.rule()) else { return None };
+        let half = T::from_f64(0.5);
+        let v = Mat::<T>::from_fn(l.nrows(), s.n_in, |r, j| {
+            let (m, rad) = ((l[(r, j)] + u[(r, j)]) * half, (u[(r, j)] - l[(r, j)]) * half);
+            m.abs() + rad
+        });
+        let mut out = Mat::<T>::zeros(l.nrows(), s.n_out);
+        a.apply(v.as_ref(), false, out.as_mut(), self.par);
+        Some(out)
+    }
+
+    /// Add to the interval-bound gradients of step `i`'s input the gradient through
+    /// `Ones·(|m| + r)` of `g` (rows: samples), scaled by `scale`.
+    fn fan_in_backward(&self, i: usize, l: &Mat<T>, u: &Mat<T>, g: MatRef<'_, T>, scale: T, gl: &mut Mat<T>, gu: &mut Mat<T>) {
+        let s = &self.steps[i];
+        let Some(ones) = s.ones.as_ref() else { return };
+        let Some(TrainRule::Affine(a)) = ones.trainable().map(|t| t.rule()) else { return };
+        let mut q = Mat::<T>::zeros(g.nrows(), s.n_in);
+        a.apply_t(g, false, q.as_mut(), self.par);
+        let half = T::from_f64(0.5);
+        for j in 0..s.n_in {
+            for r in 0..g.nrows() {
+                let m = (l[(r, j)] + u[(r, j)]) * half;
+                let sign = if m > T::zero() { T::one() } else if m < T::zero() { -T::one() } else { T::zero() };
+                let (dm, dr) = (scale * sign * q[(r, j)], scale * q[(r, j)]);
+                gl[(r, j)] += (dm - dr) * half;
+                gu[(r, j)] += (dm + dr) * half;
+            }
+        }
     }
 
     /// Current parameter values, one vector per parameter.
@@ -229,7 +307,7 @@ impl<T: Scalar> TrainGraph<T> {
             s.op = op;
         }
         self.refresh_bias();
-        Ok(())
+        self.refresh_ones()
     }
 
     /// Zeroed gradient vectors shaped like the parameters.
@@ -375,6 +453,9 @@ impl<T: Scalar> TrainGraph<T> {
                     let mut d = Mat::<T>::zeros(rows, s.n_out);
                     a.apply(mid.as_ref(), false, m.as_mut(), self.par);
                     a.apply(rad.as_ref(), true, d.as_mut(), self.par);
+                    if let Some(f) = self.fan_in_magnitude(i, l, u) {
+                        d += f * faer::Scale(self.weight_eps);
+                    }
                     let bias = s.bias.as_deref();
                     for j in 0..s.n_out {
                         let b = bias.map_or(T::zero(), |b| b[j]);
@@ -441,6 +522,8 @@ impl<T: Scalar> TrainGraph<T> {
                             gu_in[(r, j)] = (gm[(r, j)] + gr[(r, j)]) * half;
                         }
                     }
+                    let eps = self.weight_eps;
+                    self.fan_in_backward(i, l, u, g_rad.as_ref(), eps, &mut gl_in, &mut gu_in);
                 }
                 TrainRule::Elementwise(e) => {
                     let mut y = vec![T::zero(); rows];
@@ -483,6 +566,7 @@ impl<T: Scalar> TrainGraph<T> {
         let mut a = c.to_owned();
         let mut bias = vec![T::zero(); nrows];
         let mut a_out: Vec<Option<Mat<T>>> = (0..self.steps.len()).map(|_| None).collect();
+        let mut fan_in: Vec<Option<Mat<T>>> = (0..self.steps.len()).map(|_| None).collect();
         let mut end = 0;
         for i in (0..self.steps.len()).rev() {
             let s = &self.steps[i];
@@ -494,6 +578,14 @@ impl<T: Scalar> TrainGraph<T> {
                                 *acc += a[(row, j)] * bj;
                             }
                         }
+                    }
+                    if let Some(f) = self.fan_in_magnitude(i, &tape.lower[i], &tape.upper[i]) {
+                        for o in 0..s.n_out {
+                            for (row, acc) in bias.iter_mut().enumerate() {
+                                *acc -= self.weight_eps * a[(row, o)].abs() * f[(row / k, o)];
+                            }
+                        }
+                        fan_in[i] = Some(f);
                     }
                     let mut next = Mat::<T>::zeros(nrows, s.n_in);
                     r.apply_t(a.as_ref(), false, next.as_mut(), self.par);
@@ -534,7 +626,7 @@ impl<T: Scalar> TrainGraph<T> {
         if out.iter().any(|v| !v.is_finite()) {
             return Err(Error::Invalid("a specification bound is not finite".into()));
         }
-        Ok((out, SpecTape { method, k, a_out, a_end: a, end }))
+        Ok((out, SpecTape { method, k, a_out, a_end: a, end, fan_in }))
     }
 
     /// Add the gradient of `Σ_r w_r · lb_r` (`lb` from [`spec_lower`](Self::spec_lower))
@@ -585,6 +677,22 @@ impl<T: Scalar> TrainGraph<T> {
                         }
                     }
                     self.put_grads(i, grads, local);
+                    if let Some(f) = &spec.fan_in[i] {
+                        // bound −= ε·Σ_o |A_out[row, o]|·f[sample, o]
+                        let eps = self.weight_eps;
+                        let mut df = Mat::<T>::zeros(f.nrows(), f.ncols());
+                        for o in 0..s.n_out {
+                            for row in 0..nrows {
+                                let (v, smp) = (a_out[(row, o)], row / k);
+                                let sign = if v > T::zero() { T::one() } else if v < T::zero() { -T::one() } else { T::zero() };
+                                da_out[(row, o)] -= eps * w[row] * sign * f[(smp, o)];
+                                df[(smp, o)] -= eps * w[row] * v.abs();
+                            }
+                        }
+                        let (l, u) = (&ibp.lower[i], &ibp.upper[i]);
+                        let (gl, gu) = (&mut g.lower[i], &mut g.upper[i]);
+                        self.fan_in_backward(i, l, u, df.as_ref(), T::one(), gl, gu);
+                    }
                 }
                 TrainRule::Elementwise(e) => {
                     debug_assert_eq!(spec.method, SpecMethod::CrownIbp);

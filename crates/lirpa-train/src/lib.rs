@@ -52,6 +52,10 @@ pub struct TrainConfig {
     pub seed: u64,
     /// Threads of the dense products (1: sequential).
     pub threads: usize,
+    /// Radius of an L∞ ball around every weight at the end of the ramp (0: exact
+    /// weights): the robust loss then bounds the worst case over the weights as well
+    /// (flat networks, which keep their accuracy when the weights are quantized).
+    pub weight_eps: f64,
 }
 
 /// What one epoch did.
@@ -175,23 +179,26 @@ impl Adam {
 
 /// The gradient of the mean loss of one batch with respect to every parameter.
 fn batch_gradient(
-    g: &TrainGraph<f32>,
+    g: &mut TrainGraph<f32>,
     cfg: &TrainConfig,
     x: &Mat<f32>,
     labels: &[usize],
-    eps: f64,
+    frac: f64,
     stats: &mut StepStats,
 ) -> Result<Vec<Vec<f32>>, TrainError> {
     let n = labels.len();
     let classes = g.n_out();
-    let eps_max = cfg.recipe.eps;
-    let robust = cfg.method != TrainMethod::Natural && eps >= 1e-20;
-    let kappa = if robust { 1.0 - eps / eps_max } else { 1.0 };
+    let eps = cfg.recipe.eps * frac;
+    let perturbed = cfg.recipe.eps > 0.0 || cfg.weight_eps > 0.0;
+    let robust = cfg.method != TrainMethod::Natural && perturbed && frac >= 1e-20;
+    let kappa = if robust { 1.0 - frac } else { 1.0 };
     let beta = match cfg.method {
-        TrainMethod::CrownIbp => (eps_max - eps) / eps_max,
+        TrainMethod::CrownIbp => 1.0 - frac,
         _ => 0.0,
     };
     let mut grads = g.zero_grads();
+    g.set_weight_eps((cfg.weight_eps * frac) as f32)?;
+    let g = &*g;
     let nat = g.natural(x.as_ref())?;
     let logits = nat.values.last().expect("output");
     let (ce, ce_grad, wrong) = clean_ce(logits, labels);
@@ -276,17 +283,17 @@ impl Trainer {
         &self.graph
     }
 
-    /// One Adam step on the batch `x` (`rows × features`) with `labels`, at radius `eps`
-    /// and learning rate `lr`.
+    /// One Adam step on the batch `x` (`rows × features`) with `labels`, at a fraction
+    /// `frac` ∈ [0, 1] of the final radii (input and weights) and learning rate `lr`.
     pub fn step(
         &mut self,
         x: &Mat<f32>,
         labels: &[usize],
-        eps: f64,
+        frac: f64,
         lr: f64,
     ) -> Result<StepStats, TrainError> {
         let mut stats = StepStats::default();
-        let grads = batch_gradient(&self.graph, &self.cfg, x, labels, eps, &mut stats)?;
+        let grads = batch_gradient(&mut self.graph, &self.cfg, x, labels, frac, &mut stats)?;
         let mut params = self.graph.params().to_vec();
         self.adam.step(&mut params, &grads, lr);
         self.graph.set_params(params)?;
@@ -333,12 +340,12 @@ pub fn train(
             let idx = &order[b * r.batch..((b + 1) * r.batch).min(order.len())];
             let x = Mat::from_fn(idx.len(), data.features, |i, j| data.x[idx[i] * data.features + j]);
             let labels: Vec<usize> = idx.iter().map(|&i| data.labels[i]).collect();
-            let eps = r.schedule.eps(r.eps, epoch, b + 1, batches);
+            let frac = r.schedule.eps(1.0, epoch, b + 1, batches);
             if b == 0 {
-                eps_first = eps;
+                eps_first = r.eps * frac;
             }
-            eps_last = eps;
-            let st = trainer.step(&x, &labels, eps, lr)?;
+            eps_last = r.eps * frac;
+            let st = trainer.step(&x, &labels, frac, lr)?;
             stats.loss += st.loss;
             stats.robust_ce += st.robust_ce;
             stats.clean_wrong += st.clean_wrong;
@@ -429,4 +436,34 @@ pub fn evaluate(
         ibp_err: pct(ibp_ok),
         crown_err: pct(crown_ok),
     })
+}
+
+/// The parameters of `g` with every weight tensor (a Gemm's `B`, a Conv's `W`: model
+/// input 1 of its node) rounded to `bits`-bit symmetric uniform levels, `scale =
+/// max|w| / (2^(bits−1) − 1)` per tensor; biases are kept.
+pub fn quantized_params(g: &TrainGraph<f32>, bits: u32) -> Vec<Vec<f32>> {
+    let levels = ((1u64 << (bits.clamp(2, 24) - 1)) - 1) as f32;
+    g.params()
+        .iter()
+        .enumerate()
+        .map(|(k, p)| {
+            if g.param_origin(k).1 != 1 {
+                return p.clone();
+            }
+            let max = p.iter().fold(0.0f32, |m, v| m.max(v.abs()));
+            if max == 0.0 {
+                return p.clone();
+            }
+            let scale = max / levels;
+            p.iter().map(|v| (v / scale).round() * scale).collect()
+        })
+        .collect()
+}
+
+/// Percentage of `data` that `g` misclassifies.
+pub fn clean_error(g: &TrainGraph<f32>, data: &Dataset) -> Result<f64, TrainError> {
+    let x = Mat::from_fn(data.len(), data.features, |i, j| data.x[i * data.features + j]);
+    let nat = g.natural(x.as_ref())?;
+    let (_, _, wrong) = clean_ce(nat.values.last().expect("output"), &data.labels);
+    Ok(100.0 * wrong.iter().filter(|&&w| w).count() as f64 / data.len().max(1) as f64)
 }

@@ -24,11 +24,29 @@ struct Spec {
     seed: u64,
     batch: usize,
     k: usize,
+    /// Radius of the L∞ ball around every weight (0: exact weights).
+    weight_eps: f64,
 }
 
 fn arb_spec() -> impl Strategy<Value = Spec> {
-    (any::<bool>(), prop::collection::vec(2usize..7, 1..4), any::<bool>(), any::<u64>(), 1usize..4, 1usize..4)
-        .prop_map(|(conv, widths, leaky, seed, batch, k)| Spec { conv, widths, leaky, seed, batch, k })
+    (
+        any::<bool>(),
+        prop::collection::vec(2usize..7, 1..4),
+        any::<bool>(),
+        any::<u64>(),
+        1usize..4,
+        1usize..4,
+        prop_oneof![Just(0.0), 0.001f64..0.05],
+    )
+        .prop_map(|(conv, widths, leaky, seed, batch, k, weight_eps)| Spec {
+            conv,
+            widths,
+            leaky,
+            seed,
+            batch,
+            k,
+            weight_eps,
+        })
 }
 
 fn rand_vec(rng: &mut Rng, n: usize, scale: f64) -> Vec<f64> {
@@ -220,6 +238,7 @@ impl Stats {
 fn check(spec: &Spec, stats: &mut Stats) {
     let (graph, n_in) = build(spec);
     let mut g = TrainGraph::new(&graph, RelaxOptions::default(), faer::Par::Seq).unwrap();
+    g.set_weight_eps(spec.weight_eps).unwrap();
     let p = problem(spec, n_in, g.n_out());
     let (_, grads, gl, gu) = objective(&g, &p, &p.lower, &p.upper, true);
     let h = 1e-6;
@@ -302,18 +321,25 @@ fn untrainable_operator_is_refused_by_name() {
 /// The training bounds are the engine's: CROWN-IBP lower bounds of `C·y` equal
 /// `compute_bounds(Method::CrownIbp)` per sample, IBP ones (specification folded into the
 /// trailing affine layers) are at least the engine's IBP bound of `C·y` computed from
-/// output intervals, and every sampled point of the box satisfies both.
+/// output intervals, and every sampled point of the box satisfies both. With perturbed
+/// weights, every sampled point of the box under sampled weights (vertices of the
+/// weights' ball and uniform points) satisfies the bounds.
 #[test]
 fn training_bounds_agree_with_the_engine_and_contain_samples() {
     use lirpa::{BoundOptions, BoundRequest, InputValue, Method, Perturbation};
     let strategy = arb_spec();
     let mut runner = proptest::test_runner::TestRunner::deterministic();
-    let mut compared = 0;
-    for _ in 0..48 {
+    let (mut compared, mut weighted) = (0, 0);
+    for _ in 0..96 {
         let spec = strategy.new_tree(&mut runner).unwrap().current();
         let (graph, n_in) = build(&spec);
-        let g = TrainGraph::new(&graph, RelaxOptions::default(), faer::Par::Seq).unwrap();
+        let mut g = TrainGraph::new(&graph, RelaxOptions::default(), faer::Par::Seq).unwrap();
         let p = problem(&spec, n_in, g.n_out());
+        if spec.weight_eps > 0.0 {
+            weight_perturbation_contains_samples(&mut g, &spec, &p, n_in);
+            weighted += 1;
+            continue;
+        }
         let ibp = g.ibp(p.lower.as_ref(), p.upper.as_ref()).unwrap();
         let (lb_i, _) = g.spec_lower(&ibp, p.c.as_ref(), p.k, SpecMethod::Ibp).unwrap();
         let (lb_c, _) = g.spec_lower(&ibp, p.c.as_ref(), p.k, SpecMethod::CrownIbp).unwrap();
@@ -363,5 +389,56 @@ fn training_bounds_agree_with_the_engine_and_contain_samples() {
             }
         }
     }
-    assert!(compared > 100);
+    assert!(compared > 100 && weighted > 20, "{compared} bounds compared, {weighted} weight-perturbed cases");
+}
+
+/// Sample weights in the L∞ ball of radius `spec.weight_eps` around every weight (half at
+/// vertices) and inputs in each box: the clean outputs satisfy every bound computed with
+/// the weight perturbation.
+fn weight_perturbation_contains_samples(g: &mut TrainGraph<f64>, spec: &Spec, p: &Problem, n_in: usize) {
+    g.set_weight_eps(spec.weight_eps).unwrap();
+    let ibp = g.ibp(p.lower.as_ref(), p.upper.as_ref()).unwrap();
+    let (lb_i, _) = g.spec_lower(&ibp, p.c.as_ref(), p.k, SpecMethod::Ibp).unwrap();
+    let (lb_c, _) = g.spec_lower(&ibp, p.c.as_ref(), p.k, SpecMethod::CrownIbp).unwrap();
+    let last = ibp.lower.len() - 1;
+    let (out_l, out_u) = (ibp.lower[last].clone(), ibp.upper[last].clone());
+    let base = g.params().to_vec();
+    // Which parameters are weights: the first of each operator's, as `set_weight_eps` says.
+    let mut is_weight = vec![false; base.len()];
+    let mut seen = std::collections::HashSet::new();
+    for (k, w) in is_weight.iter_mut().enumerate() {
+        *w = seen.insert(g.param_origin(k).0);
+    }
+    let mut rng = Rng::new(spec.seed ^ 0x77);
+    g.set_weight_eps(0.0).unwrap();
+    for t in 0..48 {
+        let w: Vec<Vec<f64>> = base
+            .iter()
+            .zip(&is_weight)
+            .map(|(v, &wt)| {
+                v.iter()
+                    .map(|&x| {
+                        let d = if t % 2 == 0 { if rng.uniform() < 0.5 { -1.0 } else { 1.0 } } else { rng.uniform() * 2.0 - 1.0 };
+                        if wt { x + d * spec.weight_eps } else { x }
+                    })
+                    .collect()
+            })
+            .collect();
+        g.set_params(w).unwrap();
+        let x = Mat::from_fn(spec.batch, n_in, |i, j| p.lower[(i, j)] + (p.upper[(i, j)] - p.lower[(i, j)]) * rng.uniform());
+        let y = g.natural(x.as_ref()).unwrap().values.pop().unwrap();
+        for s in 0..spec.batch {
+            for o in 0..y.ncols() {
+                let v = y[(s, o)];
+                let slack = 1e-9 * (1.0 + v.abs());
+                assert!(out_l[(s, o)] <= v + slack && v <= out_u[(s, o)] + slack, "an output leaves its IBP interval");
+            }
+            for i in 0..p.k {
+                let cy: f64 = (0..y.ncols()).map(|j| p.c[(s * p.k + i, j)] * y[(s, j)]).sum();
+                let slack = 1e-9 * (1.0 + cy.abs());
+                assert!(lb_c[s * p.k + i] <= cy + slack && lb_i[s * p.k + i] <= cy + slack, "a sampled output is below a bound");
+            }
+        }
+    }
+    g.set_params(base).unwrap();
 }
