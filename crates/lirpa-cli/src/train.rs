@@ -54,6 +54,10 @@ pub struct TrainArgs {
     /// Threads of the dense products (0 = all cores).
     #[arg(long, default_value_t = 0)]
     threads: usize,
+    /// Loss fusion: bound the cross-entropy itself from above (one backward row per
+    /// sample instead of one per margin), as auto_LiRPA's `loss_fusion`.
+    #[arg(long)]
+    loss_fusion: bool,
     /// Also perturb every weight within an L∞ ball of this radius (ramped like ε): the
     /// robust loss bounds the worst case over the weights too (a flat network).
     #[arg(long, default_value_t = 0.0)]
@@ -107,7 +111,8 @@ pub fn run(args: &TrainArgs) -> Result<()> {
     if args.norm != "inf" {
         bail!("--norm {}: only the L∞ input set (inf) is supported in training so far", args.norm);
     }
-    if !(args.eps.is_finite() && args.eps >= 0.0) || !(args.weight_eps.is_finite() && args.weight_eps >= 0.0) {
+    if !(args.eps.is_finite() && args.eps >= 0.0) || !(args.weight_eps.is_finite() && args.weight_eps >= 0.0)
+    {
         bail!("--eps and --weight-eps must be finite non-negative numbers");
     }
     if let Some(b) = args.quantize.iter().find(|&&b| !(2..=16).contains(&b)) {
@@ -155,6 +160,7 @@ pub fn run(args: &TrainArgs) -> Result<()> {
         seed: args.seed,
         threads,
         weight_eps: args.weight_eps,
+        loss_fusion: args.loss_fusion,
     };
     let tty = std::io::stderr().is_terminal() && !args.json;
     let mut epochs: Vec<EpochStats> = Vec::new();
@@ -220,7 +226,10 @@ pub fn run(args: &TrainArgs) -> Result<()> {
             .map(|s| serde_json::json!({"epoch": s.epoch, "lr": s.lr, "eps_first": s.eps_first, "eps_last": s.eps_last,
                 "loss": s.loss, "robust_ce": s.robust_ce, "clean_err": s.clean_err, "verified_err": s.verified_err, "seconds": s.seconds}))
             .collect();
-        println!("{}", serde_json::json!({"train_seconds": seconds, "epochs": ep, "test": evals, "quantized": quant}));
+        println!(
+            "{}",
+            serde_json::json!({"train_seconds": seconds, "epochs": ep, "test": evals, "quantized": quant})
+        );
     } else {
         eprintln!("trained in {seconds:.1} s; written to {}", args.out.display());
     }

@@ -332,7 +332,18 @@ fn train_writes_a_model_and_refuses_bad_input() {
     let out = write_tmp("trained.onnx", "");
     let base = ["train", &model, "--data", &data, "--out", &out];
     let mut args: Vec<&str> = base.to_vec();
-    args.extend(["--split", "1437", "--method", "crown-ibp", "--eps", "0.02", "--epochs", "3", "--schedule", "start=2,length=1"]);
+    args.extend([
+        "--split",
+        "1437",
+        "--method",
+        "crown-ibp",
+        "--eps",
+        "0.02",
+        "--epochs",
+        "3",
+        "--schedule",
+        "start=2,length=1",
+    ]);
     args.extend(["--json", "--threads", "1", "--quantize", "4"]);
     let (code, stdout, stderr) = lirpa(&args);
     assert_eq!(code, 0, "{stderr}");
@@ -341,12 +352,16 @@ fn train_writes_a_model_and_refuses_bad_input() {
     assert!(v["epochs"][2]["eps_last"].as_f64().unwrap() == 0.02, "{v}");
     assert!(v["test"][0]["clean_err"].as_f64().unwrap() < 50.0, "{v}");
     assert_eq!(v["quantized"][0]["bits"], 4);
-    let mut bounds = vec!["bounds", out.as_str(), "--method", "crown", "--json", "--norm", "inf", "--eps", "0.1"];
+    let mut bounds =
+        vec!["bounds", out.as_str(), "--method", "crown", "--json", "--norm", "inf", "--eps", "0.1"];
     let center = write_tmp("center.json", &format!("[{}]", vec!["0.5"; 64].join(",")));
     bounds.extend(["--center", center.as_str()]);
     let (code, stdout, stderr) = lirpa(&bounds);
     assert_eq!(code, 0, "{stderr}");
-    assert_eq!(serde_json::from_str::<serde_json::Value>(stdout.trim()).unwrap()["lower"].as_array().unwrap().len(), 10);
+    assert_eq!(
+        serde_json::from_str::<serde_json::Value>(stdout.trim()).unwrap()["lower"].as_array().unwrap().len(),
+        10
+    );
 
     let bad_csv = write_tmp("bad.csv", "a,b,label\n0.5,x,1\n");
     for (extra, needle) in [

@@ -169,10 +169,19 @@ impl<T: Scalar> TrainGraph<T> {
             let values: Vec<&[T]> = slots.iter().map(|&i| params[i].as_slice()).collect();
             let op = tr.with_params(&values)?;
             let n_in = graph.node(node.inputs[0]).numel();
-            steps.push(Step { node: id, op, params: slots, bias: None, ones: None, n_in, n_out: node.numel() });
+            steps.push(Step {
+                node: id,
+                op,
+                params: slots,
+                bias: None,
+                ones: None,
+                n_in,
+                n_out: node.numel(),
+            });
         }
         let n_in = graph.node(input).numel();
-        let mut g = TrainGraph { steps, params, owners, n_in, relax, par, input_grad: true, weight_eps: T::zero() };
+        let mut g =
+            TrainGraph { steps, params, owners, n_in, relax, par, input_grad: true, weight_eps: T::zero() };
         g.refresh_bias();
         Ok(g)
     }
@@ -245,7 +254,16 @@ impl<T: Scalar> TrainGraph<T> {
 
     /// Add to the interval-bound gradients of step `i`'s input the gradient through
     /// `Ones·(|m| + r)` of `g` (rows: samples), scaled by `scale`.
-    fn fan_in_backward(&self, i: usize, l: &Mat<T>, u: &Mat<T>, g: MatRef<'_, T>, scale: T, gl: &mut Mat<T>, gu: &mut Mat<T>) {
+    fn fan_in_backward(
+        &self,
+        i: usize,
+        l: &Mat<T>,
+        u: &Mat<T>,
+        g: MatRef<'_, T>,
+        scale: T,
+        gl: &mut Mat<T>,
+        gu: &mut Mat<T>,
+    ) {
         let s = &self.steps[i];
         let Some(ones) = s.ones.as_ref() else { return };
         let Some(TrainRule::Affine(a)) = ones.trainable().map(|t| t.rule()) else { return };
@@ -255,7 +273,13 @@ impl<T: Scalar> TrainGraph<T> {
         for j in 0..s.n_in {
             for r in 0..g.nrows() {
                 let m = (l[(r, j)] + u[(r, j)]) * half;
-                let sign = if m > T::zero() { T::one() } else if m < T::zero() { -T::one() } else { T::zero() };
+                let sign = if m > T::zero() {
+                    T::one()
+                } else if m < T::zero() {
+                    -T::one()
+                } else {
+                    T::zero()
+                };
                 let (dm, dr) = (scale * sign * q[(r, j)], scale * q[(r, j)]);
                 gl[(r, j)] += (dm - dr) * half;
                 gu[(r, j)] += (dm + dr) * half;
@@ -631,7 +655,9 @@ impl<T: Scalar> TrainGraph<T> {
 
     /// Add the gradient of `Σ_r w_r · lb_r` (`lb` from [`spec_lower`](Self::spec_lower))
     /// to `grads` (parameters) and to `g` (the interval bounds it used); propagate `g`
-    /// further with [`ibp_backward`](Self::ibp_backward).
+    /// further with [`ibp_backward`](Self::ibp_backward). Returns its gradient with
+    /// respect to the specification matrix `C` (for a specification that is itself
+    /// computed, as in loss fusion).
     pub fn spec_backward(
         &self,
         ibp: &IbpTape<T>,
@@ -639,7 +665,7 @@ impl<T: Scalar> TrainGraph<T> {
         w: &[T],
         g: &mut BoundGrads<T>,
         grads: &mut [Vec<T>],
-    ) {
+    ) -> Mat<T> {
         let k = spec.k;
         let a = &spec.a_end;
         let nrows = a.nrows();
@@ -684,7 +710,13 @@ impl<T: Scalar> TrainGraph<T> {
                         for o in 0..s.n_out {
                             for row in 0..nrows {
                                 let (v, smp) = (a_out[(row, o)], row / k);
-                                let sign = if v > T::zero() { T::one() } else if v < T::zero() { -T::one() } else { T::zero() };
+                                let sign = if v > T::zero() {
+                                    T::one()
+                                } else if v < T::zero() {
+                                    -T::one()
+                                } else {
+                                    T::zero()
+                                };
                                 da_out[(row, o)] -= eps * w[row] * sign * f[(smp, o)];
                                 df[(smp, o)] -= eps * w[row] * v.abs();
                             }
@@ -730,5 +762,6 @@ impl<T: Scalar> TrainGraph<T> {
             }
             da = da_out;
         }
+        da
     }
 }

@@ -56,6 +56,10 @@ pub struct TrainConfig {
     /// weights): the robust loss then bounds the worst case over the weights as well
     /// (flat networks, which keep their accuracy when the weights are quantized).
     pub weight_eps: f64,
+    /// Loss fusion (auto_LiRPA's `loss_fusion`): bound the cross-entropy itself,
+    /// `log Σ_j exp(y_j − y_label)`, from above, so that the CROWN-IBP backward pass has
+    /// one row per sample instead of one per margin.
+    pub loss_fusion: bool,
 }
 
 /// What one epoch did.
@@ -148,6 +152,131 @@ fn clean_ce(logits: &Mat<f32>, labels: &[usize]) -> (Vec<f64>, Mat<f64>, Vec<boo
     (loss, grad, wrong)
 }
 
+/// The chord of `exp` over `[l, u]` (an upper line, `exp` being convex): slope `s` and
+/// intercept `t`, and their derivatives `[ds/dl, ds/du, dt/dl, dt/du]`. A degenerate
+/// interval (`u − l ≤ 1e-6`) takes the constant line `exp(u)`.
+fn exp_chord(l: f64, u: f64) -> (f64, f64, [f64; 4]) {
+    if u - l > 1e-6 {
+        let (el, eu) = (l.exp(), u.exp());
+        let s = (eu - el) / (u - l);
+        let (ds_dl, ds_du) = ((s - el) / (u - l), (eu - s) / (u - l));
+        (s, el - s * l, [ds_dl, ds_du, el - s - l * ds_dl, -l * ds_du])
+    } else {
+        (0.0, u.exp(), [0.0, 0.0, 0.0, u.exp()])
+    }
+}
+
+/// The robust term of loss fusion, summed over the batch, with its gradient (scaled by
+/// `w`) added to `grads`: for each sample, an upper bound `ub` of `Σ_j exp(z_j − m)` with
+/// `z_j = y_j − y_label` (`z_label = 0`) and `m` the largest upper bound of the `z_j`
+/// (auto_LiRPA's shift; the loss `log ub + m` does not depend on it), mixing
+/// `β·ub_CROWN-IBP + (1 − β)·ub_IBP`. IBP: `Σ_j exp(u_j − m)` over the interval bounds
+/// `[l_j, u_j]` of the `z_j` (the margin matrix folded into the last layer). CROWN-IBP:
+/// the chord `s_j·z + t_j` of `exp(z − m)` over `[l_j, u_j]` bounds each term from above,
+/// and one backward pass bounds `Σ_j s_j·z_j` from above.
+fn fused_robust(
+    g: &TrainGraph<f32>,
+    ibp: &lirpa::IbpTape<f32>,
+    labels: &[usize],
+    beta: f64,
+    w: f64,
+    grads: &mut [Vec<f32>],
+    stats: &mut StepStats,
+) -> Result<f64, TrainError> {
+    let (n, classes) = (labels.len(), g.n_out());
+    let k = classes - 1;
+    // Rows per sample: z_j (e_j − e_y) for j ≠ y, then −z_j; their lower bounds are
+    // l_j and −u_j.
+    let margins = margin_spec(labels, classes);
+    let c2 = Mat::<f32>::from_fn(n * 2 * k, classes, |r, col| {
+        let (smp, i) = (r / (2 * k), r % (2 * k));
+        let v = margins[(smp * k + i % k, col)];
+        if i < k { -v } else { v }
+    });
+    let (zb, ztape) = g.spec_lower(ibp, c2.as_ref(), 2 * k, SpecMethod::Ibp)?;
+    let zl = |s: usize, j: usize| zb[s * 2 * k + j] as f64;
+    let zu = |s: usize, j: usize| -(zb[s * 2 * k + k + j] as f64);
+    // Chords of exp(z − m) and the CROWN-IBP row Σ_j s_j·(e_y − e_j) (lower bound of −Σ s_j z_j).
+    let mut ms = vec![0.0f64; n];
+    let mut chords = vec![(0.0f64, 0.0f64, [0.0f64; 4]); n * k];
+    for s in 0..n {
+        ms[s] = (0..k).map(|j| zu(s, j)).fold(0.0, f64::max);
+        for j in 0..k {
+            let (sl, t, d) = exp_chord(zl(s, j) - ms[s], zu(s, j) - ms[s]);
+            chords[s * k + j] = (sl, t, d);
+        }
+    }
+    let crown = if beta > 1e-5 {
+        let row = Mat::<f32>::from_fn(n, classes, |s, col| {
+            (0..k).map(|j| chords[s * k + j].0 * margins[(s * k + j, col)] as f64).sum::<f64>() as f32
+        });
+        let (lb, tape) = g.spec_lower(ibp, row.as_ref(), 1, SpecMethod::CrownIbp)?;
+        Some((lb, tape))
+    } else {
+        None
+    };
+    let mut total = 0.0;
+    let (mut dzb, mut dlb) = (vec![0.0f32; zb.len()], vec![0.0f32; n]);
+    let mut dsl = vec![0.0f64; n * k];
+    for s in 0..n {
+        let m = ms[s];
+        let ub_i = (-m).exp() + (0..k).map(|j| (zu(s, j) - m).exp()).sum::<f64>();
+        let ub_c = crown.as_ref().map(|(lb, _)| {
+            (-m).exp() + (0..k).map(|j| chords[s * k + j].1 - chords[s * k + j].0 * m).sum::<f64>()
+                - lb[s] as f64
+        });
+        let ub = match ub_c {
+            Some(c) => beta * c + (1.0 - beta) * ub_i,
+            None => ub_i,
+        };
+        let ub = ub.max(f64::MIN_POSITIVE);
+        total += ub.ln() + m;
+        if (0..k).all(|j| zu(s, j) < 0.0) {
+            // verified by the interval bounds of the margins
+        } else {
+            stats.robust_wrong += 1;
+        }
+        let d_ub = w / ub;
+        // IBP part: ∂/∂u_j of exp(u_j − m); the bound of row k + j is −u_j.
+        for j in 0..k {
+            dzb[s * 2 * k + k + j] -= (d_ub * (1.0 - beta) * (zu(s, j) - m).exp()) as f32;
+        }
+        if ub_c.is_some() {
+            let dc = d_ub * beta;
+            dlb[s] = -dc as f32;
+            for j in 0..k {
+                // ∂ub_c/∂t_j = 1, ∂ub_c/∂s_j = −m (the row's part comes from dC below):
+                // t_j's gradient now, s_j's once its row part is known.
+                let d = chords[s * k + j].2;
+                dsl[s * k + j] = -m * dc;
+                dzb[s * 2 * k + j] += (dc * d[2]) as f32;
+                dzb[s * 2 * k + k + j] -= (dc * d[3]) as f32;
+            }
+        }
+    }
+    stats.robust_ce += total;
+    stats.robust_n += n;
+    let mut bg = g.zero_bound_grads(ibp);
+    if let Some((_, tape)) = &crown {
+        let d_row = g.spec_backward(ibp, tape, &dlb, &mut bg, grads);
+        for s in 0..n {
+            for j in 0..k {
+                // The row is Σ_j s_j·margin_j: ∂/∂s_j = d_row · margin_j.
+                let mut ds = dsl[s * k + j];
+                for col in 0..classes {
+                    ds += d_row[(s, col)] as f64 * margins[(s * k + j, col)] as f64;
+                }
+                let d = chords[s * k + j].2;
+                dzb[s * 2 * k + j] += (ds * d[0]) as f32;
+                dzb[s * 2 * k + k + j] -= (ds * d[1]) as f32;
+            }
+        }
+    }
+    g.spec_backward(ibp, &ztape, &dzb, &mut bg, grads);
+    g.ibp_backward(ibp, &mut bg, grads);
+    Ok(total)
+}
+
 /// Adam (β₁ 0.9, β₂ 0.999, ε 1e-8) over a list of parameter vectors.
 struct Adam {
     m: Vec<Vec<f64>>,
@@ -175,6 +304,20 @@ impl Adam {
             }
         }
     }
+}
+
+/// The mean loss of one batch at a fraction `frac` of the final radii, and its gradient
+/// with respect to every parameter of `g` (what one training step descends).
+pub fn loss_and_gradient(
+    g: &mut TrainGraph<f32>,
+    cfg: &TrainConfig,
+    x: &Mat<f32>,
+    labels: &[usize],
+    frac: f64,
+) -> Result<(f64, Vec<Vec<f32>>), TrainError> {
+    let mut stats = StepStats::default();
+    let grads = batch_gradient(g, cfg, x, labels, frac, &mut stats)?;
+    Ok((stats.loss / labels.len().max(1) as f64, grads))
 }
 
 /// The gradient of the mean loss of one batch with respect to every parameter.
@@ -213,32 +356,41 @@ fn batch_gradient(
         let k = classes - 1;
         let (l, u) = input_box(x, eps as f32, cfg.clip);
         let ibp = g.ibp(l.as_ref(), u.as_ref())?;
-        let c = margin_spec(labels, classes);
-        let (lb_i, tape_i) = g.spec_lower(&ibp, c.as_ref(), k, SpecMethod::Ibp)?;
-        let crown =
-            if beta > 1e-5 { Some(g.spec_lower(&ibp, c.as_ref(), k, SpecMethod::CrownIbp)?) } else { None };
-        let lb: Vec<f32> = match &crown {
-            Some((lb_c, _)) => lb_c
-                .iter()
-                .zip(&lb_i)
-                .map(|(c, i)| (beta * *c as f64 + (1.0 - beta) * *i as f64) as f32)
-                .collect(),
-            None => lb_i.clone(),
-        };
-        let (rl, rg) = robust_ce(&lb, k);
-        total += (1.0 - kappa) * rl.iter().sum::<f64>();
-        stats.robust_ce += rl.iter().sum::<f64>();
-        stats.robust_n += n;
-        stats.robust_wrong += lb.chunks(k).filter(|row| row.iter().any(|&v| v <= 0.0)).count();
-        let w = (1.0 - kappa) * scale;
-        let mut bg = g.zero_bound_grads(&ibp);
-        let wi: Vec<f32> = rg.iter().map(|d| (w * (1.0 - beta) * d) as f32).collect();
-        g.spec_backward(&ibp, &tape_i, &wi, &mut bg, &mut grads);
-        if let Some((_, tape_c)) = &crown {
-            let wc: Vec<f32> = rg.iter().map(|d| (w * beta * d) as f32).collect();
-            g.spec_backward(&ibp, tape_c, &wc, &mut bg, &mut grads);
+        if cfg.loss_fusion {
+            let w = (1.0 - kappa) * scale;
+            let rl = fused_robust(g, &ibp, labels, beta, w, &mut grads, stats)?;
+            total += (1.0 - kappa) * rl;
+        } else {
+            let c = margin_spec(labels, classes);
+            let (lb_i, tape_i) = g.spec_lower(&ibp, c.as_ref(), k, SpecMethod::Ibp)?;
+            let crown = if beta > 1e-5 {
+                Some(g.spec_lower(&ibp, c.as_ref(), k, SpecMethod::CrownIbp)?)
+            } else {
+                None
+            };
+            let lb: Vec<f32> = match &crown {
+                Some((lb_c, _)) => lb_c
+                    .iter()
+                    .zip(&lb_i)
+                    .map(|(c, i)| (beta * *c as f64 + (1.0 - beta) * *i as f64) as f32)
+                    .collect(),
+                None => lb_i.clone(),
+            };
+            let (rl, rg) = robust_ce(&lb, k);
+            total += (1.0 - kappa) * rl.iter().sum::<f64>();
+            stats.robust_ce += rl.iter().sum::<f64>();
+            stats.robust_n += n;
+            stats.robust_wrong += lb.chunks(k).filter(|row| row.iter().any(|&v| v <= 0.0)).count();
+            let w = (1.0 - kappa) * scale;
+            let mut bg = g.zero_bound_grads(&ibp);
+            let wi: Vec<f32> = rg.iter().map(|d| (w * (1.0 - beta) * d) as f32).collect();
+            g.spec_backward(&ibp, &tape_i, &wi, &mut bg, &mut grads);
+            if let Some((_, tape_c)) = &crown {
+                let wc: Vec<f32> = rg.iter().map(|d| (w * beta * d) as f32).collect();
+                g.spec_backward(&ibp, tape_c, &wc, &mut bg, &mut grads);
+            }
+            g.ibp_backward(&ibp, &mut bg, &mut grads);
         }
-        g.ibp_backward(&ibp, &mut bg, &mut grads);
     }
     if !total.is_finite() {
         return Err(TrainError::Invalid("the loss is not finite (diverged: lower the learning rate)".into()));
@@ -466,4 +618,37 @@ pub fn clean_error(g: &TrainGraph<f32>, data: &Dataset) -> Result<f64, TrainErro
     let nat = g.natural(x.as_ref())?;
     let (_, _, wrong) = clean_ce(nat.values.last().expect("output"), &data.labels);
     Ok(100.0 * wrong.iter().filter(|&&w| w).count() as f64 / data.len().max(1) as f64)
+}
+
+#[cfg(test)]
+mod tests {
+    /// The chord of exp is above exp, and its derivatives are the central differences.
+    #[test]
+    fn exp_chord_and_its_derivatives() {
+        for (l, u) in [(-3.0, 0.0), (-0.5, -0.1), (-20.0, -2.0), (-1.0, -1.0 + 1e-9), (0.3, 2.0)] {
+            let (s, t, d) = super::exp_chord(l, u);
+            for i in 0..=10 {
+                let z = l + (u - l) * i as f64 / 10.0;
+                assert!(s * z + t >= z.exp() - 1e-14 * (1.0 + t.abs() + (s * z).abs()), "below exp at {z}");
+            }
+            if u - l < 1e-3 {
+                continue;
+            }
+            let h = 1e-6;
+            let f = |l: f64, u: f64| {
+                let (s, t, _) = super::exp_chord(l, u);
+                [s, t]
+            };
+            let (pl, ml, pu, mu) = (f(l + h, u), f(l - h, u), f(l, u + h), f(l, u - h));
+            let num = [
+                (pl[0] - ml[0]) / (2.0 * h),
+                (pu[0] - mu[0]) / (2.0 * h),
+                (pl[1] - ml[1]) / (2.0 * h),
+                (pu[1] - mu[1]) / (2.0 * h),
+            ];
+            for (a, n) in d.iter().zip(num) {
+                assert!((a - n).abs() <= 1e-5 * (1.0 + a.abs()), "[{l}, {u}]: {d:?} vs {num:?}");
+            }
+        }
+    }
 }

@@ -46,6 +46,7 @@ fn run(model: &str, method: TrainMethod) -> Evaluation {
         seed: 0,
         threads: 1,
         weight_eps: 0.0,
+        loss_fusion: false,
     };
     let started = std::time::Instant::now();
     let trained = lirpa_train::train(&graph, &train, &cfg, |_| {}).unwrap();
@@ -120,6 +121,7 @@ fn weight_perturbation_training_survives_quantization() {
             seed: 0,
             threads: 1,
             weight_eps,
+            loss_fusion: false,
         };
         let mut g = lirpa_train::train(&graph, &train, &cfg, |_| {}).unwrap();
         let base = g.params().to_vec();

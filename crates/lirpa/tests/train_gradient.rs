@@ -184,18 +184,20 @@ fn dot(a: &Mat<f64>, b: &Mat<f64>) -> f64 {
     s
 }
 
-/// The objective, and its gradients (parameters, input lower, input upper, point).
+/// The objective, and its gradients (parameters, input lower, input upper, the
+/// specification matrix).
 fn objective(
     g: &TrainGraph<f64>,
     p: &Problem,
     lower: &Mat<f64>,
     upper: &Mat<f64>,
+    c: &Mat<f64>,
     want_grad: bool,
-) -> (f64, Vec<Vec<f64>>, Mat<f64>, Mat<f64>) {
+) -> (f64, Vec<Vec<f64>>, Mat<f64>, Mat<f64>, Mat<f64>) {
     let nat = g.natural(p.point.as_ref()).unwrap();
     let ibp = g.ibp(lower.as_ref(), upper.as_ref()).unwrap();
-    let (lb_i, tape_i) = g.spec_lower(&ibp, p.c.as_ref(), p.k, SpecMethod::Ibp).unwrap();
-    let (lb_c, tape_c) = g.spec_lower(&ibp, p.c.as_ref(), p.k, SpecMethod::CrownIbp).unwrap();
+    let (lb_i, tape_i) = g.spec_lower(&ibp, c.as_ref(), p.k, SpecMethod::Ibp).unwrap();
+    let (lb_c, tape_c) = g.spec_lower(&ibp, c.as_ref(), p.k, SpecMethod::CrownIbp).unwrap();
     let last = ibp.lower.len() - 1;
     let y = nat.values.last().unwrap();
     let value = dot(y, &p.w_nat)
@@ -204,17 +206,17 @@ fn objective(
         + lb_i.iter().zip(&p.w_ibp).map(|(a, b)| a * b).sum::<f64>()
         + lb_c.iter().zip(&p.w_crown).map(|(a, b)| a * b).sum::<f64>();
     if !want_grad {
-        return (value, Vec::new(), Mat::zeros(0, 0), Mat::zeros(0, 0));
+        return (value, Vec::new(), Mat::zeros(0, 0), Mat::zeros(0, 0), Mat::zeros(0, 0));
     }
     let mut grads = g.zero_grads();
     g.natural_backward(&nat, p.w_nat.clone(), &mut grads);
     let mut bg = g.zero_bound_grads(&ibp);
     bg.lower[last] += &p.w_l;
     bg.upper[last] += &p.w_u;
-    g.spec_backward(&ibp, &tape_i, &p.w_ibp, &mut bg, &mut grads);
-    g.spec_backward(&ibp, &tape_c, &p.w_crown, &mut bg, &mut grads);
+    let dc_i = g.spec_backward(&ibp, &tape_i, &p.w_ibp, &mut bg, &mut grads);
+    let dc_c = g.spec_backward(&ibp, &tape_c, &p.w_crown, &mut bg, &mut grads);
     g.ibp_backward(&ibp, &mut bg, &mut grads);
-    (value, grads, bg.lower[0].clone(), bg.upper[0].clone())
+    (value, grads, bg.lower[0].clone(), bg.upper[0].clone(), dc_i + dc_c)
 }
 
 struct Stats {
@@ -240,7 +242,7 @@ fn check(spec: &Spec, stats: &mut Stats) {
     let mut g = TrainGraph::new(&graph, RelaxOptions::default(), faer::Par::Seq).unwrap();
     g.set_weight_eps(spec.weight_eps).unwrap();
     let p = problem(spec, n_in, g.n_out());
-    let (_, grads, gl, gu) = objective(&g, &p, &p.lower, &p.upper, true);
+    let (_, grads, gl, gu, gc) = objective(&g, &p, &p.lower, &p.upper, &p.c, true);
     let h = 1e-6;
     let base = g.params().to_vec();
     let mut rng = Rng::new(spec.seed ^ 0xfd);
@@ -252,7 +254,7 @@ fn check(spec: &Spec, stats: &mut Stats) {
                 let mut v = base.clone();
                 v[k][i] += d;
                 g.set_params(v).unwrap();
-                objective(&g, &p, &p.lower, &p.upper, false).0
+                objective(&g, &p, &p.lower, &p.upper, &p.c, false).0
             };
             let num = (at(h) - at(-h)) / (2.0 * h);
             stats.compare(format!("param {k}[{i}]"), grads[k][i], num);
@@ -272,11 +274,21 @@ fn check(spec: &Spec, stats: &mut Stats) {
                 } else {
                     u[(r, j)] += d;
                 }
-                objective(&g, &p, &l, &u, false).0
+                objective(&g, &p, &l, &u, &p.c, false).0
             };
             let num = (at(h) - at(-h)) / (2.0 * h);
             stats.compare(format!("input {name}[{r},{j}]"), analytic[(r, j)], num);
         }
+    }
+    for _ in 0..8 {
+        let (r, j) = (rng.below(p.c.nrows()), rng.below(p.c.ncols()));
+        let at = |d: f64| {
+            let mut c = p.c.clone();
+            c[(r, j)] += d;
+            objective(&g, &p, &p.lower, &p.upper, &c, false).0
+        };
+        let num = (at(h) - at(-h)) / (2.0 * h);
+        stats.compare(format!("spec C[{r},{j}]"), gc[(r, j)], num);
     }
 }
 
@@ -418,25 +430,37 @@ fn weight_perturbation_contains_samples(g: &mut TrainGraph<f64>, spec: &Spec, p:
             .map(|(v, &wt)| {
                 v.iter()
                     .map(|&x| {
-                        let d = if t % 2 == 0 { if rng.uniform() < 0.5 { -1.0 } else { 1.0 } } else { rng.uniform() * 2.0 - 1.0 };
+                        let d = if t % 2 == 0 {
+                            if rng.uniform() < 0.5 { -1.0 } else { 1.0 }
+                        } else {
+                            rng.uniform() * 2.0 - 1.0
+                        };
                         if wt { x + d * spec.weight_eps } else { x }
                     })
                     .collect()
             })
             .collect();
         g.set_params(w).unwrap();
-        let x = Mat::from_fn(spec.batch, n_in, |i, j| p.lower[(i, j)] + (p.upper[(i, j)] - p.lower[(i, j)]) * rng.uniform());
+        let x = Mat::from_fn(spec.batch, n_in, |i, j| {
+            p.lower[(i, j)] + (p.upper[(i, j)] - p.lower[(i, j)]) * rng.uniform()
+        });
         let y = g.natural(x.as_ref()).unwrap().values.pop().unwrap();
         for s in 0..spec.batch {
             for o in 0..y.ncols() {
                 let v = y[(s, o)];
                 let slack = 1e-9 * (1.0 + v.abs());
-                assert!(out_l[(s, o)] <= v + slack && v <= out_u[(s, o)] + slack, "an output leaves its IBP interval");
+                assert!(
+                    out_l[(s, o)] <= v + slack && v <= out_u[(s, o)] + slack,
+                    "an output leaves its IBP interval"
+                );
             }
             for i in 0..p.k {
                 let cy: f64 = (0..y.ncols()).map(|j| p.c[(s * p.k + i, j)] * y[(s, j)]).sum();
                 let slack = 1e-9 * (1.0 + cy.abs());
-                assert!(lb_c[s * p.k + i] <= cy + slack && lb_i[s * p.k + i] <= cy + slack, "a sampled output is below a bound");
+                assert!(
+                    lb_c[s * p.k + i] <= cy + slack && lb_i[s * p.k + i] <= cy + slack,
+                    "a sampled output is below a bound"
+                );
             }
         }
     }
