@@ -16,6 +16,6 @@ pub use backward::{
     BoundResult, InputValue, IntermediateBounds, LinearBoundA, compute_bounds, compute_bounds_keep,
 };
 pub use options::{BoundOptions, BoundRequest, ConvMode, Method, NodeBounds, OptimizeOptions};
-pub use train::{BoundGrads, IbpTape, NaturalTape, SpecMethod, SpecTape, TrainGraph};
+pub use train::{BoundGrads, CrownTape, IbpTape, NaturalTape, SpecMethod, SpecTape, TrainGraph};
 
 pub use lirpa_core::{Graph, NodeId, Perturbation, Scalar};

@@ -84,6 +84,13 @@ pub enum SpecMethod {
     Ibp,
 }
 
+/// CROWN's intermediate bounds ([`TrainGraph::crown`]) and the passes that computed them.
+pub struct CrownTape<T: Scalar> {
+    /// Interval bounds of every value, CROWN's at the inputs of element-wise steps.
+    pub bounds: IbpTape<T>,
+    passes: Vec<(usize, SpecTape<T>)>,
+}
+
 /// What [`TrainGraph::spec_backward`] needs of a [`TrainGraph::spec_lower`] run.
 pub struct SpecTape<T: Scalar> {
     method: SpecMethod,
@@ -97,6 +104,8 @@ pub struct SpecTape<T: Scalar> {
     end: usize,
     /// Per visited affine step with perturbed weights, `Ones·(|m| + r)` of its input.
     fan_in: Vec<Option<Mat<T>>>,
+    /// The number of steps before the bounded value.
+    start: usize,
 }
 
 fn sum_cols<T: Scalar>(m: MatRef<'_, T>, w: Option<&[T]>) -> Vec<T> {
@@ -461,47 +470,53 @@ impl<T: Scalar> TrainGraph<T> {
     pub fn ibp(&self, lower: MatRef<'_, T>, upper: MatRef<'_, T>) -> Result<IbpTape<T>> {
         self.check_batch(lower)?;
         self.check_batch(upper)?;
-        let half = T::from_f64(0.5);
-        let rows = lower.nrows();
         let mut lo = vec![lower.to_owned()];
         let mut hi = vec![upper.to_owned()];
-        for (i, s) in self.steps.iter().enumerate() {
-            let (l, u) = (lo.last().expect("input"), hi.last().expect("input"));
-            let mut ol = Mat::<T>::zeros(rows, s.n_out);
-            let mut ou = Mat::<T>::zeros(rows, s.n_out);
-            match self.rule(i) {
-                TrainRule::Affine(a) => {
-                    let mid = Mat::<T>::from_fn(rows, s.n_in, |r, j| (l[(r, j)] + u[(r, j)]) * half);
-                    let rad = Mat::<T>::from_fn(rows, s.n_in, |r, j| (u[(r, j)] - l[(r, j)]) * half);
-                    let mut m = Mat::<T>::zeros(rows, s.n_out);
-                    let mut d = Mat::<T>::zeros(rows, s.n_out);
-                    a.apply(mid.as_ref(), false, m.as_mut(), self.par);
-                    a.apply(rad.as_ref(), true, d.as_mut(), self.par);
-                    if let Some(f) = self.fan_in_magnitude(i, l, u) {
-                        d += f * faer::Scale(self.weight_eps);
-                    }
-                    let bias = s.bias.as_deref();
-                    for j in 0..s.n_out {
-                        let b = bias.map_or(T::zero(), |b| b[j]);
-                        for r in 0..rows {
-                            let (c, w) = (m[(r, j)] + b, d[(r, j)]);
-                            ol[(r, j)] = c - w;
-                            ou[(r, j)] = c + w;
-                        }
-                    }
-                }
-                TrainRule::Elementwise(e) => {
-                    let mut d = vec![T::zero(); rows];
-                    for j in 0..s.n_out {
-                        e.value_and_derivative(l.col_as_slice(j), ol.col_as_slice_mut(j), &mut d);
-                        e.value_and_derivative(u.col_as_slice(j), ou.col_as_slice_mut(j), &mut d);
-                    }
-                }
-            }
+        for i in 0..self.steps.len() {
+            let (ol, ou) = self.ibp_step(i, &lo[i], &hi[i]);
             lo.push(ol);
             hi.push(ou);
         }
         Ok(IbpTape { lower: lo, upper: hi })
+    }
+
+    /// The interval bounds of step `i`'s output from those of its input.
+    fn ibp_step(&self, i: usize, l: &Mat<T>, u: &Mat<T>) -> (Mat<T>, Mat<T>) {
+        let half = T::from_f64(0.5);
+        let s = &self.steps[i];
+        let rows = l.nrows();
+        let mut ol = Mat::<T>::zeros(rows, s.n_out);
+        let mut ou = Mat::<T>::zeros(rows, s.n_out);
+        match self.rule(i) {
+            TrainRule::Affine(a) => {
+                let mid = Mat::<T>::from_fn(rows, s.n_in, |r, j| (l[(r, j)] + u[(r, j)]) * half);
+                let rad = Mat::<T>::from_fn(rows, s.n_in, |r, j| (u[(r, j)] - l[(r, j)]) * half);
+                let mut m = Mat::<T>::zeros(rows, s.n_out);
+                let mut d = Mat::<T>::zeros(rows, s.n_out);
+                a.apply(mid.as_ref(), false, m.as_mut(), self.par);
+                a.apply(rad.as_ref(), true, d.as_mut(), self.par);
+                if let Some(f) = self.fan_in_magnitude(i, l, u) {
+                    d += f * faer::Scale(self.weight_eps);
+                }
+                let bias = s.bias.as_deref();
+                for j in 0..s.n_out {
+                    let b = bias.map_or(T::zero(), |b| b[j]);
+                    for r in 0..rows {
+                        let (c, w) = (m[(r, j)] + b, d[(r, j)]);
+                        ol[(r, j)] = c - w;
+                        ou[(r, j)] = c + w;
+                    }
+                }
+            }
+            TrainRule::Elementwise(e) => {
+                let mut d = vec![T::zero(); rows];
+                for j in 0..s.n_out {
+                    e.value_and_derivative(l.col_as_slice(j), ol.col_as_slice_mut(j), &mut d);
+                    e.value_and_derivative(u.col_as_slice(j), ou.col_as_slice_mut(j), &mut d);
+                }
+            }
+        }
+        (ol, ou)
     }
 
     /// Zeroed gradients shaped like `tape`.
@@ -514,55 +529,130 @@ impl<T: Scalar> TrainGraph<T> {
     /// parameters (added to `grads`) and to the input box (left in `g.lower[0]`,
     /// `g.upper[0]`).
     pub fn ibp_backward(&self, tape: &IbpTape<T>, g: &mut BoundGrads<T>, grads: &mut [Vec<T>]) {
-        let half = T::from_f64(0.5);
         for i in (0..self.steps.len()).rev() {
-            let s = &self.steps[i];
-            let (l, u) = (&tape.lower[i], &tape.upper[i]);
-            let rows = l.nrows();
-            let (gl_out, gu_out) = (&g.lower[i + 1], &g.upper[i + 1]);
-            let mut gl_in = Mat::<T>::zeros(rows, s.n_in);
-            let mut gu_in = Mat::<T>::zeros(rows, s.n_in);
-            match self.rule(i) {
-                TrainRule::Affine(a) => {
-                    let g_mid = Mat::<T>::from_fn(rows, s.n_out, |r, j| gl_out[(r, j)] + gu_out[(r, j)]);
-                    let g_rad = Mat::<T>::from_fn(rows, s.n_out, |r, j| gu_out[(r, j)] - gl_out[(r, j)]);
-                    let mid = Mat::<T>::from_fn(rows, s.n_in, |r, j| (l[(r, j)] + u[(r, j)]) * half);
-                    let rad = Mat::<T>::from_fn(rows, s.n_in, |r, j| (u[(r, j)] - l[(r, j)]) * half);
-                    let mut local = self.take_grads(i, grads);
-                    a.weight_grad(g_mid.as_ref(), mid.as_ref(), false, &mut local, self.par);
-                    a.weight_grad(g_rad.as_ref(), rad.as_ref(), true, &mut local, self.par);
-                    a.bias_grad(&sum_cols(g_mid.as_ref(), None), &mut local);
-                    self.put_grads(i, grads, local);
-                    if i == 0 && !self.input_grad {
-                        continue;
-                    }
-                    let mut gm = Mat::<T>::zeros(rows, s.n_in);
-                    let mut gr = Mat::<T>::zeros(rows, s.n_in);
-                    a.apply_t(g_mid.as_ref(), false, gm.as_mut(), self.par);
-                    a.apply_t(g_rad.as_ref(), true, gr.as_mut(), self.par);
-                    for j in 0..s.n_in {
-                        for r in 0..rows {
-                            gl_in[(r, j)] = (gm[(r, j)] - gr[(r, j)]) * half;
-                            gu_in[(r, j)] = (gm[(r, j)] + gr[(r, j)]) * half;
-                        }
-                    }
-                    let eps = self.weight_eps;
-                    self.fan_in_backward(i, l, u, g_rad.as_ref(), eps, &mut gl_in, &mut gu_in);
+            self.ibp_backward_step(i, tape, g, grads);
+        }
+    }
+
+    /// The reverse of [`ibp_step`](Self::ibp_step): from the gradients of step `i`'s
+    /// output bounds to those of its input and its parameters.
+    fn ibp_backward_step(&self, i: usize, tape: &IbpTape<T>, g: &mut BoundGrads<T>, grads: &mut [Vec<T>]) {
+        let half = T::from_f64(0.5);
+        let s = &self.steps[i];
+        let (l, u) = (&tape.lower[i], &tape.upper[i]);
+        let rows = l.nrows();
+        let (gl_out, gu_out) = (&g.lower[i + 1], &g.upper[i + 1]);
+        let mut gl_in = Mat::<T>::zeros(rows, s.n_in);
+        let mut gu_in = Mat::<T>::zeros(rows, s.n_in);
+        match self.rule(i) {
+            TrainRule::Affine(a) => {
+                let g_mid = Mat::<T>::from_fn(rows, s.n_out, |r, j| gl_out[(r, j)] + gu_out[(r, j)]);
+                let g_rad = Mat::<T>::from_fn(rows, s.n_out, |r, j| gu_out[(r, j)] - gl_out[(r, j)]);
+                let mid = Mat::<T>::from_fn(rows, s.n_in, |r, j| (l[(r, j)] + u[(r, j)]) * half);
+                let rad = Mat::<T>::from_fn(rows, s.n_in, |r, j| (u[(r, j)] - l[(r, j)]) * half);
+                let mut local = self.take_grads(i, grads);
+                a.weight_grad(g_mid.as_ref(), mid.as_ref(), false, &mut local, self.par);
+                a.weight_grad(g_rad.as_ref(), rad.as_ref(), true, &mut local, self.par);
+                a.bias_grad(&sum_cols(g_mid.as_ref(), None), &mut local);
+                self.put_grads(i, grads, local);
+                if i == 0 && !self.input_grad {
+                    return;
                 }
-                TrainRule::Elementwise(e) => {
-                    let mut y = vec![T::zero(); rows];
-                    for j in 0..s.n_in {
-                        let d = gl_in.col_as_slice_mut(j);
-                        e.value_and_derivative(l.col_as_slice(j), &mut y, d);
-                        d.iter_mut().zip(gl_out.col_as_slice(j)).for_each(|(d, g)| *d *= *g);
-                        let d = gu_in.col_as_slice_mut(j);
-                        e.value_and_derivative(u.col_as_slice(j), &mut y, d);
-                        d.iter_mut().zip(gu_out.col_as_slice(j)).for_each(|(d, g)| *d *= *g);
+                let mut gm = Mat::<T>::zeros(rows, s.n_in);
+                let mut gr = Mat::<T>::zeros(rows, s.n_in);
+                a.apply_t(g_mid.as_ref(), false, gm.as_mut(), self.par);
+                a.apply_t(g_rad.as_ref(), true, gr.as_mut(), self.par);
+                for j in 0..s.n_in {
+                    for r in 0..rows {
+                        gl_in[(r, j)] = (gm[(r, j)] - gr[(r, j)]) * half;
+                        gu_in[(r, j)] = (gm[(r, j)] + gr[(r, j)]) * half;
                     }
+                }
+                let eps = self.weight_eps;
+                self.fan_in_backward(i, l, u, g_rad.as_ref(), eps, &mut gl_in, &mut gu_in);
+            }
+            TrainRule::Elementwise(e) => {
+                let mut y = vec![T::zero(); rows];
+                for j in 0..s.n_in {
+                    let d = gl_in.col_as_slice_mut(j);
+                    e.value_and_derivative(l.col_as_slice(j), &mut y, d);
+                    d.iter_mut().zip(gl_out.col_as_slice(j)).for_each(|(d, g)| *d *= *g);
+                    let d = gu_in.col_as_slice_mut(j);
+                    e.value_and_derivative(u.col_as_slice(j), &mut y, d);
+                    d.iter_mut().zip(gu_out.col_as_slice(j)).for_each(|(d, g)| *d *= *g);
                 }
             }
-            g.lower[i] += gl_in;
-            g.upper[i] += gu_in;
+        }
+        g.lower[i] += gl_in;
+        g.upper[i] += gu_in;
+    }
+
+    /// CROWN's intermediate bounds: the interval bounds of a batch of boxes with the
+    /// input of every element-wise step past the first replaced, in order, by the
+    /// bounds of a backward pass through the network relaxed on the bounds already
+    /// computed (no intersection with IBP, so that the gradient has one path). A
+    /// [`spec_lower`](Self::spec_lower) with [`SpecMethod::CrownIbp`] on
+    /// [`CrownTape::bounds`] is then CROWN's bound of `C·y`.
+    pub fn crown(&self, lower: MatRef<'_, T>, upper: MatRef<'_, T>) -> Result<CrownTape<T>> {
+        let mut bounds = self.ibp(lower, upper)?;
+        let batch = lower.nrows();
+        let mut passes = Vec::new();
+        for i in 1..self.steps.len() {
+            if !matches!(self.rule(i), TrainRule::Elementwise(_)) {
+                continue;
+            }
+            // Rows per sample: e_j (lower bounds), then −e_j (minus the upper bounds).
+            let n = self.steps[i].n_in;
+            let c = Mat::<T>::from_fn(batch * 2 * n, n, |r, j| {
+                let q = r % (2 * n);
+                if q == j {
+                    T::one()
+                } else if q == j + n {
+                    -T::one()
+                } else {
+                    T::zero()
+                }
+            });
+            let (lb, tape) = self.spec_lower_at(&bounds, c.as_ref(), 2 * n, SpecMethod::CrownIbp, i)?;
+            for smp in 0..batch {
+                for j in 0..n {
+                    bounds.lower[i][(smp, j)] = lb[smp * 2 * n + j];
+                    bounds.upper[i][(smp, j)] = -lb[smp * 2 * n + n + j];
+                }
+            }
+            // The values after it follow from the new bounds by IBP (until the next pass).
+            for t in i..self.steps.len() {
+                let (ol, ou) = self.ibp_step(t, &bounds.lower[t], &bounds.upper[t]);
+                bounds.lower[t + 1] = ol;
+                bounds.upper[t + 1] = ou;
+            }
+            passes.push((i, tape));
+        }
+        Ok(CrownTape { bounds, passes })
+    }
+
+    /// Propagate gradients with respect to [`CrownTape::bounds`] (after the final pass's
+    /// [`spec_backward`](Self::spec_backward)) to the parameters and the input box
+    /// (`g.lower[0]`, `g.upper[0]`), as [`ibp_backward`](Self::ibp_backward) does for
+    /// [`ibp`](Self::ibp). The reverse of [`crown`](Self::crown): from the output down, a value computed by a
+    /// backward pass sends its gradient into that pass's adjoint; any other value
+    /// through its step's interval rule.
+    pub fn crown_backward(&self, tape: &CrownTape<T>, g: &mut BoundGrads<T>, grads: &mut [Vec<T>]) {
+        for t in (0..self.steps.len()).rev() {
+            let Some((i, pass)) = tape.passes.iter().find(|(i, _)| *i == t + 1) else {
+                self.ibp_backward_step(t, &tape.bounds, g, grads);
+                continue;
+            };
+            let (i, n) = (*i, self.steps[*i].n_in);
+            let batch = g.lower[i].nrows();
+            let mut w = vec![T::zero(); batch * 2 * n];
+            for smp in 0..batch {
+                for j in 0..n {
+                    w[smp * 2 * n + j] = g.lower[i][(smp, j)];
+                    w[smp * 2 * n + n + j] = -g.upper[i][(smp, j)];
+                }
+            }
+            self.spec_backward(&tape.bounds, pass, &w, g, grads);
         }
     }
 
@@ -576,14 +666,28 @@ impl<T: Scalar> TrainGraph<T> {
         k: usize,
         method: SpecMethod,
     ) -> Result<(Vec<T>, SpecTape<T>)> {
+        self.spec_lower_at(tape, c, k, method, self.steps.len())
+    }
+
+    /// [`spec_lower`](Self::spec_lower) of `C·v` for the value `v` after the first
+    /// `start` steps (an intermediate node: `C` has its width).
+    fn spec_lower_at(
+        &self,
+        tape: &IbpTape<T>,
+        c: MatRef<'_, T>,
+        k: usize,
+        method: SpecMethod,
+        start: usize,
+    ) -> Result<(Vec<T>, SpecTape<T>)> {
         let batch = tape.lower[0].nrows();
-        if k == 0 || c.nrows() != batch * k || c.ncols() != self.n_out() {
+        let width = tape.lower[start].ncols();
+        if k == 0 || c.nrows() != batch * k || c.ncols() != width {
             return Err(Error::Invalid(format!(
                 "the specification is {}x{}, expected {}x{}",
                 c.nrows(),
                 c.ncols(),
                 batch * k,
-                self.n_out()
+                width
             )));
         }
         let nrows = c.nrows();
@@ -592,7 +696,7 @@ impl<T: Scalar> TrainGraph<T> {
         let mut a_out: Vec<Option<Mat<T>>> = (0..self.steps.len()).map(|_| None).collect();
         let mut fan_in: Vec<Option<Mat<T>>> = (0..self.steps.len()).map(|_| None).collect();
         let mut end = 0;
-        for i in (0..self.steps.len()).rev() {
+        for i in (0..start).rev() {
             let s = &self.steps[i];
             match self.rule(i) {
                 TrainRule::Affine(r) => {
@@ -650,7 +754,7 @@ impl<T: Scalar> TrainGraph<T> {
         if out.iter().any(|v| !v.is_finite()) {
             return Err(Error::Invalid("a specification bound is not finite".into()));
         }
-        Ok((out, SpecTape { method, k, a_out, a_end: a, end, fan_in }))
+        Ok((out, SpecTape { method, k, a_out, a_end: a, end, fan_in, start }))
     }
 
     /// Add the gradient of `Σ_r w_r · lb_r` (`lb` from [`spec_lower`](Self::spec_lower))
@@ -684,7 +788,7 @@ impl<T: Scalar> TrainGraph<T> {
                 }
             }
         }
-        for i in spec.end..self.steps.len() {
+        for i in spec.end..spec.start {
             let s = &self.steps[i];
             let a_out = spec.a_out[i].as_ref().expect("visited by the pass");
             let mut da_out = Mat::<T>::zeros(nrows, s.n_out);

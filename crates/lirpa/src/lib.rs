@@ -43,8 +43,8 @@ pub use lirpa_core::{
 };
 pub use lirpa_engine::{
     AlphaNode, AlphaPass, AlphaRun, AlphaState, BoundGrads, BoundOptions, BoundRequest, BoundResult,
-    ConvMode, IbpTape, InputValue, IntermediateBounds, LinearBoundA, Method, NaturalTape, NodeBounds,
-    OptimizeOptions, SpecMethod, SpecTape, TrainGraph, bound_and_gradient, compute_bounds,
+    ConvMode, CrownTape, IbpTape, InputValue, IntermediateBounds, LinearBoundA, Method, NaturalTape,
+    NodeBounds, OptimizeOptions, SpecMethod, SpecTape, TrainGraph, bound_and_gradient, compute_bounds,
     compute_bounds_keep, compute_bounds_optimized, compute_bounds_optimized_keep,
 };
 pub use lirpa_onnx::{
