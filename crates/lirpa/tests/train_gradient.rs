@@ -2,8 +2,9 @@
 //! parameter and input-box gradients of clean outputs, IBP bounds, IBP bounds of a
 //! specification folded into the last layers, CROWN-IBP and CROWN bounds (and with
 //! respect to the specification matrix), with exact or perturbed weights, on random chains
-//! of every trainable family (Gemm/MatMul, Conv with stride and padding, average
-//! pooling, Flatten/Reshape, ReLU and LeakyReLU), in f64.
+//! of every trainable family (Gemm/MatMul, Conv with stride and padding,
+//! BatchNormalization, average pooling, Flatten/Reshape, ReLU, LeakyReLU, Sigmoid and
+//! Tanh), in f64.
 //!
 //! The objective mixes all of them with random weights, so one broken adjoint anywhere
 //! shows. Bounds are piecewise smooth (ReLU kinks, the sign of a coefficient choosing a
@@ -21,7 +22,8 @@ use proptest::strategy::ValueTree;
 struct Spec {
     conv: bool,
     widths: Vec<usize>,
-    leaky: bool,
+    /// The activation: 0 ReLU, 1 LeakyReLU, 2 Sigmoid, 3 Tanh.
+    act: u8,
     seed: u64,
     batch: usize,
     k: usize,
@@ -33,16 +35,16 @@ fn arb_spec() -> impl Strategy<Value = Spec> {
     (
         any::<bool>(),
         prop::collection::vec(2usize..7, 1..4),
-        any::<bool>(),
+        0u8..4,
         any::<u64>(),
         1usize..4,
         1usize..4,
         prop_oneof![Just(0.0), 0.001f64..0.05],
     )
-        .prop_map(|(conv, widths, leaky, seed, batch, k, weight_eps)| Spec {
+        .prop_map(|(conv, widths, act, seed, batch, k, weight_eps)| Spec {
             conv,
             widths,
-            leaky,
+            act,
             seed,
             batch,
             k,
@@ -69,13 +71,16 @@ fn build(spec: &Spec) -> (Graph<f64>, usize) {
             .unwrap();
         name
     };
-    let act = |b: &mut GraphBuilder<f64>, src: &str, name: &str, leaky: bool| {
+    let act = |b: &mut GraphBuilder<f64>, src: &str, name: &str, kind: u8| {
         let mut attrs = Attributes::default();
-        let op = if leaky {
-            attrs.insert("alpha", Attr::Float(0.1));
-            "LeakyRelu"
-        } else {
-            "Relu"
+        let op = match kind {
+            0 => "Relu",
+            1 => {
+                attrs.insert("alpha", Attr::Float(0.1));
+                "LeakyRelu"
+            }
+            2 => "Sigmoid",
+            _ => "Tanh",
         };
         b.add_node(name, op, "", 13, &attrs, &[Some(src)]).unwrap();
     };
@@ -88,14 +93,25 @@ fn build(spec: &Spec) -> (Graph<f64>, usize) {
         let mut attrs = Attributes::default();
         attrs.insert("pads", Attr::Ints(vec![1, 1, 1, 1]));
         b.add_node("conv1", "Conv", "", 13, &attrs, &[Some("x"), Some(&w1), Some(&b1)]).unwrap();
-        act(&mut b, "conv1", "act1", spec.leaky);
+        // Batch normalization (inference): scale and B trained, statistics fixed.
+        let stat = |b: &mut GraphBuilder<f64>, name: &str, v: Vec<f64>| {
+            b.add_constant(name, TensorData::float(&[3], v).unwrap()).unwrap();
+        };
+        stat(&mut b, "bn_scale", rand_vec(&mut rng, 3, 1.5));
+        stat(&mut b, "bn_b", rand_vec(&mut rng, 3, 0.5));
+        stat(&mut b, "bn_mean", rand_vec(&mut rng, 3, 0.5));
+        let var = (0..3).map(|_| 0.2 + rng.uniform()).collect();
+        stat(&mut b, "bn_var", var);
+        let ins = [Some("conv1"), Some("bn_scale"), Some("bn_b"), Some("bn_mean"), Some("bn_var")];
+        b.add_node("bn", "BatchNormalization", "", 13, &Attributes::default(), &ins).unwrap();
+        act(&mut b, "bn", "act1", spec.act);
         let w2 = konst(&mut b, &[4, 3, 3, 3], &mut rng);
         let b2 = konst(&mut b, &[4], &mut rng);
         let mut attrs = Attributes::default();
         attrs.insert("pads", Attr::Ints(vec![1, 1, 1, 1]));
         attrs.insert("strides", Attr::Ints(vec![2, 2]));
         b.add_node("conv2", "Conv", "", 13, &attrs, &[Some("act1"), Some(&w2), Some(&b2)]).unwrap();
-        act(&mut b, "conv2", "act2", spec.leaky);
+        act(&mut b, "conv2", "act2", spec.act);
         let mut attrs = Attributes::default();
         attrs.insert("kernel_shape", Attr::Ints(vec![2, 2]));
         attrs.insert("strides", Attr::Ints(vec![1, 1]));
@@ -127,7 +143,7 @@ fn build(spec: &Spec) -> (Graph<f64>, usize) {
         width = out;
         if i != last {
             let a = format!("a{i}");
-            act(&mut b, &cur, &a, spec.leaky);
+            act(&mut b, &cur, &a, spec.act);
             cur = a;
         }
     }

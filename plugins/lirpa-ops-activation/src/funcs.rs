@@ -24,6 +24,11 @@ pub trait Func: std::fmt::Debug + Send + Sync + 'static {
     fn extra_margin(&self, _l: f64, _u: f64) -> f64 {
         0.0
     }
+    /// `f'(x)` for the non-decreasing functions that can be trained through (their
+    /// interval rule is `[f(l), f(u)]`); `None` for the others.
+    fn train_derivative(&self, _x: f64) -> Option<f64> {
+        None
+    }
     /// The tangent-point parametrization of the relaxation (α-CROWN), for the functions
     /// that have one.
     fn tangents(&self) -> Option<&dyn Tangents> {
@@ -201,6 +206,9 @@ impl SShaped {
 }
 
 impl Func for SShaped {
+    fn train_derivative(&self, x: f64) -> Option<f64> {
+        Some(self.df(x))
+    }
     fn op_type(&self) -> &'static str {
         match self.0 {
             SKind::Sigmoid => "Sigmoid",

@@ -35,7 +35,8 @@ use lirpa_core::op::OptimizableRelaxation;
 use lirpa_core::op::{BackwardCtx, Evaluate, Interval, IntervalRule, LinearRelaxation, NodeDef, Operator};
 use lirpa_core::reexport::faer::MatRef;
 use lirpa_core::{
-    BackwardResult, BuiltOp, ElementwiseRelaxation, Error, LinearA, Result, Scalar, register_op,
+    BackwardResult, BuiltOp, ElementwiseRelaxation, ElementwiseTrain, Error, LinearA, Param, RelaxOptions,
+    Result, Scalar, TensorData, TrainRule, Trainable, register_op,
 };
 
 register_op!("Sigmoid", build_sigmoid);
@@ -80,7 +81,8 @@ pub const OPS: &[&str] = &[
 /// An element-wise operator applying `F` to every element of its one input edge.
 #[derive(Debug)]
 pub struct Elementwise<F: Func> {
-    pub func: F,
+    /// Shared, so that training's copies of the operator share one function object.
+    pub func: std::sync::Arc<F>,
     /// The sound `f64` lines of the last input bounds relaxed: a backward pass of every
     /// later node crosses this one with the same bounds, and the lines cost many
     /// function evaluations each.
@@ -103,6 +105,10 @@ struct RelaxCache {
 
 impl<F: Func> Elementwise<F> {
     pub fn new(func: F) -> Self {
+        Self::shared(std::sync::Arc::new(func))
+    }
+
+    fn shared(func: std::sync::Arc<F>) -> Self {
         Elementwise {
             func,
             last: std::sync::Mutex::new(None),
@@ -271,6 +277,11 @@ impl<T: Scalar, F: Func> LinearRelaxation<T> for Elementwise<F> {
     fn optimizable(&self) -> Option<&dyn OptimizableRelaxation<T>> {
         self.func.tangents().is_some().then_some(self as &dyn OptimizableRelaxation<T>)
     }
+    /// The non-decreasing functions ([`funcs::Func::train_derivative`]: Sigmoid, Tanh,
+    /// Atan, Erf).
+    fn trainable(&self) -> Option<&dyn Trainable<T>> {
+        self.func.train_derivative(0.0).is_some().then_some(self as &dyn Trainable<T>)
+    }
     fn relaxed_forward(
         &self,
         ctx: &BackwardCtx<'_, T>,
@@ -282,6 +293,73 @@ impl<T: Scalar, F: Func> LinearRelaxation<T> for Elementwise<F> {
         let b = ctx.bounds(0)?;
         self.relaxation(b.lower, b.upper)?.relaxed_forward(a, upper, z[0], out);
         Ok(())
+    }
+}
+
+/// Nothing to train; training differentiates through the relaxation's dependence on
+/// its input bounds.
+impl<T: Scalar, F: Func> Trainable<T> for Elementwise<F> {
+    fn params(&self) -> Vec<Param<T>> {
+        Vec::new()
+    }
+    fn with_params(&self, _values: &[&[T]]) -> Result<Box<dyn Operator<T>>> {
+        Ok(Box::new(Elementwise::shared(self.func.clone())))
+    }
+    fn export_param(&self, k: usize, _values: &[T]) -> Result<TensorData> {
+        Err(Error::Invalid(format!("{}: no parameter {k}", self.func.op_type())))
+    }
+    fn rule(&self) -> TrainRule<'_, T> {
+        TrainRule::Elementwise(self)
+    }
+}
+
+impl<T: Scalar, F: Func> ElementwiseTrain<T> for Elementwise<F> {
+    fn value_and_derivative(&self, x: &[T], y: &mut [T], dy: &mut [T]) {
+        for ((&x, y), dy) in x.iter().zip(y.iter_mut()).zip(dy.iter_mut()) {
+            *y = T::from_f64(self.func.f(x.as_f64()));
+            *dy = T::from_f64(self.func.train_derivative(x.as_f64()).unwrap_or(0.0));
+        }
+    }
+
+    /// The operator's own sound relaxation; where it is refused (never for the
+    /// non-decreasing functions on finite bounds), the constant lines `f(l)`, `f(u)`.
+    fn relax(&self, lower: &[T], upper: &[T], _options: &RelaxOptions) -> ElementwiseRelaxation<T> {
+        self.relaxation(lower, upper).unwrap_or_else(|_| {
+            let f = |x: &T| T::from_f64(self.func.f(x.as_f64()));
+            let n = lower.len();
+            ElementwiseRelaxation {
+                lower_slope: vec![T::zero(); n],
+                lower_intercept: lower.iter().map(f).collect(),
+                upper_slope: vec![T::zero(); n],
+                upper_intercept: upper.iter().map(f).collect(),
+            }
+        })
+    }
+
+    /// Central differences of the `f64` lines ([`funcs::Func::relax`], before the
+    /// floating-point widening, which moves them by a relative 1e-12) in `l` and `u`,
+    /// with a step of `1e-6·max(1, u − l)` kept inside the interval. The lines are
+    /// piecewise smooth in the bounds (a tangent point on auto_LiRPA's grid, a switch
+    /// between the tangent and chord cases): a step across a switch is a wrong
+    /// derivative for that element, which only makes a training step less exact.
+    fn relax_derivatives(&self, lower: &[T], upper: &[T], _options: &RelaxOptions, d: &mut [[T; 8]]) {
+        let lines = |l: f64, u: f64| {
+            let r = self.func.relax(l, u);
+            [r.lower.k, r.lower.b, r.upper.k, r.upper.b]
+        };
+        for ((&l, &u), d) in lower.iter().zip(upper).zip(d.iter_mut()) {
+            *d = [T::zero(); 8];
+            let (l, u) = (l.as_f64(), u.as_f64());
+            if !(l.is_finite() && u.is_finite() && u > l) {
+                continue;
+            }
+            let h = (1e-6 * (u - l).max(1.0)).min((u - l) / 4.0);
+            let (pl, ml, pu, mu) = (lines(l + h, u), lines(l - h, u), lines(l, u + h), lines(l, u - h));
+            for t in 0..4 {
+                d[t] = T::from_f64((pl[t] - ml[t]) / (2.0 * h));
+                d[t + 4] = T::from_f64((pu[t] - mu[t]) / (2.0 * h));
+            }
+        }
     }
 }
 

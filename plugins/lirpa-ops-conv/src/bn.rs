@@ -3,7 +3,11 @@
 
 use lirpa_core::linear::mat_vec;
 use lirpa_core::op::{BackwardCtx, Evaluate, Interval, IntervalRule, LinearRelaxation, NodeDef, Operator};
-use lirpa_core::{BackwardResult, BuiltOp, Error, LinearA, LinearBias, Result, Scalar};
+use lirpa_core::reexport::faer::{MatMut, MatRef, Par};
+use lirpa_core::{
+    AffineTrain, BackwardResult, BuiltOp, Error, LinearA, LinearBias, Param, Result, Scalar, TensorData,
+    TrainRule, Trainable,
+};
 
 /// A per-channel affine map on a `[1, C, ...]` tensor.
 #[derive(Debug)]
@@ -14,6 +18,36 @@ pub struct ChannelAffine<T> {
     /// Channels and elements per channel.
     c: usize,
     inner: usize,
+    /// The model's per-channel `scale`, `B`, `input_mean` and `sqrt(input_var + ε)`, for
+    /// training `scale` and `B` (the statistics stay those of the model).
+    stats: Stats,
+}
+
+#[derive(Clone, Debug)]
+struct Stats {
+    scale: Vec<f64>,
+    b: Vec<f64>,
+    mean: Vec<f64>,
+    std: Vec<f64>,
+}
+
+impl<T: Scalar> ChannelAffine<T> {
+    /// `a = scale / std`, `b = B − mean·a` in `f64`, rounded to `T` once.
+    fn from_stats(stats: Stats, c: usize, inner: usize) -> Self {
+        let mut mul = Vec::with_capacity(c * inner);
+        let mut add = Vec::with_capacity(c * inner);
+        for ch in 0..c {
+            let a = stats.scale[ch] / stats.std[ch];
+            let off = stats.b[ch] - stats.mean[ch] * a;
+            mul.extend(std::iter::repeat_n(T::from_f64(a), inner));
+            add.extend(std::iter::repeat_n(T::from_f64(off), inner));
+        }
+        ChannelAffine { mul, add, c, inner, stats }
+    }
+
+    fn inv_std(&self, ch: usize) -> T {
+        T::from_f64(1.0 / self.stats.std[ch])
+    }
 }
 
 impl<T: Scalar> ChannelAffine<T> {
@@ -91,6 +125,78 @@ impl<T: Scalar> LinearRelaxation<T> for ChannelAffine<T> {
         // Window columns are channel-major like the node, one block of `ph·pw` per channel.
         self.c > 0
     }
+    fn trainable(&self) -> Option<&dyn Trainable<T>> {
+        Some(self)
+    }
+}
+
+/// Trains `scale` (model input 1) and `B` (input 2); the statistics stay the model's.
+impl<T: Scalar> Trainable<T> for ChannelAffine<T> {
+    fn params(&self) -> Vec<Param<T>> {
+        let cast = |v: &[f64]| v.iter().map(|&x| T::from_f64(x)).collect();
+        vec![
+            Param { input: 1, values: cast(&self.stats.scale) },
+            Param { input: 2, values: cast(&self.stats.b) },
+        ]
+    }
+    fn with_params(&self, values: &[&[T]]) -> Result<Box<dyn Operator<T>>> {
+        if values.len() != 2 || values.iter().any(|v| v.len() != self.c) {
+            return Err(Error::Invalid("BatchNormalization: wrong parameter count or size".into()));
+        }
+        let f = |v: &[T]| v.iter().map(|x| x.as_f64()).collect();
+        let stats = Stats { scale: f(values[0]), b: f(values[1]), ..self.stats.clone() };
+        Ok(Box::new(ChannelAffine::from_stats(stats, self.c, self.inner)))
+    }
+    fn export_param(&self, k: usize, values: &[T]) -> Result<TensorData> {
+        if k > 1 {
+            return Err(Error::Invalid(format!("BatchNormalization: no parameter {k}")));
+        }
+        TensorData::float(&[self.c], values.iter().map(|v| v.as_f64()).collect())
+    }
+    fn rule(&self) -> TrainRule<'_, T> {
+        TrainRule::Affine(self)
+    }
+}
+
+/// A diagonal map: `W = diag(mul)`, its own transpose.
+impl<T: Scalar> AffineTrain<T> for ChannelAffine<T> {
+    fn apply(&self, x: MatRef<'_, T>, abs: bool, mut out: MatMut<'_, T>, _par: Par) {
+        for j in 0..x.ncols() {
+            let f = if abs { self.mul[j].abs() } else { self.mul[j] };
+            for (o, &v) in out.as_mut().col_mut(j).iter_mut().zip(x.col(j).iter()) {
+                *o = f * v;
+            }
+        }
+    }
+    fn apply_t(&self, g: MatRef<'_, T>, abs: bool, out: MatMut<'_, T>, par: Par) {
+        self.apply(g, abs, out, par);
+    }
+    fn bias(&self) -> Option<Vec<T>> {
+        Some(self.add.clone())
+    }
+    /// `∂/∂scale_c` of `Σ g·(mul·x)`, `mul_c = scale_c·inv_std_c` (`|mul|`: times its sign).
+    fn weight_grad(&self, g: MatRef<'_, T>, x: MatRef<'_, T>, abs: bool, grads: &mut [Vec<T>], _par: Par) {
+        for j in 0..x.ncols() {
+            let ch = j / self.inner.max(1);
+            let dot = g.col(j).iter().zip(x.col(j).iter()).fold(T::zero(), |a, (&p, &q)| a + p * q);
+            let sign = if !abs || self.mul[j] > T::zero() {
+                T::one()
+            } else if self.mul[j] < T::zero() {
+                -T::one()
+            } else {
+                T::zero()
+            };
+            grads[0][ch] += sign * dot * self.inv_std(ch);
+        }
+    }
+    /// `add_c = B_c − mean_c·scale_c·inv_std_c`.
+    fn bias_grad(&self, g: &[T], grads: &mut [Vec<T>]) {
+        for (j, &v) in g.iter().enumerate() {
+            let ch = j / self.inner.max(1);
+            grads[1][ch] += v;
+            grads[0][ch] -= v * T::from_f64(self.stats.mean[ch]) * self.inv_std(ch);
+        }
+    }
 }
 
 impl<T: Scalar> Operator<T> for ChannelAffine<T> {
@@ -125,16 +231,10 @@ pub fn build_batch_norm<T: Scalar>(node: &NodeDef<'_>) -> Result<BuiltOp<T>> {
         params.push(t.data.as_slice());
     }
     let (scale, b, mean, var) = (params[0], params[1], params[2], params[3]);
-    let mut mul = Vec::with_capacity(c * inner);
-    let mut add = Vec::with_capacity(c * inner);
-    for ch in 0..c {
-        if var[ch] + eps <= 0.0 {
-            return Err(Error::Invalid(format!("channel {ch} has variance {} + epsilon <= 0", var[ch])));
-        }
-        let a = scale[ch] / (var[ch] + eps).sqrt();
-        let off = b[ch] - mean[ch] * a;
-        mul.extend(std::iter::repeat_n(T::from_f64(a), inner));
-        add.extend(std::iter::repeat_n(T::from_f64(off), inner));
+    if let Some(ch) = (0..c).find(|&ch| var[ch] + eps <= 0.0) {
+        return Err(Error::Invalid(format!("channel {ch} has variance {} + epsilon <= 0", var[ch])));
     }
-    Ok(BuiltOp::new(ChannelAffine { mul, add, c, inner }, &[0], shape.clone()))
+    let std = var.iter().map(|&v| (v + eps).sqrt()).collect();
+    let stats = Stats { scale: scale.to_vec(), b: b.to_vec(), mean: mean.to_vec(), std };
+    Ok(BuiltOp::new(ChannelAffine::from_stats(stats, c, inner), &[0], shape.clone()))
 }
