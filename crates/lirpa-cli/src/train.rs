@@ -19,7 +19,7 @@ pub struct TrainArgs {
     /// Test data (same format): clean and verified error are reported after training.
     #[arg(long)]
     test: Option<PathBuf>,
-    /// natural, ibp or crown-ibp.
+    /// natural, ibp, crown-ibp or crown.
     #[arg(long, default_value = "crown-ibp")]
     method: String,
     /// Radius of the L∞ input set at the end of the ramp.
@@ -108,6 +108,9 @@ fn read_model(path: &std::path::Path) -> Result<Vec<u8>> {
 
 pub fn run(args: &TrainArgs) -> Result<()> {
     let method: TrainMethod = args.method.parse().map_err(anyhow::Error::msg)?;
+    if args.loss_fusion && !matches!(method, TrainMethod::Ibp | TrainMethod::CrownIbp) {
+        bail!("--loss-fusion applies to the ibp and crown-ibp methods");
+    }
     if args.norm != "inf" {
         bail!("--norm {}: only the L∞ input set (inf) is supported in training so far", args.norm);
     }
@@ -193,7 +196,7 @@ pub fn run(args: &TrainArgs) -> Result<()> {
     if let Some(test) = &test {
         let model = lirpa::onnx::load_bytes::<f32>(&out, &args.out.display().to_string())?;
         for eps in [args.eps, args.eps / 2.0] {
-            let e = lirpa_train::evaluate(&model, test, eps as f32, cfg.clip)?;
+            let e = lirpa_train::evaluate(&model, test, eps as f32, cfg.clip, threads)?;
             if !args.json {
                 eprintln!(
                     "test ({} samples), eps {eps}: clean err {:.2}%  verified err IBP {:.2}%  CROWN {:.2}%",

@@ -33,6 +33,7 @@ fn training_loss_gradient_matches_finite_differences() {
         (TrainMethod::CrownIbp, true, 0.0),
         (TrainMethod::Ibp, true, 0.0),
         (TrainMethod::CrownIbp, true, 0.002),
+        (TrainMethod::Crown, false, 0.0),
     ] {
         let cfg = TrainConfig {
             method,
