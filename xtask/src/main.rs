@@ -1,7 +1,8 @@
 //! Project automation, in the cargo-xtask style: `cargo xtask <command>`.
 //!
-//! - `ci`: exactly what `.ci/run` runs (format check, release build, all tests, the
-//!   README's main command on the bundled model, `vnncomp vnncomp2021_test`).
+//! - `ci`: exactly what `.ci/run` runs (format check, clippy and rustdoc with warnings
+//!   denied, release build, all tests, the README's main command on the bundled model,
+//!   `vnncomp vnncomp2021_test`).
 //! - `soundness [--cases N] [--seed S] [--op NAME]`: the soundness harness
 //!   (`lirpa-soundness`) on every registered unary operator (or only NAME) with N
 //!   random intervals per number type, then the sampling property tests with many more
@@ -80,6 +81,10 @@ fn ci() -> Result<()> {
     } else {
         eprintln!("rustfmt is not installed: format check skipped");
     }
+    // House rules: no clippy warning (release profile, as the build below) and no
+    // rustdoc warning, on every target of the workspace.
+    run(cargo().args(["clippy", "--workspace", "--all-targets", "--release", "--", "-D", "warnings"]))?;
+    run(cargo().args(["doc", "--no-deps", "--workspace"]).env("RUSTDOCFLAGS", "-D warnings"))?;
     reduced_build()?;
     // One release build serves the tests, the CLI and the benches' compilation check.
     run(cargo().args(["build", "--release", "--workspace", "--all-targets"]))?;

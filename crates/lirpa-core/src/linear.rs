@@ -431,7 +431,7 @@ const ROW_TILE: usize = 16;
 const COL_TILE: usize = 64;
 
 /// Visit every `(r, j)` of a `rows × cols` matrix in cache-friendly blocks: a block
-/// of [`COL_TILE`] columns, row by row inside it. Suits loops that read a column-major
+/// of `COL_TILE` (64) columns, row by row inside it. Suits loops that read a column-major
 /// matrix and row-major arrays together.
 #[inline]
 pub fn for_each_tiled(rows: usize, cols: usize, mut f: impl FnMut(usize, usize)) {

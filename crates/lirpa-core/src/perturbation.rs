@@ -134,9 +134,8 @@ impl<T: Scalar> Perturbation<T> {
             Perturbation::Box { lower, upper: hi } => return concretize_box(a_mat, lower, hi, upper),
             Perturbation::Ball { norm, center, eps } => {
                 // Dual norm: q = 1 for inf, 2 for 2, inf for 1.
-                for j in 0..a_mat.ncols() {
+                for (j, &c) in center[..a_mat.ncols()].iter().enumerate() {
                     let col = a_mat.col(j);
-                    let c = center[j];
                     for i in 0..s {
                         center_term[i] += col[i] * c;
                         match norm {

@@ -1,5 +1,5 @@
 //! The operator registry. Plugin crates submit an [`OpRegistration`] per operator
-//! type with [`register_op!`]; importers look builders up by `(domain, op_type)`.
+//! type with [`register_op!`](crate::register_op); importers look builders up by `(domain, op_type)`.
 //!
 //! Several plugins may register the same `(domain, op_type)`, each with a
 //! `priority`. The graph builder tries the builders from the highest priority down;

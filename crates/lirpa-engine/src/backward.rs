@@ -300,12 +300,12 @@ impl<'g, T: Scalar> State<'g, T> {
         };
         // An affine map of a perturbed input with a non-box set: use the dual norm
         // (exact), as auto_LiRPA does on the first layer.
-        if let Some(root) = self.single_perturbed_root(id) {
-            if !self.ptb[root].expect("root").is_box() {
-                // Windowed rows where the operator supports them (first conv layer).
-                let rows: Vec<usize> = (0..node.numel()).collect();
-                return self.bound_rows(id, &rows, self.par);
-            }
+        if let Some(root) = self.single_perturbed_root(id)
+            && !self.ptb[root].expect("root").is_box()
+        {
+            // Windowed rows where the operator supports them (first conv layer).
+            let rows: Vec<usize> = (0..node.numel()).collect();
+            return self.bound_rows(id, &rows, self.par);
         }
         let ins: SmallVec<[Interval<'_, T>; 4]> = node
             .inputs
@@ -411,8 +411,8 @@ impl<'g, T: Scalar> State<'g, T> {
                 }
             }
         }
-        for id in 0..=target {
-            if needed[id] && self.bounds[id].is_none() {
+        for (id, &need) in needed.iter().enumerate() {
+            if need && self.bounds[id].is_none() {
                 let b = self.constrain(id, self.intermediate_bounds(id)?);
                 self.bounds[id] = Some(b);
             }
@@ -433,10 +433,10 @@ impl<'g, T: Scalar> State<'g, T> {
             return self.ibp_one(id, &vec![None; id + 1]);
         }
         let reference = self.constrain(id, self.ibp(id)?);
-        if let Some(root) = self.single_perturbed_root(id) {
-            if self.ptb[root].expect("root").is_box() {
-                return Ok(reference); // IBP is exact on an affine map of a box.
-            }
+        if let Some(root) = self.single_perturbed_root(id)
+            && self.ptb[root].expect("root").is_box()
+        {
+            return Ok(reference); // IBP is exact on an affine map of a box.
         }
         let rows = self.rows_to_refine(id, &reference);
         if rows.is_empty() {
@@ -576,7 +576,7 @@ impl<'g, T: Scalar> State<'g, T> {
         let ctx_bounds: SmallVec<[Option<Interval<'_, T>>; 4]> = inputs
             .iter()
             .map(|&i| match (&self.values[i], &self.bounds[i]) {
-                (Some(v), _) => Some(Interval { lower: &**v, upper: &**v }),
+                (Some(v), _) => Some(Interval { lower: v, upper: v }),
                 (None, Some((l, u))) => Some(Interval { lower: l.as_slice(), upper: u.as_slice() }),
                 (None, None) => None,
             })

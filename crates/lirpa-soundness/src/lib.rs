@@ -414,8 +414,8 @@ fn check_typed<T: Scalar + BuilderFor>(spec: &OpSpec, cfg: &Config, truth: &Trut
         let a = LinearA::both(Mat::<T>::from_fn(rows.len(), 1, |i, _| T::from_f64(rows[i])), true, true);
         let ctx = BackwardCtx { input_bounds: &[Some(bounds)], options: &options, par: Par::Seq };
         let back = op.backward(&ctx, a);
-        let (back, ibp) = match (back, ibp) {
-            (Ok(b), Ok(())) => (b, ()),
+        let back = match (back, ibp) {
+            (Ok(b), Ok(())) => b,
             (Err(e), _) | (_, Err(e)) => {
                 if e.to_string().is_empty() {
                     rep.fail(format!("{label}: empty error message on [{l}, {u}]"));
@@ -424,7 +424,6 @@ fn check_typed<T: Scalar + BuilderFor>(spec: &OpSpec, cfg: &Config, truth: &Trut
                 continue;
             }
         };
-        let _ = ibp;
         if lo[0].is_nan() || hi[0].is_nan() {
             rep.fail(format!("{label}: NaN interval bound on [{l}, {u}]"));
             continue;

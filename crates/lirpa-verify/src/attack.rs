@@ -77,7 +77,7 @@ pub fn attack(
             return Some(Stop::Deadline);
         }
         let (ri, di) = targets[r % targets.len()];
-        let mut rng = Rng::new(seed.wrapping_mul(31) ^ 0xA77A_C4 ^ r as u64);
+        let mut rng = Rng::new(seed.wrapping_mul(31) ^ 0x00A7_7AC4 ^ r as u64);
         let region = &problem.regions[ri];
         let (l, u) = (&region.lower, &region.upper);
         match pgd(model, problem, ri, di, (l, u), r >= targets.len(), budget, &mut rng) {
@@ -170,10 +170,10 @@ pub fn pgd(
                 imax = i;
             }
         }
-        if worst <= 1e-6 {
-            if let Some(ce) = model.confirm(problem, region, &x) {
-                return Ok(Some(ce));
-            }
+        if worst <= 1e-6
+            && let Some(ce) = model.confirm(problem, region, &x)
+        {
+            return Ok(Some(ce));
         }
         if step == steps {
             break;

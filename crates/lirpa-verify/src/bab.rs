@@ -404,6 +404,10 @@ fn objective(region: &Region, open: &[usize], lower: &[f64]) -> f64 {
     worst
 }
 
+/// A short attack inside a box `(lower, upper)` against the disjuncts still open (their
+/// indices in the region).
+pub type LocalAttack<'a> = dyn Fn(&[f64], &[f64], &[usize]) -> Result<Option<Counterexample>> + Sync + 'a;
+
 /// Branch and bound on the input box of `region`. Returns the result and the number
 /// of domains bounded. `check` confirms a counterexample candidate.
 #[allow(clippy::too_many_arguments)]
@@ -412,7 +416,7 @@ pub fn input_split(
     bounder: &dyn Bounder,
     strong: Option<&dyn Bounder>,
     check: &(dyn Fn(&[f64]) -> Option<Counterexample> + Sync),
-    local_attack: &(dyn Fn(&[f64], &[f64], &[usize]) -> Result<Option<Counterexample>> + Sync),
+    local_attack: &LocalAttack<'_>,
     opts: &BabOptions,
     deadline: Instant,
     progress: &dyn Fn(&Progress),
@@ -475,10 +479,10 @@ pub fn input_split(
         }
         // A short attack inside the worst box of the batch (the parent of the worst
         // split): counterexamples often sit in small pockets the corners miss.
-        if let Some((l, u, open)) = worst_box {
-            if let Some(ce) = local_attack(&l, &u, &open)? {
-                return Ok((BabResult::Counterexample(ce), done));
-            }
+        if let Some((l, u, open)) = worst_box
+            && let Some(ce) = local_attack(&l, &u, &open)?
+        {
+            return Ok((BabResult::Counterexample(ce), done));
         }
         if last_report.elapsed() >= Duration::from_secs(1) {
             last_report = Instant::now();

@@ -195,6 +195,8 @@ impl Linear {
 
 /// One atom `lin <= 0`.
 type Atom = Linear;
+/// A disjunction of conjunctions, with its position in the file.
+type Disjunction = (Vec<Vec<Atom>>, (usize, usize));
 
 struct Parser {
     n_in: usize,
@@ -301,22 +303,21 @@ pub fn parse_str(text: &str) -> Result<Property> {
     let mut declared_x = Vec::new();
     let mut declared_y = Vec::new();
     for f in &forms {
-        if let Sexp::List(items, pos) = f {
-            if let Ok(("declare-const", args)) = head(items, *pos) {
-                let name = match args.first() {
-                    Some(Sexp::Atom(n, _)) => n,
-                    _ => return err(*pos, "declare-const without a name"),
-                };
-                let idx = |s: &str| {
-                    s.parse::<usize>().or_else(|_| err(*pos, format!("bad variable name '{name}'")))
-                };
-                if let Some(i) = name.strip_prefix("X_") {
-                    declared_x.push(idx(i)?);
-                } else if let Some(j) = name.strip_prefix("Y_") {
-                    declared_y.push(idx(j)?);
-                } else {
-                    return err(*pos, format!("unknown variable '{name}' (expected X_i or Y_j)"));
-                }
+        if let Sexp::List(items, pos) = f
+            && let Ok(("declare-const", args)) = head(items, *pos)
+        {
+            let name = match args.first() {
+                Some(Sexp::Atom(n, _)) => n,
+                _ => return err(*pos, "declare-const without a name"),
+            };
+            let idx =
+                |s: &str| s.parse::<usize>().or_else(|_| err(*pos, format!("bad variable name '{name}'")));
+            if let Some(i) = name.strip_prefix("X_") {
+                declared_x.push(idx(i)?);
+            } else if let Some(j) = name.strip_prefix("Y_") {
+                declared_y.push(idx(j)?);
+            } else {
+                return err(*pos, format!("unknown variable '{name}' (expected X_i or Y_j)"));
             }
         }
     }
@@ -337,7 +338,7 @@ pub fn parse_str(text: &str) -> Result<Property> {
 
     // Top-level atoms, and disjunctions (each a list of conjunctions).
     let mut top: Vec<Atom> = Vec::new();
-    let mut disjunctions: Vec<(Vec<Vec<Atom>>, (usize, usize))> = Vec::new();
+    let mut disjunctions: Vec<Disjunction> = Vec::new();
     for f in &forms {
         let Sexp::List(items, pos) = f else { return err(f.pos(), "expected '(' at top level") };
         match head(items, *pos)? {

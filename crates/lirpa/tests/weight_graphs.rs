@@ -127,7 +127,7 @@ fn build(spec: &Spec) -> (Graph<f64>, Vec<InputValue<f64>>, HashMap<String, Sour
     let x_shape = if spec.trans_a { [spec.n_in, spec.rows] } else { [spec.rows, spec.n_in] };
     // A constant model input (the first layer's `A` constant, its weight perturbed) in a
     // third of the cases where the input is not perturbed and the first weight is.
-    let x_const = !spec.perturb_x && spec.seed % 3 == 0 && spec.layers[0].perturb_w;
+    let x_const = !spec.perturb_x && spec.seed.is_multiple_of(3) && spec.layers[0].perturb_w;
     tensor(&mut b, &mut rng, "x", &x_shape, !x_const);
     let (mut src, mut width) = ("x".to_string(), spec.n_in);
     for (i, l) in spec.layers.iter().enumerate() {

@@ -36,7 +36,7 @@ pub const OPS: &[&str] = &["Swish"];
 /// `σ(z)·z` at its minimum: `z* = −1.2784645427610738`, value `−0.2784645427610738`
 /// (the root of `1 + z·(1 − σ(z)) = 0`), rounded down.
 const MIN_VALUE_AT_BETA_1: f64 = -0.278_464_542_761_074_1;
-const ARGMIN_AT_BETA_1: f64 = -1.278_464_542_761_073_8;
+const ARGMIN_AT_BETA_1: f64 = -1.278_464_542_761_074;
 
 #[derive(Debug)]
 pub struct Swish {

@@ -103,11 +103,11 @@ fn network_bounds_contain_sampled_outputs() {
             .unwrap();
             for x in &points {
                 let y = g.forward(&[x], out).unwrap();
-                for i in 0..y.len() {
+                for (i, &yi) in y.iter().enumerate() {
                     assert!(
-                        r.lower[i] <= y[i] && y[i] <= r.upper[i],
+                        r.lower[i] <= yi && yi <= r.upper[i],
                         "{method} {norm:?} eps {eps}: output {i} = {} not in [{}, {}]",
-                        y[i],
+                        yi,
                         r.lower[i],
                         r.upper[i]
                     );

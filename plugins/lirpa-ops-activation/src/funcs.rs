@@ -371,6 +371,8 @@ impl Trig {
     /// those of [`SCurve::lower_plan`]/[`SCurve::upper_plan`] in the piece's coordinate
     /// (exchanged and negated on a decreasing piece); on a convex or concave piece the
     /// tangent may move in `[l, u]`; across an extremum the lines are fixed.
+    // Negated comparisons on purpose: a NaN takes the branch of a failed test.
+    #[allow(clippy::neg_cmp_op_on_partial_ord)]
     fn trig_plan(&self, l: f64, u: f64) -> TangentPlan {
         let phase = self.phase();
         let (yl, yu) = (l + phase, u + phase);
@@ -420,7 +422,7 @@ impl Trig {
                 TangentPlan {
                     lower: range(b, rb),
                     upper: range(a, ra),
-                    relax: Relax::new(hi.neg().shifted(shift), lo.neg().shifted(shift))
+                    relax: Relax::new((-hi).shifted(shift), (-lo).shifted(shift))
                         .with_contacts(&[back(a), back(b)]),
                     fixed: [chord(rb), chord(ra)],
                     slope: false,
@@ -556,6 +558,8 @@ impl Func for SmoothFn {
             }
         }
     }
+    // Negated comparisons on purpose: a NaN takes the branch of a failed test.
+    #[allow(clippy::neg_cmp_op_on_partial_ord)]
     fn domain(&self, l: f64, u: f64) -> Result<()> {
         match self.0 {
             Smooth::Log if !(l > 0.0) => Err(domain_error("Log", "a positive input", l, u)),
@@ -665,6 +669,8 @@ impl Func for Pow {
             None => x.powf(self.p),
         }
     }
+    // Negated comparisons on purpose: a NaN takes the branch of a failed test.
+    #[allow(clippy::neg_cmp_op_on_partial_ord)]
     fn domain(&self, l: f64, u: f64) -> Result<()> {
         match self.int() {
             Some(n) if n < 0 && !(l > 0.0 || u < 0.0) => {
@@ -838,6 +844,8 @@ impl Gelu {
             bisect_root(&h, 0.0, 4.0, false)
         })
     }
+    // Negated comparisons on purpose: a NaN takes the branch of a failed test.
+    #[allow(clippy::neg_cmp_op_on_partial_ord)]
     fn candidates(&self, k: f64, l: f64, u: f64) -> Vec<f64> {
         let mut c = vec![l, u];
         let g = |x: f64| self.df(x) - k;

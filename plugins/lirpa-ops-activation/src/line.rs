@@ -40,7 +40,11 @@ impl Line {
     pub fn shifted(self, shift: f64) -> Line {
         Line { k: self.k, b: self.b + self.k * shift }
     }
-    pub fn neg(self) -> Line {
+}
+
+impl std::ops::Neg for Line {
+    type Output = Line;
+    fn neg(self) -> Line {
         Line { k: -self.k, b: -self.b }
     }
 }
@@ -84,7 +88,7 @@ pub fn secure(
     pts: &[f64],
     extra: f64,
 ) -> Line {
-    secure_values(line, lower, check_values(l, u, pts, |p| f(p)), extra)
+    secure_values(line, lower, check_values(l, u, pts, f), extra)
 }
 
 /// The points [`secure`] checks a line on `[l, u]` at (`l`, `u`, the midpoint and the

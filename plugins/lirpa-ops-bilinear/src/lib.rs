@@ -75,8 +75,8 @@ pub(crate) fn mul_interval<T: Scalar>(xl: T, xu: T, yl: T, yu: T) -> (T, T) {
 }
 
 /// A product of two perturbed tensors described by its product terms `L` (Mul's
-/// [`mul::MulTerms`], MatMul's [`matmul::MatMulTerms`]): the one type whose α-CROWN rule
-/// ([`opt`]) serves both. Its operator rules are implemented per `L`.
+/// `mul::MulTerms`, MatMul's `matmul::MatMulTerms`): the one type whose α-CROWN rule
+/// (module `opt`) serves both. Its operator rules are implemented per `L`.
 #[derive(Debug)]
 pub struct Product<L>(pub(crate) L);
 

@@ -250,7 +250,7 @@ impl<T: Scalar> LinearRelaxation<T> for BilinearMatMul {
     }
 
     /// The interpolation between the two McCormick planes of each side, per product term
-    /// (see [`crate::opt`]), when the product has at most [`crate::opt::MATMUL_MAX_TERMS`]
+    /// (see module `opt`), when the product has at most `MATMUL_MAX_TERMS` (4096)
     /// terms (the parameters take `2·terms` values per row of every pass).
     fn optimizable(&self) -> Option<&dyn lirpa_core::OptimizableRelaxation<T>> {
         (self.terms() <= crate::opt::MATMUL_MAX_TERMS).then_some(self as _)

@@ -127,7 +127,7 @@ impl<T: Scalar> LinearRelaxation<T> for BilinearMul {
         &[0, 1]
     }
 
-    /// The interpolation between the two McCormick planes of each side (see [`crate::opt`]).
+    /// The interpolation between the two McCormick planes of each side (see module `opt`).
     fn optimizable(&self) -> Option<&dyn lirpa_core::OptimizableRelaxation<T>> {
         Some(self)
     }

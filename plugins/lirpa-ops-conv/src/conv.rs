@@ -180,7 +180,7 @@ impl<T: Scalar> Conv<T> {
         let n_in = self.ci * hw;
         for i in 0..cig {
             for ky in 0..g.kh {
-                for kx in 0..g.kw {
+                for (kx, &(x0, x1)) in valid_w.iter().enumerate() {
                     let tap = (i * g.kh + ky) * g.kw + kx;
                     let col = cols.col_as_slice_mut(tap);
                     for rr in 0..nr {
@@ -192,7 +192,6 @@ impl<T: Scalar> Conv<T> {
                                 continue;
                             };
                             let src = &xc[iy * g.wi..][..g.wi];
-                            let (x0, x1) = valid_w[kx];
                             dst[..x0].fill(T::zero());
                             dst[x1..].fill(T::zero());
                             if x1 > x0 {

@@ -288,7 +288,7 @@ pub fn build_reshape<T: Scalar>(node: &NodeDef<'_>) -> Result<BuiltOp<T>> {
     }
     if let Some(i) = infer {
         let known: usize = out.iter().enumerate().filter(|(j, _)| *j != i).map(|(_, d)| d).product();
-        if known == 0 || n % known != 0 {
+        if known == 0 || !n.is_multiple_of(known) {
             return Err(Error::Shape(format!("Reshape: cannot reshape {:?} to {target:?}", x.shape)));
         }
         out[i] = n / known;

@@ -350,13 +350,17 @@ struct PassRecord<T: Scalar> {
     active: [Vec<bool>; 2],
 }
 
+/// Linear bounds of the target in terms of its perturbed roots: the coefficients per
+/// root node and the bias.
+type RootForms<T> = (Vec<(NodeId, LinearA<T>)>, LinearBias<T>);
+
 /// One evaluation of a run.
 struct Eval<T: Scalar> {
     /// The final bounds of the run's side.
     bounds: Vec<T>,
     /// Gradients in the order of `AlphaRun::params_mut` (empty without `need_grad`).
     grads: Vec<Vec<T>>,
-    linear: Option<(Vec<(NodeId, LinearA<T>)>, LinearBias<T>)>,
+    linear: Option<RootForms<T>>,
 }
 
 /// How an intermediate node gets its bounds.
@@ -435,7 +439,7 @@ impl<'g, T: Scalar> State<'g, T> {
             .inputs
             .iter()
             .map(|&i| match (&self.values[i], &self.bounds[i]) {
-                (Some(v), _) => Some(Interval { lower: &**v, upper: &**v }),
+                (Some(v), _) => Some(Interval { lower: v, upper: v }),
                 (None, Some((l, u))) => Some(Interval { lower: l.as_slice(), upper: u.as_slice() }),
                 (None, None) => None,
             })
@@ -466,8 +470,8 @@ impl<'g, T: Scalar> State<'g, T> {
     fn needed_nodes(&self, target: NodeId) -> Vec<NodeId> {
         let cone = self.cone(target);
         let mut needed = vec![false; target + 1];
-        for id in 0..=target {
-            if !cone[id] {
+        for (id, &in_cone) in cone.iter().enumerate() {
+            if !in_cone {
                 continue;
             }
             if let Some(op) = self.graph.node(id).op() {
@@ -492,10 +496,10 @@ impl<'g, T: Scalar> State<'g, T> {
             return Ok(Plan::Done(self.ibp_one(id, &vec![None; id + 1])?));
         }
         let reference = self.constrain(id, self.ibp(id)?);
-        if let Some(root) = self.single_perturbed_root(id) {
-            if self.ptb[root].expect("root").is_box() {
-                return Ok(Plan::Done(reference));
-            }
+        if let Some(root) = self.single_perturbed_root(id)
+            && self.ptb[root].expect("root").is_box()
+        {
+            return Ok(Plan::Done(reference));
         }
         let rows = self.rows_to_refine(id, &reference);
         if rows.is_empty() {
@@ -513,8 +517,8 @@ impl<'g, T: Scalar> State<'g, T> {
     fn init_nodes(&self, start: NodeId, rows: usize, lower: bool, upper: bool) -> Result<Vec<AlphaNode<T>>> {
         let cone = self.cone(start);
         let mut nodes = Vec::new();
-        for id in 0..=start {
-            if !cone[id] {
+        for (id, &in_cone) in cone.iter().enumerate() {
+            if !in_cone {
                 continue;
             }
             let Some(opt) = self.optimizable(id) else { continue };
@@ -1187,7 +1191,7 @@ impl<'g, T: Scalar> State<'g, T> {
                             .inputs
                             .iter()
                             .map(|&i| match (&self.values[i], &z[i]) {
-                                (Some(v), _) => BatchInput::Shared(&**v),
+                                (Some(v), _) => BatchInput::Shared(v),
                                 (None, Some(zi)) => BatchInput::Rows(zi.as_slice()),
                                 (None, None) => unreachable!("inputs of a cone node are in the cone"),
                             })

@@ -59,7 +59,7 @@ pub(super) fn compute_bounds_forward<T: Scalar>(
                     .inputs
                     .iter()
                     .map(|&i| match (&st.values[i], &forms[i]) {
-                        (Some(v), _) => Ok(FormInput::Exact(&**v)),
+                        (Some(v), _) => Ok(FormInput::Exact(v)),
                         (None, Some(f)) => Ok(FormInput::Linear(f)),
                         (None, None) => Err(Error::Invalid(format!("forward mode: input {i} has no bounds"))),
                     })
@@ -68,7 +68,7 @@ pub(super) fn compute_bounds_forward<T: Scalar>(
                     .inputs
                     .iter()
                     .map(|&i| match (&st.values[i], &st.bounds[i]) {
-                        (Some(v), _) => Some(Interval { lower: &**v, upper: &**v }),
+                        (Some(v), _) => Some(Interval { lower: v, upper: v }),
                         (None, Some((l, u))) => Some(Interval { lower: l.as_slice(), upper: u.as_slice() }),
                         (None, None) => None,
                     })
