@@ -48,7 +48,6 @@ fn bench_step(c: &mut Criterion) {
                     threads,
                     weight_eps: 0.0,
                     loss_fusion: false,
-                    loss_fusion: false,
                 };
                 let id = BenchmarkId::new(format!("{model}/{mode}"), format!("threads_{threads}"));
                 group.bench_function(id, |b| {

@@ -114,14 +114,15 @@ pub fn run(args: &TrainArgs) -> Result<()> {
     if args.norm != "inf" {
         bail!("--norm {}: only the L∞ input set (inf) is supported in training so far", args.norm);
     }
-    if !(args.eps.is_finite() && args.eps >= 0.0) || !(args.weight_eps.is_finite() && args.weight_eps >= 0.0)
-    {
+    let non_negative = |v: f64| v.is_finite() && v >= 0.0;
+    let positive = |v: f64| v.is_finite() && v > 0.0;
+    if !(non_negative(args.eps) && non_negative(args.weight_eps)) {
         bail!("--eps and --weight-eps must be finite non-negative numbers");
     }
     if let Some(b) = args.quantize.iter().find(|&&b| !(2..=16).contains(&b)) {
         bail!("--quantize {b}: bit widths from 2 to 16");
     }
-    if !(args.lr.is_finite() && args.lr > 0.0) || !(args.lr_decay.is_finite() && args.lr_decay > 0.0) {
+    if !(positive(args.lr) && positive(args.lr_decay)) {
         bail!("--lr and --lr-decay must be positive");
     }
     if args.batch == 0 || args.epochs == 0 {

@@ -261,13 +261,13 @@ impl<T: Scalar> TrainGraph<T> {
         Some(out)
     }
 
-    /// Add to the interval-bound gradients of step `i`'s input the gradient through
-    /// `Ones·(|m| + r)` of `g` (rows: samples), scaled by `scale`.
+    /// Add to `gl`, `gu` (the interval-bound gradients of step `i`'s input, whose bounds
+    /// are `lu`) the gradient through `Ones·(|m| + r)` of `g` (rows: samples), scaled by
+    /// `scale`.
     fn fan_in_backward(
         &self,
         i: usize,
-        l: &Mat<T>,
-        u: &Mat<T>,
+        (l, u): (&Mat<T>, &Mat<T>),
         g: MatRef<'_, T>,
         scale: T,
         gl: &mut Mat<T>,
@@ -569,7 +569,7 @@ impl<T: Scalar> TrainGraph<T> {
                     }
                 }
                 let eps = self.weight_eps;
-                self.fan_in_backward(i, l, u, g_rad.as_ref(), eps, &mut gl_in, &mut gu_in);
+                self.fan_in_backward(i, (l, u), g_rad.as_ref(), eps, &mut gl_in, &mut gu_in);
             }
             TrainRule::Elementwise(e) => {
                 let mut y = vec![T::zero(); rows];
@@ -827,7 +827,7 @@ impl<T: Scalar> TrainGraph<T> {
                         }
                         let (l, u) = (&ibp.lower[i], &ibp.upper[i]);
                         let (gl, gu) = (&mut g.lower[i], &mut g.upper[i]);
-                        self.fan_in_backward(i, l, u, df.as_ref(), T::one(), gl, gu);
+                        self.fan_in_backward(i, (l, u), df.as_ref(), T::one(), gl, gu);
                     }
                 }
                 TrainRule::Elementwise(e) => {

@@ -205,6 +205,10 @@ fn dot(a: &Mat<f64>, b: &Mat<f64>) -> f64 {
     s
 }
 
+/// The objective and its gradients: parameters, input lower, input upper, the
+/// specification matrix.
+type Objective = (f64, Vec<Vec<f64>>, Mat<f64>, Mat<f64>, Mat<f64>);
+
 /// The objective, and its gradients (parameters, input lower, input upper, the
 /// specification matrix).
 fn objective(
@@ -214,7 +218,7 @@ fn objective(
     upper: &Mat<f64>,
     c: &Mat<f64>,
     want_grad: bool,
-) -> (f64, Vec<Vec<f64>>, Mat<f64>, Mat<f64>, Mat<f64>) {
+) -> Objective {
     let nat = g.natural(p.point.as_ref()).unwrap();
     let ibp = g.ibp(lower.as_ref(), upper.as_ref()).unwrap();
     let (lb_i, tape_i) = g.spec_lower(&ibp, c.as_ref(), p.k, SpecMethod::Ibp).unwrap();
