@@ -6,7 +6,7 @@
 
 use criterion::{BenchmarkId, Criterion, criterion_group, criterion_main};
 use faer::Mat;
-use lirpa_train::{Dataset, EpsSchedule, Recipe, TrainConfig, TrainMethod, Trainer};
+use lirpa_train::{Dataset, Recipe, TrainConfig, TrainMethod, Trainer};
 use std::time::Duration;
 
 #[global_allocator]
@@ -32,23 +32,9 @@ fn bench_step(c: &mut Criterion) {
             ("crown-ibp", TrainMethod::CrownIbp, 0.5),
         ] {
             for threads in [1, 2] {
-                let cfg = TrainConfig {
-                    method,
-                    recipe: Recipe {
-                        eps: 0.1,
-                        epochs: 1,
-                        batch: 128,
-                        lr: 1e-3,
-                        schedule: EpsSchedule::default(),
-                        lr_step: None,
-                        lr_decay: 1.0,
-                    },
-                    clip: Some((0.0, 1.0)),
-                    seed: 0,
-                    threads,
-                    weight_eps: 0.0,
-                    loss_fusion: false,
-                };
+                let recipe = Recipe { eps: 0.1, batch: 128, ..Recipe::default() };
+                let cfg =
+                    TrainConfig { method, recipe, clip: Some((0.0, 1.0)), threads, ..TrainConfig::default() };
                 let id = BenchmarkId::new(format!("{model}/{mode}"), format!("threads_{threads}"));
                 group.bench_function(id, |b| {
                     // Each measured step starts again from the initialization, as the anchor's did.

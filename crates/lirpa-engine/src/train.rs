@@ -108,6 +108,17 @@ pub struct SpecTape<T: Scalar> {
     start: usize,
 }
 
+/// −1, 0 or 1.
+fn sign<T: Scalar>(x: T) -> T {
+    if x > T::zero() {
+        T::one()
+    } else if x < T::zero() {
+        -T::one()
+    } else {
+        T::zero()
+    }
+}
+
 fn sum_cols<T: Scalar>(m: MatRef<'_, T>, w: Option<&[T]>) -> Vec<T> {
     (0..m.ncols())
         .map(|j| {
@@ -282,13 +293,7 @@ impl<T: Scalar> TrainGraph<T> {
         for j in 0..s.n_in {
             for r in 0..g.nrows() {
                 let m = (l[(r, j)] + u[(r, j)]) * half;
-                let sign = if m > T::zero() {
-                    T::one()
-                } else if m < T::zero() {
-                    -T::one()
-                } else {
-                    T::zero()
-                };
+                let sign = sign(m);
                 let (dm, dr) = (scale * sign * q[(r, j)], scale * q[(r, j)]);
                 gl[(r, j)] += (dm - dr) * half;
                 gu[(r, j)] += (dm + dr) * half;
@@ -814,13 +819,7 @@ impl<T: Scalar> TrainGraph<T> {
                         for o in 0..s.n_out {
                             for row in 0..nrows {
                                 let (v, smp) = (a_out[(row, o)], row / k);
-                                let sign = if v > T::zero() {
-                                    T::one()
-                                } else if v < T::zero() {
-                                    -T::one()
-                                } else {
-                                    T::zero()
-                                };
+                                let sign = sign(v);
                                 da_out[(row, o)] -= eps * w[row] * sign * f[(smp, o)];
                                 df[(smp, o)] -= eps * w[row] * v.abs();
                             }

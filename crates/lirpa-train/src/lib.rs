@@ -66,6 +66,21 @@ pub struct TrainConfig {
     pub loss_fusion: bool,
 }
 
+impl Default for TrainConfig {
+    /// Natural training with [`Recipe::default`], no clipping, seed 0, one thread.
+    fn default() -> Self {
+        TrainConfig {
+            method: TrainMethod::Natural,
+            recipe: Recipe::default(),
+            clip: None,
+            seed: 0,
+            threads: 1,
+            weight_eps: 0.0,
+            loss_fusion: false,
+        }
+    }
+}
+
 /// What one epoch did.
 #[derive(Clone, Debug)]
 pub struct EpochStats {

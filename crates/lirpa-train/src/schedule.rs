@@ -71,6 +71,21 @@ pub struct Recipe {
     pub lr_decay: f64,
 }
 
+impl Default for Recipe {
+    /// One epoch at ε = 0, batch 64, learning rate 1e-3, no ramp, no decay.
+    fn default() -> Self {
+        Recipe {
+            eps: 0.0,
+            epochs: 1,
+            batch: 64,
+            lr: 1e-3,
+            schedule: EpsSchedule::default(),
+            lr_step: None,
+            lr_decay: 1.0,
+        }
+    }
+}
+
 impl Recipe {
     /// The learning rate of epoch `epoch` (1-based).
     pub fn lr_at(&self, epoch: usize) -> f64 {

@@ -31,23 +31,16 @@ fn run(model: &str, method: TrainMethod) -> Evaluation {
     let (train, test) = (all.rows(0..1437), all.rows(1437..all.len()));
     let bytes = std::fs::read(dir.join(format!("init_{model}.onnx"))).unwrap();
     let graph = lirpa::onnx::load_bytes::<f32>(&bytes, model).unwrap();
-    let cfg = TrainConfig {
-        method,
-        recipe: Recipe {
-            eps: 0.1,
-            epochs: 60,
-            batch: 64,
-            lr: 1e-3,
-            schedule: EpsSchedule { start: 2, length: 23 },
-            lr_step: Some(10),
-            lr_decay: 0.5,
-        },
-        clip: Some((0.0, 1.0)),
-        seed: 0,
-        threads: 1,
-        weight_eps: 0.0,
-        loss_fusion: false,
+    // The anchor's recipe.
+    let recipe = Recipe {
+        eps: 0.1,
+        epochs: 60,
+        schedule: EpsSchedule { start: 2, length: 23 },
+        lr_step: Some(10),
+        lr_decay: 0.5,
+        ..Recipe::default()
     };
+    let cfg = TrainConfig { method, recipe, clip: Some((0.0, 1.0)), ..TrainConfig::default() };
     let started = std::time::Instant::now();
     let trained = lirpa_train::train(&graph, &train, &cfg, |_| {}).unwrap();
     let seconds = started.elapsed().as_secs_f64();
@@ -106,23 +99,9 @@ fn weight_perturbation_training_survives_quantization() {
     let bytes = std::fs::read(dir.join("init_mlp.onnx")).unwrap();
     let graph = lirpa::onnx::load_bytes::<f32>(&bytes, "mlp").unwrap();
     let errors = |method, weight_eps| {
-        let cfg = TrainConfig {
-            method,
-            recipe: Recipe {
-                eps: 0.0,
-                epochs: 60,
-                batch: 64,
-                lr: 1e-3,
-                schedule: EpsSchedule { start: 2, length: 23 },
-                lr_step: None,
-                lr_decay: 1.0,
-            },
-            clip: None,
-            seed: 0,
-            threads: 1,
-            weight_eps,
-            loss_fusion: false,
-        };
+        let recipe =
+            Recipe { epochs: 60, schedule: EpsSchedule { start: 2, length: 23 }, ..Recipe::default() };
+        let cfg = TrainConfig { method, recipe, weight_eps, ..TrainConfig::default() };
         let mut g = lirpa_train::train(&graph, &train, &cfg, |_| {}).unwrap();
         let base = g.params().to_vec();
         let mut out = vec![lirpa_train::clean_error(&g, &test).unwrap()];

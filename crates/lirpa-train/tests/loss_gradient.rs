@@ -8,7 +8,7 @@ use faer::Mat;
 use lirpa::TrainGraph;
 use lirpa::core::RelaxOptions;
 use lirpa::sample::Rng;
-use lirpa_train::{Dataset, EpsSchedule, Recipe, TrainConfig, TrainMethod};
+use lirpa_train::{Dataset, Recipe, TrainConfig, TrainMethod};
 use std::path::PathBuf;
 
 fn training_dir() -> PathBuf {
@@ -35,22 +35,14 @@ fn training_loss_gradient_matches_finite_differences() {
         (TrainMethod::CrownIbp, true, 0.002),
         (TrainMethod::Crown, false, 0.0),
     ] {
+        let recipe = Recipe { eps: 0.1, batch: 8, ..Recipe::default() };
         let cfg = TrainConfig {
             method,
-            recipe: Recipe {
-                eps: 0.1,
-                epochs: 1,
-                batch: 8,
-                lr: 1e-3,
-                schedule: EpsSchedule::default(),
-                lr_step: None,
-                lr_decay: 1.0,
-            },
+            recipe,
             clip: Some((0.0, 1.0)),
-            seed: 0,
-            threads: 1,
             weight_eps,
             loss_fusion,
+            ..TrainConfig::default()
         };
         let mut g = TrainGraph::new(&graph, RelaxOptions::default(), faer::Par::Seq).unwrap();
         let (_, grads) = lirpa_train::loss_and_gradient(&mut g, &cfg, &x, labels, 0.5).unwrap();

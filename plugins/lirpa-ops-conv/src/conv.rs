@@ -648,6 +648,18 @@ fn contiguous<T: Scalar>(m: MatRef<'_, T>) -> Vec<T> {
     v
 }
 
+/// The `rows × channels` view of a [`contiguous`] buffer of `rows × (·)` columns taking
+/// column `first`, then every `stride`-th one (a cell of consecutive channels).
+fn channel_view<T: Scalar>(
+    buf: &[T],
+    rows: usize,
+    first: usize,
+    channels: usize,
+    stride: usize,
+) -> MatRef<'_, T> {
+    MatRef::from_column_major_slice_with_stride(&buf[first * rows..], rows, channels, stride * rows)
+}
+
 impl<T: Scalar> Conv<T> {
     /// Per kernel tap of group `grp`, the `C_in/g × C_out/g` matrix of weights `w`.
     fn tap_weights(&self, w: &[T], grp: usize) -> Vec<Mat<T>> {
@@ -688,12 +700,7 @@ impl<T: Scalar> AffineTrain<T> for Conv<T> {
         for grp in 0..self.groups {
             let taps = self.tap_weights(w, grp);
             self.for_each_position_tap(|pos, t, q| {
-                let xv = MatRef::from_column_major_slice_with_stride(
-                    &xb[(grp * cig * hw + q) * rows..],
-                    rows,
-                    cig,
-                    hw * rows,
-                );
+                let xv = channel_view(&xb, rows, grp * cig * hw + q, cig, hw);
                 let ov = MatMut::from_column_major_slice_with_stride_mut(
                     &mut ob[(grp * cog * p + pos) * rows..],
                     rows,
@@ -751,18 +758,8 @@ impl<T: Scalar> AffineTrain<T> for Conv<T> {
             // Per tap, Σ over positions of G_pᵀ · X_q (C_out/g × C_in/g).
             let mut acc: Vec<Mat<T>> = (0..k).map(|_| Mat::zeros(cog, cig)).collect();
             self.for_each_position_tap(|pos, t, q| {
-                let xv = MatRef::from_column_major_slice_with_stride(
-                    &xb[(grp * cig * hw + q) * rows..],
-                    rows,
-                    cig,
-                    hw * rows,
-                );
-                let gv = MatRef::from_column_major_slice_with_stride(
-                    &gb[(grp * cog * p + pos) * rows..],
-                    rows,
-                    cog,
-                    p * rows,
-                );
+                let xv = channel_view(&xb, rows, grp * cig * hw + q, cig, hw);
+                let gv = channel_view(&gb, rows, grp * cog * p + pos, cog, p);
                 matmul(acc[t].as_mut(), Accum::Add, gv.transpose(), xv, T::one(), Par::Seq);
             });
             for (t, a) in acc.iter().enumerate() {
