@@ -7,7 +7,7 @@
 //! matrix and added to the block of the input position it reads. Dense coefficients and
 //! windowed ones (see `lirpa_core::window`) use the same loop; only the frame differs.
 
-use crate::geom::{Geom, spatial_input};
+use lirpa_core::spatial::{Geom, spatial_input};
 use faer::linalg::matmul::matmul;
 use faer::{Accum, Mat, MatMut, MatRef, Par};
 use lirpa_core::linear::mat_vec;
