@@ -7,13 +7,13 @@
 //! matrix and added to the block of the input position it reads. Dense coefficients and
 //! windowed ones (see `lirpa_core::window`) use the same loop; only the frame differs.
 
-use lirpa_core::spatial::{Geom, spatial_input};
 use faer::linalg::matmul::matmul;
 use faer::{Accum, Mat, MatMut, MatRef, Par};
 use lirpa_core::linear::mat_vec;
 use lirpa_core::op::{
     BackwardCtx, BatchInput, Evaluate, Interval, IntervalRule, LinearRelaxation, NodeDef, Operator,
 };
+use lirpa_core::spatial::{Geom, spatial_input};
 use lirpa_core::{
     AffineTrain, BackwardResult, BuiltOp, Error, LinearA, LinearBias, Param, Result, Scalar, Shape,
     TensorData, TrainRule, Trainable, Window,
