@@ -74,7 +74,8 @@ pub fn build_conv<T: Scalar>(node: &NodeDef<'_>) -> Result<BuiltOp<T>> {
             }
         }
     }
-    let mut edges = vec![0, 1];
+    // The operator's inputs: `A = W` (node input 1), `B = X` (node input 0), the bias.
+    let mut edges = vec![1, 0];
     let bias = if !has_b {
         GemmBias::None
     } else {

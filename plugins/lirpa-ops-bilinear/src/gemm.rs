@@ -374,11 +374,15 @@ impl<T: Scalar> OptimizableRelaxation<T> for BilinearGemm<T> {
     ) -> Result<()> {
         let (zx, zy) = self.inner_z(z, a.nrows());
         let sa = self.scaled(a);
-        // The product's gradients on A', B', scattered back to A, B.
-        let sized =
-            |g: &[Vec<T>], i: usize, n: usize| if g[i].len() == n { vec![T::zero(); n] } else { Vec::new() };
-        let mut gl = vec![sized(grad_lower, 0, self.na), sized(grad_lower, 1, self.nb)];
-        let mut gu = vec![sized(grad_upper, 0, self.na), sized(grad_upper, 1, self.nb)];
+        // The product's gradients on A', B' (as many as their index maps, which need
+        // not be the sizes of A, B), scattered back to A, B.
+        let inner_len = |map: &Option<Vec<usize>>, n: usize| map.as_ref().map_or(n, |m| m.len());
+        let (ia, ib) = (inner_len(&self.ta, self.na), inner_len(&self.tb, self.nb));
+        let sized = |g: &[Vec<T>], i: usize, n: usize, inner: usize| {
+            if g[i].len() == n { vec![T::zero(); inner] } else { Vec::new() }
+        };
+        let mut gl = vec![sized(grad_lower, 0, self.na, ia), sized(grad_lower, 1, self.nb, ib)];
+        let mut gu = vec![sized(grad_upper, 0, self.na, ia), sized(grad_upper, 1, self.nb, ib)];
         self.with_inner(ctx, |c| {
             self.mm.bounds_grad(c, params, sa.as_ref(), upper, &[&zx[..], &zy[..]], weight, &mut gl, &mut gu)
         })??;

@@ -804,7 +804,7 @@ pub fn build_conv<T: Scalar>(node: &NodeDef<'_>) -> Result<BuiltOp<T>> {
     let (ci, hi, wi, dims) = spatial_input(&x.shape, "Conv")?;
     if !node.is_const(1) {
         return Err(Error::unimplemented(
-            "Conv with a perturbed weight (only constant weights are supported)",
+            "Conv with a perturbed weight here (the bilinear plugin, lirpa-ops-bilinear, handles it)",
         ));
     }
     let w = node.const_input(1)?;
@@ -834,7 +834,9 @@ pub fn build_conv<T: Scalar>(node: &NodeDef<'_>) -> Result<BuiltOp<T>> {
     let g = Geom::from_attrs(node, dims, hi, wi, kernel)?;
     let bias = match node.inputs.get(2) {
         Some(Some(_)) => {
-            let b = node.const_input(2).map_err(|_| Error::unimplemented("Conv with a perturbed bias"))?;
+            let b = node.const_input(2).map_err(|_| {
+                Error::unimplemented("Conv with a perturbed bias here (the bilinear plugin handles it)")
+            })?;
             b.check_finite("Conv bias")?;
             Some(b.data.as_slice())
         }
