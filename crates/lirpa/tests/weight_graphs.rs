@@ -441,7 +441,10 @@ fn conv_reference(geo: &Geo, x: &[f64], w: &[f64], b: Option<&[f64]>) -> Vec<f64
     y
 }
 
-fn build_conv_net(spec: &ConvSpec) -> (Graph<f64>, Vec<InputValue<f64>>, HashMap<String, Source>, Vec<Geo>) {
+/// A built network: graph, graph-input values, tensor sources, layer geometries.
+type ConvNet = (Graph<f64>, Vec<InputValue<f64>>, HashMap<String, Source>, Vec<Geo>);
+
+fn build_conv_net(spec: &ConvSpec) -> ConvNet {
     let geos = resolve(spec);
     let mut rng = Rng::new(spec.seed);
     let mut b = GraphBuilder::<f64>::new();
