@@ -15,6 +15,7 @@ pub mod perturbation;
 pub mod registry;
 pub mod rng;
 pub mod scalar;
+pub mod spatial;
 pub mod tensor;
 pub mod train;
 pub mod window;

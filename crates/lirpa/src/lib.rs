@@ -70,7 +70,7 @@ pub fn standard_ops() -> Vec<&'static str> {
     #[cfg(feature = "activation")]
     v.extend(lirpa_ops_activation::OPS);
     v.sort_unstable();
-    // Bilinear refines operator types the linear plugin also registers.
+    // Bilinear refines operator types the linear and conv plugins also register.
     v.dedup();
     v
 }

@@ -9,10 +9,16 @@
 //!
 //! The builder declines a constant `B` with a constant or absent `C` and `transA = 0`
 //! (the linear plugin's exact affine map).
+//!
+//! The index maps may also say "the constant 0" ([`ZERO`]): an element of `A'` or `B'`
+//! that is no element of its input (a convolution's padding, module `conv`). Its bounds
+//! and values are 0; the product's coefficients on it are dropped, which is exact since
+//! it is the constant 0. The same operator therefore serves a Conv with a perturbed
+//! weight, whose `B'` is the im2col of the input.
 
 use crate::matmul::BilinearMatMul;
 use faer::{Mat, MatRef};
-use lirpa_core::linear::{scatter_columns, scatter_columns_scaled};
+use lirpa_core::linear::scatter_columns_scaled;
 use lirpa_core::op::{BackwardCtx, Evaluate, Interval, IntervalRule, LinearRelaxation, NodeDef, Operator};
 use lirpa_core::{
     BackwardResult, BuiltOp, Error, LinearA, OptimizableRelaxation, Result, Scalar, SideParams,
@@ -21,9 +27,12 @@ use lirpa_core::{
 use smallvec::smallvec;
 use std::borrow::Cow;
 
+/// An index-map entry standing for the constant 0 rather than an element of the input.
+pub(crate) const ZERO: usize = usize::MAX;
+
 /// The bias term of a Gemm.
 #[derive(Debug)]
-enum GemmBias<T: Scalar> {
+pub(crate) enum GemmBias<T: Scalar> {
     None,
     /// `beta · C` broadcast to the output, row-major `m × n`.
     Const(Vec<T>),
@@ -36,18 +45,21 @@ enum GemmBias<T: Scalar> {
     },
 }
 
-/// A Gemm with a perturbed factor (see the module documentation).
+/// A Gemm with a perturbed factor (see the module documentation), or another operator
+/// that is such a product seen through index maps (`op_type`).
 #[derive(Debug)]
 pub struct BilinearGemm<T: Scalar> {
-    mm: BilinearMatMul,
-    /// For every element of `A'` (`B'`), the element of `A` (`B`) it is; `None` when not
-    /// transposed.
-    ta: Option<Vec<usize>>,
-    tb: Option<Vec<usize>>,
-    na: usize,
-    nb: usize,
-    alpha: T,
-    bias: GemmBias<T>,
+    pub(crate) op_type: &'static str,
+    pub(crate) mm: BilinearMatMul,
+    /// For every element of `A'` (`B'`), the element of `A` (`B`) it is, or [`ZERO`];
+    /// `None` for the identity.
+    pub(crate) ta: Option<Vec<usize>>,
+    pub(crate) tb: Option<Vec<usize>>,
+    /// Number of elements of `A` and `B`.
+    pub(crate) na: usize,
+    pub(crate) nb: usize,
+    pub(crate) alpha: T,
+    pub(crate) bias: GemmBias<T>,
 }
 
 /// The index map of a transposition: element `i·c + t` of the `r × c` transposed matrix
@@ -56,19 +68,37 @@ fn transpose_map(r: usize, c: usize) -> Vec<usize> {
     (0..r * c).map(|p| (p % c) * r + p / c).collect()
 }
 
-/// `v` read through `map` (`out[i] = v[map[i]]`), for each of `rows` rows of `v`.
-fn gather<'a, T: Copy>(v: &'a [T], map: &Option<Vec<usize>>, rows: usize) -> Cow<'a, [T]> {
+/// `v` read through `map` (`out[i] = v[map[i]]`, 0 where `map[i]` is [`ZERO`]), for
+/// each of `rows` rows of `v`.
+fn gather<'a, T: Scalar>(v: &'a [T], map: &Option<Vec<usize>>, rows: usize) -> Cow<'a, [T]> {
     match map {
         None => Cow::Borrowed(v),
         Some(map) => {
             let n = v.len() / rows.max(1);
             let mut out = Vec::with_capacity(rows * map.len());
             for r in 0..rows {
-                out.extend(map.iter().map(|&i| v[r * n + i]));
+                out.extend(map.iter().map(|&i| if i == ZERO { T::zero() } else { v[r * n + i] }));
             }
             Cow::Owned(out)
         }
     }
+}
+
+/// Coefficients on the elements of `A'` (columns) summed onto the `n` elements of `A`
+/// through `map`; columns of [`ZERO`] elements are dropped (they multiply the constant 0).
+fn scatter_map<T: Scalar>(a: &Mat<T>, map: &[usize], n: usize) -> Mat<T> {
+    debug_assert_eq!(a.ncols(), map.len());
+    let mut out = Mat::<T>::zeros(a.nrows(), n);
+    for (i, &j) in map.iter().enumerate() {
+        if j == ZERO {
+            continue;
+        }
+        let from = a.col_as_slice(i);
+        for (d, &v) in out.col_as_slice_mut(j).iter_mut().zip(from) {
+            *d += v;
+        }
+    }
+    out
 }
 
 pub fn build_gemm<T: Scalar>(node: &NodeDef<'_>) -> Result<BuiltOp<T>> {
@@ -106,6 +136,7 @@ pub fn build_gemm<T: Scalar>(node: &NodeDef<'_>) -> Result<BuiltOp<T>> {
         }
     };
     let op = BilinearGemm {
+        op_type: "Gemm",
         mm,
         ta: trans_a.then(|| transpose_map(m, k)),
         tb: trans_b.then(|| transpose_map(k, n)),
@@ -151,7 +182,7 @@ impl<T: Scalar> BilinearGemm<T> {
             |e: Option<LinearA<T>>, map: &Option<Vec<usize>>, n: usize| -> Result<Option<LinearA<T>>> {
                 e.map(|e| match map {
                     None => Ok(e),
-                    Some(map) => e.map(|m| Ok(scatter_columns(m, map, n))),
+                    Some(map) => e.map(|m| Ok(scatter_map(m, map, n))),
                 })
                 .transpose()
             };
@@ -343,18 +374,25 @@ impl<T: Scalar> OptimizableRelaxation<T> for BilinearGemm<T> {
     ) -> Result<()> {
         let (zx, zy) = self.inner_z(z, a.nrows());
         let sa = self.scaled(a);
-        // The product's gradients on A', B', scattered back to A, B.
-        let sized =
-            |g: &[Vec<T>], i: usize, n: usize| if g[i].len() == n { vec![T::zero(); n] } else { Vec::new() };
-        let mut gl = vec![sized(grad_lower, 0, self.na), sized(grad_lower, 1, self.nb)];
-        let mut gu = vec![sized(grad_upper, 0, self.na), sized(grad_upper, 1, self.nb)];
+        // The product's gradients on A', B' (as many as their index maps, which need
+        // not be the sizes of A, B), scattered back to A, B.
+        let inner_len = |map: &Option<Vec<usize>>, n: usize| map.as_ref().map_or(n, |m| m.len());
+        let (ia, ib) = (inner_len(&self.ta, self.na), inner_len(&self.tb, self.nb));
+        let sized = |g: &[Vec<T>], i: usize, n: usize, inner: usize| {
+            if g[i].len() == n { vec![T::zero(); inner] } else { Vec::new() }
+        };
+        let mut gl = vec![sized(grad_lower, 0, self.na, ia), sized(grad_lower, 1, self.nb, ib)];
+        let mut gu = vec![sized(grad_upper, 0, self.na, ia), sized(grad_upper, 1, self.nb, ib)];
         self.with_inner(ctx, |c| {
             self.mm.bounds_grad(c, params, sa.as_ref(), upper, &[&zx[..], &zy[..]], weight, &mut gl, &mut gu)
         })??;
         for (outer, inner) in [(grad_lower, gl), (grad_upper, gu)] {
             for (i, map) in [(0, &self.ta), (1, &self.tb)] {
                 for (j, g) in inner[i].iter().enumerate() {
-                    outer[i][map.as_ref().map_or(j, |m| m[j])] += *g;
+                    match map.as_ref().map_or(j, |m| m[j]) {
+                        ZERO => {}
+                        o => outer[i][o] += *g,
+                    }
                 }
             }
         }
@@ -364,6 +402,6 @@ impl<T: Scalar> OptimizableRelaxation<T> for BilinearGemm<T> {
 
 impl<T: Scalar> Operator<T> for BilinearGemm<T> {
     fn op_type(&self) -> &str {
-        "Gemm"
+        self.op_type
     }
 }

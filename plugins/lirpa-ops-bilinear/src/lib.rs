@@ -17,11 +17,14 @@
 //!
 //! Gemm with a perturbed factor (a perturbed weight, alone or with a perturbed input,
 //! or a perturbed bias) is the MatMul of its transposed operands, scaled, plus the bias
-//! (module `gemm`).
+//! (module `gemm`). Conv with a perturbed weight or bias is the same operator: the
+//! batched MatMul of the weight (`[g, C_out/g, C_in/g·kh·kw]`) and the input's im2col,
+//! an index map whose padding taps are the constant 0 (module `conv`).
 //!
-//! These builders register with priority 10 for Mul, MatMul, Gemm and Div and *decline*
-//! (see [`lirpa_core::registry`]) the uses the linear plugin handles exactly: a
-//! constant factor of Mul, a constant right operand of MatMul, a constant divisor.
+//! These builders register with priority 10 for Mul, MatMul, Gemm, Conv and Div and
+//! *decline* (see [`lirpa_core::registry`]) the uses the linear and conv plugins handle
+//! exactly: a constant factor of Mul, a constant right operand of MatMul, a constant
+//! divisor, a Conv whose weight and bias are constant.
 //! They take a constant left operand of MatMul (exact here) and a constant numerator
 //! of Div (an exact scaling of the reciprocal).
 //!
@@ -30,6 +33,7 @@
 //! reciprocal's bounds `1/u`, `1/l` are rounded outward, so rounding in the
 //! relaxation itself cannot make a bound unsound.
 
+mod conv;
 mod div;
 mod gemm;
 mod matmul;
@@ -45,9 +49,10 @@ register_op!(priority = 10, "Mul", mul::build_mul);
 register_op!(priority = 10, "MatMul", matmul::build_matmul);
 register_op!(priority = 10, "Div", div::build_div);
 register_op!(priority = 10, "Gemm", gemm::build_gemm);
+register_op!(priority = 10, "Conv", conv::build_conv);
 
 /// The operator types this crate registers (checked by the facade's tests).
-pub const OPS: &[&str] = &["Div", "Gemm", "MatMul", "Mul"];
+pub const OPS: &[&str] = &["Conv", "Div", "Gemm", "MatMul", "Mul"];
 
 use lirpa_core::Scalar;
 

@@ -7,13 +7,13 @@
 //! matrix and added to the block of the input position it reads. Dense coefficients and
 //! windowed ones (see `lirpa_core::window`) use the same loop; only the frame differs.
 
-use crate::geom::{Geom, spatial_input};
 use faer::linalg::matmul::matmul;
 use faer::{Accum, Mat, MatMut, MatRef, Par};
 use lirpa_core::linear::mat_vec;
 use lirpa_core::op::{
     BackwardCtx, BatchInput, Evaluate, Interval, IntervalRule, LinearRelaxation, NodeDef, Operator,
 };
+use lirpa_core::spatial::{Geom, spatial_input};
 use lirpa_core::{
     AffineTrain, BackwardResult, BuiltOp, Error, LinearA, LinearBias, Param, Result, Scalar, Shape,
     TensorData, TrainRule, Trainable, Window,
@@ -801,7 +801,7 @@ pub fn build_conv<T: Scalar>(node: &NodeDef<'_>) -> Result<BuiltOp<T>> {
     let (ci, hi, wi, dims) = spatial_input(&x.shape, "Conv")?;
     if !node.is_const(1) {
         return Err(Error::unimplemented(
-            "Conv with a perturbed weight (only constant weights are supported)",
+            "Conv with a perturbed weight here (the bilinear plugin, lirpa-ops-bilinear, handles it)",
         ));
     }
     let w = node.const_input(1)?;
@@ -831,7 +831,9 @@ pub fn build_conv<T: Scalar>(node: &NodeDef<'_>) -> Result<BuiltOp<T>> {
     let g = Geom::from_attrs(node, dims, hi, wi, kernel)?;
     let bias = match node.inputs.get(2) {
         Some(Some(_)) => {
-            let b = node.const_input(2).map_err(|_| Error::unimplemented("Conv with a perturbed bias"))?;
+            let b = node.const_input(2).map_err(|_| {
+                Error::unimplemented("Conv with a perturbed bias here (the bilinear plugin handles it)")
+            })?;
             b.check_finite("Conv bias")?;
             Some(b.data.as_slice())
         }

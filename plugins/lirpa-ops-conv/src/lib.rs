@@ -9,7 +9,6 @@
 
 pub mod bn;
 pub mod conv;
-pub mod geom;
 pub mod maxpool;
 
 use lirpa_core::register_op;

@@ -10,9 +10,9 @@
 //! Overlapping windows need nothing special in backward mode: every output's lines are
 //! valid, and coefficients of different outputs that read the same input add up.
 
-use crate::geom::{Geom, spatial_input};
 use faer::{Mat, MatRef};
 use lirpa_core::op::{BackwardCtx, Evaluate, Interval, IntervalRule, LinearRelaxation, NodeDef, Operator};
+use lirpa_core::spatial::{Geom, spatial_input};
 use lirpa_core::{BackwardResult, BuiltOp, Error, LinearA, LinearBias, Result, Scalar, Shape};
 use smallvec::SmallVec;
 

@@ -1,10 +1,13 @@
-//! Geometry of convolution-like operators (Conv, ConvTranspose, pooling), with 1-D
-//! operators normalized to 2-D (`h = 1`, kernel height 1).
+//! Geometry of a sliding window over a `[1, C, H, W]` (or `[1, C, L]`) tensor: output
+//! size from kernel, strides, dilations, padding (`pads`, `auto_pad`) and `ceil_mode`,
+//! and which input position each window tap reads. 1-D windows are normalized to 2-D
+//! (`h = 1`, kernel height 1). Operator-free: every windowed operator's plugin reads
+//! its attributes through [`Geom::from_attrs`].
 
-use lirpa_core::op::NodeDef;
-use lirpa_core::{Error, Result};
+use crate::op::NodeDef;
+use crate::{Error, Result};
 
-/// Spatial geometry of a windowed operator on a `[1, C, H, W]` (or `[1, C, L]`) input.
+/// Spatial geometry of a sliding window on a `[1, C, H, W]` (or `[1, C, L]`) input.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Geom {
     pub hi: usize,
