@@ -707,8 +707,8 @@ impl<T: Scalar> TrainGraph<T> {
                 TrainRule::Affine(r) => {
                     if let Some(b) = &s.bias {
                         for (j, &bj) in b.iter().enumerate() {
-                            for (row, acc) in bias.iter_mut().enumerate() {
-                                *acc += a[(row, j)] * bj;
+                            for (acc, &v) in bias.iter_mut().zip(a.col_as_slice(j)) {
+                                *acc += v * bj;
                             }
                         }
                     }
@@ -750,10 +750,13 @@ impl<T: Scalar> TrainGraph<T> {
         let (l, u) = (&tape.lower[end], &tape.upper[end]);
         let mut out = bias;
         for j in 0..a.ncols() {
-            for (row, o) in out.iter_mut().enumerate() {
-                let v = a[(row, j)];
-                let smp = row / k;
-                *o += if v >= T::zero() { v * l[(smp, j)] } else { v * u[(smp, j)] };
+            let (lc, uc) = (l.col_as_slice(j), u.col_as_slice(j));
+            // Rows come k per sample.
+            for (smp, (o, col)) in out.chunks_mut(k).zip(a.col_as_slice(j).chunks(k)).enumerate() {
+                let (lo, hi) = (lc[smp], uc[smp]);
+                for (o, &v) in o.iter_mut().zip(col) {
+                    *o += if v >= T::zero() { v * lo } else { v * hi };
+                }
             }
         }
         if out.iter().any(|v| !v.is_finite()) {
@@ -782,15 +785,22 @@ impl<T: Scalar> TrainGraph<T> {
         // dA at the end value, and the bound gradients there.
         let mut da = Mat::<T>::zeros(nrows, a.ncols());
         for j in 0..a.ncols() {
-            for row in 0..nrows {
-                let (v, smp) = (a[(row, j)], row / k);
-                if v >= T::zero() {
-                    da[(row, j)] = w[row] * l[(smp, j)];
-                    g.lower[spec.end][(smp, j)] += w[row] * v;
-                } else {
-                    da[(row, j)] = w[row] * u[(smp, j)];
-                    g.upper[spec.end][(smp, j)] += w[row] * v;
+            let (lc, uc) = (l.col_as_slice(j), u.col_as_slice(j));
+            let (ac, dc) = (a.col_as_slice(j), da.col_as_slice_mut(j));
+            for smp in 0..nrows / k {
+                let (mut gl, mut gu) = (T::zero(), T::zero());
+                for row in smp * k..(smp + 1) * k {
+                    let v = ac[row];
+                    if v >= T::zero() {
+                        dc[row] = w[row] * lc[smp];
+                        gl += w[row] * v;
+                    } else {
+                        dc[row] = w[row] * uc[smp];
+                        gu += w[row] * v;
+                    }
                 }
+                g.lower[spec.end][(smp, j)] += gl;
+                g.upper[spec.end][(smp, j)] += gu;
             }
         }
         for i in spec.end..spec.start {
@@ -806,8 +816,8 @@ impl<T: Scalar> TrainGraph<T> {
                     if let Some(b) = &s.bias {
                         r.bias_grad(&sum_cols(a_out.as_ref(), Some(w)), &mut local);
                         for (j, &bj) in b.iter().enumerate() {
-                            for row in 0..nrows {
-                                da_out[(row, j)] += w[row] * bj;
+                            for (d, &wr) in da_out.col_as_slice_mut(j).iter_mut().zip(w) {
+                                *d += wr * bj;
                             }
                         }
                     }

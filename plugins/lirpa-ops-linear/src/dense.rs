@@ -1,7 +1,7 @@
 //! `y[m, :] = W · x[m, :] + b[m, :]` for every row `m`: Gemm and MatMul by a constant.
 
 use faer::linalg::matmul::matmul;
-use faer::{Accum, Mat, MatMut, MatRef, Par};
+use faer::{Accum, MatMut, MatRef, Par};
 use lirpa_core::linear::par_for;
 use lirpa_core::op::{BackwardCtx, Evaluate, Interval, IntervalRule, LinearRelaxation, NodeDef, Operator};
 use lirpa_core::{
@@ -189,14 +189,15 @@ impl<T: Scalar> AffineTrain<T> for Dense<T> {
     fn weight_grad(&self, g: MatRef<'_, T>, x: MatRef<'_, T>, abs: bool, grads: &mut [Vec<T>], par: Par) {
         let (n_out, n_in) = (self.n_out, self.n_in);
         if abs {
-            let mut gw = Mat::<T>::zeros(n_out, n_in);
-            matmul(gw.as_mut(), Accum::Replace, g.transpose(), x, T::one(), par);
-            for j in 0..n_out {
-                for t in 0..n_in {
-                    let s = self.w[j * n_in + t];
-                    if s != T::zero() {
-                        grads[0][j * n_in + t] += if s > T::zero() { gw[(j, t)] } else { -gw[(j, t)] };
-                    }
+            // The product in the weights' row-major layout, then times sign(W).
+            let mut gw = vec![T::zero(); n_out * n_in];
+            let view = MatMut::from_row_major_slice_mut(&mut gw, n_out, n_in);
+            matmul(view, Accum::Replace, g.transpose(), x, T::one(), par);
+            for ((d, &s), &v) in grads[0].iter_mut().zip(&self.w).zip(&gw) {
+                if s > T::zero() {
+                    *d += v;
+                } else if s < T::zero() {
+                    *d -= v;
                 }
             }
             return;
