@@ -105,40 +105,61 @@ enum Source {
 
 /// The graph, one value per graph input (the model input first), and every tensor's
 /// source by name (for [`reference_forward`]).
+/// The tensors of a random network: graph inputs with their sets, and where each came from.
+struct Tensors {
+    inputs: Vec<InputValue<f64>>,
+    sources: HashMap<String, Source>,
+    perturb_x: bool,
+    radius: f64,
+}
+
+impl Tensors {
+    fn new(perturb_x: bool, radius: f64) -> Self {
+        Tensors { inputs: Vec::new(), sources: HashMap::new(), perturb_x, radius }
+    }
+
+    /// Add a tensor with random values: a graph input with a random set (a perturbed
+    /// initializer; the input `x` stays exact unless `perturb_x`), or a constant.
+    fn tensor(
+        &mut self,
+        b: &mut GraphBuilder<f64>,
+        rng: &mut Rng,
+        name: &str,
+        shape: &[usize],
+        perturbed: bool,
+    ) {
+        let n: usize = shape.iter().product();
+        let value: Vec<f64> = (0..n).map(|_| rng.uniform() * 2.0 - 1.0).collect();
+        if perturbed {
+            b.add_input(name, shape).unwrap();
+            self.sources.insert(name.to_string(), Source::Input(self.inputs.len()));
+            self.inputs.push(if name == "x" && !self.perturb_x {
+                InputValue::Exact(value)
+            } else {
+                InputValue::Perturbed(random_set(rng, value, self.radius))
+            });
+        } else {
+            b.add_constant(name, TensorData::float(shape, value.clone()).unwrap()).unwrap();
+            self.sources.insert(name.to_string(), Source::Const(value));
+        }
+    }
+}
+
 fn build(spec: &Spec) -> (Graph<f64>, Vec<InputValue<f64>>, HashMap<String, Source>) {
     let mut rng = Rng::new(spec.seed);
     let mut b = GraphBuilder::<f64>::new();
-    let mut inputs = Vec::new();
-    let mut sources = HashMap::new();
-    // A tensor: a graph input with a random set (a perturbed initializer), or a constant.
-    let mut tensor =
-        |b: &mut GraphBuilder<f64>, rng: &mut Rng, name: &str, shape: &[usize], perturbed: bool| {
-            let n: usize = shape.iter().product();
-            let value: Vec<f64> = (0..n).map(|_| rng.uniform() * 2.0 - 1.0).collect();
-            if perturbed {
-                b.add_input(name, shape).unwrap();
-                sources.insert(name.to_string(), Source::Input(inputs.len()));
-                inputs.push(if name == "x" && !spec.perturb_x {
-                    InputValue::Exact(value)
-                } else {
-                    InputValue::Perturbed(random_set(rng, value, spec.radius))
-                });
-            } else {
-                b.add_constant(name, TensorData::float(shape, value.clone()).unwrap()).unwrap();
-                sources.insert(name.to_string(), Source::Const(value));
-            }
-        };
+    let mut net = Tensors::new(spec.perturb_x, spec.radius);
     let x_shape = if spec.trans_a { [spec.n_in, spec.rows] } else { [spec.rows, spec.n_in] };
     // A constant model input (the first layer's `A` constant, its weight perturbed) in a
     // third of the cases where the input is not perturbed and the first weight is.
     let x_const = !spec.perturb_x && spec.seed.is_multiple_of(3) && spec.layers[0].perturb_w;
-    tensor(&mut b, &mut rng, "x", &x_shape, !x_const);
+    net.tensor(&mut b, &mut rng, "x", &x_shape, !x_const);
     let (mut src, mut width) = ("x".to_string(), spec.n_in);
     for (i, l) in spec.layers.iter().enumerate() {
         let (w, bias, out) = (format!("w{i}"), format!("b{i}"), format!("y{i}"));
         if l.kind == 2 {
             // MatMul by a [width_in, width] weight.
-            tensor(&mut b, &mut rng, &w, &[width, l.width], l.perturb_w);
+            net.tensor(&mut b, &mut rng, &w, &[width, l.width], l.perturb_w);
             let none = Attributes::default();
             let a = if i == 0 && spec.trans_a {
                 b.add_node("xt", "Transpose", "", 13, &none, &[Some("x")]).unwrap();
@@ -149,7 +170,7 @@ fn build(spec: &Spec) -> (Graph<f64>, Vec<InputValue<f64>>, HashMap<String, Sour
             b.add_node(&out, "MatMul", "", 13, &none, &[Some(&a), Some(&w)]).unwrap();
         } else {
             let w_shape = if l.trans_b { [l.width, width] } else { [width, l.width] };
-            tensor(&mut b, &mut rng, &w, &w_shape, l.perturb_w);
+            net.tensor(&mut b, &mut rng, &w, &w_shape, l.perturb_w);
             let mut attrs = Attributes::default();
             attrs.insert("transA", Attr::Int((i == 0 && spec.trans_a) as i64));
             attrs.insert("transB", Attr::Int(l.trans_b as i64));
@@ -161,7 +182,7 @@ fn build(spec: &Spec) -> (Graph<f64>, Vec<InputValue<f64>>, HashMap<String, Sour
                 _ => Some(vec![spec.rows, l.width]),
             };
             if let Some(shape) = &c {
-                tensor(&mut b, &mut rng, &bias, shape, l.perturb_b);
+                net.tensor(&mut b, &mut rng, &bias, shape, l.perturb_b);
             }
             let ins = [Some(src.as_str()), Some(w.as_str()), c.as_ref().map(|_| bias.as_str())];
             let n = if c.is_some() { 3 } else { 2 };
@@ -175,7 +196,7 @@ fn build(spec: &Spec) -> (Graph<f64>, Vec<InputValue<f64>>, HashMap<String, Sour
             src = r;
         }
     }
-    (b.finish(&[&src]).unwrap(), inputs, sources)
+    (b.finish(&[&src]).unwrap(), net.inputs, net.sources)
 }
 
 /// The MLP of `spec` evaluated directly (row-major loops, no operator code), with the
@@ -448,38 +469,20 @@ fn build_conv_net(spec: &ConvSpec) -> ConvNet {
     let geos = resolve(spec);
     let mut rng = Rng::new(spec.seed);
     let mut b = GraphBuilder::<f64>::new();
-    let mut inputs = Vec::new();
-    let mut sources = HashMap::new();
+    let mut net = Tensors::new(spec.perturb_x, spec.radius);
     let x_const = !spec.perturb_x && spec.seed.is_multiple_of(3) && spec.layers[0].perturb_w;
-    let mut tensor =
-        |b: &mut GraphBuilder<f64>, rng: &mut Rng, name: &str, shape: &[usize], perturbed: bool| {
-            let n: usize = shape.iter().product();
-            let value: Vec<f64> = (0..n).map(|_| rng.uniform() * 2.0 - 1.0).collect();
-            if perturbed {
-                b.add_input(name, shape).unwrap();
-                sources.insert(name.to_string(), Source::Input(inputs.len()));
-                inputs.push(if name == "x" && !spec.perturb_x {
-                    InputValue::Exact(value)
-                } else {
-                    InputValue::Perturbed(random_set(rng, value, spec.radius))
-                });
-            } else {
-                b.add_constant(name, TensorData::float(shape, value.clone()).unwrap()).unwrap();
-                sources.insert(name.to_string(), Source::Const(value));
-            }
-        };
     let spatial = |h: usize, w: usize| if spec.two_d { vec![h, w] } else { vec![w] };
     let mut x_shape = vec![1, spec.c];
     x_shape.extend(spatial(spec.h, spec.w));
-    tensor(&mut b, &mut rng, "x", &x_shape, !x_const);
+    net.tensor(&mut b, &mut rng, "x", &x_shape, !x_const);
     let mut src = "x".to_string();
     for (i, (l, geo)) in spec.layers.iter().zip(&geos).enumerate() {
         let (w, bias, out) = (format!("w{i}"), format!("b{i}"), format!("y{i}"));
         let mut w_shape = vec![geo.co, geo.ci / geo.g];
         w_shape.extend(spatial(geo.kh, geo.kw));
-        tensor(&mut b, &mut rng, &w, &w_shape, l.perturb_w);
+        net.tensor(&mut b, &mut rng, &w, &w_shape, l.perturb_w);
         if l.bias != 0 {
-            tensor(&mut b, &mut rng, &bias, &[geo.co], l.bias == 2);
+            net.tensor(&mut b, &mut rng, &bias, &[geo.co], l.bias == 2);
         }
         let pair = |a: usize, b: usize| -> Vec<i64> {
             if spec.two_d { vec![a as i64, b as i64] } else { vec![b as i64] }
@@ -511,7 +514,7 @@ fn build_conv_net(spec: &ConvSpec) -> ConvNet {
             src = r;
         }
     }
-    (b.finish(&[&src]).unwrap(), inputs, sources, geos)
+    (b.finish(&[&src]).unwrap(), net.inputs, net.sources, geos)
 }
 
 fn conv_net_reference(
