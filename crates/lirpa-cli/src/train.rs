@@ -25,7 +25,7 @@ pub struct TrainArgs {
     /// Radius of the L∞ input set at the end of the ramp.
     #[arg(long, default_value_t = 0.1)]
     eps: f64,
-    /// Norm of the input set (only inf for now).
+    /// Norm of the input set: inf (a box, clipped to the data range) or 2 (a ball).
     #[arg(long, default_value = "inf")]
     norm: String,
     #[arg(long, default_value_t = 60)]
@@ -112,9 +112,11 @@ pub fn run(args: &TrainArgs) -> Result<()> {
     if args.loss_fusion && !matches!(method, TrainMethod::Ibp | TrainMethod::CrownIbp) {
         bail!("--loss-fusion applies to the ibp and crown-ibp methods");
     }
-    if args.norm != "inf" {
-        bail!("--norm {}: only the L∞ input set (inf) is supported in training so far", args.norm);
-    }
+    let norm = match args.norm.as_str() {
+        "inf" => lirpa_train::InputNorm::Inf,
+        "2" => lirpa_train::InputNorm::L2,
+        other => bail!("--norm {other}: the input set is an L∞ box (inf) or an L2 ball (2)"),
+    };
     let non_negative = |v: f64| v.is_finite() && v >= 0.0;
     let positive = |v: f64| v.is_finite() && v > 0.0;
     if !(non_negative(args.eps) && non_negative(args.weight_eps)) {
@@ -152,6 +154,7 @@ pub fn run(args: &TrainArgs) -> Result<()> {
     };
     let cfg = TrainConfig {
         method,
+        norm,
         recipe: Recipe {
             eps: args.eps,
             epochs: args.epochs,
@@ -198,7 +201,7 @@ pub fn run(args: &TrainArgs) -> Result<()> {
     if let Some(test) = &test {
         let model = lirpa::onnx::load_bytes::<f32>(&out, &args.out.display().to_string())?;
         for eps in [args.eps, args.eps / 2.0] {
-            let e = lirpa_train::evaluate(&model, test, eps as f32, cfg.clip, threads)?;
+            let e = lirpa_train::evaluate(&model, test, eps as f32, cfg.norm, cfg.clip, threads)?;
             if !args.json {
                 eprintln!(
                     "test ({} samples), eps {eps}: clean err {:.2}%  verified err IBP {:.2}%  CROWN {:.2}%",

@@ -367,7 +367,7 @@ fn train_writes_a_model_and_refuses_bad_input() {
     for (extra, needle) in [
         (vec!["--method", "pgd"], "unknown training method 'pgd'"),
         (vec!["--schedule", "begin=2"], "unknown schedule key 'begin'"),
-        (vec!["--norm", "2"], "--norm 2"),
+        (vec!["--norm", "1"], "--norm 1"),
         (vec!["--split", "5000"], "--split 5000"),
         (vec!["--quantize", "1"], "--quantize 1"),
     ] {

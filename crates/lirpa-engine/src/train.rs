@@ -53,6 +53,9 @@ pub struct TrainGraph<T: Scalar> {
     /// Radius of the L∞ ball around every weight (the first parameter of each affine
     /// operator that has parameters); 0: exact weights.
     weight_eps: T,
+    /// `Some(ε)`: each sample's input set is the L2 ball of radius ε around the centre of
+    /// its box (the box given to [`ibp`](Self::ibp) must contain the ball).
+    input_l2: Option<T>,
 }
 
 /// The values of every step's input and output on a batch (row per point).
@@ -106,6 +109,17 @@ pub struct SpecTape<T: Scalar> {
     fan_in: Vec<Option<Mat<T>>>,
     /// The number of steps before the bounded value.
     start: usize,
+}
+
+/// The Euclidean norm of each row.
+fn row_norms<T: Scalar>(m: MatRef<'_, T>) -> Vec<T> {
+    let mut sq = vec![T::zero(); m.nrows()];
+    for j in 0..m.ncols() {
+        for (s, &v) in sq.iter_mut().zip(m.col(j).iter()) {
+            *s += v * v;
+        }
+    }
+    sq.into_iter().map(|v| v.sqrt()).collect()
 }
 
 /// −1, 0 or 1.
@@ -200,8 +214,17 @@ impl<T: Scalar> TrainGraph<T> {
             });
         }
         let n_in = graph.node(input).numel();
-        let mut g =
-            TrainGraph { steps, params, owners, n_in, relax, par, input_grad: true, weight_eps: T::zero() };
+        let mut g = TrainGraph {
+            steps,
+            params,
+            owners,
+            n_in,
+            relax,
+            par,
+            input_grad: true,
+            weight_eps: T::zero(),
+            input_l2: None,
+        };
         g.refresh_bias();
         Ok(g)
     }
@@ -236,6 +259,35 @@ impl<T: Scalar> TrainGraph<T> {
         }
         self.weight_eps = eps;
         self.refresh_ones()
+    }
+
+    /// Take each sample's input set as the L2 ball of radius `eps` around the centre of
+    /// the box passed to [`ibp`](Self::ibp) / [`crown`](Self::crown) (which must contain
+    /// the ball, e.g. the box `[x − ε, x + ε]`), or (`None`) the box itself. With a ball,
+    /// a first affine step bounds its outputs by the dual norm, `W x₀ ± ε‖W_j‖₂`, and a
+    /// backward pass that reaches the input concretizes as `A x₀ − ε‖A‖₂`.
+    pub fn set_input_l2(&mut self, eps: Option<T>) -> Result<()> {
+        if eps.is_some_and(|e| !(e.is_finite() && e >= T::zero())) {
+            return Err(Error::Invalid("the L2 radius must be finite and non-negative".into()));
+        }
+        self.input_l2 = eps;
+        Ok(())
+    }
+
+    /// The rows `W_j` of the first step's linear map (`n_out × n_in`) and their norms,
+    /// when the input is an L2 ball and that step is affine.
+    fn first_rows(&self, i: usize) -> Option<(Mat<T>, Vec<T>)> {
+        self.input_l2?;
+        let TrainRule::Affine(a) = self.rule(i) else { return None };
+        if i != 0 {
+            return None;
+        }
+        let s = &self.steps[0];
+        let eye = Mat::<T>::identity(s.n_out, s.n_out);
+        let mut rows = Mat::<T>::zeros(s.n_out, s.n_in);
+        a.apply_t(eye.as_ref(), false, rows.as_mut(), self.par);
+        let norms = row_norms(rows.as_ref());
+        Some((rows, norms))
     }
 
     fn refresh_ones(&mut self) -> Result<()> {
@@ -499,7 +551,14 @@ impl<T: Scalar> TrainGraph<T> {
                 let mut m = Mat::<T>::zeros(rows, s.n_out);
                 let mut d = Mat::<T>::zeros(rows, s.n_out);
                 a.apply(mid.as_ref(), false, m.as_mut(), self.par);
-                a.apply(rad.as_ref(), true, d.as_mut(), self.par);
+                match (self.first_rows(i), self.input_l2) {
+                    (Some((_, norms)), Some(eps)) => {
+                        for (j, &nj) in norms.iter().enumerate() {
+                            d.col_mut(j).iter_mut().for_each(|v| *v = eps * nj);
+                        }
+                    }
+                    _ => a.apply(rad.as_ref(), true, d.as_mut(), self.par),
+                }
                 if let Some(f) = self.fan_in_magnitude(i, l, u) {
                     d += f * faer::Scale(self.weight_eps);
                 }
@@ -557,7 +616,19 @@ impl<T: Scalar> TrainGraph<T> {
                 let rad = Mat::<T>::from_fn(rows, s.n_in, |r, j| (u[(r, j)] - l[(r, j)]) * half);
                 let mut local = self.take_grads(i, grads);
                 a.weight_grad(g_mid.as_ref(), mid.as_ref(), false, &mut local, self.par);
-                a.weight_grad(g_rad.as_ref(), rad.as_ref(), true, &mut local, self.par);
+                let dual = self.first_rows(i).zip(self.input_l2);
+                match &dual {
+                    // rad_j = ε‖W_j‖: ∂/∂W_j = ε·W_j/‖W_j‖, as the weight gradient of
+                    // Σ_j (c_j/‖W_j‖)·(W_j · W_j) with the second factor held.
+                    Some(((w_rows, norms), eps)) => {
+                        let c = sum_cols(g_rad.as_ref(), None);
+                        let diag = Mat::<T>::from_fn(s.n_out, s.n_out, |p, q| {
+                            if p == q && norms[p] > T::zero() { *eps * c[p] / norms[p] } else { T::zero() }
+                        });
+                        a.weight_grad(diag.as_ref(), w_rows.as_ref(), false, &mut local, self.par);
+                    }
+                    None => a.weight_grad(g_rad.as_ref(), rad.as_ref(), true, &mut local, self.par),
+                }
                 a.bias_grad(&sum_cols(g_mid.as_ref(), None), &mut local);
                 self.put_grads(i, grads, local);
                 if i == 0 && !self.input_grad {
@@ -566,7 +637,9 @@ impl<T: Scalar> TrainGraph<T> {
                 let mut gm = Mat::<T>::zeros(rows, s.n_in);
                 let mut gr = Mat::<T>::zeros(rows, s.n_in);
                 a.apply_t(g_mid.as_ref(), false, gm.as_mut(), self.par);
-                a.apply_t(g_rad.as_ref(), true, gr.as_mut(), self.par);
+                if dual.is_none() {
+                    a.apply_t(g_rad.as_ref(), true, gr.as_mut(), self.par);
+                }
                 for j in 0..s.n_in {
                     for r in 0..rows {
                         gl_in[(r, j)] = (gm[(r, j)] - gr[(r, j)]) * half;
@@ -749,6 +822,24 @@ impl<T: Scalar> TrainGraph<T> {
         // Concretize over the interval bounds of the value reached.
         let (l, u) = (&tape.lower[end], &tape.upper[end]);
         let mut out = bias;
+        if let (0, Some(eps)) = (end, self.input_l2) {
+            // The L2 ball: A·x₀ − ε‖A‖₂ per row, x₀ the box's centre.
+            let half = T::from_f64(0.5);
+            let norms = row_norms(a.as_ref());
+            for j in 0..a.ncols() {
+                for (row, (o, &v)) in out.iter_mut().zip(a.col_as_slice(j)).enumerate() {
+                    let smp = row / k;
+                    *o += v * (l[(smp, j)] + u[(smp, j)]) * half;
+                }
+            }
+            for (o, nr) in out.iter_mut().zip(&norms) {
+                *o -= eps * *nr;
+            }
+            if out.iter().any(|v| !v.is_finite()) {
+                return Err(Error::Invalid("a specification bound is not finite".into()));
+            }
+            return Ok((out, SpecTape { method, k, a_out, a_end: a, end, fan_in, start }));
+        }
         for j in 0..a.ncols() {
             let (lc, uc) = (l.col_as_slice(j), u.col_as_slice(j));
             // Rows come k per sample.
@@ -784,7 +875,26 @@ impl<T: Scalar> TrainGraph<T> {
         let (l, u) = (&ibp.lower[spec.end], &ibp.upper[spec.end]);
         // dA at the end value, and the bound gradients there.
         let mut da = Mat::<T>::zeros(nrows, a.ncols());
+        let l2 = if spec.end == 0 { self.input_l2 } else { None };
+        if let Some(eps) = l2 {
+            // bound = A·x₀ − ε‖A‖₂: ∂/∂A = x₀ − ε·A/‖A‖, ∂/∂x₀ = A (half to each box end).
+            let half = T::from_f64(0.5);
+            let norms = row_norms(a.as_ref());
+            for j in 0..a.ncols() {
+                for row in 0..nrows {
+                    let (v, smp) = (a[(row, j)], row / k);
+                    let x0 = (l[(smp, j)] + u[(smp, j)]) * half;
+                    let unit = if norms[row] > T::zero() { v / norms[row] } else { T::zero() };
+                    da[(row, j)] = w[row] * (x0 - eps * unit);
+                    g.lower[0][(smp, j)] += w[row] * v * half;
+                    g.upper[0][(smp, j)] += w[row] * v * half;
+                }
+            }
+        }
         for j in 0..a.ncols() {
+            if l2.is_some() {
+                break;
+            }
             let (lc, uc) = (l.col_as_slice(j), u.col_as_slice(j));
             let (ac, dc) = (a.col_as_slice(j), da.col_as_slice_mut(j));
             for smp in 0..nrows / k {

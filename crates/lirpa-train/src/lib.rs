@@ -45,11 +45,22 @@ impl std::str::FromStr for TrainMethod {
     }
 }
 
+/// The norm of the input set.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub enum InputNorm {
+    /// The box `[x − ε, x + ε]`, intersected with the clipping range.
+    #[default]
+    Inf,
+    /// The L2 ball of radius ε around `x` (clipping does not apply).
+    L2,
+}
+
 /// Everything one training run is configured by.
 #[derive(Clone, Debug)]
 pub struct TrainConfig {
     pub method: TrainMethod,
     pub recipe: Recipe,
+    pub norm: InputNorm,
     /// The input set of a sample `x` is the L∞ box `[x − ε, x + ε]`, intersected with
     /// `clip` when given (the data's valid range).
     pub clip: Option<(f32, f32)>,
@@ -72,6 +83,7 @@ impl Default for TrainConfig {
         TrainConfig {
             method: TrainMethod::Natural,
             recipe: Recipe::default(),
+            norm: InputNorm::Inf,
             clip: None,
             seed: 0,
             threads: 1,
@@ -129,6 +141,27 @@ pub fn input_box(x: &Mat<f32>, eps: f32, clip: Option<(f32, f32)>) -> (Mat<f32>,
     let l = Mat::from_fn(x.nrows(), x.ncols(), |i, j| (x[(i, j)] - eps).max(lo));
     let u = Mat::from_fn(x.nrows(), x.ncols(), |i, j| (x[(i, j)] + eps).min(hi));
     (l, u)
+}
+
+/// The boxes to bound a batch from, with `g` set up for the norm: the clipped L∞ box, or
+/// for an L2 ball its enclosing box `[x − ε, x + ε]` with the ball recorded in `g`.
+fn input_set(
+    g: &mut TrainGraph<f32>,
+    x: &Mat<f32>,
+    eps: f32,
+    norm: InputNorm,
+    clip: Option<(f32, f32)>,
+) -> Result<(Mat<f32>, Mat<f32>), TrainError> {
+    match norm {
+        InputNorm::Inf => {
+            g.set_input_l2(None)?;
+            Ok(input_box(x, eps, clip))
+        }
+        InputNorm::L2 => {
+            g.set_input_l2(Some(eps))?;
+            Ok(input_box(x, eps, None))
+        }
+    }
 }
 
 /// `log(1 + Σ_j exp(−lb_j))` of each sample's `k` bounds, and its gradient with respect
@@ -360,6 +393,7 @@ fn batch_gradient(
     };
     let mut grads = g.zero_grads();
     g.set_weight_eps((cfg.weight_eps * frac) as f32)?;
+    let boxes = if robust { Some(input_set(g, x, eps as f32, cfg.norm, cfg.clip)?) } else { None };
     let g = &*g;
     let nat = g.natural(x.as_ref())?;
     let logits = nat.values.last().expect("output");
@@ -373,7 +407,7 @@ fn batch_gradient(
     }
     if robust {
         let k = classes - 1;
-        let (l, u) = input_box(x, eps as f32, cfg.clip);
+        let (l, u) = boxes.expect("computed when robust");
         let ibp = g.ibp(l.as_ref(), u.as_ref())?;
         if cfg.method == TrainMethod::Crown {
             // CROWN's margin bounds (every intermediate bound by a backward pass).
@@ -578,24 +612,25 @@ pub struct Evaluation {
     pub crown_err: f64,
 }
 
-/// Evaluate `graph` on `data` at radius `eps` (see [`Evaluation`]); the CROWN bounds of
-/// the samples run on `threads` threads (0: all).
+/// Evaluate `graph` on `data` at radius `eps` of `norm` (see [`Evaluation`]); the CROWN
+/// bounds of the samples run on `threads` threads (0: all).
 pub fn evaluate(
     graph: &Graph<f32>,
     data: &Dataset,
     eps: f32,
+    norm: InputNorm,
     clip: Option<(f32, f32)>,
     threads: usize,
 ) -> Result<Evaluation, TrainError> {
     use lirpa::{BoundOptions, BoundRequest, InputValue, Method, Perturbation};
-    let g = TrainGraph::new(graph, RelaxOptions::default(), Par::Seq)?;
+    let mut g = TrainGraph::new(graph, RelaxOptions::default(), Par::Seq)?;
     let classes = g.n_out();
     let k = classes - 1;
     let n = data.len();
     let x = Mat::from_fn(n, data.features, |i, j| data.x[i * data.features + j]);
+    let (l, u) = input_set(&mut g, &x, eps, norm, clip)?;
     let nat = g.natural(x.as_ref())?;
     let (_, _, wrong) = clean_ce(nat.values.last().expect("output"), &data.labels);
-    let (l, u) = input_box(&x, eps, clip);
     let ibp = g.ibp(l.as_ref(), u.as_ref())?;
     let c = margin_spec(&data.labels, classes);
     let (lb_i, _) = g.spec_lower(&ibp, c.as_ref(), k, SpecMethod::Ibp)?;
@@ -606,7 +641,14 @@ pub fn evaluate(
     for s in 0..n {
         let lo: Vec<f32> = (0..data.features).map(|j| l[(s, j)]).collect();
         let hi: Vec<f32> = (0..data.features).map(|j| u[(s, j)]).collect();
-        inputs.push(vec![InputValue::Perturbed(Perturbation::new_box(lo, hi)?)]);
+        let set = match norm {
+            InputNorm::Inf => Perturbation::new_box(lo, hi)?,
+            InputNorm::L2 => {
+                let centre = (0..data.features).map(|j| x[(s, j)]).collect();
+                Perturbation::new_ball(lirpa::Norm::L2, centre, eps)?
+            }
+        };
+        inputs.push(vec![InputValue::Perturbed(set)]);
     }
     let requests: Vec<BoundRequest<'_, f32>> = specs
         .iter()

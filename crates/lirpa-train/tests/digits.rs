@@ -57,7 +57,7 @@ fn run(model: &str, method: TrainMethod) -> Evaluation {
             assert!((v - logits[(i, j)]).abs() <= 1e-4 * (1.0 + v.abs()), "exported model differs");
         }
     }
-    let e = lirpa_train::evaluate(&reloaded, &test, 0.1, cfg.clip, 1).unwrap();
+    let e = lirpa_train::evaluate(&reloaded, &test, 0.1, cfg.norm, cfg.clip, 1).unwrap();
     println!(
         "{model} {method:?}: {seconds:.1} s, clean err {:.2}%, verified err IBP {:.2}% CROWN {:.2}%",
         e.clean_err, e.ibp_err, e.crown_err

@@ -8,7 +8,7 @@ use faer::Mat;
 use lirpa::TrainGraph;
 use lirpa::core::RelaxOptions;
 use lirpa::sample::Rng;
-use lirpa_train::{Dataset, Recipe, TrainConfig, TrainMethod};
+use lirpa_train::{Dataset, InputNorm, Recipe, TrainConfig, TrainMethod};
 use std::path::PathBuf;
 
 fn training_dir() -> PathBuf {
@@ -28,12 +28,13 @@ fn training_loss_gradient_matches_finite_differences() {
     let labels = &data.labels[..8];
     let mut rng = Rng::new(7);
     let (mut checked, mut bad) = (0, Vec::new());
-    for (method, loss_fusion, weight_eps) in [
-        (TrainMethod::CrownIbp, false, 0.0),
-        (TrainMethod::CrownIbp, true, 0.0),
-        (TrainMethod::Ibp, true, 0.0),
-        (TrainMethod::CrownIbp, true, 0.002),
-        (TrainMethod::Crown, false, 0.0),
+    for (method, loss_fusion, weight_eps, norm) in [
+        (TrainMethod::CrownIbp, false, 0.0, InputNorm::Inf),
+        (TrainMethod::CrownIbp, true, 0.0, InputNorm::Inf),
+        (TrainMethod::Ibp, true, 0.0, InputNorm::Inf),
+        (TrainMethod::CrownIbp, true, 0.002, InputNorm::Inf),
+        (TrainMethod::Crown, false, 0.0, InputNorm::Inf),
+        (TrainMethod::CrownIbp, false, 0.0, InputNorm::L2),
     ] {
         let recipe = Recipe { eps: 0.1, batch: 8, ..Recipe::default() };
         let cfg = TrainConfig {
@@ -65,7 +66,7 @@ fn training_loss_gradient_matches_finite_differences() {
             let ana = grads[k][i] as f64;
             checked += 1;
             if (ana - num).abs() > 0.03 * ana.abs().max(num.abs()).max(1e-3) {
-                bad.push(format!("{method:?} lf={loss_fusion} w={weight_eps}: param {k}[{i}] analytic {ana:.6} numeric {num:.6}"));
+                bad.push(format!("{method:?} {norm:?} lf={loss_fusion} w={weight_eps}: param {k}[{i}] analytic {ana:.6} numeric {num:.6}"));
             }
         }
         g.set_params(base).unwrap();

@@ -29,6 +29,9 @@ struct Spec {
     k: usize,
     /// Radius of the L∞ ball around every weight (0: exact weights).
     weight_eps: f64,
+    /// The input set of a sample: its box, or the L2 ball of the same radius around the
+    /// box's centre.
+    l2: bool,
 }
 
 fn arb_spec() -> impl Strategy<Value = Spec> {
@@ -40,8 +43,9 @@ fn arb_spec() -> impl Strategy<Value = Spec> {
         1usize..4,
         1usize..4,
         prop_oneof![Just(0.0), 0.001f64..0.05],
+        any::<bool>(),
     )
-        .prop_map(|(conv, widths, act, seed, batch, k, weight_eps)| Spec {
+        .prop_map(|(conv, widths, act, seed, batch, k, weight_eps, l2)| Spec {
             conv,
             widths,
             act,
@@ -49,6 +53,7 @@ fn arb_spec() -> impl Strategy<Value = Spec> {
             batch,
             k,
             weight_eps,
+            l2,
         })
 }
 
@@ -152,6 +157,8 @@ fn build(spec: &Spec) -> (Graph<f64>, usize) {
 
 /// Everything the objective depends on, besides the parameters.
 struct Problem {
+    /// The radius of every sample's box (and of its L2 ball, with `Spec::l2`).
+    eps: f64,
     lower: Mat<f64>,
     upper: Mat<f64>,
     point: Mat<f64>,
@@ -181,6 +188,7 @@ fn problem(spec: &Spec, n_in: usize, n_out: usize) -> Problem {
     let w_crown = (0..b * spec.k).map(|_| r()).collect();
     let w_full = (0..b * spec.k).map(|_| r()).collect();
     Problem {
+        eps,
         lower: Mat::from_fn(b, n_in, |i, j| center[(i, j)] - eps),
         upper: Mat::from_fn(b, n_in, |i, j| center[(i, j)] + eps),
         point: center,
@@ -274,6 +282,7 @@ fn check(spec: &Spec, stats: &mut Stats) {
     let mut g = TrainGraph::new(&graph, RelaxOptions::default(), faer::Par::Seq).unwrap();
     g.set_weight_eps(spec.weight_eps).unwrap();
     let p = problem(spec, n_in, g.n_out());
+    g.set_input_l2(spec.l2.then_some(p.eps)).unwrap();
     let (_, grads, gl, gu, gc) = objective(&g, &p, &p.lower, &p.upper, &p.c, true);
     let h = 1e-6;
     let base = g.params().to_vec();
@@ -383,6 +392,7 @@ fn training_bounds_agree_with_the_engine_and_contain_samples() {
         let (graph, n_in) = build(&spec);
         let mut g = TrainGraph::new(&graph, RelaxOptions::default(), faer::Par::Seq).unwrap();
         let p = problem(&spec, n_in, g.n_out());
+        g.set_input_l2(spec.l2.then_some(p.eps)).unwrap();
         if spec.weight_eps > 0.0 {
             weight_perturbation_contains_samples(&mut g, &spec, &p, n_in);
             weighted += 1;
@@ -398,7 +408,12 @@ fn training_bounds_agree_with_the_engine_and_contain_samples() {
             let lo: Vec<f64> = (0..n_in).map(|j| p.lower[(s, j)]).collect();
             let hi: Vec<f64> = (0..n_in).map(|j| p.upper[(s, j)]).collect();
             let c = Mat::from_fn(p.k, g.n_out(), |i, j| p.c[(s * p.k + i, j)]);
-            let ptb = Perturbation::new_box(lo.clone(), hi.clone()).unwrap();
+            let center: Vec<f64> = lo.iter().zip(&hi).map(|(l, h)| (l + h) / 2.0).collect();
+            let ptb = if spec.l2 {
+                Perturbation::new_ball(lirpa::Norm::L2, center.clone(), p.eps).unwrap()
+            } else {
+                Perturbation::new_box(lo.clone(), hi.clone()).unwrap()
+            };
             let req = BoundRequest { c: Some(c.as_ref()), upper: false, ..Default::default() };
             let eng = |m| {
                 lirpa::compute_bounds(
@@ -430,7 +445,7 @@ fn training_bounds_agree_with_the_engine_and_contain_samples() {
                 compared += 1;
             }
             for _ in 0..64 {
-                let x: Vec<f64> = lo.iter().zip(&hi).map(|(l, h)| l + (h - l) * rng.uniform()).collect();
+                let x = sample_point(&mut rng, &lo, &hi, spec.l2.then_some(p.eps));
                 let y = graph.forward_all(&[&x]).unwrap().pop().unwrap();
                 for i in 0..p.k {
                     let cy: f64 = (0..y.len()).map(|j| c[(i, j)] * y[j]).sum();
@@ -489,9 +504,14 @@ fn weight_perturbation_contains_samples(g: &mut TrainGraph<f64>, spec: &Spec, p:
             })
             .collect();
         g.set_params(w).unwrap();
-        let x = Mat::from_fn(spec.batch, n_in, |i, j| {
-            p.lower[(i, j)] + (p.upper[(i, j)] - p.lower[(i, j)]) * rng.uniform()
-        });
+        let mut x = Mat::<f64>::zeros(spec.batch, n_in);
+        for i in 0..spec.batch {
+            let lo: Vec<f64> = (0..n_in).map(|j| p.lower[(i, j)]).collect();
+            let hi: Vec<f64> = (0..n_in).map(|j| p.upper[(i, j)]).collect();
+            for (j, v) in sample_point(&mut rng, &lo, &hi, spec.l2.then_some(p.eps)).into_iter().enumerate() {
+                x[(i, j)] = v;
+            }
+        }
         let y = g.natural(x.as_ref()).unwrap().values.pop().unwrap();
         for s in 0..spec.batch {
             for o in 0..y.ncols() {
@@ -514,4 +534,18 @@ fn weight_perturbation_contains_samples(g: &mut TrainGraph<f64>, spec: &Spec, p:
         }
     }
     g.set_params(base).unwrap();
+}
+
+/// A point of the box `[lo, hi]`, or with `l2 = Some(ε)` of the L2 ball of radius ε around
+/// its centre (on the sphere half of the time).
+fn sample_point(rng: &mut Rng, lo: &[f64], hi: &[f64], l2: Option<f64>) -> Vec<f64> {
+    match l2 {
+        None => lo.iter().zip(hi).map(|(l, h)| l + (h - l) * rng.uniform()).collect(),
+        Some(eps) => {
+            let d: Vec<f64> = lo.iter().map(|_| rng.normal()).collect();
+            let n = d.iter().map(|v| v * v).sum::<f64>().sqrt().max(1e-300);
+            let r = if rng.uniform() < 0.5 { eps } else { eps * rng.uniform() };
+            lo.iter().zip(hi).zip(&d).map(|((l, h), v)| (l + h) / 2.0 + r * v / n).collect()
+        }
+    }
 }
