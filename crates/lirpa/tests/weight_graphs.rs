@@ -254,43 +254,8 @@ proptest! {
     #[test]
     fn sampled_weights_and_inputs_lie_inside_bounds(spec in arb_spec()) {
         let (g, inputs, sources) = build(&spec);
-        let n = 48;
-        let samples: Vec<Vec<Vec<f64>>> = inputs
-            .iter()
-            .enumerate()
-            .map(|(k, v)| match v {
-                InputValue::Exact(x) => vec![x.clone(); n],
-                InputValue::Perturbed(p) => sample_points(p, n, spec.seed ^ (k as u64 + 1)),
-            })
-            .collect();
-        let out = g.output().unwrap();
-        let ys: Vec<Vec<f64>> = (0..n)
-            .map(|s| {
-                let args: Vec<&[f64]> = samples.iter().map(|x| &x[s][..]).collect();
-                let y = g.forward_all(&args).unwrap().swap_remove(out);
-                let expected = reference_forward(&spec, &sources, &args);
-                for (a, b) in y.iter().zip(&expected) {
-                    assert!((a - b).abs() <= 1e-9 * (1.0 + b.abs()), "forward {y:?}, expected {expected:?}");
-                }
-                y
-            })
-            .collect();
-        for method in METHODS {
-            let mut opts = BoundOptions::with_method(method);
-            opts.optimize.iterations = 5;
-            let r = lirpa::compute_bounds(&g, &inputs, &opts, &BoundRequest::default());
-            let r = match r {
-                Ok(r) => r,
-                Err(e) => return Err(TestCaseError::fail(format!("{method}: {e}"))),
-            };
-            for y in &ys {
-                for (i, &yi) in y.iter().enumerate() {
-                    let tol = 1e-9 * (1.0 + yi.abs());
-                    prop_assert!(r.lower[i] <= yi + tol && yi <= r.upper[i] + tol,
-                        "{method} output {i}: {} not in [{}, {}]", yi, r.lower[i], r.upper[i]);
-                }
-            }
-        }
+        let ys = sampled_outputs(&g, &inputs, spec.seed, |args| reference_forward(&spec, &sources, args));
+        check_contains(&g, &inputs, &ys)?;
     }
 }
 
@@ -541,6 +506,38 @@ fn conv_net_reference(
 }
 
 /// Every method's bounds of `g` contain `ys`.
+/// The outputs at 48 points sampled from every input's set (seeded by `seed`), each
+/// checked against `reference`, the network computed by direct loops.
+fn sampled_outputs(
+    g: &Graph<f64>,
+    inputs: &[InputValue<f64>],
+    seed: u64,
+    reference: impl Fn(&[&[f64]]) -> Vec<f64>,
+) -> Vec<Vec<f64>> {
+    let n = 48;
+    let samples: Vec<Vec<Vec<f64>>> = inputs
+        .iter()
+        .enumerate()
+        .map(|(k, v)| match v {
+            InputValue::Exact(x) => vec![x.clone(); n],
+            InputValue::Perturbed(p) => sample_points(p, n, seed ^ (k as u64 + 1)),
+        })
+        .collect();
+    let out = g.output().unwrap();
+    (0..n)
+        .map(|s| {
+            let args: Vec<&[f64]> = samples.iter().map(|x| &x[s][..]).collect();
+            let y = g.forward_all(&args).unwrap().swap_remove(out);
+            let expected = reference(&args);
+            assert_eq!(y.len(), expected.len());
+            for (a, b) in y.iter().zip(&expected) {
+                assert!((a - b).abs() <= 1e-9 * (1.0 + b.abs()), "forward {y:?}, expected {expected:?}");
+            }
+            y
+        })
+        .collect()
+}
+
 fn check_contains(g: &Graph<f64>, inputs: &[InputValue<f64>], ys: &[Vec<f64>]) -> Result<(), TestCaseError> {
     for method in METHODS {
         let mut opts = BoundOptions::with_method(method);
@@ -570,28 +567,7 @@ proptest! {
     #[test]
     fn conv_sampled_weights_and_inputs_lie_inside_bounds(spec in arb_conv_spec()) {
         let (g, inputs, sources, geos) = build_conv_net(&spec);
-        let n = 48;
-        let samples: Vec<Vec<Vec<f64>>> = inputs
-            .iter()
-            .enumerate()
-            .map(|(k, v)| match v {
-                InputValue::Exact(x) => vec![x.clone(); n],
-                InputValue::Perturbed(p) => sample_points(p, n, spec.seed ^ (k as u64 + 1)),
-            })
-            .collect();
-        let out = g.output().unwrap();
-        let ys: Vec<Vec<f64>> = (0..n)
-            .map(|s| {
-                let args: Vec<&[f64]> = samples.iter().map(|x| &x[s][..]).collect();
-                let y = g.forward_all(&args).unwrap().swap_remove(out);
-                let expected = conv_net_reference(&spec, &geos, &sources, &args);
-                assert_eq!(y.len(), expected.len());
-                for (a, b) in y.iter().zip(&expected) {
-                    assert!((a - b).abs() <= 1e-9 * (1.0 + b.abs()), "forward {y:?}, expected {expected:?}");
-                }
-                y
-            })
-            .collect();
+        let ys = sampled_outputs(&g, &inputs, spec.seed, |args| conv_net_reference(&spec, &geos, &sources, args));
         check_contains(&g, &inputs, &ys)?;
     }
 }
