@@ -77,6 +77,14 @@ pub trait AffineTrain<T: Scalar>: Send + Sync {
     /// Add to `grads` the gradient of `g · b` with respect to the bias parameter (`g` has
     /// the `n_out` output elements; nothing when there is no bias).
     fn bias_grad(&self, g: &[T], grads: &mut [Vec<T>]);
+
+    /// Whether the first parameter is `W` itself with a bias independent of it, so that
+    /// an L∞ ball of radius ε around it moves the output by at most `ε·Ones·|x|` (a weight
+    /// perturbation in training). An operator whose offset depends on that parameter (a
+    /// batch normalization's scale) returns `false` and keeps it exact.
+    fn weight_enters_linearly(&self) -> bool {
+        true
+    }
 }
 
 /// `y_i = f(x_i)` for a non-decreasing `f`, so that `[f(l), f(u)]` is its interval rule.

@@ -56,6 +56,9 @@ pub struct TrainGraph<T: Scalar> {
     /// `Some(ε)`: each sample's input set is the L2 ball of radius ε around the centre of
     /// its box (the box given to [`ibp`](Self::ibp) must contain the ball).
     input_l2: Option<T>,
+    /// With an L2 input ball and an affine first step: its rows `W_j` and their norms
+    /// (recomputed when the parameters change).
+    dual_rows: Option<(Mat<T>, Vec<T>)>,
 }
 
 /// The values of every step's input and output on a batch (row per point).
@@ -224,6 +227,7 @@ impl<T: Scalar> TrainGraph<T> {
             input_grad: true,
             weight_eps: T::zero(),
             input_l2: None,
+            dual_rows: None,
         };
         g.refresh_bias();
         Ok(g)
@@ -245,9 +249,9 @@ impl<T: Scalar> TrainGraph<T> {
         self.input_grad = on;
     }
 
-    /// Perturb every weight (the first parameter of each affine operator with
-    /// parameters: a Gemm's `B`, a Conv's `W`) within an L∞ ball of radius `eps` around
-    /// its current value, in every bound ([`ibp`](Self::ibp) and
+    /// Perturb every weight ([`perturbed_weights`](Self::perturbed_weights): the first
+    /// parameter of each affine operator whose weight enters linearly, a Gemm's `B`, a
+    /// Conv's `W`) within an L∞ ball of radius `eps` around its current value, in every bound ([`ibp`](Self::ibp) and
     /// [`spec_lower`](Self::spec_lower)) and gradient. For `y = (W + Δ) x`, `|Δ| ≤ ε`,
     /// over an interval `x ∈ [m − r, m + r]`, the radius of `y` grows by
     /// `ε·Ones·(|m| + r)`, and a backward pass crossing the layer with coefficients `A`
@@ -258,7 +262,24 @@ impl<T: Scalar> TrainGraph<T> {
             return Err(Error::Invalid("the weight radius must be finite and non-negative".into()));
         }
         self.weight_eps = eps;
-        self.refresh_ones()
+        self.ensure_ones()
+    }
+
+    /// Which parameters [`set_weight_eps`](Self::set_weight_eps) perturbs: the first
+    /// parameter of each affine step with parameters whose weight enters linearly
+    /// ([`AffineTrain::weight_enters_linearly`]; not a BatchNormalization's scale).
+    pub fn perturbed_weights(&self) -> Vec<bool> {
+        let mut out = vec![false; self.params.len()];
+        for s in &self.steps {
+            let linear = match s.op.trainable().map(|t| t.rule()) {
+                Some(TrainRule::Affine(a)) => a.weight_enters_linearly(),
+                _ => false,
+            };
+            if let (true, Some(&k)) = (linear, s.params.first()) {
+                out[k] = true;
+            }
+        }
+        out
     }
 
     /// Take each sample's input set as the L2 ball of radius `eps` around the centre of
@@ -271,35 +292,47 @@ impl<T: Scalar> TrainGraph<T> {
             return Err(Error::Invalid("the L2 radius must be finite and non-negative".into()));
         }
         self.input_l2 = eps;
+        if eps.is_none() {
+            self.dual_rows = None;
+        } else if self.dual_rows.is_none() {
+            self.refresh_dual_rows();
+        }
         Ok(())
     }
 
-    /// The rows `W_j` of the first step's linear map (`n_out × n_in`) and their norms,
-    /// when the input is an L2 ball and that step is affine.
-    fn first_rows(&self, i: usize) -> Option<(Mat<T>, Vec<T>)> {
-        self.input_l2?;
-        let TrainRule::Affine(a) = self.rule(i) else { return None };
-        if i != 0 {
-            return None;
+    /// Compute the rows `W_j` of the first step's linear map (`n_out × n_in`) and their
+    /// norms, when the input is an L2 ball and that step is affine.
+    fn refresh_dual_rows(&mut self) {
+        self.dual_rows = None;
+        if self.input_l2.is_none() || self.steps.is_empty() {
+            return;
         }
+        let TrainRule::Affine(a) = self.rule(0) else { return };
         let s = &self.steps[0];
         let eye = Mat::<T>::identity(s.n_out, s.n_out);
         let mut rows = Mat::<T>::zeros(s.n_out, s.n_in);
         a.apply_t(eye.as_ref(), false, rows.as_mut(), self.par);
         let norms = row_norms(rows.as_ref());
-        Some((rows, norms))
+        self.dual_rows = Some((rows, norms));
     }
 
-    fn refresh_ones(&mut self) -> Result<()> {
+    /// [`refresh_dual_rows`](Self::refresh_dual_rows)'s rows and norms, for step `i` = 0.
+    fn first_rows(&self, i: usize) -> Option<&(Mat<T>, Vec<T>)> {
+        if i == 0 { self.dual_rows.as_ref() } else { None }
+    }
+
+    /// Build the all-ones twins of the perturbed steps, once: they depend on the
+    /// operators' shapes, not on the parameters' values.
+    fn ensure_ones(&mut self) -> Result<()> {
+        if self.weight_eps == T::zero() {
+            return Ok(());
+        }
+        let perturbed = self.perturbed_weights();
         for s in &mut self.steps {
-            s.ones = None;
-            if self.weight_eps == T::zero() || s.params.is_empty() {
+            if s.ones.is_some() || !s.params.first().is_some_and(|&k| perturbed[k]) {
                 continue;
             }
             let tr = s.op.trainable().expect("trainable");
-            if !matches!(tr.rule(), TrainRule::Affine(_)) {
-                continue;
-            }
             let ones = vec![T::one(); self.params[s.params[0]].len()];
             let mut vals: Vec<&[T]> = s.params.iter().map(|&i| self.params[i].as_slice()).collect();
             vals[0] = &ones;
@@ -312,6 +345,9 @@ impl<T: Scalar> TrainGraph<T> {
     /// intervals `[l, u]` of its input, one row per sample.
     fn fan_in_magnitude(&self, i: usize, l: &Mat<T>, u: &Mat<T>) -> Option<Mat<T>> {
         let s = &self.steps[i];
+        if self.weight_eps == T::zero() {
+            return None;
+        }
         let ones = s.ones.as_ref()?;
         let Some(TrainRule::Affine(a)) = ones.trainable().map(|t| t.rule()) else { return None };
         let half = T::from_f64(0.5);
@@ -337,6 +373,9 @@ impl<T: Scalar> TrainGraph<T> {
         gu: &mut Mat<T>,
     ) {
         let s = &self.steps[i];
+        if self.weight_eps == T::zero() {
+            return;
+        }
         let Some(ones) = s.ones.as_ref() else { return };
         let Some(TrainRule::Affine(a)) = ones.trainable().map(|t| t.rule()) else { return };
         let mut q = Mat::<T>::zeros(g.nrows(), s.n_in);
@@ -397,7 +436,8 @@ impl<T: Scalar> TrainGraph<T> {
             s.op = op;
         }
         self.refresh_bias();
-        self.refresh_ones()
+        self.refresh_dual_rows();
+        Ok(())
     }
 
     /// Zeroed gradient vectors shaped like the parameters.

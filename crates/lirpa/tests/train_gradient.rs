@@ -478,12 +478,8 @@ fn weight_perturbation_contains_samples(g: &mut TrainGraph<f64>, spec: &Spec, p:
     let last = ibp.lower.len() - 1;
     let (out_l, out_u) = (ibp.lower[last].clone(), ibp.upper[last].clone());
     let base = g.params().to_vec();
-    // Which parameters are weights: the first of each operator's, as `set_weight_eps` says.
-    let mut is_weight = vec![false; base.len()];
-    let mut seen = std::collections::HashSet::new();
-    for (k, w) in is_weight.iter_mut().enumerate() {
-        *w = seen.insert(g.param_origin(k).0);
-    }
+    // Which parameters the perturbation covers.
+    let is_weight = g.perturbed_weights();
     let mut rng = Rng::new(spec.seed ^ 0x77);
     g.set_weight_eps(0.0).unwrap();
     for t in 0..48 {

@@ -174,6 +174,10 @@ impl<T: Scalar> AffineTrain<T> for ChannelAffine<T> {
     fn bias(&self) -> Option<Vec<T>> {
         Some(self.add.clone())
     }
+    /// The offset `B − mean·scale/std` moves with the scale.
+    fn weight_enters_linearly(&self) -> bool {
+        false
+    }
     /// `∂/∂scale_c` of `Σ g·(mul·x)`, `mul_c = scale_c·inv_std_c` (`|mul|`: times its sign).
     fn weight_grad(&self, g: MatRef<'_, T>, x: MatRef<'_, T>, abs: bool, grads: &mut [Vec<T>], _par: Par) {
         for j in 0..x.ncols() {
