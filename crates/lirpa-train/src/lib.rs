@@ -372,6 +372,19 @@ pub fn loss_and_gradient(
     Ok((stats.loss / labels.len().max(1) as f64, grads))
 }
 
+/// The robust cross-entropy of the margin bounds `lb` (`k` per sample): adds
+/// `weight·Σ loss` to `total` and the statistics to `stats`; returns its gradient with
+/// respect to `lb` (unweighted).
+fn margin_loss(lb: &[f32], k: usize, weight: f64, total: &mut f64, stats: &mut StepStats) -> Vec<f64> {
+    let (rl, rg) = robust_ce(lb, k);
+    let sum: f64 = rl.iter().sum();
+    *total += weight * sum;
+    stats.robust_ce += sum;
+    stats.robust_n += lb.len() / k;
+    stats.robust_wrong += lb.chunks(k).filter(|row| row.iter().any(|&v| v <= 0.0)).count();
+    rg
+}
+
 /// The gradient of the mean loss of one batch with respect to every parameter.
 fn batch_gradient(
     g: &mut TrainGraph<f32>,
@@ -408,26 +421,23 @@ fn batch_gradient(
     if robust {
         let k = classes - 1;
         let (l, u) = boxes.expect("computed when robust");
-        let ibp = g.ibp(l.as_ref(), u.as_ref())?;
         if cfg.method == TrainMethod::Crown {
             // CROWN's margin bounds (every intermediate bound by a backward pass).
             let c = margin_spec(labels, classes);
             let crown = g.crown(l.as_ref(), u.as_ref())?;
             let (lb, tape) = g.spec_lower(&crown.bounds, c.as_ref(), k, SpecMethod::CrownIbp)?;
-            let (rl, rg) = robust_ce(&lb, k);
-            total += (1.0 - kappa) * rl.iter().sum::<f64>();
-            stats.robust_ce += rl.iter().sum::<f64>();
-            stats.robust_n += n;
-            stats.robust_wrong += lb.chunks(k).filter(|row| row.iter().any(|&v| v <= 0.0)).count();
+            let rg = margin_loss(&lb, k, 1.0 - kappa, &mut total, stats);
             let w: Vec<f32> = rg.iter().map(|d| ((1.0 - kappa) * scale * d) as f32).collect();
             let mut bg = g.zero_bound_grads(&crown.bounds);
             g.spec_backward(&crown.bounds, &tape, &w, &mut bg, &mut grads);
             g.crown_backward(&crown, &mut bg, &mut grads);
         } else if cfg.loss_fusion {
+            let ibp = g.ibp(l.as_ref(), u.as_ref())?;
             let w = (1.0 - kappa) * scale;
             let rl = fused_robust(g, &ibp, labels, beta, w, &mut grads, stats)?;
             total += (1.0 - kappa) * rl;
         } else {
+            let ibp = g.ibp(l.as_ref(), u.as_ref())?;
             let c = margin_spec(labels, classes);
             let (lb_i, tape_i) = g.spec_lower(&ibp, c.as_ref(), k, SpecMethod::Ibp)?;
             let crown = if beta > 1e-5 {
@@ -443,11 +453,7 @@ fn batch_gradient(
                     .collect(),
                 None => lb_i.clone(),
             };
-            let (rl, rg) = robust_ce(&lb, k);
-            total += (1.0 - kappa) * rl.iter().sum::<f64>();
-            stats.robust_ce += rl.iter().sum::<f64>();
-            stats.robust_n += n;
-            stats.robust_wrong += lb.chunks(k).filter(|row| row.iter().any(|&v| v <= 0.0)).count();
+            let rg = margin_loss(&lb, k, 1.0 - kappa, &mut total, stats);
             let w = (1.0 - kappa) * scale;
             let mut bg = g.zero_bound_grads(&ibp);
             let wi: Vec<f32> = rg.iter().map(|d| (w * (1.0 - beta) * d) as f32).collect();
