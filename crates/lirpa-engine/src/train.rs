@@ -267,7 +267,7 @@ impl<T: Scalar> TrainGraph<T> {
 
     /// Which parameters [`set_weight_eps`](Self::set_weight_eps) perturbs: the first
     /// parameter of each affine step with parameters whose weight enters linearly
-    /// ([`AffineTrain::weight_enters_linearly`]; not a BatchNormalization's scale).
+    /// ([`lirpa_core::AffineTrain::weight_enters_linearly`]; not a BatchNormalization's scale).
     pub fn perturbed_weights(&self) -> Vec<bool> {
         let mut out = vec![false; self.params.len()];
         for s in &self.steps {
