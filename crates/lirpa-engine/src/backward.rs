@@ -1,8 +1,8 @@
 //! IBP, CROWN and CROWN-IBP on a general DAG.
 
-use crate::options::{BoundOptions, BoundRequest, ConvMode, Method};
+use crate::options::{BoundOptions, BoundRequest, ConvMode, Method, NodeConstraint};
 use faer::{Mat, MatRef, Par};
-use lirpa_core::op::{BackwardCtx, Interval};
+use lirpa_core::op::{BackwardCtx, Interval, SideParams};
 use lirpa_core::perturbation::concretize_box;
 use lirpa_core::{
     Error, Graph, LinearA, LinearBias, NodeId, NodeKind, Operator, Perturbation, Result, Scalar, Window,
@@ -45,6 +45,69 @@ pub type IntermediateBounds<T> = Vec<Option<(Vec<T>, Vec<T>)>>;
 
 pub(crate) mod alpha;
 mod forward;
+
+/// What one reverse sweep ([`State::sweep`]) does besides each operator's default rule.
+pub(super) struct SweepHooks<'a, T> {
+    /// Relaxation parameters per node id (shorter than the graph: none beyond): an
+    /// optimizable relaxation with parameters uses them instead of its default rule.
+    pub params: Vec<Option<SideParams<'a, T>>>,
+    /// Keep the coefficients every non-affine node received.
+    pub record: bool,
+    /// Lagrangian terms of node constraints, added where the sweep passes their nodes.
+    pub terms: Option<ConstraintTerms<'a, T>>,
+}
+
+impl<T> SweepHooks<'_, T> {
+    pub(super) fn none() -> Self {
+        SweepHooks { params: Vec::new(), record: false, terms: None }
+    }
+}
+
+/// The result of a sweep: coefficients per perturbed root, the bias, and (when
+/// recording) the coefficients each non-affine node received, by node id.
+pub(super) struct Swept<T: Scalar> {
+    pub roots: Vec<(NodeId, LinearA<T>)>,
+    pub bias: LinearBias<T>,
+    pub recorded: Vec<Option<LinearA<T>>>,
+}
+
+/// β-CROWN's terms in one sweep: constraint `k` ([`NodeConstraint`], `σ·(z − t) ≥ 0`)
+/// with multiplier `beta[r·K + k] ≥ 0` in specification row `r`. A lower side gets
+/// `−β·σ·(z − t)`, an upper side `+β·σ·(z − t)`: both stay sound for any `β ≥ 0` on the
+/// inputs satisfying the constraints.
+#[derive(Clone, Copy)]
+pub(super) struct ConstraintTerms<'a, T> {
+    pub constraints: &'a [NodeConstraint],
+    pub beta: &'a [T],
+}
+
+impl<T: Scalar> ConstraintTerms<'_, T> {
+    fn touches(&self, id: NodeId) -> bool {
+        self.constraints.iter().any(|c| c.node == id)
+    }
+
+    /// Add the terms of the constraints on node `id` to its (dense) coefficients `a`
+    /// and to `bias`.
+    fn add_to(&self, id: NodeId, mut a: LinearA<T>, bias: &mut LinearBias<T>) -> LinearA<T> {
+        let k_all = self.constraints.len();
+        for (k, c) in self.constraints.iter().enumerate().filter(|(_, c)| c.node == id) {
+            let (sigma, t) = (T::from_f64(c.sign()), T::from_f64(c.threshold));
+            for (side, m) in [(false, a.lower.as_mut()), (true, a.upper.as_mut())] {
+                let Some(m) = m else { continue };
+                let dir = if side { T::one() } else { -T::one() };
+                let b = if side { &mut bias.upper } else { &mut bias.lower };
+                for r in 0..m.nrows() {
+                    let beta = self.beta[r * k_all + k];
+                    if beta != T::zero() && c.index < m.ncols() {
+                        m[(r, c.index)] += dir * sigma * beta;
+                        b[r] -= dir * sigma * beta * t;
+                    }
+                }
+            }
+        }
+        a
+    }
+}
 
 /// Compute bounds of a node of `graph`, whose inputs take `inputs` (one per graph
 /// input, in order), with the method and options of `opts`.
@@ -169,6 +232,14 @@ impl<'g, T: Scalar> State<'g, T> {
                 }
             }
         }
+        for c in opts.constraints.iter().flat_map(|cs| cs.iter()) {
+            if c.node >= n || c.index >= graph.node(c.node).numel() || !c.threshold.is_finite() {
+                return Err(Error::Invalid(format!(
+                    "constraint on element {} of node {} (threshold {}) does not fit the model",
+                    c.index, c.node, c.threshold
+                )));
+            }
+        }
         Ok(State { graph, opts, par: opts.par(), ptb, perturbed, values, bounds: vec![None; n] })
     }
 
@@ -176,41 +247,21 @@ impl<'g, T: Scalar> State<'g, T> {
         self.run_mut(req)
     }
 
-    /// Apply the caller's known bounds of node `id` ([`BoundOptions::node_bounds`]).
+    /// Apply the caller's known bounds of node `id` ([`BoundOptions::node_bounds`]) and
+    /// its constraints ([`BoundOptions::constraints`]).
     fn constrain(&self, id: NodeId, (mut lo, mut hi): Bounds<T>) -> Bounds<T> {
         if let Some(nb) = &self.opts.node_bounds {
             nb.apply(id, &mut lo, &mut hi);
+        }
+        if let Some(cs) = &self.opts.constraints {
+            NodeConstraint::apply_all(cs, id, &mut lo, &mut hi);
         }
         (lo, hi)
     }
 
     fn run_mut(&mut self, req: &BoundRequest<'_, T>) -> Result<BoundResult<T>> {
-        let target = match req.node {
-            Some(t) if t < self.graph.len() => t,
-            Some(t) => return Err(Error::Invalid(format!("node {t} does not exist"))),
-            None => self.graph.output()?,
-        };
+        let target = self.check_request(req)?;
         let node = self.graph.node(target);
-        let n = node.numel();
-        if let Some(c) = req.c {
-            if c.ncols() != n {
-                return Err(Error::Invalid(format!(
-                    "the specification matrix has {} columns but node '{}' has {} elements",
-                    c.ncols(),
-                    node.name,
-                    n
-                )));
-            }
-            for j in 0..c.ncols() {
-                for i in 0..c.nrows() {
-                    if !c[(i, j)].is_finite() {
-                        return Err(Error::NonFinite(format!("specification matrix row {i}, column {j}")));
-                    }
-                }
-            }
-        }
-        let spec_mat = || -> Mat<T> { req.c.map_or_else(|| Mat::identity(n, n), |c| c.to_owned()) };
-
         if !self.perturbed[target] {
             let v = self.values[target].as_ref().expect("unperturbed value");
             let y = match req.c {
@@ -231,7 +282,7 @@ impl<'g, T: Scalar> State<'g, T> {
             | Method::Forward
             | Method::ForwardBackward => {
                 self.ensure_bounds(target)?;
-                let c = LinearA::both(spec_mat(), req.lower, req.upper);
+                let c = LinearA::both(self.spec_mat(target, req), req.lower, req.upper);
                 let (roots, bias) = self.backward_from(target, c, self.par)?;
                 let (l, u) = self.concretize(&roots, &bias, req.lower, req.upper);
                 if req.return_a {
@@ -254,6 +305,65 @@ impl<'g, T: Scalar> State<'g, T> {
         check(&lower, "lower")?;
         check(&upper, "upper")?;
         Ok(BoundResult { lower, upper, a, bias })
+    }
+
+    /// Validate a request and return the bounded node.
+    pub(super) fn check_request(&self, req: &BoundRequest<'_, T>) -> Result<NodeId> {
+        let target = match req.node {
+            Some(t) if t < self.graph.len() => t,
+            Some(t) => return Err(Error::Invalid(format!("node {t} does not exist"))),
+            None => self.graph.output()?,
+        };
+        let node = self.graph.node(target);
+        if let Some(c) = req.c {
+            if c.ncols() != node.numel() {
+                return Err(Error::Invalid(format!(
+                    "the specification matrix has {} columns but node '{}' has {} elements",
+                    c.ncols(),
+                    node.name,
+                    node.numel()
+                )));
+            }
+            for j in 0..c.ncols() {
+                for i in 0..c.nrows() {
+                    if !c[(i, j)].is_finite() {
+                        return Err(Error::NonFinite(format!("specification matrix row {i}, column {j}")));
+                    }
+                }
+            }
+        }
+        Ok(target)
+    }
+
+    pub(super) fn spec_mat(&self, target: NodeId, req: &BoundRequest<'_, T>) -> Mat<T> {
+        let n = self.graph.node(target).numel();
+        req.c.map_or_else(|| Mat::identity(n, n), |c| c.to_owned())
+    }
+
+    pub(super) fn check_finite(&self, id: NodeId, v: &[T], what: &str) -> Result<()> {
+        match v.iter().position(|x| x.is_nan()) {
+            Some(i) => Err(Error::NonFinite(format!(
+                "optimized {what} bound {i} of node '{}'",
+                self.graph.node(id).name
+            ))),
+            None => Ok(()),
+        }
+    }
+
+    /// Perturbed nodes `target` depends on (itself included).
+    pub(super) fn cone(&self, target: NodeId) -> Vec<bool> {
+        let mut in_cone = vec![false; target + 1];
+        in_cone[target] = true;
+        for id in (0..=target).rev() {
+            if in_cone[id] && self.perturbed[id] {
+                for &i in &self.graph.node(id).inputs {
+                    in_cone[i] = true;
+                }
+            } else {
+                in_cone[id] = false;
+            }
+        }
+        in_cone
     }
 
     // ---------------------------------------------------------------- IBP
@@ -514,8 +624,9 @@ impl<'g, T: Scalar> State<'g, T> {
         mask.iter().enumerate().filter(|(_, m)| **m).map(|(i, _)| i).collect()
     }
 
-    /// Propagate coefficients `a` on `target` back to the perturbed graph inputs.
-    /// Returns the coefficients per perturbed input and the accumulated bias.
+    /// Propagate coefficients `a` on `target` back to the perturbed graph inputs with
+    /// every operator's default rule. Returns the coefficients per perturbed input and
+    /// the accumulated bias.
     #[allow(clippy::type_complexity)]
     fn backward_from(
         &self,
@@ -523,13 +634,44 @@ impl<'g, T: Scalar> State<'g, T> {
         a: LinearA<T>,
         par: Par,
     ) -> Result<(Vec<(NodeId, LinearA<T>)>, LinearBias<T>)> {
+        let s = self.sweep(target, a, par, &SweepHooks::none())?;
+        Ok((s.roots, s.bias))
+    }
+
+    /// The reverse sweep, the one place coefficients travel from a node back to the
+    /// perturbed inputs (summed at fan-out, in reverse topological order). `hooks` say
+    /// what it does besides each operator's default rule: optimized relaxation
+    /// parameters (α-CROWN), recording the coefficients each non-affine node received
+    /// (the adjoint of the gradient sweep), Lagrangian terms of node constraints
+    /// (β-CROWN).
+    pub(super) fn sweep(
+        &self,
+        target: NodeId,
+        a: LinearA<T>,
+        par: Par,
+        hooks: &SweepHooks<'_, T>,
+    ) -> Result<Swept<T>> {
         let spec = a.spec();
+        let sides = (a.lower.is_some(), a.upper.is_some());
         let mut bias = LinearBias::zeros(spec);
         let mut pending: Vec<Option<LinearA<T>>> = (0..=target).map(|_| None).collect();
+        let mut recorded: Vec<Option<LinearA<T>>> =
+            (0..if hooks.record { target + 1 } else { 0 }).map(|_| None).collect();
         pending[target] = Some(a);
         let mut roots = Vec::new();
         for id in (0..=target).rev() {
-            let Some(a) = pending[id].take() else { continue };
+            let a = match (pending[id].take(), hooks.terms) {
+                (a, Some(t)) if self.values[id].is_none() && t.touches(id) => {
+                    let n = self.graph.node(id).numel();
+                    let zeros = || Mat::zeros(spec, n);
+                    let a = a
+                        .map(LinearA::into_dense)
+                        .unwrap_or_else(|| LinearA::dense(sides.0.then(zeros), sides.1.then(zeros)));
+                    Some(t.add_to(id, a, &mut bias))
+                }
+                (a, _) => a,
+            };
+            let Some(a) = a else { continue };
             let node = self.graph.node(id);
             if let Some(v) = &self.values[id] {
                 bias.add_assign(&a.times_vector(v));
@@ -544,15 +686,29 @@ impl<'g, T: Scalar> State<'g, T> {
                 NodeKind::Op(op) => op.as_ref(),
                 NodeKind::Constant(_) => unreachable!("constants have values"),
             };
-            let res = self
-                .backward_op(node.inputs.as_slice(), op, a, par)
-                .map_err(|e| e.at_node(&node.name, op.op_type()))?;
+            let optimized = hooks.params.get(id).copied().flatten().zip(op.optimizable());
+            // Windows stay windows through operators that take them; the optimized rule
+            // of a relaxation that does not gets dense coefficients.
+            let a = match optimized {
+                Some((_, opt)) if a.window.is_some() && !opt.supports_window() => a.into_dense(),
+                _ => a,
+            };
+            if hooks.record && !op.is_affine() {
+                recorded[id] = Some(a.clone());
+            }
+            let res = match optimized {
+                Some((params, opt)) => self.with_ctx(id, |ctx| opt.backward_with(ctx, a, params))?,
+                None => self
+                    .backward_op(node.inputs.as_slice(), op, a, par)
+                    .map_err(|e| e.at_node(&node.name, op.op_type()))?,
+            };
             bias.add_assign(&res.bias);
             for (k, ak) in res.inputs.into_iter().enumerate() {
                 let Some(ak) = ak else { continue };
                 let i = *node.inputs.get(k).ok_or_else(|| {
                     Error::Invalid(format!(
-                        "backward rule returned coefficients for input {k}, which does not exist"
+                        "backward rule of node '{}' returned coefficients for input {k}, which does not exist",
+                        node.name
                     ))
                 })?;
                 let ak = self.settle(i, ak)?;
@@ -563,7 +719,33 @@ impl<'g, T: Scalar> State<'g, T> {
             }
         }
         roots.sort_by_key(|(id, _)| *id);
-        Ok((roots, bias))
+        Ok(Swept { roots, bias, recorded })
+    }
+
+    /// Call `f` with the backward context of node `id` (its inputs' bounds); errors
+    /// name the node.
+    pub(super) fn with_ctx<R>(
+        &self,
+        id: NodeId,
+        f: impl FnOnce(&BackwardCtx<'_, T>) -> Result<R>,
+    ) -> Result<R> {
+        let node = self.graph.node(id);
+        let ctx_bounds = self.ctx_bounds(node.inputs.as_slice());
+        let ctx = BackwardCtx { input_bounds: &ctx_bounds, options: &self.opts.relax, par: self.par };
+        let op_type = node.op().map_or("", |op| op.op_type());
+        f(&ctx).map_err(|e| e.at_node(&node.name, op_type))
+    }
+
+    /// The intervals of `inputs` a relaxation sees: exact values, or final bounds.
+    fn ctx_bounds(&self, inputs: &[NodeId]) -> SmallVec<[Option<Interval<'_, T>>; 4]> {
+        inputs
+            .iter()
+            .map(|&i| match (&self.values[i], &self.bounds[i]) {
+                (Some(v), _) => Some(Interval { lower: v, upper: v }),
+                (None, Some((l, u))) => Some(Interval { lower: l.as_slice(), upper: u.as_slice() }),
+                (None, None) => None,
+            })
+            .collect()
     }
 
     fn backward_op(
@@ -573,14 +755,7 @@ impl<'g, T: Scalar> State<'g, T> {
         a: LinearA<T>,
         par: Par,
     ) -> Result<lirpa_core::BackwardResult<T>> {
-        let ctx_bounds: SmallVec<[Option<Interval<'_, T>>; 4]> = inputs
-            .iter()
-            .map(|&i| match (&self.values[i], &self.bounds[i]) {
-                (Some(v), _) => Some(Interval { lower: v, upper: v }),
-                (None, Some((l, u))) => Some(Interval { lower: l.as_slice(), upper: u.as_slice() }),
-                (None, None) => None,
-            })
-            .collect();
+        let ctx_bounds = self.ctx_bounds(inputs);
         for &k in op.needs_input_bounds() {
             if ctx_bounds.get(k).is_none_or(|b| b.is_none()) {
                 return Err(Error::Invalid(format!("bounds of input {k} were not computed")));

@@ -9,13 +9,15 @@ mod options;
 pub mod train;
 
 pub use backward::alpha::{
-    AlphaNode, AlphaPass, AlphaRun, AlphaState, bound_and_gradient, compute_bounds_optimized,
+    AlphaNode, AlphaPass, AlphaRun, AlphaState, BetaParams, bound_and_gradient, compute_bounds_optimized,
     compute_bounds_optimized_keep,
 };
 pub use backward::{
     BoundResult, InputValue, IntermediateBounds, LinearBoundA, compute_bounds, compute_bounds_keep,
 };
-pub use options::{BoundOptions, BoundRequest, ConvMode, Method, NodeBounds, OptimizeOptions};
+pub use options::{
+    BoundOptions, BoundRequest, ConvMode, Method, NodeBounds, NodeConstraint, OptimizeOptions,
+};
 pub use train::{BoundGrads, CrownTape, IbpTape, NaturalTape, SpecMethod, SpecTape, TrainGraph};
 
 pub use lirpa_core::{Graph, NodeId, Perturbation, Scalar};

@@ -85,6 +85,65 @@ pub struct BoundOptions {
     /// ReLU split constraints). Not serialized.
     #[serde(skip)]
     pub node_bounds: Option<std::sync::Arc<NodeBounds>>,
+    /// Linear constraints on elements of intermediate nodes that every input of the set
+    /// under study satisfies (branch and bound: the split constraints of a sub-domain).
+    /// Every method intersects the bounds of a constrained node with them (as
+    /// [`NodeBounds`]); α-CROWN also adds each to the bounded node's backward pass as a
+    /// Lagrangian term with an optimized multiplier β ≥ 0 (β-CROWN). Not serialized.
+    #[serde(skip)]
+    pub constraints: Option<std::sync::Arc<Vec<NodeConstraint>>>,
+}
+
+/// A constraint on one element of an intermediate node: `node[index] ≥ threshold`
+/// (`ge`) or `node[index] ≤ threshold`. For a ReLU split the threshold is 0 (`ge`:
+/// the active side); general branching splits at any point.
+///
+/// Written `σ·(z − t) ≥ 0` with `σ = +1` for `≥` and `−1` for `≤`: for any `β ≥ 0`,
+/// `f(x) ≥ f(x) − β·σ·(z(x) − t)` on the inputs that satisfy it, so the backward bound of
+/// the right-hand side is a lower bound of `f` there (and `f + β·σ·(z − t)` an upper one).
+/// **Soundness is the caller's**: every input the result is used for must satisfy it.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct NodeConstraint {
+    pub node: NodeId,
+    pub index: usize,
+    pub ge: bool,
+    pub threshold: f64,
+}
+
+impl NodeConstraint {
+    /// `σ`: +1 for `≥`, −1 for `≤`.
+    pub fn sign(&self) -> f64 {
+        if self.ge { 1.0 } else { -1.0 }
+    }
+
+    /// Whether the value `z` of the node's element satisfies the constraint.
+    pub fn holds(&self, z: f64) -> bool {
+        if self.ge { z >= self.threshold } else { z <= self.threshold }
+    }
+
+    /// Intersect `(lo, hi)`, the bounds of node `id`, with the constraints on `id` (the
+    /// threshold rounded outward in `f32`).
+    pub fn apply_all<T: Scalar>(constraints: &[NodeConstraint], id: NodeId, lo: &mut [T], hi: &mut [T]) {
+        let n = lo.len().min(hi.len());
+        for c in constraints.iter().filter(|c| c.node == id && c.index < n) {
+            let mut v = T::from_f64(c.threshold);
+            if c.ge {
+                if v.as_f64() > c.threshold {
+                    v = v.next_down();
+                }
+                if v > lo[c.index] {
+                    lo[c.index] = v;
+                }
+            } else {
+                if v.as_f64() < c.threshold {
+                    v = v.next_up();
+                }
+                if v < hi[c.index] {
+                    hi[c.index] = v;
+                }
+            }
+        }
+    }
 }
 
 /// Element-wise bounds of intermediate nodes that the caller knows to hold on the whole
@@ -156,6 +215,9 @@ pub struct OptimizeOptions {
     pub lr_alpha: f64,
     /// Learning-rate factor per iteration (exponential decay).
     pub lr_decay: f64,
+    /// Adam learning rate of the multipliers β of [`BoundOptions::constraints`]
+    /// (β-CROWN's `lr_beta`).
+    pub lr_beta: f64,
     /// Adam's moment decay rates and denominator guard (torch defaults).
     pub adam_beta1: f64,
     pub adam_beta2: f64,
@@ -179,6 +241,7 @@ impl Default for OptimizeOptions {
         OptimizeOptions {
             iterations: 20,
             lr_alpha: 0.5,
+            lr_beta: 0.05,
             lr_decay: 0.98,
             adam_beta1: 0.9,
             adam_beta2: 0.999,
@@ -225,6 +288,7 @@ impl Default for BoundOptions {
             crown_batch_size: 256,
             optimize: OptimizeOptions::default(),
             node_bounds: None,
+            constraints: None,
         }
     }
 }

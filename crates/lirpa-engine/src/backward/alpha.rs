@@ -47,10 +47,12 @@
 //! [`LinearRelaxation::relaxed_forward`]: lirpa_core::LinearRelaxation::relaxed_forward
 //! [`OptimizableRelaxation::param_grad`]: lirpa_core::OptimizableRelaxation::param_grad
 
-use super::{BoundResult, Bounds, InputValue, LinearBoundA, State, selection};
-use crate::options::{BoundOptions, BoundRequest, Method, OptimizeOptions};
+use super::{
+    BoundResult, Bounds, ConstraintTerms, InputValue, LinearBoundA, State, SweepHooks, Swept, selection,
+};
+use crate::options::{BoundOptions, BoundRequest, Method, NodeConstraint, OptimizeOptions};
 use faer::{Accum, Mat, MatRef, Par};
-use lirpa_core::op::{BackwardCtx, BatchInput, Interval, SideParams};
+use lirpa_core::op::{BatchInput, Interval, SideParams};
 use lirpa_core::{
     Error, Graph, LinearA, LinearBias, NodeId, NodeKind, OptimizableRelaxation, Result, Scalar,
 };
@@ -90,6 +92,19 @@ pub struct AlphaRun<T> {
     /// Whether this run optimizes the upper bound.
     pub upper: bool,
     pub passes: Vec<AlphaPass<T>>,
+    /// β-CROWN's multipliers of the bounded node's pass (`None` without constraints).
+    pub beta: Option<BetaParams<T>>,
+}
+
+/// The multipliers β of the constraints ([`BoundOptions::constraints`]) on the
+/// perturbed nodes the bounded node depends on, in the bounded node's pass: one per
+/// specification row and constraint. Every `β ≥ 0` gives a sound bound on the inputs
+/// that satisfy the constraints (see [`NodeConstraint`]).
+#[derive(Clone, Debug, PartialEq)]
+pub struct BetaParams<T> {
+    pub constraints: Vec<NodeConstraint>,
+    /// Row-major `spec × constraints.len()`.
+    pub values: Vec<T>,
 }
 
 /// Relaxation parameters of an optimized bound computation: what
@@ -121,6 +136,11 @@ impl<T: Scalar> AlphaRun<T> {
                             && a.upper.is_some() == b.upper.is_some()
                     })
             })
+            && match (&self.beta, &other.beta) {
+                (None, None) => true,
+                (Some(a), Some(b)) => a.constraints == b.constraints && a.values.len() == b.values.len(),
+                _ => false,
+            }
     }
 
     /// Take the parameters of `warm` wherever they apply: same pass start node, same
@@ -131,6 +151,18 @@ impl<T: Scalar> AlphaRun<T> {
     pub fn warm_start(&mut self, warm: &AlphaRun<T>) {
         if warm.upper != self.upper {
             return;
+        }
+        // β of a constraint the warm run had (same node, element, side and threshold),
+        // row by row; a new constraint keeps β = 0.
+        if let (Some(b), Some(wb)) = (self.beta.as_mut(), warm.beta.as_ref()) {
+            let (k, wk) = (b.constraints.len(), wb.constraints.len());
+            let rows = (b.values.len() / k.max(1)).min(wb.values.len() / wk.max(1));
+            for (j, c) in b.constraints.iter().enumerate() {
+                let Some(wj) = wb.constraints.iter().position(|w| w == c) else { continue };
+                for r in 0..rows {
+                    b.values[r * k + j] = wb.values[r * wk + wj];
+                }
+            }
         }
         for pass in &mut self.passes {
             let Some(wp) = warm.passes.iter().find(|p| p.start == pass.start) else { continue };
@@ -154,13 +186,16 @@ impl<T: Scalar> AlphaRun<T> {
         }
     }
 
-    /// Every parameter vector with its side, in a fixed order.
-    fn params_mut(&mut self) -> impl Iterator<Item = &mut Vec<T>> {
+    /// Every parameter vector, in a fixed order: the relaxation parameters (`false`),
+    /// then the multipliers β (`true`).
+    fn params_mut(&mut self) -> impl Iterator<Item = (bool, &mut Vec<T>)> {
         self.passes
             .iter_mut()
             .flat_map(|p| p.nodes.iter_mut())
             .flat_map(|n| [&mut n.lower, &mut n.upper])
             .flatten()
+            .map(|p| (false, p))
+            .chain(self.beta.as_mut().map(|b| (true, &mut b.values)))
     }
 }
 
@@ -279,7 +314,7 @@ pub fn bound_and_gradient<T: Scalar>(
     let ev = st.evaluate_run(target, &c, &mut run, true, false, &affine_cache(graph.len()))?;
     let mut grad = run;
     let mut g = ev.grads.into_iter();
-    for p in grad.params_mut() {
+    for (_, p) in grad.params_mut() {
         *p = g.next().expect("one gradient per parameter vector");
     }
     Ok((ev.bounds, grad))
@@ -294,18 +329,21 @@ struct Adam<T> {
 
 impl<T: Scalar> Adam<T> {
     fn new(run: &mut AlphaRun<T>) -> Self {
-        let m: Vec<Vec<T>> = run.params_mut().map(|p| vec![T::zero(); p.len()]).collect();
+        let m: Vec<Vec<T>> = run.params_mut().map(|(_, p)| vec![T::zero(); p.len()]).collect();
         Adam { t: 0, v: m.clone(), m }
     }
 
-    /// One step along `dir · grad` (ascent for a lower bound, descent for an upper one).
-    fn step(&mut self, run: &mut AlphaRun<T>, grads: Vec<Vec<T>>, lr: f64, dir: T, o: &OptimizeOptions) {
+    /// One step along `dir · grad` (ascent for a lower bound, descent for an upper one),
+    /// with the learning rates of iteration `it` (α's and β's, decayed).
+    fn step(&mut self, run: &mut AlphaRun<T>, grads: Vec<Vec<T>>, it: usize, dir: T, o: &OptimizeOptions) {
         self.t += 1;
         let (b1, b2) = (T::from_f64(o.adam_beta1), T::from_f64(o.adam_beta2));
         let c1 = T::one() - b1.powi(self.t);
         let c2 = T::one() - b2.powi(self.t);
-        let (lr, eps) = (T::from_f64(lr), T::from_f64(o.adam_eps));
-        for (k, (p, g)) in run.params_mut().zip(grads).enumerate() {
+        let decay = o.lr_decay.powi(it as i32);
+        let eps = T::from_f64(o.adam_eps);
+        for (k, ((is_beta, p), g)) in run.params_mut().zip(grads).enumerate() {
+            let lr = T::from_f64(if is_beta { o.lr_beta } else { o.lr_alpha } * decay);
             let (m, v) = (&mut self.m[k], &mut self.v[k]);
             for i in 0..p.len() {
                 let gi = g[i];
@@ -389,82 +427,6 @@ fn slots<T>(nodes: &[AlphaNode<T>], len: usize) -> Vec<Option<usize>> {
 }
 
 impl<'g, T: Scalar> State<'g, T> {
-    /// Validate a request and return the bounded node.
-    pub(super) fn check_request(&self, req: &BoundRequest<'_, T>) -> Result<NodeId> {
-        let target = match req.node {
-            Some(t) if t < self.graph.len() => t,
-            Some(t) => return Err(Error::Invalid(format!("node {t} does not exist"))),
-            None => self.graph.output()?,
-        };
-        let node = self.graph.node(target);
-        if let Some(c) = req.c {
-            if c.ncols() != node.numel() {
-                return Err(Error::Invalid(format!(
-                    "the specification matrix has {} columns but node '{}' has {} elements",
-                    c.ncols(),
-                    node.name,
-                    node.numel()
-                )));
-            }
-            for j in 0..c.ncols() {
-                for i in 0..c.nrows() {
-                    if !c[(i, j)].is_finite() {
-                        return Err(Error::NonFinite(format!("specification matrix row {i}, column {j}")));
-                    }
-                }
-            }
-        }
-        Ok(target)
-    }
-
-    pub(super) fn spec_mat(&self, target: NodeId, req: &BoundRequest<'_, T>) -> Mat<T> {
-        let n = self.graph.node(target).numel();
-        req.c.map_or_else(|| Mat::identity(n, n), |c| c.to_owned())
-    }
-
-    fn check_finite(&self, id: NodeId, v: &[T], what: &str) -> Result<()> {
-        match v.iter().position(|x| x.is_nan()) {
-            Some(i) => Err(Error::NonFinite(format!(
-                "optimized {what} bound {i} of node '{}'",
-                self.graph.node(id).name
-            ))),
-            None => Ok(()),
-        }
-    }
-
-    /// Call `f` with the backward context of node `id` (its inputs' bounds).
-    fn with_ctx<R>(&self, id: NodeId, f: impl FnOnce(&BackwardCtx<'_, T>) -> Result<R>) -> Result<R> {
-        let node = self.graph.node(id);
-        let ctx_bounds: SmallVec<[Option<Interval<'_, T>>; 4]> = node
-            .inputs
-            .iter()
-            .map(|&i| match (&self.values[i], &self.bounds[i]) {
-                (Some(v), _) => Some(Interval { lower: v, upper: v }),
-                (None, Some((l, u))) => Some(Interval { lower: l.as_slice(), upper: u.as_slice() }),
-                (None, None) => None,
-            })
-            .collect();
-        let ctx = BackwardCtx { input_bounds: &ctx_bounds, options: &self.opts.relax, par: self.par };
-        let op_type = node.op().map_or("", |op| op.op_type());
-        f(&ctx).map_err(|e| e.at_node(&node.name, op_type))
-    }
-
-    /// Perturbed nodes `target` depends on (itself included).
-    pub(super) fn cone(&self, target: NodeId) -> Vec<bool> {
-        let mut in_cone = vec![false; target + 1];
-        in_cone[target] = true;
-        for id in (0..=target).rev() {
-            if in_cone[id] && self.perturbed[id] {
-                for &i in &self.graph.node(id).inputs {
-                    in_cone[i] = true;
-                }
-            } else {
-                in_cone[id] = false;
-            }
-        }
-        in_cone
-    }
-
     /// Nodes of the cone of `target` whose bounds some relaxation needs, in order (as
     /// [`State::ensure_bounds`]).
     fn needed_nodes(&self, target: NodeId) -> Vec<NodeId> {
@@ -576,7 +538,18 @@ impl<'g, T: Scalar> State<'g, T> {
         let spec = c.spec();
         let nodes = self.init_nodes(target, spec, !upper, upper)?;
         passes.push(AlphaPass { start: target, rows: (0..spec).collect(), nodes });
-        Ok(AlphaRun { upper, passes })
+        let cone = self.cone(target);
+        let constraints: Vec<NodeConstraint> = self
+            .opts
+            .constraints
+            .iter()
+            .flat_map(|cs| cs.iter())
+            .filter(|c| cone.get(c.node).copied().unwrap_or(false))
+            .copied()
+            .collect();
+        let beta = (!constraints.is_empty())
+            .then(|| BetaParams { values: vec![T::zero(); spec * constraints.len()], constraints });
+        Ok(AlphaRun { upper, passes, beta })
     }
 
     /// Bounds of an intermediate node from its pass, intersected with `reference`.
@@ -588,7 +561,8 @@ impl<'g, T: Scalar> State<'g, T> {
     ) -> Result<(Bounds<T>, PassRecord<T>)> {
         let id = pass.start;
         let a = self.selection_coeffs(id, &pass.rows);
-        let (roots, bias, recorded) = self.alpha_backward(id, a, &pass.nodes, record)?;
+        let Swept { roots, bias, recorded } =
+            self.sweep(id, a, self.par, &self.hooks(&pass.nodes, record, None))?;
         let (cl, cu) = self.concretize(&roots, &bias, true, true);
         self.check_finite(id, &cl, "intermediate lower")?;
         self.check_finite(id, &cu, "intermediate upper")?;
@@ -663,9 +637,8 @@ impl<'g, T: Scalar> State<'g, T> {
             if !need_grad || late || (o.early_stop_patience > 0 && since_improved >= o.early_stop_patience) {
                 break;
             }
-            let lr = o.lr_alpha * o.lr_decay.powi(it as i32);
             let dir = if upper { -T::one() } else { T::one() };
-            adam.step(&mut run, ev.grads, lr, dir, o);
+            adam.step(&mut run, ev.grads, it, dir, o);
         }
         let (mut bounds, run) =
             if o.keep_best { (best.expect("one iteration ran"), best_run) } else { (last, run) };
@@ -712,8 +685,12 @@ impl<'g, T: Scalar> State<'g, T> {
             return Err(Error::Invalid("the parameters do not match the model's intermediate bounds".into()));
         }
         self.project(&mut run.passes[last].nodes)?;
-        let (roots, bias, recorded) =
-            self.alpha_backward(target, c.clone(), &run.passes[last].nodes, need_grad)?;
+        if let Some(b) = run.beta.as_mut() {
+            // β's feasible set: β ≥ 0 (NaN, which no step should make, becomes 0).
+            b.values.iter_mut().for_each(|v| *v = if *v > T::zero() { *v } else { T::zero() });
+        }
+        let hooks = self.hooks(&run.passes[last].nodes, need_grad, run.beta.as_ref());
+        let Swept { roots, bias, recorded } = self.sweep(target, c.clone(), self.par, &hooks)?;
         let (lo, hi) = self.concretize(&roots, &bias, !run.upper, run.upper);
         let bounds = if run.upper { hi } else { lo };
         self.check_finite(target, &bounds, if run.upper { "upper" } else { "lower" })?;
@@ -744,6 +721,7 @@ impl<'g, T: Scalar> State<'g, T> {
         let mut grads: Vec<Vec<[Option<Vec<T>>; 2]>> =
             run.passes.iter().map(|p| p.nodes.iter().map(|_| [None, None]).collect()).collect();
         let starts: Vec<NodeId> = run.passes.iter().map(|p| p.start).collect();
+        let mut beta_grad: Option<Vec<T>> = None;
         let mut cursor = run.passes[last].start + 1;
         for p in (0..=last).rev() {
             let pass = &run.passes[p];
@@ -787,7 +765,8 @@ impl<'g, T: Scalar> State<'g, T> {
                         .map(|(r, &j)| if rec.active[s][r] && !g.is_empty() { g[j] } else { T::zero() })
                         .collect()
                 };
-                if pass.nodes.is_empty() || weight.iter().all(|w| *w == T::zero()) {
+                let beta = if p == last { run.beta.as_ref() } else { None };
+                if (pass.nodes.is_empty() && beta.is_none()) || weight.iter().all(|w| *w == T::zero()) {
                     continue;
                 }
                 let z = self.adjoint_forward(
@@ -846,6 +825,9 @@ impl<'g, T: Scalar> State<'g, T> {
                     }
                     grads[p][k][s] = Some(g);
                 }
+                if let Some(b) = beta {
+                    beta_grad = Some(self.beta_grad(b, &z, side));
+                }
             }
         }
         // Flatten in the order of `params_mut`; absent gradients are zeros.
@@ -859,7 +841,28 @@ impl<'g, T: Scalar> State<'g, T> {
                 }
             }
         }
+        if let Some(b) = &run.beta {
+            out.push(beta_grad.unwrap_or_else(|| vec![T::zero(); b.values.len()]));
+        }
         Ok(out)
+    }
+
+    /// `∂bound_r/∂β_rk` of the final pass (side `upper`): by the envelope theorem, the
+    /// constraint's term `∓σ·(z − t)` at the adjoint values `z` (the linearized network
+    /// of row `r` at its optimal input point), as for the relaxation parameters.
+    fn beta_grad(&self, b: &BetaParams<T>, z: &[Option<Vec<T>>], upper: bool) -> Vec<T> {
+        let k_all = b.constraints.len();
+        let mut g = vec![T::zero(); b.values.len()];
+        let dir = if upper { T::one() } else { -T::one() };
+        for (k, c) in b.constraints.iter().enumerate() {
+            let Some(zc) = z.get(c.node).and_then(|v| v.as_ref()) else { continue };
+            let n = self.graph.node(c.node).numel();
+            let (sigma, t) = (T::from_f64(c.sign()), T::from_f64(c.threshold));
+            for (r, row) in g.chunks_mut(k_all).enumerate() {
+                row[k] = dir * sigma * (zc[r * n + c.index] - t);
+            }
+        }
+        g
     }
 
     /// `∂loss/∂bounds` of node `id` passed on to its input's bounds when the node was
@@ -966,78 +969,20 @@ impl<'g, T: Scalar> State<'g, T> {
         Ok(())
     }
 
-    /// The backward sweep of [`State::backward_from`] with dense coefficients, where
-    /// optimizable nodes use their parameters. With `record`, keeps the coefficients each
-    /// non-affine node received (the adjoint sweep chooses its lines by their signs).
-    #[allow(clippy::type_complexity)]
-    fn alpha_backward(
+    /// The sweep hooks of a pass: the parameters of its optimizable nodes, recording
+    /// on request, and the constraints' terms with `beta` (final pass only).
+    fn hooks<'a>(
         &self,
-        target: NodeId,
-        a: LinearA<T>,
-        nodes: &[AlphaNode<T>],
+        nodes: &'a [AlphaNode<T>],
         record: bool,
-    ) -> Result<(Vec<(NodeId, LinearA<T>)>, LinearBias<T>, Vec<Option<LinearA<T>>>)> {
-        let slot = slots(nodes, target + 1);
-        let mut bias = LinearBias::zeros(a.spec());
-        let mut pending: Vec<Option<LinearA<T>>> = (0..=target).map(|_| None).collect();
-        let mut recorded: Vec<Option<LinearA<T>>> = (0..=target).map(|_| None).collect();
-        pending[target] = Some(a);
-        let mut roots = Vec::new();
-        for id in (0..=target).rev() {
-            let Some(a) = pending[id].take() else { continue };
-            let node = self.graph.node(id);
-            if let Some(v) = &self.values[id] {
-                bias.add_assign(&a.times_vector(v));
-                continue;
-            }
-            let op = match &node.kind {
-                NodeKind::Input => {
-                    // Kept windowed: concretization reads windows directly.
-                    roots.push((id, a));
-                    continue;
-                }
-                NodeKind::Op(op) => op.as_ref(),
-                NodeKind::Constant(_) => unreachable!("constants have values"),
-            };
-            // Windows stay windows through operators that take them (as in
-            // `backward_from`); the optimized rule of a relaxation that does not gets
-            // dense coefficients.
-            let optimized = slot[id].zip(op.optimizable());
-            let a = match optimized {
-                Some((_, opt)) if a.window.is_some() && !opt.supports_window() => a.into_dense(),
-                _ => a,
-            };
-            if record && !op.is_affine() {
-                recorded[id] = Some(a.clone());
-            }
-            let res = match optimized {
-                Some((k, opt)) => {
-                    let n = &nodes[k];
-                    let params = SideParams { lower: n.lower.as_deref(), upper: n.upper.as_deref() };
-                    self.with_ctx(id, |ctx| opt.backward_with(ctx, a, params))?
-                }
-                _ => self
-                    .backward_op(node.inputs.as_slice(), op, a, self.par)
-                    .map_err(|e| e.at_node(&node.name, op.op_type()))?,
-            };
-            bias.add_assign(&res.bias);
-            for (k, ak) in res.inputs.into_iter().enumerate() {
-                let Some(ak) = ak else { continue };
-                let i = *node.inputs.get(k).ok_or_else(|| {
-                    Error::Invalid(format!(
-                        "backward rule of node '{}' returned coefficients for input {k}, which does not exist",
-                        node.name
-                    ))
-                })?;
-                let ak = self.settle(i, ak)?;
-                match &mut pending[i] {
-                    Some(acc) => acc.add_assign(ak)?,
-                    slot @ None => *slot = Some(ak),
-                }
-            }
+        beta: Option<&'a BetaParams<T>>,
+    ) -> SweepHooks<'a, T> {
+        let mut params = vec![None; nodes.iter().map(|n| n.node + 1).max().unwrap_or(0)];
+        for n in nodes {
+            params[n.node] = Some(SideParams { lower: n.lower.as_deref(), upper: n.upper.as_deref() });
         }
-        roots.sort_by_key(|(id, _)| *id);
-        Ok((roots, bias, recorded))
+        let terms = beta.map(|b| ConstraintTerms { constraints: &b.constraints, beta: &b.values });
+        SweepHooks { params, record, terms }
     }
 
     /// The dense map of affine node `id` (from its backward rule with identity
