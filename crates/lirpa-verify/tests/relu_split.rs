@@ -9,7 +9,6 @@
 //!   never proves a sat mnistfc instance.
 
 use lirpa::Graph;
-use lirpa::core::{Attr, Attributes, GraphBuilder, TensorData};
 use lirpa::sample::Rng;
 use lirpa_verify::bab::BabResult;
 use lirpa_verify::relu_bab::{ClampBounder, ReluBabOptions, Split, SplitBounder, relu_inputs, relu_split};
@@ -20,31 +19,7 @@ use std::time::{Duration, Instant};
 
 /// A random ReLU MLP `n_in → widths… → n_out`.
 fn mlp(seed: u64, n_in: usize, widths: &[usize], n_out: usize) -> Graph<f64> {
-    let mut rng = Rng::new(seed);
-    let mut b = GraphBuilder::<f64>::new();
-    b.add_input("x", &[1, n_in]).unwrap();
-    let mut src = ("x".to_string(), n_in);
-    let mut dims: Vec<usize> = widths.to_vec();
-    dims.push(n_out);
-    for (i, &w) in dims.iter().enumerate() {
-        let scale = 1.5 / (src.1 as f64).sqrt();
-        let wd = (0..w * src.1).map(|_| (rng.uniform() * 2.0 - 1.0) * scale).collect();
-        let bd = (0..w).map(|_| (rng.uniform() * 2.0 - 1.0) * 0.3).collect();
-        b.add_constant(&format!("w{i}"), TensorData::float(&[w, src.1], wd).unwrap()).unwrap();
-        b.add_constant(&format!("b{i}"), TensorData::float(&[w], bd).unwrap()).unwrap();
-        let mut attrs = Attributes::default();
-        attrs.insert("transB", Attr::Int(1));
-        let name = format!("g{i}");
-        let (wn, bn) = (format!("w{i}"), format!("b{i}"));
-        b.add_node(&name, "Gemm", "", 13, &attrs, &[Some(&src.0), Some(&wn), Some(&bn)]).unwrap();
-        src = (name, w);
-        if i + 1 < dims.len() {
-            let r = format!("r{i}");
-            b.add_node(&r, "Relu", "", 13, &Attributes::default(), &[Some(&src.0)]).unwrap();
-            src = (r, w);
-        }
-    }
-    b.finish(&[&src.0]).unwrap()
+    lirpa::sample::ReluMlp::new(seed, n_in, widths, n_out).unwrap().graph
 }
 
 /// Points of the box: corners and uniform interior points.

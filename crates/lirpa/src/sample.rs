@@ -62,3 +62,47 @@ pub fn sample_points<T: Scalar>(ptb: &Perturbation<T>, count: usize, seed: u64) 
     }
     out
 }
+
+/// A random ReLU MLP `n_in → widths… → n_out` (`Gemm` with `transB = 1`, `Relu` between
+/// layers; nodes `x`, `g0`, `r0`, `g1`, …), with its weights for tests that compute
+/// with them independently: layer `i` maps `h` to `W_i·h + b_i`, `W_i` row-major
+/// `width × inputs`, uniform in `±1.5/√inputs`, biases in `±0.3`.
+pub struct ReluMlp {
+    pub graph: crate::Graph<f64>,
+    /// `(W, b)` per layer, `W[o][i]`.
+    pub layers: Vec<(Vec<Vec<f64>>, Vec<f64>)>,
+}
+
+impl ReluMlp {
+    /// Build it from `seed` (needs the linear and ReLU operator plugins).
+    pub fn new(seed: u64, n_in: usize, widths: &[usize], n_out: usize) -> crate::Result<ReluMlp> {
+        use crate::core::{Attr, Attributes, GraphBuilder, TensorData};
+        let mut rng = Rng::new(seed);
+        let mut b = GraphBuilder::<f64>::new();
+        b.add_input("x", &[1, n_in])?;
+        let mut src = ("x".to_string(), n_in);
+        let mut dims: Vec<usize> = widths.to_vec();
+        dims.push(n_out);
+        let mut layers = Vec::new();
+        for (i, &w) in dims.iter().enumerate() {
+            let scale = 1.5 / (src.1 as f64).sqrt();
+            let wd: Vec<f64> = (0..w * src.1).map(|_| (rng.uniform() * 2.0 - 1.0) * scale).collect();
+            let bd: Vec<f64> = (0..w).map(|_| (rng.uniform() * 2.0 - 1.0) * 0.3).collect();
+            layers.push((wd.chunks(src.1).map(<[f64]>::to_vec).collect(), bd.clone()));
+            b.add_constant(&format!("w{i}"), TensorData::float(&[w, src.1], wd)?)?;
+            b.add_constant(&format!("b{i}"), TensorData::float(&[w], bd)?)?;
+            let mut attrs = Attributes::default();
+            attrs.insert("transB", Attr::Int(1));
+            let name = format!("g{i}");
+            let (wn, bn) = (format!("w{i}"), format!("b{i}"));
+            b.add_node(&name, "Gemm", "", 13, &attrs, &[Some(&src.0), Some(&wn), Some(&bn)])?;
+            src = (name, w);
+            if i + 1 < dims.len() {
+                let r = format!("r{i}");
+                b.add_node(&r, "Relu", "", 13, &Attributes::default(), &[Some(&src.0)])?;
+                src = (r, w);
+            }
+        }
+        Ok(ReluMlp { graph: b.finish(&[&src.0])?, layers })
+    }
+}
