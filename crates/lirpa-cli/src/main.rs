@@ -68,6 +68,17 @@ struct VerifyArgs {
     /// PGD steps per restart (default: the library's).
     #[arg(long)]
     pgd_steps: Option<usize>,
+    /// ReLU-split sub-domains without β-CROWN: the splits only clamp recomputed
+    /// intermediate bounds (the behaviour before β-CROWN, for comparison).
+    #[arg(long)]
+    no_beta: bool,
+    /// α,β optimization iterations per ReLU-split sub-domain (default: the library's).
+    #[arg(long)]
+    sub_iterations: Option<usize>,
+    /// Split candidates whose children are both bounded per ReLU-split domain (default:
+    /// the library's).
+    #[arg(long)]
+    branch_candidates: Option<usize>,
 }
 
 #[derive(Clone, Copy, ValueEnum)]
@@ -391,6 +402,9 @@ fn verify(args: &VerifyArgs, started: std::time::Instant) -> Result<()> {
     opts.pgd_restarts = args.pgd_restarts.unwrap_or(opts.pgd_restarts);
     opts.pgd_steps = args.pgd_steps.unwrap_or(opts.pgd_steps);
     opts.lookahead_depth = args.lookahead_depth.unwrap_or(opts.lookahead_depth);
+    opts.relu_bab.beta = !args.no_beta;
+    opts.relu_bab.sub_iterations = args.sub_iterations.unwrap_or(opts.relu_bab.sub_iterations);
+    opts.relu_bab.candidates = args.branch_candidates.unwrap_or(opts.relu_bab.candidates);
     opts.progress = Some(&progress);
     let model = lirpa_verify::Model::load(&args.model)?;
     let problem = lirpa_verify::Problem::from_property(&lirpa_vnnlib::parse_file(&args.spec)?);

@@ -35,6 +35,15 @@ pub struct BoundResult<T: Scalar> {
     pub a: Vec<LinearBoundA<T>>,
     /// The bias of those linear functions.
     pub bias: Option<LinearBias<T>>,
+    /// With `return_a` (CROWN-family methods): the coefficients each non-affine node of
+    /// the bounded node's pass received (dense, by node id), i.e. how the bound depends
+    /// on that node's output; branching heuristics (BaBSR) read them.
+    pub node_a: Vec<(NodeId, LinearA<T>)>,
+}
+
+/// The recorded coefficients of a sweep, dense, by node.
+pub(super) fn node_forms<T: Scalar>(recorded: Vec<Option<LinearA<T>>>) -> Vec<(NodeId, LinearA<T>)> {
+    recorded.into_iter().enumerate().filter_map(|(id, a)| a.map(|a| (id, a.into_dense()))).collect()
 }
 
 type Bounds<T> = (Vec<T>, Vec<T>);
@@ -259,6 +268,19 @@ impl<'g, T: Scalar> State<'g, T> {
         (lo, hi)
     }
 
+    /// The caller's bounds of node `id` when [`BoundOptions::fixed_node_bounds`] takes
+    /// them as they are (finite on every element).
+    pub(super) fn fixed(&self, id: NodeId) -> Option<Bounds<T>> {
+        if !self.opts.fixed_node_bounds {
+            return None;
+        }
+        let nb = self.opts.node_bounds.as_ref()?;
+        nb.get(id)?;
+        let n = self.graph.node(id).numel();
+        let b = self.constrain(id, (vec![T::neg_infinity(); n], vec![T::infinity(); n]));
+        (b.0.iter().chain(&b.1).all(|v| v.is_finite())).then_some(b)
+    }
+
     fn run_mut(&mut self, req: &BoundRequest<'_, T>) -> Result<BoundResult<T>> {
         let target = self.check_request(req)?;
         let node = self.graph.node(target);
@@ -268,13 +290,13 @@ impl<'g, T: Scalar> State<'g, T> {
                 Some(c) => lirpa_core::linear::mat_vec(c, v),
                 None => v.to_vec(),
             };
-            return Ok(BoundResult { lower: y.clone(), upper: y, a: vec![], bias: None });
+            return Ok(BoundResult { lower: y.clone(), upper: y, a: vec![], bias: None, node_a: vec![] });
         }
 
-        let (lower, upper, a, bias) = match self.opts.method {
+        let (lower, upper, a, bias, node_a) = match self.opts.method {
             Method::Ibp => {
                 let (l, u) = self.ibp_spec(target, req.c)?;
-                (l, u, vec![], None)
+                (l, u, vec![], None, vec![])
             }
             Method::Crown
             | Method::CrownIbp
@@ -283,16 +305,17 @@ impl<'g, T: Scalar> State<'g, T> {
             | Method::ForwardBackward => {
                 self.ensure_bounds(target)?;
                 let c = LinearA::both(self.spec_mat(target, req), req.lower, req.upper);
-                let (roots, bias) = self.backward_from(target, c, self.par)?;
+                let hooks = SweepHooks { record: req.return_a, ..SweepHooks::none() };
+                let Swept { roots, bias, recorded } = self.sweep(target, c, self.par, &hooks)?;
                 let (l, u) = self.concretize(&roots, &bias, req.lower, req.upper);
                 if req.return_a {
                     let a = roots
                         .into_iter()
                         .map(|(input, a)| LinearBoundA { input, a: a.into_dense() })
                         .collect();
-                    (l, u, a, Some(bias))
+                    (l, u, a, Some(bias), node_forms(recorded))
                 } else {
-                    (l, u, vec![], None)
+                    (l, u, vec![], None, vec![])
                 }
             }
         };
@@ -304,7 +327,7 @@ impl<'g, T: Scalar> State<'g, T> {
         };
         check(&lower, "lower")?;
         check(&upper, "upper")?;
-        Ok(BoundResult { lower, upper, a, bias })
+        Ok(BoundResult { lower, upper, a, bias, node_a })
     }
 
     /// Validate a request and return the bounded node.
@@ -535,6 +558,9 @@ impl<'g, T: Scalar> State<'g, T> {
         let Some(op) = node.op() else {
             return Ok(self.ptb[id].expect("perturbed input").interval());
         };
+        if let Some(b) = self.fixed(id) {
+            return Ok(b);
+        }
         if !self.opts.method.crown_intermediate() {
             return self.ibp(id);
         }

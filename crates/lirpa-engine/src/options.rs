@@ -92,6 +92,12 @@ pub struct BoundOptions {
     /// Lagrangian term with an optimized multiplier β ≥ 0 (β-CROWN). Not serialized.
     #[serde(skip)]
     pub constraints: Option<std::sync::Arc<Vec<NodeConstraint>>>,
+    /// Take the bounds of an intermediate node that [`BoundOptions::node_bounds`] gives
+    /// finitely on every element as they are (with the constraints applied): no
+    /// interval or backward pass recomputes them. Branch and bound keeps its parent
+    /// domain's intermediate bounds this way, β-CROWN's default: only the bounded node's
+    /// pass is computed (and optimized).
+    pub fixed_node_bounds: bool,
 }
 
 /// A constraint on one element of an intermediate node: `node[index] ≥ threshold`
@@ -196,6 +202,11 @@ impl NodeBounds {
         }
     }
 
+    /// The known bounds of node `id`, if any.
+    pub fn get(&self, id: NodeId) -> Option<(&[f64], &[f64])> {
+        self.nodes.iter().find(|(n, _, _)| *n == id).map(|(_, l, u)| (l.as_slice(), u.as_slice()))
+    }
+
     /// Whether some node's interval in `bounds` (as returned with the intermediate
     /// bounds) is empty: the constrained set has no input.
     pub fn infeasible<T: Scalar>(bounds: &[Option<(Vec<T>, Vec<T>)>]) -> bool {
@@ -289,6 +300,7 @@ impl Default for BoundOptions {
             optimize: OptimizeOptions::default(),
             node_bounds: None,
             constraints: None,
+            fixed_node_bounds: false,
         }
     }
 }

@@ -374,9 +374,10 @@ pub fn verify(model: &Model, problem: &Problem, opts: &VerifyOptions<'_>) -> Res
                 0,
                 Some(opts.deadline),
             );
-            let sub = match opts.relu_bab.sub_iterations {
-                0 => relu_bab::ClampBounder::new(&model.g64, lirpa::Method::Crown, 0, 1, None),
-                k => relu_bab::ClampBounder::new(
+            let sub = match (opts.relu_bab.sub_iterations, opts.relu_bab.beta) {
+                (0, _) => relu_bab::ClampBounder::new(&model.g64, lirpa::Method::Crown, 0, 1, None),
+                (k, true) => relu_bab::ClampBounder::beta(&model.g64, k, 1, Some(opts.deadline)),
+                (k, false) => relu_bab::ClampBounder::new(
                     &model.g64,
                     lirpa::Method::AlphaCrown,
                     k,

@@ -12,20 +12,25 @@
 //! so `unsat` needs every leaf proven (some row of every disjunct positive, or the
 //! domain empty: some intermediate interval with `lower > upper`).
 //!
-//! **Branching** (BaBSR-like, with a bound-improvement check): the unstable neurons
-//! of the domain (`l < 0 < u`) are ranked by the height of their triangle
-//! relaxation, `-l·u/(u-l)` (the intercept BaBSR weighs), the best
-//! [`ReluBabOptions::candidates`] are each tried (both children bounded), and the one
-//! whose worse child is best is split; its children's bounds are kept, so the
-//! chosen split costs nothing more.
+//! **Bounding** ([`ClampBounder::beta`], the default): β-CROWN. Every split enters
+//! the final bound as a constraint with a multiplier β ≥ 0 ([`lirpa::NodeConstraint`]),
+//! optimized with α by a few warm-started Adam steps (a new split's β at 0); a domain
+//! keeps its parent's intermediate bounds (the engine's `fixed_node_bounds`), so only
+//! the final bound is computed. Without β ([`ClampBounder::new`]) the splits only
+//! clamp intermediate bounds, recomputed per domain.
 //!
-//! **β-CROWN** plugs in as another [`SplitBounder`]: it receives the split list of
-//! the domain (and the parent's α state for warm starts), which is what its
-//! multipliers are attached to; the loop does not change.
+//! **Branching** (BaBSR): the unstable neurons of the domain (`l < 0 < u`) are
+//! ranked by the bound's loss at their relaxation, `−λ·t` for a negative coefficient
+//! `λ` on the ReLU's output and the triangle's intercept `t = −l·u/(u−l)` (the
+//! coefficients come with the domain's bound; by the triangle height alone when they
+//! do not); the best [`ReluBabOptions::candidates`] are each tried (both children
+//! bounded), and the one whose worse child is best is split; its children's bounds
+//! are kept, so the chosen split costs nothing more.
 
 use crate::{Counterexample, Progress, Region, Result, bab::BabResult};
 use lirpa::{
-    AlphaState, BoundOptions, BoundRequest, Graph, InputValue, Method, NodeBounds, NodeId, Perturbation,
+    AlphaState, BoundOptions, BoundRequest, Graph, InputValue, Method, NodeBounds, NodeConstraint, NodeId,
+    Perturbation,
 };
 use rayon::prelude::*;
 use std::sync::Arc;
@@ -46,6 +51,11 @@ impl Split {
     pub fn holds(&self, z: &[Vec<f64>]) -> bool {
         let v = z[self.node][self.index];
         if self.active { v >= 0.0 } else { v <= 0.0 }
+    }
+
+    /// The split as an engine constraint (`z ≥ 0` or `z ≤ 0`).
+    pub fn constraint(&self) -> NodeConstraint {
+        NodeConstraint { node: self.node, index: self.index, ge: self.active, threshold: 0.0 }
     }
 
     /// Apply the constraint to `nb` (the intermediate bounds of a domain).
@@ -101,6 +111,42 @@ pub struct DomainBound {
     pub infeasible: bool,
     /// α-CROWN parameters, for warm-starting the children.
     pub alpha: Option<Arc<AlphaState<f64>>>,
+    /// The best split candidates by BaBSR's intercept score (node, element, score),
+    /// best first; empty when the bounder gives no coefficients.
+    pub scores: Vec<(NodeId, usize, f64)>,
+}
+
+/// Candidates kept per domain.
+const SCORED: usize = 32;
+
+/// BaBSR's intercept score of every unstable input element of the relaxed nodes whose
+/// coefficients `node_a` the bound recorded: the bound loses `λ·t` where a negative
+/// coefficient `λ` on the output meets the upper line's intercept `t = −l·u/(u−l)`,
+/// and splitting the element removes it (summed over the specification rows). The
+/// [`SCORED`] best, best first.
+fn babsr_scores(
+    graph: &Graph<f64>,
+    node_a: &[(NodeId, lirpa::LinearA<f64>)],
+    inter: &lirpa::IntermediateBounds<f64>,
+) -> Vec<(NodeId, usize, f64)> {
+    let mut out = Vec::new();
+    for (id, a) in node_a {
+        let (Some(&v), Some(m)) = (graph.node(*id).inputs.first(), a.lower.as_ref()) else { continue };
+        let Some(Some((l, u))) = inter.get(v) else { continue };
+        if m.ncols() != l.len() {
+            continue;
+        }
+        for j in 0..l.len() {
+            if l[j] < 0.0 && u[j] > 0.0 {
+                let t = -l[j] * u[j] / (u[j] - l[j]);
+                let lam: f64 = (0..m.nrows()).map(|r| (-m[(r, j)]).max(0.0)).sum();
+                out.push((v, j, lam * t));
+            }
+        }
+    }
+    out.sort_by(|a, b| b.2.total_cmp(&a.2));
+    out.truncate(SCORED);
+    out
 }
 
 /// A sound bounding method for split domains: for every `x` of the box whose ReLU
@@ -118,15 +164,18 @@ pub trait SplitBounder: Sync {
     ) -> Result<DomainBound>;
 }
 
-/// CROWN or α-CROWN with the split constraints applied to intermediate bounds.
+/// CROWN or α-CROWN with the split constraints applied to intermediate bounds, or
+/// β-CROWN ([`ClampBounder::beta`]).
 pub struct ClampBounder<'g> {
     graph: &'g Graph<f64>,
     opts: BoundOptions,
+    beta: bool,
 }
 
 impl<'g> ClampBounder<'g> {
     /// `method` CROWN or α-CROWN (`iterations` of it, iterating no later than
-    /// `deadline`), `threads` as `BoundOptions`.
+    /// `deadline`), `threads` as `BoundOptions`: the splits only clamp intermediate
+    /// bounds, which are recomputed on every domain.
     pub fn new(
         graph: &'g Graph<f64>,
         method: Method,
@@ -137,9 +186,33 @@ impl<'g> ClampBounder<'g> {
         let mut opts = BoundOptions { threads, ..BoundOptions::with_method(method) };
         opts.optimize.iterations = iterations;
         opts.optimize.deadline = deadline;
-        ClampBounder { graph, opts }
+        ClampBounder { graph, opts, beta: false }
+    }
+
+    /// β-CROWN: every split enters the bound as a constraint with an optimized
+    /// multiplier ([`lirpa::NodeConstraint`]), α and β by `iterations` of projected Adam
+    /// (warm-started from the parent, a new split's β at 0); a domain keeps its parent's
+    /// intermediate bounds (with its splits applied) instead of recomputing them, so
+    /// only the final bound is computed.
+    pub fn beta(
+        graph: &'g Graph<f64>,
+        iterations: usize,
+        threads: usize,
+        deadline: Option<std::time::Instant>,
+    ) -> Self {
+        let mut b = ClampBounder::new(graph, Method::AlphaCrown, iterations, threads, deadline);
+        b.opts.fixed_node_bounds = true;
+        b.opts.optimize.lr_alpha = BETA_LR_ALPHA;
+        b.opts.optimize.lr_beta = BETA_LR_BETA;
+        b.beta = true;
+        b
     }
 }
+
+/// Learning rates of α and β in sub-domains (α,β-CROWN's branch-and-bound defaults:
+/// α starts from the parent's optimized values, so it moves slowly).
+const BETA_LR_ALPHA: f64 = 0.01;
+const BETA_LR_BETA: f64 = 0.05;
 
 impl SplitBounder for ClampBounder<'_> {
     fn bound(
@@ -148,7 +221,7 @@ impl SplitBounder for ClampBounder<'_> {
         upper: &[f64],
         c: &[&[f64]],
         known: Option<&Arc<NodeBounds>>,
-        _splits: &[Split],
+        splits: &[Split],
         warm: Option<&AlphaState<f64>>,
     ) -> Result<DomainBound> {
         let n_out = c.first().map_or(0, |r| r.len());
@@ -156,7 +229,10 @@ impl SplitBounder for ClampBounder<'_> {
         let req =
             BoundRequest { node: None, c: Some(cm.as_ref()), lower: true, upper: false, return_a: true };
         let ptb = Perturbation::new_box(lower.to_vec(), upper.to_vec())?;
-        let opts = BoundOptions { node_bounds: known.cloned(), ..self.opts.clone() };
+        let mut opts = BoundOptions { node_bounds: known.cloned(), ..self.opts.clone() };
+        if self.beta && !splits.is_empty() {
+            opts.constraints = Some(Arc::new(splits.iter().map(Split::constraint).collect()));
+        }
         let inputs = [InputValue::Perturbed(ptb)];
         let (res, inter, alpha) = if opts.method == Method::AlphaCrown {
             let (r, st, b) = lirpa::compute_bounds_optimized_keep(self.graph, &inputs, &opts, &req, warm)?;
@@ -166,6 +242,7 @@ impl SplitBounder for ClampBounder<'_> {
             (r, b, None)
         };
         let infeasible = NodeBounds::infeasible(&inter);
+        let scores = babsr_scores(self.graph, &res.node_a, &inter);
         let n = lower.len();
         let a = res.a.first().and_then(|a| a.a.lower.as_ref()).map(|m| {
             let mut v = vec![0.0; c.len() * n];
@@ -182,6 +259,7 @@ impl SplitBounder for ClampBounder<'_> {
             intermediate: Arc::new(crate::bab::keep_bounds(inter)),
             infeasible,
             alpha,
+            scores,
         })
     }
 }
@@ -197,14 +275,20 @@ pub struct ReluBabOptions {
     pub max_pending: usize,
     /// α-CROWN iterations for sub-domains (warm-started from the parent); 0: CROWN.
     pub sub_iterations: usize,
+    /// β-CROWN sub-domains ([`ClampBounder::beta`]); otherwise the splits only clamp
+    /// recomputed intermediate bounds.
+    pub beta: bool,
 }
 
 impl Default for ReluBabOptions {
     fn default() -> Self {
-        // Measured on mnistfc 256x2 (20-30 s): CROWN sub-domains (3 candidates) prove
-        // nothing the root does not; α-CROWN with 5 warm-started iterations proves
-        // prop_0_0.03 in 0.7 s, and is too slow to afford several candidates.
-        ReluBabOptions { batch: 4, candidates: 1, max_pending: 20_000, sub_iterations: 5 }
+        // Measured on mnistfc 256x2 prop_1_0.03 (worst open bound after 10 s, one
+        // core): β-CROWN sub-domains with the parent's intermediate bounds and BaBSR
+        // branching reach -0.51 with 3 iterations (-0.53 with 5, -0.56 with 10, -0.89
+        // with 1: no β optimization); clamping only (the earlier loop) -1.03;
+        // recomputing optimized intermediate bounds per domain -0.78 (10x fewer
+        // domains). Two or four candidates per split: no better.
+        ReluBabOptions { batch: 4, candidates: 1, max_pending: 20_000, sub_iterations: 3, beta: true }
     }
 }
 
@@ -289,15 +373,25 @@ fn branch(
     opts: &ReluBabOptions,
     deadline: Instant,
 ) -> Result<Branched> {
-    // Unstable neurons, by the height of their triangle relaxation.
-    let mut cand: Vec<(f64, Split)> = Vec::new();
-    for (id, l, u) in &node.bound.intermediate.nodes {
-        if !split_nodes.contains(id) {
-            continue;
-        }
-        for (i, (&l, &u)) in l.iter().zip(u).enumerate() {
-            if l < 0.0 && u > 0.0 {
-                cand.push((-l * u / (u - l), Split { node: *id, index: i, active: true }));
+    // Unstable neurons by BaBSR's score where the bound gave one, otherwise by the
+    // height of their triangle relaxation.
+    let mut cand: Vec<(f64, Split)> = node
+        .bound
+        .scores
+        .iter()
+        .filter(|(id, _, s)| split_nodes.contains(id) && *s > 0.0)
+        .map(|&(id, index, s)| (s, Split { node: id, index, active: true }))
+        .collect();
+    if cand.is_empty() {
+        cand.clear();
+        for (id, l, u) in &node.bound.intermediate.nodes {
+            if !split_nodes.contains(id) {
+                continue;
+            }
+            for (i, (&l, &u)) in l.iter().zip(u).enumerate() {
+                if l < 0.0 && u > 0.0 {
+                    cand.push((-l * u / (u - l), Split { node: *id, index: i, active: true }));
+                }
             }
         }
     }

@@ -3,7 +3,9 @@
 use faer::linalg::matmul::matmul;
 use faer::{Accum, MatMut, MatRef, Par};
 use lirpa_core::linear::par_for;
-use lirpa_core::op::{BackwardCtx, Evaluate, Interval, IntervalRule, LinearRelaxation, NodeDef, Operator};
+use lirpa_core::op::{
+    BackwardCtx, BatchInput, Evaluate, Interval, IntervalRule, LinearRelaxation, NodeDef, Operator,
+};
 use lirpa_core::{
     AffineTrain, BackwardResult, BuiltOp, Error, LinearA, LinearBias, Param, Result, Scalar, Shape,
     TensorData, TrainRule, Trainable, broadcast_source_index, numel,
@@ -40,20 +42,20 @@ impl<T: Scalar> Dense<T> {
         MatRef::from_row_major_slice(&self.w, self.n_out, self.n_in)
     }
 
-    /// `out[m] = w · x[m] (+ bias)` for a row-major `rows × n_in` input.
+    /// `out[m] = w · x[m] (+ bias)` for a row-major `k·rows × n_in` input (`k` points of
+    /// `rows` rows each): one matrix product.
     fn apply(&self, w: &[T], x: &[T], out: &mut [T], with_bias: bool) {
-        for m in 0..self.rows {
-            let xr = &x[m * self.n_in..(m + 1) * self.n_in];
-            for j in 0..self.n_out {
-                let wr = &w[j * self.n_in..(j + 1) * self.n_in];
-                let mut acc = T::zero();
-                for t in 0..self.n_in {
-                    acc += wr[t] * xr[t];
-                }
-                if with_bias && let Some(b) = &self.bias {
-                    acc += b[m * self.n_out + j];
-                }
-                out[m * self.n_out + j] = acc;
+        let total = x.len() / self.n_in.max(1);
+        if total == 0 || self.n_out == 0 {
+            return;
+        }
+        let xm = MatRef::from_row_major_slice(&x[..total * self.n_in], total, self.n_in);
+        let wm = MatRef::from_row_major_slice(w, self.n_out, self.n_in);
+        let om = MatMut::from_row_major_slice_mut(&mut out[..total * self.n_out], total, self.n_out);
+        matmul(om, Accum::Replace, xm, wm.transpose(), T::one(), Par::Seq);
+        if with_bias && let Some(b) = &self.bias {
+            for (o, b) in out.chunks_mut(b.len()).flat_map(|c| c.iter_mut().zip(b)) {
+                *o += *b;
             }
         }
     }
@@ -62,6 +64,21 @@ impl<T: Scalar> Dense<T> {
 impl<T: Scalar> Evaluate<T> for Dense<T> {
     fn forward(&self, inputs: &[&[T]], out: &mut [T]) -> Result<()> {
         self.apply(&self.w, inputs[0], out, true);
+        Ok(())
+    }
+
+    fn forward_batch(&self, inputs: &[BatchInput<'_, T>], rows: usize, out: &mut [T]) -> Result<()> {
+        match inputs.first() {
+            Some(BatchInput::Rows(x)) if x.len() == rows * self.rows * self.n_in => {
+                self.apply(&self.w, x, out, true);
+            }
+            _ => {
+                for (r, o) in out.chunks_mut(self.rows * self.n_out).enumerate().take(rows) {
+                    let x = inputs.first().map_or(&[][..], |x| x.row(r, rows));
+                    self.apply(&self.w, x, o, true);
+                }
+            }
+        }
         Ok(())
     }
 }

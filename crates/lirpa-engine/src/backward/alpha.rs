@@ -242,6 +242,7 @@ pub fn compute_bounds_optimized_keep<T: Scalar>(
     let mut upper = vec![T::infinity(); spec];
     let mut runs = Vec::new();
     let mut roots: Vec<(NodeId, LinearA<T>)> = Vec::new();
+    let mut node_a: Vec<(NodeId, LinearA<T>)> = Vec::new();
     let mut bias = LinearBias::zeros(spec);
     for (side_upper, wanted) in [(false, req.lower), (true, req.upper)] {
         if !wanted {
@@ -256,22 +257,24 @@ pub fn compute_bounds_optimized_keep<T: Scalar>(
         } else {
             lower = bounds;
         }
-        if let Some((r, b)) = lin {
+        if let Some((r, b, nodes)) = lin {
             if side_upper {
                 bias.upper = b.upper;
             } else {
                 bias.lower = b.lower;
             }
-            for (id, a) in r {
-                match roots.iter_mut().find(|(i, _)| *i == id) {
-                    Some((_, acc)) => {
-                        if side_upper {
-                            acc.upper = a.upper;
-                        } else {
-                            acc.lower = a.lower;
+            for (forms, side) in [(&mut roots, r), (&mut node_a, nodes)] {
+                for (id, a) in side {
+                    match forms.iter_mut().find(|(i, _)| *i == id) {
+                        Some((_, acc)) => {
+                            if side_upper {
+                                acc.upper = a.upper;
+                            } else {
+                                acc.lower = a.lower;
+                            }
                         }
+                        None => forms.push((id, a)),
                     }
-                    None => roots.push((id, a)),
                 }
             }
         }
@@ -282,7 +285,8 @@ pub fn compute_bounds_optimized_keep<T: Scalar>(
     } else {
         (vec![], None)
     };
-    Ok((BoundResult { lower, upper, a, bias }, AlphaState { target, spec, runs }, st.bounds))
+    let node_a = if req.return_a { node_a } else { vec![] };
+    Ok((BoundResult { lower, upper, a, bias, node_a }, AlphaState { target, spec, runs }, st.bounds))
 }
 
 /// The final bound of `run`'s side computed with the parameters of `run`, and the
@@ -390,7 +394,7 @@ struct PassRecord<T: Scalar> {
 
 /// Linear bounds of the target in terms of its perturbed roots: the coefficients per
 /// root node and the bias.
-type RootForms<T> = (Vec<(NodeId, LinearA<T>)>, LinearBias<T>);
+type RootForms<T> = (Vec<(NodeId, LinearA<T>)>, LinearBias<T>, Vec<(NodeId, LinearA<T>)>);
 
 /// One evaluation of a run.
 struct Eval<T: Scalar> {
@@ -453,6 +457,9 @@ impl<'g, T: Scalar> State<'g, T> {
         let Some(op) = node.op() else {
             return Ok(Plan::Done(self.ptb[id].expect("perturbed input").interval()));
         };
+        if let Some(b) = self.fixed(id) {
+            return Ok(Plan::Done(b));
+        }
         let inputs_bounded = node.inputs.iter().all(|&i| !self.perturbed[i] || self.bounds[i].is_some());
         if op.interval_is_tight() && inputs_bounded {
             return Ok(Plan::Done(self.ibp_one(id, &vec![None; id + 1])?));
@@ -591,7 +598,7 @@ impl<'g, T: Scalar> State<'g, T> {
         warm: Option<&AlphaRun<T>>,
         o: &OptimizeOptions,
         keep_linear: bool,
-    ) -> Result<(Vec<T>, AlphaRun<T>, Option<(Vec<(NodeId, LinearA<T>)>, LinearBias<T>)>)> {
+    ) -> Result<(Vec<T>, AlphaRun<T>, Option<RootForms<T>>)> {
         let cache = affine_cache(self.graph.len());
         let mut run = self.init_run(target, c, upper)?;
         if let Some(w) = warm {
@@ -689,7 +696,7 @@ impl<'g, T: Scalar> State<'g, T> {
             // β's feasible set: β ≥ 0 (NaN, which no step should make, becomes 0).
             b.values.iter_mut().for_each(|v| *v = if *v > T::zero() { *v } else { T::zero() });
         }
-        let hooks = self.hooks(&run.passes[last].nodes, need_grad, run.beta.as_ref());
+        let hooks = self.hooks(&run.passes[last].nodes, need_grad || keep_linear, run.beta.as_ref());
         let Swept { roots, bias, recorded } = self.sweep(target, c.clone(), self.par, &hooks)?;
         let (lo, hi) = self.concretize(&roots, &bias, !run.upper, run.upper);
         let bounds = if run.upper { hi } else { lo };
@@ -699,7 +706,11 @@ impl<'g, T: Scalar> State<'g, T> {
         let grads = if need_grad { self.reverse(run, &records, cache)? } else { vec![] };
         let linear = if keep_linear {
             let rec = records[last].take().expect("final record");
-            Some((rec.roots.into_iter().map(|(i, a)| (i, a.into_dense())).collect(), bias))
+            Some((
+                rec.roots.into_iter().map(|(i, a)| (i, a.into_dense())).collect(),
+                bias,
+                super::node_forms(rec.recorded),
+            ))
         } else {
             None
         };
@@ -1105,7 +1116,12 @@ impl<'g, T: Scalar> State<'g, T> {
                 NodeKind::Constant(_) => continue,
                 NodeKind::Op(op) => {
                     let mut out = vec![T::zero(); rows * n];
-                    let map = if op.is_affine() {
+                    // Building the dense map costs about `n` rows of products: worth it only
+                    // when the run evaluates many more rows than that (a matrix product
+                    // is a few times faster than row-by-row evaluation).
+                    let worth =
+                        rows.saturating_mul(self.opts.optimize.iterations.max(1)).saturating_mul(2) >= n;
+                    let map = if op.is_affine() && worth {
                         cache[id].get_or_init(|| self.affine_map(id)).as_ref()
                     } else {
                         None

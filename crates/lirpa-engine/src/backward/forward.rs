@@ -106,7 +106,7 @@ pub(super) fn compute_bounds_forward<T: Scalar>(
     if let Some(i) = lower.iter().chain(&upper).position(|x| x.is_nan()) {
         return Err(Error::NonFinite(format!("bound {i} of node '{name}'")));
     }
-    Ok(BoundResult { lower, upper, a: vec![], bias: None })
+    Ok(BoundResult { lower, upper, a: vec![], bias: None, node_a: vec![] })
 }
 
 /// Linear bounds of `C·target`: `C` is first carried back exactly through the trailing
