@@ -366,14 +366,22 @@ pub fn verify(model: &Model, problem: &Problem, opts: &VerifyOptions<'_>) -> Res
                 stats.bab_time += t.elapsed();
                 return Ok((Verdict::Sat(ce), stats));
             }
-            let nodes = relu_bab::relu_inputs(&model.g64);
-            let root = relu_bab::ClampBounder::new(
-                &model.g64,
-                lirpa::Method::AlphaCrown,
-                opts.alpha_iterations,
-                0,
-                Some(opts.deadline),
-            );
+            let nodes = relu_bab::split_nodes(&model.g64);
+            // With smooth activations to split (general branching), optimized
+            // intermediate bounds cost too much: the root keeps CROWN's and optimizes
+            // the final bound only, as the sub-domains do.
+            let general = nodes.iter().any(|(_, k)| *k == relu_bab::SplitKind::Midpoint);
+            let root = if general && opts.relu_bab.beta {
+                relu_bab::ClampBounder::beta(&model.g64, opts.alpha_iterations, 0, Some(opts.deadline))
+            } else {
+                relu_bab::ClampBounder::new(
+                    &model.g64,
+                    lirpa::Method::AlphaCrown,
+                    opts.alpha_iterations,
+                    0,
+                    Some(opts.deadline),
+                )
+            };
             let sub = match (opts.relu_bab.sub_iterations, opts.relu_bab.beta) {
                 (0, _) => relu_bab::ClampBounder::new(&model.g64, lirpa::Method::Crown, 0, 1, None),
                 (k, true) => relu_bab::ClampBounder::beta(&model.g64, k, 1, Some(opts.deadline)),

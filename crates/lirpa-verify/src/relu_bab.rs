@@ -36,36 +36,43 @@ use rayon::prelude::*;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-/// One split constraint: element `index` of the ReLU input node `node` is `>= 0`
-/// (`active`) or `<= 0`.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+/// One split constraint: element `index` of node `node` (the input of a split
+/// activation) is `>= threshold` (`active`) or `<= threshold`; a ReLU split has
+/// threshold 0.
+#[derive(Clone, Copy, Debug, PartialEq)]
 pub struct Split {
     pub node: NodeId,
     pub index: usize,
     pub active: bool,
+    pub threshold: f64,
 }
 
 impl Split {
+    /// A ReLU split: `z >= 0` (`active`) or `z <= 0`.
+    pub fn relu(node: NodeId, index: usize, active: bool) -> Split {
+        Split { node, index, active, threshold: 0.0 }
+    }
+
     /// Whether pre-activation values `z` (of every node, as `Graph::forward_all`)
     /// satisfy the constraint.
     pub fn holds(&self, z: &[Vec<f64>]) -> bool {
-        let v = z[self.node][self.index];
-        if self.active { v >= 0.0 } else { v <= 0.0 }
+        self.constraint().holds(z[self.node][self.index])
     }
 
-    /// The split as an engine constraint (`z ≥ 0` or `z ≤ 0`).
+    /// The split as an engine constraint.
     pub fn constraint(&self) -> NodeConstraint {
-        NodeConstraint { node: self.node, index: self.index, ge: self.active, threshold: 0.0 }
+        NodeConstraint { node: self.node, index: self.index, ge: self.active, threshold: self.threshold }
     }
 
     /// Apply the constraint to `nb` (the intermediate bounds of a domain).
     pub fn apply(&self, nb: &mut NodeBounds) {
+        let t = self.threshold;
         match nb.nodes.iter_mut().find(|(id, _, _)| *id == self.node) {
             Some((_, l, u)) => {
                 if self.active {
-                    l[self.index] = l[self.index].max(0.0);
+                    l[self.index] = l[self.index].max(t);
                 } else {
-                    u[self.index] = u[self.index].min(0.0);
+                    u[self.index] = u[self.index].min(t);
                 }
             }
             None => {
@@ -75,9 +82,9 @@ impl Split {
                 let mut l = vec![f64::NEG_INFINITY; n];
                 let mut u = vec![f64::INFINITY; n];
                 if self.active {
-                    l[self.index] = 0.0;
+                    l[self.index] = t;
                 } else {
-                    u[self.index] = 0.0;
+                    u[self.index] = t;
                 }
                 nb.nodes.push((self.node, l, u));
             }
@@ -85,7 +92,7 @@ impl Split {
     }
 }
 
-/// The inputs of the graph's ReLU nodes: the nodes whose elements can be split.
+/// The inputs of the graph's ReLU nodes.
 pub fn relu_inputs(g: &Graph<f64>) -> Vec<NodeId> {
     let mut v: Vec<NodeId> = g
         .nodes()
@@ -96,6 +103,55 @@ pub fn relu_inputs(g: &Graph<f64>) -> Vec<NodeId> {
     v.sort_unstable();
     v.dedup();
     v
+}
+
+/// Where the elements of a split node are split.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum SplitKind {
+    /// At 0, the kink of a piecewise-linear activation: each side is exact.
+    Kink,
+    /// At the midpoint of the element's interval (general branching, GenBaB): each
+    /// side gets a tighter relaxation of a smooth activation.
+    Midpoint,
+}
+
+/// The nodes whose elements branch and bound splits: ReLU inputs at their kink, and
+/// the inputs of the other element-wise relaxed operators (one input, as many
+/// elements, a relaxation that reads the input's bounds) at the midpoint.
+pub fn split_nodes(g: &Graph<f64>) -> Vec<(NodeId, SplitKind)> {
+    let relu = relu_inputs(g);
+    let mut v: Vec<(NodeId, SplitKind)> = relu.iter().map(|&n| (n, SplitKind::Kink)).collect();
+    for n in g.nodes() {
+        let Some(op) = n.op() else { continue };
+        let [input] = n.inputs.as_slice() else { continue };
+        if op.is_affine()
+            || op.needs_input_bounds() != [0]
+            || g.node(*input).numel() != n.numel()
+            || v.iter().any(|(id, _)| id == input)
+        {
+            continue;
+        }
+        v.push((*input, SplitKind::Midpoint));
+    }
+    v.sort_unstable_by_key(|(id, _)| *id);
+    v
+}
+
+/// Narrowest interval a midpoint split still halves, relative to its magnitude.
+const MIN_SPLIT_WIDTH: f64 = 1e-4;
+
+/// The split of element `j` of a node of kind `kind` with bounds `[l, u]`, if any (a
+/// ReLU input only while unstable).
+fn split_at(kind: SplitKind, node: NodeId, j: usize, l: f64, u: f64) -> Option<Split> {
+    match kind {
+        SplitKind::Kink => (l < 0.0 && u > 0.0).then(|| Split::relu(node, j, true)),
+        SplitKind::Midpoint => (u - l > MIN_SPLIT_WIDTH * (1.0 + l.abs().max(u.abs()))).then(|| Split {
+            node,
+            index: j,
+            active: true,
+            threshold: 0.5 * (l + u),
+        }),
+    }
 }
 
 /// Bounds of one domain.
@@ -111,40 +167,49 @@ pub struct DomainBound {
     pub infeasible: bool,
     /// α-CROWN parameters, for warm-starting the children.
     pub alpha: Option<Arc<AlphaState<f64>>>,
-    /// The best split candidates by BaBSR's intercept score (node, element, score),
-    /// best first; empty when the bounder gives no coefficients.
-    pub scores: Vec<(NodeId, usize, f64)>,
+    /// The best split candidates by their score ([`split_scores`]), best first; empty
+    /// when the bounder gives no coefficients.
+    pub scores: Vec<(Split, f64)>,
 }
 
 /// Candidates kept per domain.
 const SCORED: usize = 32;
 
-/// BaBSR's intercept score of every unstable input element of the relaxed nodes whose
-/// coefficients `node_a` the bound recorded: the bound loses `λ·t` where a negative
-/// coefficient `λ` on the output meets the upper line's intercept `t = −l·u/(u−l)`,
-/// and splitting the element removes it (summed over the specification rows). The
-/// [`SCORED`] best, best first.
-fn babsr_scores(
+/// Scores of the candidate splits of the relaxed nodes whose coefficients `node_a`
+/// the bound recorded, from the coefficient `λ` each element's output received (summed
+/// over the specification rows). At a kink (ReLU, BaBSR's intercept score): the bound
+/// loses `λ·t` where a negative `λ` meets the upper line's intercept
+/// `t = −l·u/(u−l)`, and the split removes it. At a midpoint (a smooth activation):
+/// `|λ|·(u−l)²`, the order of the relaxation's gap. The [`SCORED`] best, best first.
+fn split_scores(
     graph: &Graph<f64>,
+    kinds: &[(NodeId, SplitKind)],
     node_a: &[(NodeId, lirpa::LinearA<f64>)],
     inter: &lirpa::IntermediateBounds<f64>,
-) -> Vec<(NodeId, usize, f64)> {
+) -> Vec<(Split, f64)> {
     let mut out = Vec::new();
     for (id, a) in node_a {
         let (Some(&v), Some(m)) = (graph.node(*id).inputs.first(), a.lower.as_ref()) else { continue };
+        let Some(&(_, kind)) = kinds.iter().find(|(n, _)| *n == v) else { continue };
         let Some(Some((l, u))) = inter.get(v) else { continue };
         if m.ncols() != l.len() {
             continue;
         }
         for j in 0..l.len() {
-            if l[j] < 0.0 && u[j] > 0.0 {
-                let t = -l[j] * u[j] / (u[j] - l[j]);
-                let lam: f64 = (0..m.nrows()).map(|r| (-m[(r, j)]).max(0.0)).sum();
-                out.push((v, j, lam * t));
-            }
+            let Some(split) = split_at(kind, v, j, l[j], u[j]) else { continue };
+            let score = match kind {
+                SplitKind::Kink => {
+                    let t = -l[j] * u[j] / (u[j] - l[j]);
+                    t * (0..m.nrows()).map(|r| (-m[(r, j)]).max(0.0)).sum::<f64>()
+                }
+                SplitKind::Midpoint => {
+                    (u[j] - l[j]).powi(2) * (0..m.nrows()).map(|r| m[(r, j)].abs()).sum::<f64>()
+                }
+            };
+            out.push((split, score));
         }
     }
-    out.sort_by(|a, b| b.2.total_cmp(&a.2));
+    out.sort_by(|a, b| b.1.total_cmp(&a.1));
     out.truncate(SCORED);
     out
 }
@@ -170,6 +235,8 @@ pub struct ClampBounder<'g> {
     graph: &'g Graph<f64>,
     opts: BoundOptions,
     beta: bool,
+    /// The split nodes, for the candidates' scores.
+    kinds: Vec<(NodeId, SplitKind)>,
 }
 
 impl<'g> ClampBounder<'g> {
@@ -186,7 +253,7 @@ impl<'g> ClampBounder<'g> {
         let mut opts = BoundOptions { threads, ..BoundOptions::with_method(method) };
         opts.optimize.iterations = iterations;
         opts.optimize.deadline = deadline;
-        ClampBounder { graph, opts, beta: false }
+        ClampBounder { graph, opts, beta: false, kinds: split_nodes(graph) }
     }
 
     /// β-CROWN: every split enters the bound as a constraint with an optimized
@@ -229,11 +296,20 @@ impl SplitBounder for ClampBounder<'_> {
         let req =
             BoundRequest { node: None, c: Some(cm.as_ref()), lower: true, upper: false, return_a: true };
         let ptb = Perturbation::new_box(lower.to_vec(), upper.to_vec())?;
-        let mut opts = BoundOptions { node_bounds: known.cloned(), ..self.opts.clone() };
+        let inputs = [InputValue::Perturbed(ptb)];
+        // β-CROWN keeps given intermediate bounds: at the root, CROWN's.
+        let known = match known {
+            None if self.beta => {
+                let crown = BoundOptions { method: Method::Crown, ..self.opts.clone() };
+                let (_, inter) = lirpa::compute_bounds_keep(self.graph, &inputs, &crown, &req)?;
+                Some(Arc::new(crate::bab::keep_bounds(inter)))
+            }
+            k => k.cloned(),
+        };
+        let mut opts = BoundOptions { node_bounds: known, ..self.opts.clone() };
         if self.beta && !splits.is_empty() {
             opts.constraints = Some(Arc::new(splits.iter().map(Split::constraint).collect()));
         }
-        let inputs = [InputValue::Perturbed(ptb)];
         let (res, inter, alpha) = if opts.method == Method::AlphaCrown {
             let (r, st, b) = lirpa::compute_bounds_optimized_keep(self.graph, &inputs, &opts, &req, warm)?;
             (r, b, Some(Arc::new(st)))
@@ -242,7 +318,7 @@ impl SplitBounder for ClampBounder<'_> {
             (r, b, None)
         };
         let infeasible = NodeBounds::infeasible(&inter);
-        let scores = babsr_scores(self.graph, &res.node_a, &inter);
+        let scores = split_scores(self.graph, &self.kinds, &res.node_a, &inter);
         let n = lower.len();
         let a = res.a.first().and_then(|a| a.a.lower.as_ref()).map(|m| {
             let mut v = vec![0.0; c.len() * n];
@@ -366,31 +442,29 @@ enum Branched {
 
 fn branch(
     region: &Region,
-    split_nodes: &[NodeId],
+    split_nodes: &[(NodeId, SplitKind)],
     node: Node,
     bounder: &dyn SplitBounder,
     check: &(dyn Fn(&[f64]) -> Option<Counterexample> + Sync),
     opts: &ReluBabOptions,
     deadline: Instant,
 ) -> Result<Branched> {
-    // Unstable neurons by BaBSR's score where the bound gave one, otherwise by the
-    // height of their triangle relaxation.
+    // Candidates by their score where the bound gave one ([`split_scores`]),
+    // otherwise by the height of a ReLU's triangle relaxation or an interval's width.
     let mut cand: Vec<(f64, Split)> = node
         .bound
         .scores
         .iter()
-        .filter(|(id, _, s)| split_nodes.contains(id) && *s > 0.0)
-        .map(|&(id, index, s)| (s, Split { node: id, index, active: true }))
+        .filter(|(sp, score)| split_nodes.iter().any(|(id, _)| *id == sp.node) && *score > 0.0)
+        .map(|&(sp, score)| (score, sp))
         .collect();
     if cand.is_empty() {
-        cand.clear();
         for (id, l, u) in &node.bound.intermediate.nodes {
-            if !split_nodes.contains(id) {
-                continue;
-            }
+            let Some(&(_, kind)) = split_nodes.iter().find(|(n, _)| n == id) else { continue };
             for (i, (&l, &u)) in l.iter().zip(u).enumerate() {
-                if l < 0.0 && u > 0.0 {
-                    cand.push((-l * u / (u - l), Split { node: *id, index: i, active: true }));
+                if let Some(sp) = split_at(kind, *id, i, l, u) {
+                    let score = if kind == SplitKind::Kink { -l * u / (u - l) } else { u - l };
+                    cand.push((score, sp));
                 }
             }
         }
@@ -502,7 +576,7 @@ impl Ord for Pending {
 #[allow(clippy::too_many_arguments)]
 pub fn relu_split(
     region: &Region,
-    split_nodes: &[NodeId],
+    split_nodes: &[(NodeId, SplitKind)],
     root: &dyn SplitBounder,
     bounder: &dyn SplitBounder,
     check: &(dyn Fn(&[f64]) -> Option<Counterexample> + Sync),
@@ -588,7 +662,7 @@ pub fn relu_split(
         None => (BabResult::Proven, done),
         Some(w) => (
             BabResult::Unknown(format!(
-                "a domain with every ReLU split is not proven (worst margin {w:.4e}; without β-CROWN the split constraints only clamp intermediate bounds)"
+                "a domain with every split made is not proven (worst margin {w:.4e})"
             )),
             done,
         ),

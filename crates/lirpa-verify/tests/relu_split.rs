@@ -11,7 +11,9 @@
 use lirpa::Graph;
 use lirpa::sample::Rng;
 use lirpa_verify::bab::BabResult;
-use lirpa_verify::relu_bab::{ClampBounder, ReluBabOptions, Split, SplitBounder, relu_inputs, relu_split};
+use lirpa_verify::relu_bab::{
+    ClampBounder, ReluBabOptions, Split, SplitBounder, SplitKind, relu_inputs, relu_split, split_nodes,
+};
 use lirpa_verify::{Counterexample, Disjunct, Problem, Region};
 use std::path::Path;
 use std::sync::Arc;
@@ -78,7 +80,7 @@ fn check_subdomains(
         while splits.len() < k {
             let (node, index) = unstable[rng.below(unstable.len())];
             if splits.iter().all(|s| (s.node, s.index) != (node, index)) {
-                splits.push(Split { node, index, active: rng.below(2) == 0 });
+                splits.push(Split::relu(node, index, rng.below(2) == 0));
             }
         }
         let bounder: &dyn SplitBounder = [&crown as &dyn SplitBounder, &alpha, &beta][trial % 3];
@@ -166,7 +168,7 @@ fn run(g: &Graph<f64>, problem: &Problem, secs: f64, beta: bool) -> BabResult {
     };
     let opts = ReluBabOptions { batch: 2, candidates: 2, max_pending: 5000, sub_iterations: 5, beta };
     let deadline = Instant::now() + Duration::from_secs_f64(secs);
-    relu_split(region, &relu_inputs(g), &crown, &sub, &check, &opts, deadline, &|_| {}).unwrap().0
+    relu_split(region, &split_nodes(g), &crown, &sub, &check, &opts, deadline, &|_| {}).unwrap().0
 }
 
 #[test]
@@ -251,4 +253,59 @@ fn never_proves_a_sat_mnistfc_instance() {
         ran += 1;
     }
     assert!(ran >= 5, "only {ran} sat instances");
+}
+
+#[test]
+fn general_branching_never_proves_a_violated_sigmoid_property_and_proves_others() {
+    let (mut proven, mut cex) = (0, 0);
+    for seed in 0..10u64 {
+        let mut rng = Rng::new(3000 + seed);
+        let n_in = 2 + rng.below(3);
+        let g =
+            lirpa::sample::ReluMlp::with_activation(200 + seed, n_in, &[8, 8], 2, "Sigmoid").unwrap().graph;
+        assert!(
+            split_nodes(&g).iter().all(|(_, k)| *k == SplitKind::Midpoint) && !split_nodes(&g).is_empty()
+        );
+        let centre: Vec<f64> = (0..n_in).map(|_| rng.uniform() * 2.0 - 1.0).collect();
+        let r = 0.5 + 2.0 * rng.uniform();
+        let lo: Vec<f64> = centre.iter().map(|c| c - r).collect();
+        let hi: Vec<f64> = centre.iter().map(|c| c + r).collect();
+        let out = g.output().unwrap();
+        let m = samples(&lo, &hi, 4000, &mut rng)
+            .iter()
+            .map(|x| {
+                let y = g.forward(&[x], out).unwrap();
+                y[0] - y[1]
+            })
+            .fold(f64::INFINITY, f64::min);
+        let crown = ClampBounder::new(&g, lirpa::Method::Crown, 0, 1, None);
+        let lower = crown.bound(&lo, &hi, &[&[1.0, -1.0]], None, &[], None).unwrap().lower[0];
+        // Thresholds at the sampled minimum (a sample violates it) and a third of the
+        // way from it down to CROWN's bound (CROWN does not prove it).
+        for (d, sat) in [(m, true), (m - (m - lower) / 3.0, false)] {
+            let problem = Problem {
+                n_inputs: n_in,
+                n_outputs: 2,
+                regions: vec![Region {
+                    lower: lo.clone(),
+                    upper: hi.clone(),
+                    disjuncts: vec![Disjunct { c: vec![vec![1.0, -1.0]], d: vec![d] }],
+                }],
+            };
+            match run(&g, &problem, 1.0, true) {
+                BabResult::Proven => {
+                    assert!(!sat, "seed {seed}: proven although a sample reaches y0 - y1 = {m}");
+                    proven += 1;
+                }
+                BabResult::Counterexample(ce) => {
+                    assert!(problem.is_counterexample(&ce.x, &ce.y));
+                    cex += 1;
+                }
+                _ => {}
+            }
+        }
+    }
+    // 5 proven and 8 counterexamples when written (1 s each).
+    eprintln!("sigmoid: {proven} proven, {cex} counterexamples of 20");
+    assert!(proven >= 3, "general branching proved only {proven} of 10 ({cex} counterexamples)");
 }

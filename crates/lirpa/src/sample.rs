@@ -76,6 +76,18 @@ pub struct ReluMlp {
 impl ReluMlp {
     /// Build it from `seed` (needs the linear and ReLU operator plugins).
     pub fn new(seed: u64, n_in: usize, widths: &[usize], n_out: usize) -> crate::Result<ReluMlp> {
+        ReluMlp::with_activation(seed, n_in, widths, n_out, "Relu")
+    }
+
+    /// The same network with another element-wise activation (an ONNX operator type,
+    /// e.g. `Sigmoid`) in place of ReLU.
+    pub fn with_activation(
+        seed: u64,
+        n_in: usize,
+        widths: &[usize],
+        n_out: usize,
+        activation: &str,
+    ) -> crate::Result<ReluMlp> {
         use crate::core::{Attr, Attributes, GraphBuilder, TensorData};
         let mut rng = Rng::new(seed);
         let mut b = GraphBuilder::<f64>::new();
@@ -99,7 +111,7 @@ impl ReluMlp {
             src = (name, w);
             if i + 1 < dims.len() {
                 let r = format!("r{i}");
-                b.add_node(&r, "Relu", "", 13, &Attributes::default(), &[Some(&src.0)])?;
+                b.add_node(&r, activation, "", 13, &Attributes::default(), &[Some(&src.0)])?;
                 src = (r, w);
             }
         }
