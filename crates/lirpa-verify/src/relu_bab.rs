@@ -145,7 +145,7 @@ const MIN_SPLIT_WIDTH: f64 = 1e-4;
 fn split_at(kind: SplitKind, node: NodeId, j: usize, l: f64, u: f64) -> Option<Split> {
     match kind {
         SplitKind::Kink => (l < 0.0 && u > 0.0).then(|| Split::relu(node, j, true)),
-        SplitKind::Midpoint => (u - l > MIN_SPLIT_WIDTH * (1.0 + l.abs().max(u.abs()))).then(|| Split {
+        SplitKind::Midpoint => (u - l > MIN_SPLIT_WIDTH * (1.0 + l.abs().max(u.abs()))).then_some(Split {
             node,
             index: j,
             active: true,
