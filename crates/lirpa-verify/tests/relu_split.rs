@@ -152,6 +152,43 @@ fn mnistfc_split_subdomain_bounds_contain_the_samples() {
     assert!(checked > 0, "no sample satisfied the splits");
 }
 
+/// A random box around a centre in `[-1, 1]^n` with half-width `r0 + r1·U`, and the
+/// sampled minimum of `y0 - y1` over it.
+fn box_and_minimum(
+    g: &Graph<f64>,
+    n_in: usize,
+    r0: f64,
+    r1: f64,
+    rng: &mut Rng,
+) -> (Vec<f64>, Vec<f64>, f64) {
+    let centre: Vec<f64> = (0..n_in).map(|_| rng.uniform() * 2.0 - 1.0).collect();
+    let r = r0 + r1 * rng.uniform();
+    let lo: Vec<f64> = centre.iter().map(|c| c - r).collect();
+    let hi: Vec<f64> = centre.iter().map(|c| c + r).collect();
+    let out = g.output().unwrap();
+    let m = samples(&lo, &hi, 4000, rng)
+        .iter()
+        .map(|x| {
+            let y = g.forward(&[x], out).unwrap();
+            y[0] - y[1]
+        })
+        .fold(f64::INFINITY, f64::min);
+    (lo, hi, m)
+}
+
+/// The property "y0 - y1 <= d is unsafe" on the box.
+fn margin_problem(lo: &[f64], hi: &[f64], d: f64) -> Problem {
+    Problem {
+        n_inputs: lo.len(),
+        n_outputs: 2,
+        regions: vec![Region {
+            lower: lo.to_vec(),
+            upper: hi.to_vec(),
+            disjuncts: vec![Disjunct { c: vec![vec![1.0, -1.0]], d: vec![d] }],
+        }],
+    }
+}
+
 /// The loop on one region with CROWN at the root, CROWN (splits clamping intermediate
 /// bounds) or β-CROWN in the sub-domains.
 fn run(g: &Graph<f64>, problem: &Problem, secs: f64, beta: bool) -> BabResult {
@@ -180,32 +217,12 @@ fn never_proves_a_property_a_sample_violates() {
         let mut rng = Rng::new(2000 + seed);
         let n_in = 2 + rng.below(3);
         let g = mlp(100 + seed, n_in, &[8 + rng.below(8), 8 + rng.below(8)], 2);
-        let centre: Vec<f64> = (0..n_in).map(|_| rng.uniform() * 2.0 - 1.0).collect();
-        let r = 0.3 + rng.uniform();
-        let lo: Vec<f64> = centre.iter().map(|c| c - r).collect();
-        let hi: Vec<f64> = centre.iter().map(|c| c + r).collect();
-        // Sampled minimum of y0 - y1.
-        let out = g.output().unwrap();
-        let m = samples(&lo, &hi, 4000, &mut rng)
-            .iter()
-            .map(|x| {
-                let y = g.forward(&[x], out).unwrap();
-                y[0] - y[1]
-            })
-            .fold(f64::INFINITY, f64::min);
+        let (lo, hi, m) = box_and_minimum(&g, n_in, 0.3, 1.0, &mut rng);
         for (shift, sat) in [(0.0, true), (-0.2 * (1.0 + m.abs()), false)] {
             // Unsafe: y0 - y1 <= d. With d = the sampled minimum, the sample is a
             // counterexample; below it the property may hold.
             let d = m + shift;
-            let problem = Problem {
-                n_inputs: n_in,
-                n_outputs: 2,
-                regions: vec![Region {
-                    lower: lo.clone(),
-                    upper: hi.clone(),
-                    disjuncts: vec![Disjunct { c: vec![vec![1.0, -1.0]], d: vec![d] }],
-                }],
-            };
+            let problem = margin_problem(&lo, &hi, d);
             for beta in [false, true] {
                 match run(&g, &problem, 1.0, beta) {
                     BabResult::Proven => {
@@ -266,32 +283,13 @@ fn general_branching_never_proves_a_violated_sigmoid_property_and_proves_others(
         assert!(
             split_nodes(&g).iter().all(|(_, k)| *k == SplitKind::Midpoint) && !split_nodes(&g).is_empty()
         );
-        let centre: Vec<f64> = (0..n_in).map(|_| rng.uniform() * 2.0 - 1.0).collect();
-        let r = 0.5 + 2.0 * rng.uniform();
-        let lo: Vec<f64> = centre.iter().map(|c| c - r).collect();
-        let hi: Vec<f64> = centre.iter().map(|c| c + r).collect();
-        let out = g.output().unwrap();
-        let m = samples(&lo, &hi, 4000, &mut rng)
-            .iter()
-            .map(|x| {
-                let y = g.forward(&[x], out).unwrap();
-                y[0] - y[1]
-            })
-            .fold(f64::INFINITY, f64::min);
+        let (lo, hi, m) = box_and_minimum(&g, n_in, 0.5, 2.0, &mut rng);
         let crown = ClampBounder::new(&g, lirpa::Method::Crown, 0, 1, None);
         let lower = crown.bound(&lo, &hi, &[&[1.0, -1.0]], None, &[], None).unwrap().lower[0];
         // Thresholds at the sampled minimum (a sample violates it) and a third of the
         // way from it down to CROWN's bound (CROWN does not prove it).
         for (d, sat) in [(m, true), (m - (m - lower) / 3.0, false)] {
-            let problem = Problem {
-                n_inputs: n_in,
-                n_outputs: 2,
-                regions: vec![Region {
-                    lower: lo.clone(),
-                    upper: hi.clone(),
-                    disjuncts: vec![Disjunct { c: vec![vec![1.0, -1.0]], d: vec![d] }],
-                }],
-            };
+            let problem = margin_problem(&lo, &hi, d);
             match run(&g, &problem, 1.0, true) {
                 BabResult::Proven => {
                     assert!(!sat, "seed {seed}: proven although a sample reaches y0 - y1 = {m}");
