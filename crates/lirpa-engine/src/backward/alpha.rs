@@ -612,10 +612,18 @@ impl<'g, T: Scalar> State<'g, T> {
         let mut best_sum = T::zero();
         let mut last = Vec::new();
         let mut since_improved = 0;
+        // With `keep_linear`, the linear forms (and bounds) of the iteration returned:
+        // the best by the sum (`keep_best`) or the last, kept as they are evaluated.
+        let mut linear: Option<(Vec<T>, RootForms<T>)> = None;
         for it in 0..iterations {
             let need_grad = it + 1 < iterations;
-            let ev = self.evaluate_run(target, c, &mut run, need_grad, false, &cache)?;
+            let mut ev = self.evaluate_run(target, c, &mut run, need_grad, keep_linear, &cache)?;
             let sum = ev.bounds.iter().fold(T::zero(), |a, &b| a + b);
+            if let Some(lin) = ev.linear.take()
+                && (!o.keep_best || best.is_none() || better(sum, best_sum))
+            {
+                linear = Some((ev.bounds.clone(), lin));
+            }
             let improved = match &mut best {
                 None => {
                     best = Some(ev.bounds.clone());
@@ -647,16 +655,12 @@ impl<'g, T: Scalar> State<'g, T> {
             let dir = if upper { -T::one() } else { T::one() };
             adam.step(&mut run, ev.grads, it, dir, o);
         }
-        let (mut bounds, run) =
+        let (bounds, run) =
             if o.keep_best { (best.expect("one iteration ran"), best_run) } else { (last, run) };
-        let mut run = run;
-        let mut linear = None;
-        if keep_linear {
-            let ev = self.evaluate_run(target, c, &mut run, false, true, &cache)?;
-            bounds = ev.bounds;
-            linear = ev.linear;
-        }
-        Ok((bounds, run, linear))
+        Ok(match linear {
+            Some((bounds, lin)) => (bounds, run, Some(lin)),
+            None => (bounds, run, None),
+        })
     }
 
     /// One evaluation of a run: intermediate bounds with their passes' parameters, then
