@@ -43,7 +43,8 @@ fn bench_domains(c: &mut Criterion) {
     assert_eq!(children.len(), 8, "the root has four split candidates");
     let sub = ClampBounder::beta(g, 3, 1, None);
     let bound = |(known, splits): &(Arc<lirpa::NodeBounds>, Vec<Split>)| {
-        sub.bound(&region.lower, &region.upper, &rows, Some(known), splits, root.alpha.as_deref()).expect("bound")
+        sub.bound(&region.lower, &region.upper, &rows, Some(known), splits, root.alpha.as_deref())
+            .expect("bound")
     };
     let mut group = c.benchmark_group("bab_domains");
     group.sample_size(10).measurement_time(Duration::from_secs(5)).warm_up_time(Duration::from_millis(500));

@@ -150,10 +150,24 @@ pub fn pgd(
     budget: &Budget,
     rng: &mut Rng,
 ) -> Result<Option<Counterexample>> {
+    let x = sample_in(l, u, if random_start { 2 } else { 0 }, rng);
+    pgd_from(model, problem, ri, di, (l, u), x, budget)
+}
+
+/// [`pgd`] from the point `x` of the box (branch and bound starts it at the point
+/// where a sub-domain's linear lower bound is smallest).
+pub fn pgd_from(
+    model: &Model,
+    problem: &Problem,
+    ri: usize,
+    di: usize,
+    (l, u): (&[f64], &[f64]),
+    mut x: Vec<f64>,
+    budget: &Budget,
+) -> Result<Option<Counterexample>> {
     let region = &problem.regions[ri];
     let dis = &region.disjuncts[di];
     let n = l.len();
-    let mut x = sample_in(l, u, if random_start { 2 } else { 0 }, rng);
     if dis.c.is_empty() {
         return Ok(model.confirm(problem, region, &x));
     }

@@ -393,12 +393,22 @@ pub fn verify(model: &Model, problem: &Problem, opts: &VerifyOptions<'_>) -> Res
                     Some(opts.deadline),
                 ),
             };
+            let local = |x: &[f64], di: usize| -> Result<Option<Counterexample>> {
+                let budget = attack::Budget {
+                    deadline: opts.deadline,
+                    samples: 0,
+                    restarts: 1,
+                    steps: opts.pgd_steps / 2,
+                };
+                attack::pgd_from(model, problem, ri, di, (&region.lower, &region.upper), x.to_vec(), &budget)
+            };
             let (r, n) = relu_bab::relu_split(
                 region,
                 &nodes,
                 &root,
                 &sub,
                 &check,
+                &local,
                 &opts.relu_bab,
                 opts.deadline,
                 &report,

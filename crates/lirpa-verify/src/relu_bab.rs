@@ -570,9 +570,17 @@ impl Ord for Pending {
     }
 }
 
+/// A local attack from a point of the region on one of its disjuncts (PGD).
+pub type LocalAttack<'a> = dyn Fn(&[f64], usize) -> Result<Option<Counterexample>> + Sync + 'a;
+
+/// Every this many batches, the worst domain of the batch is attacked from the points
+/// minimizing its linear lower bounds.
+const ATTACK_EVERY: u64 = 8;
+
 /// ReLU-split branch and bound on `region`. `root` bounds the whole region first
-/// (α-CROWN), `bounder` the sub-domains. Returns the result and the number of domains
-/// bounded.
+/// (α-CROWN), `bounder` the sub-domains; `attack` runs from the most promising
+/// domains' candidate points now and then. Returns the result and the number of
+/// domains bounded.
 #[allow(clippy::too_many_arguments)]
 pub fn relu_split(
     region: &Region,
@@ -580,6 +588,7 @@ pub fn relu_split(
     root: &dyn SplitBounder,
     bounder: &dyn SplitBounder,
     check: &(dyn Fn(&[f64]) -> Option<Counterexample> + Sync),
+    attack: &LocalAttack<'_>,
     opts: &ReluBabOptions,
     deadline: Instant,
     progress: &dyn Fn(&Progress),
@@ -613,6 +622,7 @@ pub fn relu_split(
     let mut done = 1u64;
     let mut stuck: Option<f64> = None;
     let mut last_report = start;
+    let mut batches = 0u64;
     while !heap.is_empty() {
         if Instant::now() >= deadline {
             return Ok((BabResult::Timeout, done));
@@ -628,6 +638,16 @@ pub fn relu_split(
         }
         let take = opts.batch.max(1).min(heap.len());
         let batch: Vec<Node> = (0..take).filter_map(|_| heap.pop().map(|p| p.0)).collect();
+        batches += 1;
+        if batches % ATTACK_EVERY == 0
+            && let Some(worst) = batch.first()
+        {
+            for (&k, x) in worst.open.iter().zip(candidates_x(region, &worst.open, &worst.bound)) {
+                if let Some(ce) = attack(&x, k)? {
+                    return Ok((BabResult::Counterexample(ce), done));
+                }
+            }
+        }
         let worst = batch.iter().map(|n| n.worst).fold(f64::INFINITY, f64::min);
         done += 2 * opts.candidates.max(1) as u64 * batch.len() as u64;
         let outs: Vec<Result<Branched>> = batch

@@ -205,7 +205,9 @@ fn run(g: &Graph<f64>, problem: &Problem, secs: f64, beta: bool) -> BabResult {
     };
     let opts = ReluBabOptions { batch: 2, candidates: 2, max_pending: 5000, sub_iterations: 5, beta };
     let deadline = Instant::now() + Duration::from_secs_f64(secs);
-    relu_split(region, &split_nodes(g), &crown, &sub, &check, &opts, deadline, &|_| {}).unwrap().0
+    relu_split(region, &split_nodes(g), &crown, &sub, &check, &|_, _| Ok(None), &opts, deadline, &|_| {})
+        .unwrap()
+        .0
 }
 
 #[test]
