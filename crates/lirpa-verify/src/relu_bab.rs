@@ -639,7 +639,7 @@ pub fn relu_split(
         let take = opts.batch.max(1).min(heap.len());
         let batch: Vec<Node> = (0..take).filter_map(|_| heap.pop().map(|p| p.0)).collect();
         batches += 1;
-        if batches % ATTACK_EVERY == 0
+        if batches.is_multiple_of(ATTACK_EVERY)
             && let Some(worst) = batch.first()
         {
             for (&k, x) in worst.open.iter().zip(candidates_x(region, &worst.open, &worst.bound)) {
