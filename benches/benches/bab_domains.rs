@@ -49,11 +49,11 @@ fn bench_domains(c: &mut Criterion) {
     let mut group = c.benchmark_group("bab_domains");
     group.sample_size(10).measurement_time(Duration::from_secs(5)).warm_up_time(Duration::from_millis(500));
     group.bench_function(BenchmarkId::new("256x6", "one_at_a_time"), |b| {
-        b.iter(|| children.iter().map(bound).count())
+        b.iter(|| children.iter().map(bound).collect::<Vec<_>>())
     });
     let pool = rayon::ThreadPoolBuilder::new().num_threads(2).build().expect("pool");
     group.bench_function(BenchmarkId::new("256x6", "parallel_2_threads"), |b| {
-        b.iter(|| pool.install(|| children.par_iter().map(bound).count()))
+        b.iter(|| pool.install(|| children.par_iter().map(bound).collect::<Vec<_>>()))
     });
     group.finish();
 }
