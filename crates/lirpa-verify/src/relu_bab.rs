@@ -349,6 +349,11 @@ pub struct ReluBabOptions {
     pub candidates: usize,
     /// Most domains waiting (each holds its intermediate bounds).
     pub max_pending: usize,
+    /// Most bytes the waiting domains may hold (their intermediate bounds, linear
+    /// coefficients and α,β state): the cap on waiting domains is also this over the
+    /// size of the root's children, so a deep network sheds with `unknown` before the
+    /// machine runs out of memory.
+    pub max_pending_bytes: usize,
     /// α-CROWN iterations for sub-domains (warm-started from the parent); 0: CROWN.
     pub sub_iterations: usize,
     /// β-CROWN sub-domains ([`ClampBounder::beta`]); otherwise the splits only clamp
@@ -364,7 +369,14 @@ impl Default for ReluBabOptions {
         // with 1: no β optimization); clamping only (the earlier loop) -1.03;
         // recomputing optimized intermediate bounds per domain -0.78 (10x fewer
         // domains). Two or four candidates per split: no better.
-        ReluBabOptions { batch: 4, candidates: 1, max_pending: 20_000, sub_iterations: 3, beta: true }
+        ReluBabOptions {
+            batch: 4,
+            candidates: 1,
+            max_pending: 20_000,
+            max_pending_bytes: 4 << 30,
+            sub_iterations: 3,
+            beta: true,
+        }
     }
 }
 
@@ -374,6 +386,37 @@ struct Node {
     bound: DomainBound,
     open: Vec<usize>,
     worst: f64,
+}
+
+impl Node {
+    /// About how many bytes the domain holds (what it shares with others counted too:
+    /// an upper estimate).
+    fn bytes(&self) -> usize {
+        let f = std::mem::size_of::<f64>();
+        let b = &self.bound;
+        let inter: usize = b.intermediate.nodes.iter().map(|(_, l, u)| l.len() + u.len()).sum();
+        let alpha: usize = b.alpha.as_ref().map_or(0, |a| {
+            a.runs
+                .iter()
+                .flat_map(|r| {
+                    r.passes
+                        .iter()
+                        .flat_map(|p| p.nodes.iter())
+                        .map(|n| n.lower.as_ref().map_or(0, Vec::len) + n.upper.as_ref().map_or(0, Vec::len))
+                })
+                .sum()
+        });
+        let beta: usize = b.alpha.as_ref().map_or(0, |a| {
+            a.runs
+                .iter()
+                .filter_map(|r| r.beta.as_ref())
+                .map(|b| b.values.len() + 4 * b.constraints.len())
+                .sum()
+        });
+        f * (inter + alpha + beta + b.lower.len() + b.a.as_ref().map_or(0, Vec::len))
+            + std::mem::size_of::<Split>() * self.splits.len()
+            + std::mem::size_of::<Node>()
+    }
 }
 
 /// A bound is accepted as a proof only above this margin (as in input split).
@@ -623,15 +666,18 @@ pub fn relu_split(
     let mut stuck: Option<f64> = None;
     let mut last_report = start;
     let mut batches = 0u64;
+    let node_bytes = heap.peek().map_or(1, |p| p.0.bytes()).max(1);
+    let cap = opts.max_pending.min(opts.max_pending_bytes / node_bytes).max(1);
     while !heap.is_empty() {
         if Instant::now() >= deadline {
             return Ok((BabResult::Timeout, done));
         }
-        if heap.len() > opts.max_pending {
+        if heap.len() > cap {
             return Ok((
                 BabResult::Unknown(format!(
-                    "more than {} ReLU-split domains pending (memory cap)",
-                    opts.max_pending
+                    "more than {cap} split domains pending (memory cap: {} MiB at about {} KiB each)",
+                    opts.max_pending_bytes >> 20,
+                    node_bytes >> 10
                 )),
                 done,
             ));

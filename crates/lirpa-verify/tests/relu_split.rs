@@ -203,7 +203,8 @@ fn run(g: &Graph<f64>, problem: &Problem, secs: f64, beta: bool) -> BabResult {
     } else {
         ClampBounder::new(g, lirpa::Method::Crown, 0, 1, None)
     };
-    let opts = ReluBabOptions { batch: 2, candidates: 2, max_pending: 5000, sub_iterations: 5, beta };
+    let opts =
+        ReluBabOptions { batch: 2, candidates: 2, sub_iterations: 5, beta, ..ReluBabOptions::default() };
     let deadline = Instant::now() + Duration::from_secs_f64(secs);
     relu_split(region, &split_nodes(g), &crown, &sub, &check, &|_, _| Ok(None), &opts, deadline, &|_| {})
         .unwrap()
@@ -308,4 +309,36 @@ fn general_branching_never_proves_a_violated_sigmoid_property_and_proves_others(
     // 5 proven and 8 counterexamples when written (1 s each).
     eprintln!("sigmoid: {proven} proven, {cex} counterexamples of 20");
     assert!(proven >= 3, "general branching proved only {proven} of 10 ({cex} counterexamples)");
+}
+
+#[test]
+fn the_pending_domains_stay_within_their_memory_budget() {
+    // A property the root does not prove: with room for one waiting domain the loop
+    // stops with `unknown` naming the cap instead of growing.
+    let mut rng = Rng::new(4000);
+    let g = mlp(400, 3, &[16, 16], 2);
+    let (lo, hi, m) = box_and_minimum(&g, 3, 1.0, 0.0, &mut rng);
+    let problem = margin_problem(&lo, &hi, m - 1e-3);
+    let region = &problem.regions[0];
+    let crown = ClampBounder::new(&g, lirpa::Method::Crown, 0, 1, None);
+    let sub = ClampBounder::beta(&g, 3, 1, None);
+    let check = |_: &[f64]| None;
+    let tiny = ReluBabOptions { max_pending_bytes: 1, ..ReluBabOptions::default() };
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let (res, _) = relu_split(
+        region,
+        &split_nodes(&g),
+        &crown,
+        &sub,
+        &check,
+        &|_, _| Ok(None),
+        &tiny,
+        deadline,
+        &|_| {},
+    )
+    .unwrap();
+    match res {
+        BabResult::Unknown(why) => assert!(why.contains("memory cap"), "{why}"),
+        other => panic!("expected the memory cap, got {other:?}"),
+    }
 }
