@@ -79,6 +79,10 @@ struct VerifyArgs {
     /// the library's).
     #[arg(long)]
     branch_candidates: Option<usize>,
+    /// Candidates ranked by a cheap bound of their children before branching
+    /// (filtered smart branching; default: the library's, 0 = off).
+    #[arg(long)]
+    screen_candidates: Option<usize>,
 }
 
 #[derive(Clone, Copy, ValueEnum)]
@@ -405,6 +409,7 @@ fn verify(args: &VerifyArgs, started: std::time::Instant) -> Result<()> {
     opts.relu_bab.beta = !args.no_beta;
     opts.relu_bab.sub_iterations = args.sub_iterations.unwrap_or(opts.relu_bab.sub_iterations);
     opts.relu_bab.candidates = args.branch_candidates.unwrap_or(opts.relu_bab.candidates);
+    opts.relu_bab.screen = args.screen_candidates.unwrap_or(opts.relu_bab.screen);
     opts.progress = Some(&progress);
     let model = lirpa_verify::Model::load(&args.model)?;
     let problem = lirpa_verify::Problem::from_property(&lirpa_vnnlib::parse_file(&args.spec)?);
