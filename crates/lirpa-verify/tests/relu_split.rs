@@ -203,8 +203,16 @@ fn run(g: &Graph<f64>, problem: &Problem, secs: f64, beta: bool) -> BabResult {
     } else {
         ClampBounder::new(g, lirpa::Method::Crown, 0, 1, None)
     };
-    let opts =
-        ReluBabOptions { batch: 2, candidates: 2, sub_iterations: 5, beta, ..ReluBabOptions::default() };
+    // With β, filtered smart branching too (3 candidates screened, the best 2 bounded).
+    let screen = if beta { 3 } else { 0 };
+    let opts = ReluBabOptions {
+        batch: 2,
+        candidates: 2,
+        sub_iterations: 5,
+        beta,
+        screen,
+        ..ReluBabOptions::default()
+    };
     let deadline = Instant::now() + Duration::from_secs_f64(secs);
     relu_split(region, &split_nodes(g), &crown, &sub, &check, &|_, _| Ok(None), &opts, deadline, &|_| {})
         .unwrap()
