@@ -391,10 +391,11 @@ fn verify(args: &VerifyArgs, started: std::time::Instant) -> Result<()> {
     let progress = |p: &lirpa_verify::Progress| {
         if !quiet {
             eprintln!(
-                "[{:>7.1}s] {}: {} domains done, {} pending, worst bound {:.4e}",
+                "[{:>7.1}s] {}: {} domains done ({:.0}/s), {} pending, worst bound {:.4e}",
                 p.elapsed.as_secs_f64(),
                 p.phase,
                 p.domains,
+                p.per_second,
                 p.pending,
                 p.worst_bound
             );

@@ -488,6 +488,7 @@ pub fn input_split(
             last_report = Instant::now();
             progress(&Progress {
                 phase: "input split",
+                per_second: done as f64 / start.elapsed().as_secs_f64().max(1e-9),
                 domains: done,
                 pending: stack.len(),
                 worst_bound: worst,

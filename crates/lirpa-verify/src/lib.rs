@@ -191,6 +191,8 @@ pub struct Progress {
     /// The smallest best-row margin among the domains of the last batch (`> 0` proves).
     pub worst_bound: f64,
     pub elapsed: Duration,
+    /// Domains bounded per second in this phase.
+    pub per_second: f64,
 }
 
 /// Options of [`verify`].

@@ -785,7 +785,8 @@ pub fn relu_split(
         if last_report.elapsed() >= Duration::from_secs(1) {
             last_report = Instant::now();
             progress(&Progress {
-                phase: "ReLU split",
+                phase: "split",
+                per_second: done as f64 / start.elapsed().as_secs_f64().max(1e-9),
                 domains: done,
                 pending: heap.len(),
                 worst_bound: worst,
