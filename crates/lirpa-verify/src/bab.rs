@@ -500,7 +500,7 @@ pub fn input_split(
         None => (BabResult::Proven, done),
         Some(w) if opts.max_depth == 0 => (
             BabResult::Unknown(format!(
-                "CROWN does not prove every disjunct (worst margin {w:.4e}); ReLU-split branch and bound is not implemented"
+                "CROWN does not prove every disjunct (worst margin {w:.4e}) and no time is left to split activations"
             )),
             done,
         ),

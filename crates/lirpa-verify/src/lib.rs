@@ -266,9 +266,13 @@ pub struct Stats {
     pub bab_time: Duration,
 }
 
-/// How many CROWN bounds of the model the time left must cover before the ReLU-split
-/// phase (α-CROWN root bound, then sub-domains) starts.
+/// How many CROWN bounds of the model the time left must cover before the split phase
+/// starts with an α-CROWN root bound (optimized intermediate bounds, then sub-domains).
 const ALPHA_ROOT_COST: u32 = 40;
+
+/// With less time than that but this many CROWN bounds' worth, the root keeps CROWN's
+/// intermediate bounds and optimizes the final bound only (as the sub-domains do).
+const BETA_ROOT_COST: u32 = 4;
 
 /// Verify `problem` on `model`. See the crate documentation for the pipeline.
 pub fn verify(model: &Model, problem: &Problem, opts: &VerifyOptions<'_>) -> Result<(Verdict, Stats)> {
@@ -349,8 +353,9 @@ pub fn verify(model: &Model, problem: &Problem, opts: &VerifyOptions<'_>) -> Res
         // tens of them (and cannot be interrupted), so the ReLU-split phase only starts
         // when enough time is left for a few.
         let crown_cost = t.elapsed();
-        let affordable =
-            opts.deadline.saturating_duration_since(Instant::now()) > crown_cost * ALPHA_ROOT_COST;
+        let left = opts.deadline.saturating_duration_since(Instant::now());
+        let affordable = left > crown_cost * BETA_ROOT_COST;
+        let full_root = left > crown_cost * ALPHA_ROOT_COST;
         if !split && opts.relu_split && affordable && matches!(res, bab::BabResult::Unknown(_)) {
             // CROWN did not prove the region: PGD (a tenth of the time left), then an
             // α-CROWN root bound and ReLU-split branch and bound.
@@ -369,11 +374,11 @@ pub fn verify(model: &Model, problem: &Problem, opts: &VerifyOptions<'_>) -> Res
                 return Ok((Verdict::Sat(ce), stats));
             }
             let nodes = relu_bab::split_nodes(&model.g64);
-            // With smooth activations to split (general branching), optimized
-            // intermediate bounds cost too much: the root keeps CROWN's and optimizes
-            // the final bound only, as the sub-domains do.
+            // With smooth activations to split (general branching), or little time,
+            // optimized intermediate bounds cost too much: the root keeps CROWN's and
+            // optimizes the final bound only, as the sub-domains do.
             let general = nodes.iter().any(|(_, k)| *k == relu_bab::SplitKind::Midpoint);
-            let root = if general && opts.relu_bab.beta {
+            let root = if (general || !full_root) && opts.relu_bab.beta {
                 relu_bab::ClampBounder::beta(&model.g64, opts.alpha_iterations, 0, Some(opts.deadline))
             } else {
                 relu_bab::ClampBounder::new(
