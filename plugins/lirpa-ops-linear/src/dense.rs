@@ -12,6 +12,9 @@ use lirpa_core::{
 };
 use smallvec::smallvec;
 
+/// Below this many multiply-adds [`Dense`] evaluates by loops, not a matrix product.
+const SMALL_PRODUCT: usize = 1 << 15;
+
 /// A dense affine map applied to each of `rows` rows of the input.
 #[derive(Debug)]
 pub struct Dense<T: Scalar> {
@@ -43,16 +46,30 @@ impl<T: Scalar> Dense<T> {
     }
 
     /// `out[m] = w · x[m] (+ bias)` for a row-major `k·rows × n_in` input (`k` points of
-    /// `rows` rows each): one matrix product.
+    /// `rows` rows each): one matrix product, or plain loops below [`SMALL_PRODUCT`]
+    /// multiply-adds (a matrix product's set-up costs more there: ACAS Xu's 50-wide
+    /// layers, evaluated a million times by input splitting).
     fn apply(&self, w: &[T], x: &[T], out: &mut [T], with_bias: bool) {
         let total = x.len() / self.n_in.max(1);
         if total == 0 || self.n_out == 0 {
             return;
         }
-        let xm = MatRef::from_row_major_slice(&x[..total * self.n_in], total, self.n_in);
-        let wm = MatRef::from_row_major_slice(w, self.n_out, self.n_in);
-        let om = MatMut::from_row_major_slice_mut(&mut out[..total * self.n_out], total, self.n_out);
-        matmul(om, Accum::Replace, xm, wm.transpose(), T::one(), Par::Seq);
+        if total * self.n_in * self.n_out < SMALL_PRODUCT {
+            for (xr, or) in x.chunks(self.n_in).zip(out.chunks_mut(self.n_out)).take(total) {
+                for (o, wr) in or.iter_mut().zip(w.chunks(self.n_in)) {
+                    let mut acc = T::zero();
+                    for (a, b) in wr.iter().zip(xr) {
+                        acc += *a * *b;
+                    }
+                    *o = acc;
+                }
+            }
+        } else {
+            let xm = MatRef::from_row_major_slice(&x[..total * self.n_in], total, self.n_in);
+            let wm = MatRef::from_row_major_slice(w, self.n_out, self.n_in);
+            let om = MatMut::from_row_major_slice_mut(&mut out[..total * self.n_out], total, self.n_out);
+            matmul(om, Accum::Replace, xm, wm.transpose(), T::one(), Par::Seq);
+        }
         if with_bias && let Some(b) = &self.bias {
             for (o, b) in out.chunks_mut(b.len()).flat_map(|c| c.iter_mut().zip(b)) {
                 *o += *b;
