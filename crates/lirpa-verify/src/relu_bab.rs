@@ -735,12 +735,14 @@ pub fn relu_split(
     let mut stuck: Option<f64> = None;
     let mut last_report = start;
     let mut batches = 0u64;
-    let node_bytes = heap.peek().map_or(1, |p| p.0.bytes()).max(1);
-    let cap = opts.max_pending.min(opts.max_pending_bytes / node_bytes).max(1);
+    // The size of a waiting domain: the root's at first, then the largest child of the
+    // last batch (sub-domains carry less α state than the root).
+    let mut node_bytes = heap.peek().map_or(1, |p| p.0.bytes()).max(1);
     while !heap.is_empty() {
         if Instant::now() >= deadline {
             return Ok((BabResult::Timeout, done));
         }
+        let cap = opts.max_pending.min(opts.max_pending_bytes / node_bytes).max(1);
         if heap.len() > cap {
             return Ok((
                 BabResult::Unknown(format!(
@@ -772,6 +774,9 @@ pub fn relu_split(
         for o in outs {
             match o? {
                 Branched::Children(kids) => {
+                    if let Some(b) = kids.iter().map(Node::bytes).max() {
+                        node_bytes = b.max(1);
+                    }
                     for k in kids {
                         seq += 1;
                         heap.push(Pending(k, seq));
