@@ -196,6 +196,19 @@ pub trait LinearRelaxation<T: Scalar> {
         None
     }
 
+    /// For an element-wise operator (one input edge; output element `j` depends on input
+    /// element `j` only): the lines its relaxation takes on the input bounds in `ctx`,
+    /// the same [`backward`](Self::backward) applies with the sign split
+    /// ([`ElementwiseRelaxation::backward`](crate::ElementwiseRelaxation::backward)).
+    /// When given, [`relaxed_forward`](Self::relaxed_forward) need not be written: its
+    /// default evaluates these lines. `None` (the default) for other operators.
+    fn elementwise_relaxation(
+        &self,
+        _ctx: &BackwardCtx<'_, T>,
+    ) -> Option<Result<crate::ElementwiseRelaxation<T>>> {
+        None
+    }
+
     /// The adjoint of [`backward`](Self::backward), for gradients of a bound: evaluate,
     /// row by row, the linear lines `backward` chose for the (dense) coefficients `a`
     /// it received on this node's output, at the points `z`.
@@ -205,15 +218,26 @@ pub trait LinearRelaxation<T: Scalar> {
     /// row-major `a.nrows() × numel(input i)`; `out` receives this node's values, row-major
     /// `a.nrows() × numel(output)`. Affine operators ([`is_affine`](Self::is_affine)) need
     /// not implement it: the engine evaluates them with [`Evaluate::forward`] row by row.
+    /// The default evaluates the lines of
+    /// [`elementwise_relaxation`](Self::elementwise_relaxation) where the operator gives
+    /// them, and otherwise refuses, naming the missing piece.
     fn relaxed_forward(
         &self,
-        _ctx: &BackwardCtx<'_, T>,
-        _a: MatRef<'_, T>,
-        _upper: bool,
-        _z: &[&[T]],
-        _out: &mut [T],
+        ctx: &BackwardCtx<'_, T>,
+        a: MatRef<'_, T>,
+        upper: bool,
+        z: &[&[T]],
+        out: &mut [T],
     ) -> Result<()> {
-        Err(crate::Error::unimplemented("relaxed forward evaluation (gradient of an optimized bound)"))
+        match (self.elementwise_relaxation(ctx), z.first()) {
+            (Some(r), Some(z)) => {
+                r?.relaxed_forward(a, upper, z, out);
+                Ok(())
+            }
+            _ => Err(crate::Error::unimplemented(
+                "relaxed forward evaluation (gradient of an optimized bound)",
+            )),
+        }
     }
 }
 

@@ -33,7 +33,6 @@ use line::{Line, Relax, check_values, down, secure_values, to_scalar, up};
 use lirpa_core::linear::Lines;
 use lirpa_core::op::OptimizableRelaxation;
 use lirpa_core::op::{BackwardCtx, Evaluate, Interval, IntervalRule, LinearRelaxation, NodeDef, Operator};
-use lirpa_core::reexport::faer::MatRef;
 use lirpa_core::{
     BackwardResult, BuiltOp, ElementwiseRelaxation, ElementwiseTrain, Error, LinearA, Param, RelaxOptions,
     Result, Scalar, TensorData, TrainRule, Trainable, register_op,
@@ -282,17 +281,8 @@ impl<T: Scalar, F: Func> LinearRelaxation<T> for Elementwise<F> {
     fn trainable(&self) -> Option<&dyn Trainable<T>> {
         self.func.train_derivative(0.0).is_some().then_some(self as &dyn Trainable<T>)
     }
-    fn relaxed_forward(
-        &self,
-        ctx: &BackwardCtx<'_, T>,
-        a: MatRef<'_, T>,
-        upper: bool,
-        z: &[&[T]],
-        out: &mut [T],
-    ) -> Result<()> {
-        let b = ctx.bounds(0)?;
-        self.relaxation(b.lower, b.upper)?.relaxed_forward(a, upper, z[0], out);
-        Ok(())
+    fn elementwise_relaxation(&self, ctx: &BackwardCtx<'_, T>) -> Option<Result<ElementwiseRelaxation<T>>> {
+        Some(ctx.bounds(0).and_then(|b| self.relaxation(b.lower, b.upper)))
     }
 }
 

@@ -191,17 +191,8 @@ impl<T: Scalar> LinearRelaxation<T> for TwoPiece<T> {
             _ => Err(lirpa_core::Error::Invalid("forward mode: the input must carry linear bounds".into())),
         }
     }
-    fn relaxed_forward(
-        &self,
-        ctx: &BackwardCtx<'_, T>,
-        a: MatRef<'_, T>,
-        upper: bool,
-        z: &[&[T]],
-        out: &mut [T],
-    ) -> Result<()> {
-        let b = ctx.bounds(0)?;
-        self.relaxation(b.lower, b.upper, ctx.options.relu_lower_slope).relaxed_forward(a, upper, z[0], out);
-        Ok(())
+    fn elementwise_relaxation(&self, ctx: &BackwardCtx<'_, T>) -> Option<Result<ElementwiseRelaxation<T>>> {
+        Some(ctx.bounds(0).map(|b| self.relaxation(b.lower, b.upper, ctx.options.relu_lower_slope)))
     }
 }
 

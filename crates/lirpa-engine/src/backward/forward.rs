@@ -12,7 +12,9 @@ use super::{BoundResult, State};
 use crate::options::{BoundOptions, BoundRequest, Method};
 use faer::{Mat, MatRef};
 use lirpa_core::op::{BackwardCtx, Interval};
-use lirpa_core::{Error, FormInput, Graph, LinearA, LinearBias, LinearForm, NodeKind, Result, Scalar};
+use lirpa_core::{
+    Error, FormInput, Graph, LinearA, LinearBias, LinearForm, NodeKind, Operator, Result, Scalar,
+};
 use smallvec::SmallVec;
 
 pub(super) fn compute_bounds_forward<T: Scalar>(
@@ -77,9 +79,17 @@ pub(super) fn compute_bounds_forward<T: Scalar>(
                 op.forward_linear(&ctx, &ins, n, dim).map_err(|e| e.at_node(&node.name, op.op_type()))?
             }
         };
-        let (lo, hi) = concretize_form(&st, &form, &offsets)?;
+        let (mut lo, mut hi) = concretize_form(&st, &form, &offsets)?;
         if let Some(i) = lo.iter().chain(&hi).position(|x| x.is_nan()) {
             return Err(Error::NonFinite(format!("forward-mode bound {i} of node '{}'", node.name)));
+        }
+        if let Some(op) = node.op() {
+            // Intersected with the interval rule on the inputs' bounds (themselves
+            // intersected): linear bounds concretized over a wide set can be looser than
+            // IBP, and leave a function's domain where IBP does not.
+            let (il, iu) = st.ibp_from_bounds(id, op)?;
+            lo.iter_mut().zip(il).for_each(|(a, b)| *a = a.max(b));
+            hi.iter_mut().zip(iu).for_each(|(a, b)| *a = a.min(b));
         }
         st.bounds[id] = Some((lo, hi));
         forms[id] = Some(form);
@@ -107,6 +117,26 @@ pub(super) fn compute_bounds_forward<T: Scalar>(
         return Err(Error::NonFinite(format!("bound {i} of node '{name}'")));
     }
     Ok(BoundResult { lower, upper, a: vec![], bias: None })
+}
+
+impl<T: Scalar> State<'_, T> {
+    /// The interval rule of operator node `id` on its inputs' values and final bounds
+    /// (every perturbed input must be bounded).
+    fn ibp_from_bounds(&self, id: usize, op: &dyn Operator<T>) -> Result<(Vec<T>, Vec<T>)> {
+        let node = self.graph.node(id);
+        let ins: SmallVec<[Interval<'_, T>; 4]> = node
+            .inputs
+            .iter()
+            .map(|&i| match (&self.values[i], &self.bounds[i]) {
+                (Some(v), _) => Ok(Interval { lower: v, upper: v }),
+                (None, Some((l, u))) => Ok(Interval { lower: l.as_slice(), upper: u.as_slice() }),
+                (None, None) => Err(Error::Invalid(format!("forward mode: input {i} has no bounds"))),
+            })
+            .collect::<Result<_>>()?;
+        let (mut lo, mut hi) = (vec![T::zero(); node.numel()], vec![T::zero(); node.numel()]);
+        op.interval(&ins, &mut lo, &mut hi).map_err(|e| e.at_node(&node.name, op.op_type()))?;
+        Ok((lo, hi))
+    }
 }
 
 /// Linear bounds of `C·target`: `C` is first carried back exactly through the trailing
