@@ -29,7 +29,7 @@ pub use op::{
     Operator, OptimizableRelaxation, RelaxOptions, ReluLowerSlope, SideParams,
 };
 pub use perturbation::{Norm, Perturbation};
-pub use registry::{OpRegistration, lookup, lookup_all, registered_ops};
+pub use registry::{OpRegistration, lookup, lookup_all, plugin_ops, registered_ops};
 pub use scalar::Scalar;
 pub use tensor::{DType, Shape, TensorData, broadcast_shapes, broadcast_source_index, numel};
 pub use train::{AffineTrain, ElementwiseTrain, Param, TrainRule, Trainable};

@@ -27,11 +27,10 @@ use lirpa_core::{
     BackwardResult, BuiltOp, ElementwiseRelaxation, Error, LinearA, Result, Scalar, register_op,
 };
 
-register_op!(domain = "com.example", "Swish", build_swish);
+register_op!(domain = DOMAIN, "Swish", build_swish);
 
-/// The domain and operator types this crate registers.
+/// The custom ONNX domain of this crate's operators.
 pub const DOMAIN: &str = "com.example";
-pub const OPS: &[&str] = &["Swish"];
 
 /// `σ(z)·z` at its minimum: `z* = −1.2784645427610738`, value `−0.2784645427610738`
 /// (the root of `1 + z·(1 − σ(z)) = 0`), rounded down.

@@ -56,26 +56,6 @@ register_op!("Clip", build_clip);
 register_op!("Sign", build_sign);
 register_op!("Floor", build_floor);
 
-/// The operator types this crate registers.
-pub const OPS: &[&str] = &[
-    "Abs",
-    "Atan",
-    "Clip",
-    "Cos",
-    "Erf",
-    "Exp",
-    "Floor",
-    "Gelu",
-    "Log",
-    "Pow",
-    "Reciprocal",
-    "Sigmoid",
-    "Sign",
-    "Sin",
-    "Softplus",
-    "Sqrt",
-    "Tanh",
-];
 
 /// An element-wise operator applying `F` to every element of its one input edge.
 #[derive(Debug)]

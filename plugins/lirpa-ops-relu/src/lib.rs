@@ -30,8 +30,6 @@ use lirpa_core::{
 register_op!("Relu", build_relu);
 register_op!("LeakyRelu", build_leaky_relu);
 
-/// The operator types this crate registers.
-pub const OPS: &[&str] = &["LeakyRelu", "Relu"];
 
 #[derive(Debug)]
 pub struct TwoPiece<T> {
