@@ -16,6 +16,7 @@ use crate::{Attributes, Result, Scalar, Shape, TensorData, Window};
 use faer::{Mat, MatRef, Par};
 use serde::{Deserialize, Serialize};
 use smallvec::SmallVec;
+use std::collections::BTreeMap;
 use std::fmt::Debug;
 
 /// Borrowed element-wise bounds of one tensor.
@@ -86,32 +87,78 @@ pub trait IntervalRule<T: Scalar> {
     }
 }
 
-/// Options read by relaxations. Operator-specific choices are expressed generically.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+/// Options read by relaxations, keyed by name. Core knows no key: a plugin declares
+/// each of its options with a [`RelaxOption`] (name, help, validation) and reads it
+/// back typed (the ReLU plugin's `relu_lower_slope`, for instance). Only declared keys
+/// with valid values get in ([`set`](Self::set), and deserialization, which reads a
+/// map of strings), so a relaxation can parse its value without a failure path.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[serde(try_from = "BTreeMap<String, String>", into = "BTreeMap<String, String>")]
 pub struct RelaxOptions {
-    /// Lower slope of piecewise-linear activations on unstable neurons
-    /// (auto_LiRPA's `activation_bound_option`).
-    pub relu_lower_slope: ReluLowerSlope,
+    values: BTreeMap<String, String>,
 }
 
-impl Default for RelaxOptions {
-    fn default() -> Self {
-        RelaxOptions { relu_lower_slope: ReluLowerSlope::Adaptive }
+/// A relaxation option a plugin declares (`inventory::submit!`, through
+/// `lirpa_core::reexport::inventory`): its key, what it means and which values it takes.
+pub struct RelaxOption {
+    pub key: &'static str,
+    /// The crate that declared it, for diagnostics.
+    pub plugin: &'static str,
+    /// What it chooses and its values, for messages and `--help`-like listings.
+    pub help: &'static str,
+    /// Accept a value or say why not.
+    pub check: fn(&str) -> Result<()>,
+}
+
+inventory::collect!(RelaxOption);
+
+impl RelaxOptions {
+    /// The value of `key`, if set (a relaxation takes its own default otherwise).
+    pub fn get(&self, key: &str) -> Option<&str> {
+        self.values.get(key).map(String::as_str)
+    }
+
+    /// Set `key` to `value`; an error when no linked plugin declares `key`, or when its
+    /// [`RelaxOption::check`] refuses the value.
+    pub fn set(&mut self, key: &str, value: &str) -> Result<()> {
+        let Some(opt) = inventory::iter::<RelaxOption>.into_iter().find(|o| o.key == key) else {
+            let mut known: Vec<&str> = inventory::iter::<RelaxOption>.into_iter().map(|o| o.key).collect();
+            known.sort_unstable();
+            return Err(crate::Error::Invalid(format!(
+                "unknown relaxation option '{key}' (declared by the linked plugins: {})",
+                known.join(", ")
+            )));
+        };
+        (opt.check)(value).map_err(|e| {
+            crate::Error::Invalid(format!("relaxation option '{key}' ({}): {e}; {}", opt.plugin, opt.help))
+        })?;
+        self.values.insert(key.to_string(), value.to_string());
+        Ok(())
+    }
+
+    /// Every option declared by the linked plugins, by key.
+    pub fn declared() -> Vec<&'static RelaxOption> {
+        let mut v: Vec<_> = inventory::iter::<RelaxOption>.into_iter().collect();
+        v.sort_by_key(|o| o.key);
+        v
     }
 }
 
-/// Lower-slope choice for unstable two-piece linear activations.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "kebab-case")]
-pub enum ReluLowerSlope {
-    /// Slope 1 where `u > -l`, else the negative-side slope (auto_LiRPA's default).
-    Adaptive,
-    /// The same slope as the upper line.
-    SameSlope,
-    /// Always the negative-side slope.
-    ZeroLb,
-    /// Always slope 1.
-    OneLb,
+impl TryFrom<BTreeMap<String, String>> for RelaxOptions {
+    type Error = crate::Error;
+    fn try_from(map: BTreeMap<String, String>) -> Result<Self> {
+        let mut o = RelaxOptions::default();
+        for (k, v) in &map {
+            o.set(k, v)?;
+        }
+        Ok(o)
+    }
+}
+
+impl From<RelaxOptions> for BTreeMap<String, String> {
+    fn from(o: RelaxOptions) -> Self {
+        o.values
+    }
 }
 
 /// What a backward rule may look at.
@@ -154,6 +201,14 @@ pub trait LinearRelaxation<T: Scalar> {
     /// True for operators that are exactly affine in their perturbed inputs (no
     /// relaxation): the engine may pass a specification through them.
     fn is_affine(&self) -> bool {
+        false
+    }
+
+    /// True for a splittable piecewise-linear activation (ReLU, LeakyReLU): element-wise
+    /// on input 0, linear on each side of one breakpoint at 0, and relaxed exactly
+    /// wherever its input's bounds do not straddle 0. Branch and bound may then split
+    /// the elements of input 0 at 0 (`x ≤ 0` or `x ≥ 0`) and bound each side.
+    fn is_splittable_activation(&self) -> bool {
         false
     }
 

@@ -101,3 +101,34 @@ fn standard_operators_are_registered() {
         assert_eq!(plugins, ["lirpa-ops-bilinear", "lirpa-ops-linear"], "{op}");
     }
 }
+
+/// Relaxation options are keyed by the plugin that declares them: an unknown key or a
+/// value the plugin refuses is an error naming it, serialized options round-trip, and
+/// the ReLU plugin reads its own key back.
+#[test]
+fn relaxation_options_are_declared_by_plugins() {
+    use lirpa::core::RelaxOptions;
+    use lirpa_ops_relu::{LOWER_SLOPE, ReluLowerSlope};
+    let keys: Vec<&str> = RelaxOptions::declared().iter().map(|o| o.key).collect();
+    assert_eq!(keys, [LOWER_SLOPE]);
+    let mut o = RelaxOptions::default();
+    assert_eq!(ReluLowerSlope::of(&o), ReluLowerSlope::Adaptive);
+    let e = o.set("no_such_option", "1").unwrap_err().to_string();
+    assert!(e.contains("no_such_option") && e.contains(LOWER_SLOPE), "{e}");
+    let e = o.set(LOWER_SLOPE, "steep").unwrap_err().to_string();
+    assert!(e.contains("steep") && e.contains("lirpa-ops-relu"), "{e}");
+    assert_eq!(o, RelaxOptions::default(), "a refused value leaves the options unchanged");
+    for slope in ReluLowerSlope::ALL {
+        slope.set(&mut o).unwrap();
+        assert_eq!(ReluLowerSlope::of(&o), slope);
+        let mut opts = lirpa::BoundOptions::default();
+        opts.relax = o.clone();
+        let json = serde_json::to_string(&opts).unwrap();
+        assert!(json.contains(&format!("\"relax\":{{\"{LOWER_SLOPE}\":\"{}\"}}", slope.name())), "{json}");
+        let back: lirpa::BoundOptions = serde_json::from_str(&json).unwrap();
+        assert_eq!(back, opts);
+    }
+    let bad = r#"{"relax":{"relu_lower_slope":"steep"}}"#;
+    let e = serde_json::from_str::<lirpa::BoundOptions>(bad).unwrap_err().to_string();
+    assert!(e.contains("steep"), "{e}");
+}

@@ -56,7 +56,6 @@ register_op!("Clip", build_clip);
 register_op!("Sign", build_sign);
 register_op!("Floor", build_floor);
 
-
 /// An element-wise operator applying `F` to every element of its one input edge.
 #[derive(Debug)]
 pub struct Elementwise<F: Func> {

@@ -21,7 +21,6 @@ register_op!("ReduceMax", reduce::build_reduce_max);
 register_op!("ReduceMin", reduce::build_reduce_min);
 register_op!("LayerNormalization", layernorm::build_layer_norm);
 
-
 #[cfg(test)]
 mod tests {
     use lirpa_core::{Attr, Attributes, GraphBuilder, Interval, TensorData};

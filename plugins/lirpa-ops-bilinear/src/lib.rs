@@ -51,7 +51,6 @@ register_op!(priority = 10, "Div", div::build_div);
 register_op!(priority = 10, "Gemm", gemm::build_gemm);
 register_op!(priority = 10, "Conv", conv::build_conv);
 
-
 use lirpa_core::Scalar;
 
 /// The McCormick planes of one product term, as `(α, β, γ)` with

@@ -2,9 +2,7 @@
 //! `y[i] = Σ_k s_k[i] · x_k[src_k[i]] + c[i]`. Add, Sub, Neg, and Mul/Div by a constant.
 
 use lirpa_core::linear::{scatter_columns, scatter_columns_scaled};
-use lirpa_core::op::{
-    BackwardCtx, Evaluate, Interval, IntervalRule, LinearRelaxation, NodeDef, Operator,
-};
+use lirpa_core::op::{BackwardCtx, Evaluate, Interval, IntervalRule, LinearRelaxation, NodeDef, Operator};
 use lirpa_core::{
     BackwardResult, BuiltOp, Error, LinearA, LinearBias, Result, Scalar, Shape, TensorData, broadcast_shapes,
     broadcast_source_index, numel,

@@ -31,7 +31,6 @@ register_op!("Slice", index::build_slice);
 register_op!("Gather", index::build_gather);
 register_op!("Pad", index::build_pad);
 
-
 #[cfg(test)]
 mod tests {
     use lirpa_core::{Attributes, Error, GraphBuilder};
