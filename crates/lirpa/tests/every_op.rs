@@ -5,7 +5,8 @@
 //! sampled points of the input set lies inside the bounds) or refuses with
 //! `Error::Unimplemented` naming the operator, and then only where [`REFUSED`] says
 //! so, with the reason. An operator without generated inputs must be listed in
-//! [`NO_INPUTS`] with the reason.
+//! [`NO_INPUTS`] with the reason. The out-of-tree template (`com.example` Swish) is
+//! linked and walked too.
 //!
 //! Each graph puts the operator between two ReLUs, so that α-CROWN has parameters on
 //! both sides of it and needs its adjoint (`relaxed_forward`): every perturbed
@@ -13,8 +14,11 @@
 //! `relu(y − y(c))`, with `y` the operator's output and `y(c)` its value at the centre.
 
 use lirpa::core::{Attr, Attributes, DType, Error, GraphBuilder, TensorData};
+// The out-of-tree plugin template is walked like the standard plugins (naming the
+// crate links its registration).
 use lirpa::sample::{Rng, sample_points};
 use lirpa::{BoundOptions, BoundRequest, Graph, InputValue, Method, Norm, Perturbation};
+use lirpa_example_swish as _;
 
 const METHODS: [Method; 6] = [
     Method::Ibp,
@@ -183,16 +187,15 @@ fn unary_cases(structured: &[Case]) -> Vec<Case> {
         .into_iter()
         .filter(|s| !structured.iter().any(|c| c.op == s.op_type))
         .map(|s| {
-            let op: &'static str = lirpa::registered_ops()
-                .iter()
-                .find(|r| r.op_type == s.op_type)
-                .map(|r| r.op_type)
+            let reg = lirpa::registered_ops()
+                .into_iter()
+                .find(|r| r.op_type == s.op_type && r.domain == s.domain)
                 .expect("registered");
             let mut args = vec![x(&[4])];
             args.extend(s.const_inputs.iter().map(|c| c.clone().map_or(Arg::Omit, Arg::C)));
             Case {
-                op,
-                domain: "",
+                op: reg.op_type,
+                domain: reg.domain,
                 opset: s.opset,
                 attrs: s.attrs.clone(),
                 args,

@@ -19,7 +19,7 @@
 //! (no float table), keeping the end that passed the check; [`crate::line::secure`]
 //! then re-checks the line at the interval ends and the contact point and adds a margin.
 
-use crate::line::{Line, Relax, chord_slope, tangent};
+use lirpa_kit::line::{Line, Relax, chord_slope, tangent};
 
 /// Tangent points already found for one function, by grid index of `ū`: the bisection
 /// depends only on the function and the grid point, so its result can be reused by
