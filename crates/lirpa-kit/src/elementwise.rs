@@ -1,5 +1,5 @@
 //! The [`Elementwise`] adaptor: a [`Func`] as an operator (every core trait), with its
-//! relaxation made sound in floating point by [`crate::line`], and α-CROWN parameters
+//! relaxation made sound in floating point by [`crate::line`](mod@crate::line), and α-CROWN parameters
 //! for the functions with [`Func::tangents`] (module `opt`).
 
 use crate::func::Func;

@@ -90,7 +90,7 @@ impl FixedLine {
 
 /// The pivots of the lower and upper lines of slope `k` with the tightest intercepts
 /// over `candidates` (`candidates[0] = l`, `candidates[1] = u`, the others stationary
-/// points of `f - k·x`), as [`fixed_slope`] chooses them.
+/// points of `f - k·x`), as [`line::fixed_slope`](crate::line::fixed_slope) chooses them.
 pub fn fixed_slope_pivots(
     f: &dyn Fn(f64) -> f64,
     k: f64,

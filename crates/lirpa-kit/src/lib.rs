@@ -1,7 +1,7 @@
 //! The plugin kit: what an element-wise operator plugin needs beyond `lirpa-core`,
 //! usable by an out-of-tree plugin without depending on another plugin.
 //!
-//! - [`line`]: lines in `f64`, their verification against the function
+//! - [`line`](mod@line): lines in `f64`, their verification against the function
 //!   ([`line::secure`]: checked at the interval ends, the midpoint and the contact
 //!   points, the intercept shifted by any violation plus a `1e-12` relative margin) and
 //!   their sound rounding to the bound type `T` ([`line::to_scalar`], outward);

@@ -121,8 +121,7 @@ fn relaxation_options_are_declared_by_plugins() {
     for slope in ReluLowerSlope::ALL {
         slope.set(&mut o).unwrap();
         assert_eq!(ReluLowerSlope::of(&o), slope);
-        let mut opts = lirpa::BoundOptions::default();
-        opts.relax = o.clone();
+        let opts = lirpa::BoundOptions { relax: o.clone(), ..Default::default() };
         let json = serde_json::to_string(&opts).unwrap();
         assert!(json.contains(&format!("\"relax\":{{\"{LOWER_SLOPE}\":\"{}\"}}", slope.name())), "{json}");
         let back: lirpa::BoundOptions = serde_json::from_str(&json).unwrap();
