@@ -20,15 +20,6 @@ use lirpa::sample::{Rng, sample_points};
 use lirpa::{BoundOptions, BoundRequest, Graph, InputValue, Method, Norm, Perturbation};
 use lirpa_example_swish as _;
 
-const METHODS: [Method; 6] = [
-    Method::Ibp,
-    Method::Crown,
-    Method::CrownIbp,
-    Method::Forward,
-    Method::ForwardBackward,
-    Method::AlphaCrown,
-];
-
 /// Operator types with no generated inputs, and why.
 const NO_INPUTS: &[(&str, &str)] = &[
     ("Constant", "no input: the graph builder folds it into a constant"),
@@ -322,7 +313,7 @@ fn check_graph(
     failures: &mut Vec<String>,
     refusals: &mut Vec<(String, Method)>,
 ) {
-    for method in METHODS {
+    for method in Method::ALL {
         let r =
             lirpa::compute_bounds(&built.graph, &built.inputs, &options(method), &BoundRequest::default());
         match r {
@@ -403,7 +394,7 @@ fn every_operator_under_every_method() {
     eprintln!(
         "{} cases, {graphs} graphs, {} methods each, {} refusals",
         cases.len(),
-        METHODS.len(),
+        Method::ALL.len(),
         refusals.len()
     );
     assert!(failures.is_empty(), "{} failures:\n{}", failures.len(), failures.join("\n"));

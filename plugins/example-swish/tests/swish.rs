@@ -97,14 +97,7 @@ fn network_bounds_contain_sampled_outputs() {
     for (norm, eps) in [(Norm::Inf, 0.3), (Norm::L2, 0.8), (Norm::L1, 1.0), (Norm::Inf, 3.0)] {
         let p = Perturbation::new_ball(norm, vec![0.2, -0.4, 0.7, -1.0], eps).unwrap();
         let points = sample_points(&p, 2000, 3);
-        for method in [
-            Method::Ibp,
-            Method::Crown,
-            Method::CrownIbp,
-            Method::Forward,
-            Method::ForwardBackward,
-            Method::AlphaCrown,
-        ] {
+        for method in Method::ALL {
             let r = lirpa::compute_bounds(
                 &g,
                 &[InputValue::Perturbed(p.clone())],

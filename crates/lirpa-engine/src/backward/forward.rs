@@ -140,17 +140,25 @@ fn forward_rule<T: Scalar>(
             (None, None) => Err(Error::Invalid(format!("forward mode: input {i} has no bounds"))),
         })
         .collect::<Result<_>>()?;
-    let ctx_bounds: SmallVec<[Option<Interval<'_, T>>; 4]> = node
-        .inputs
+    let ctx_bounds = input_intervals(st, &st.bounds, &node.inputs);
+    let ctx = BackwardCtx { input_bounds: &ctx_bounds, options: &st.opts.relax, par: st.par };
+    op.forward_linear(&ctx, &ins, node.numel(), dim).map_err(|e| e.at_node(&node.name, op.op_type()))
+}
+
+/// The intervals of `inputs`: their values, else their `bounds` (`None`: not bounded).
+fn input_intervals<'a, T: Scalar>(
+    st: &'a State<'_, T>,
+    bounds: &'a [Option<Bounds<T>>],
+    inputs: &[usize],
+) -> SmallVec<[Option<Interval<'a, T>>; 4]> {
+    inputs
         .iter()
-        .map(|&i| match (&st.values[i], &st.bounds[i]) {
+        .map(|&i| match (&st.values[i], &bounds[i]) {
             (Some(v), _) => Some(Interval { lower: v, upper: v }),
             (None, Some((l, u))) => Some(Interval { lower: l.as_slice(), upper: u.as_slice() }),
             (None, None) => None,
         })
-        .collect();
-    let ctx = BackwardCtx { input_bounds: &ctx_bounds, options: &st.opts.relax, par: st.par };
-    op.forward_linear(&ctx, &ins, node.numel(), dim).map_err(|e| e.at_node(&node.name, op.op_type()))
+        .collect()
 }
 
 /// The interval rule of operator node `id` on its inputs' values and `bounds`.
@@ -161,14 +169,10 @@ fn interval_on<T: Scalar>(
     op: &dyn Operator<T>,
 ) -> Result<Bounds<T>> {
     let node = st.graph.node(id);
-    let ins: SmallVec<[Interval<'_, T>; 4]> = node
-        .inputs
-        .iter()
-        .map(|&i| match (&st.values[i], &bounds[i]) {
-            (Some(v), _) => Ok(Interval { lower: v, upper: v }),
-            (None, Some((l, u))) => Ok(Interval { lower: l.as_slice(), upper: u.as_slice() }),
-            (None, None) => Err(Error::Invalid(format!("forward mode: input {i} has no bounds"))),
-        })
+    let ins: SmallVec<[Interval<'_, T>; 4]> = input_intervals(st, bounds, &node.inputs)
+        .into_iter()
+        .zip(&node.inputs)
+        .map(|(b, i)| b.ok_or_else(|| Error::Invalid(format!("forward mode: input {i} has no bounds"))))
         .collect::<Result<_>>()?;
     let (mut lo, mut hi) = (vec![T::zero(); node.numel()], vec![T::zero(); node.numel()]);
     op.interval(&ins, &mut lo, &mut hi).map_err(|e| e.at_node(&node.name, op.op_type()))?;
