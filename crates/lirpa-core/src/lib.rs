@@ -26,10 +26,10 @@ pub use graph::{Graph, GraphBuilder, Node, NodeId, NodeKind};
 pub use linear::{BackwardResult, ElementwiseRelaxation, FormInput, LinearA, LinearBias, LinearForm};
 pub use op::{
     BackwardCtx, BatchInput, BuiltOp, Evaluate, InputDef, Interval, IntervalRule, LinearRelaxation, NodeDef,
-    Operator, OptimizableRelaxation, RelaxOptions, ReluLowerSlope, SideParams,
+    Operator, OptimizableRelaxation, RelaxOption, RelaxOptions, SideParams,
 };
 pub use perturbation::{Norm, Perturbation};
-pub use registry::{OpRegistration, lookup, lookup_all, registered_ops};
+pub use registry::{OpRegistration, lookup, lookup_all, plugin_ops, registered_ops};
 pub use scalar::Scalar;
 pub use tensor::{DType, Shape, TensorData, broadcast_shapes, broadcast_source_index, numel};
 pub use train::{AffineTrain, ElementwiseTrain, Param, TrainRule, Trainable};

@@ -16,6 +16,7 @@ use crate::{Attributes, Result, Scalar, Shape, TensorData, Window};
 use faer::{Mat, MatRef, Par};
 use serde::{Deserialize, Serialize};
 use smallvec::SmallVec;
+use std::collections::BTreeMap;
 use std::fmt::Debug;
 
 /// Borrowed element-wise bounds of one tensor.
@@ -86,32 +87,78 @@ pub trait IntervalRule<T: Scalar> {
     }
 }
 
-/// Options read by relaxations. Operator-specific choices are expressed generically.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+/// Options read by relaxations, keyed by name. Core knows no key: a plugin declares
+/// each of its options with a [`RelaxOption`] (name, help, validation) and reads it
+/// back typed (the ReLU plugin's `relu_lower_slope`, for instance). Only declared keys
+/// with valid values get in ([`set`](Self::set), and deserialization, which reads a
+/// map of strings), so a relaxation can parse its value without a failure path.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[serde(try_from = "BTreeMap<String, String>", into = "BTreeMap<String, String>")]
 pub struct RelaxOptions {
-    /// Lower slope of piecewise-linear activations on unstable neurons
-    /// (auto_LiRPA's `activation_bound_option`).
-    pub relu_lower_slope: ReluLowerSlope,
+    values: BTreeMap<String, String>,
 }
 
-impl Default for RelaxOptions {
-    fn default() -> Self {
-        RelaxOptions { relu_lower_slope: ReluLowerSlope::Adaptive }
+/// A relaxation option a plugin declares (`inventory::submit!`, through
+/// `lirpa_core::reexport::inventory`): its key, what it means and which values it takes.
+pub struct RelaxOption {
+    pub key: &'static str,
+    /// The crate that declared it, for diagnostics.
+    pub plugin: &'static str,
+    /// What it chooses and its values, for messages and `--help`-like listings.
+    pub help: &'static str,
+    /// Accept a value or say why not.
+    pub check: fn(&str) -> Result<()>,
+}
+
+inventory::collect!(RelaxOption);
+
+impl RelaxOptions {
+    /// The value of `key`, if set (a relaxation takes its own default otherwise).
+    pub fn get(&self, key: &str) -> Option<&str> {
+        self.values.get(key).map(String::as_str)
+    }
+
+    /// Set `key` to `value`; an error when no linked plugin declares `key`, or when its
+    /// [`RelaxOption::check`] refuses the value.
+    pub fn set(&mut self, key: &str, value: &str) -> Result<()> {
+        let Some(opt) = inventory::iter::<RelaxOption>.into_iter().find(|o| o.key == key) else {
+            let mut known: Vec<&str> = inventory::iter::<RelaxOption>.into_iter().map(|o| o.key).collect();
+            known.sort_unstable();
+            return Err(crate::Error::Invalid(format!(
+                "unknown relaxation option '{key}' (declared by the linked plugins: {})",
+                known.join(", ")
+            )));
+        };
+        (opt.check)(value).map_err(|e| {
+            crate::Error::Invalid(format!("relaxation option '{key}' ({}): {e}; {}", opt.plugin, opt.help))
+        })?;
+        self.values.insert(key.to_string(), value.to_string());
+        Ok(())
+    }
+
+    /// Every option declared by the linked plugins, by key.
+    pub fn declared() -> Vec<&'static RelaxOption> {
+        let mut v: Vec<_> = inventory::iter::<RelaxOption>.into_iter().collect();
+        v.sort_by_key(|o| o.key);
+        v
     }
 }
 
-/// Lower-slope choice for unstable two-piece linear activations.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "kebab-case")]
-pub enum ReluLowerSlope {
-    /// Slope 1 where `u > -l`, else the negative-side slope (auto_LiRPA's default).
-    Adaptive,
-    /// The same slope as the upper line.
-    SameSlope,
-    /// Always the negative-side slope.
-    ZeroLb,
-    /// Always slope 1.
-    OneLb,
+impl TryFrom<BTreeMap<String, String>> for RelaxOptions {
+    type Error = crate::Error;
+    fn try_from(map: BTreeMap<String, String>) -> Result<Self> {
+        let mut o = RelaxOptions::default();
+        for (k, v) in &map {
+            o.set(k, v)?;
+        }
+        Ok(o)
+    }
+}
+
+impl From<RelaxOptions> for BTreeMap<String, String> {
+    fn from(o: RelaxOptions) -> Self {
+        o.values
+    }
 }
 
 /// What a backward rule may look at.
@@ -157,6 +204,14 @@ pub trait LinearRelaxation<T: Scalar> {
         false
     }
 
+    /// True for a splittable piecewise-linear activation (ReLU, LeakyReLU): element-wise
+    /// on input 0, linear on each side of one breakpoint at 0, and relaxed exactly
+    /// wherever its input's bounds do not straddle 0. Branch and bound may then split
+    /// the elements of input 0 at 0 (`x ≤ 0` or `x ≥ 0`) and bound each side.
+    fn is_splittable_activation(&self) -> bool {
+        false
+    }
+
     /// True when [`backward`](Self::backward) accepts coefficients in windowed form
     /// (`a.window` is `Some`, see [`crate::window`]) on this node's output and returns
     /// windowed or dense coefficients for its inputs. Operators that return `false`
@@ -196,6 +251,19 @@ pub trait LinearRelaxation<T: Scalar> {
         None
     }
 
+    /// For an element-wise operator (one input edge; output element `j` depends on input
+    /// element `j` only): the lines its relaxation takes on the input bounds in `ctx`,
+    /// the same [`backward`](Self::backward) applies with the sign split
+    /// ([`ElementwiseRelaxation::backward`](crate::ElementwiseRelaxation::backward)).
+    /// When given, [`relaxed_forward`](Self::relaxed_forward) need not be written: its
+    /// default evaluates these lines. `None` (the default) for other operators.
+    fn elementwise_relaxation(
+        &self,
+        _ctx: &BackwardCtx<'_, T>,
+    ) -> Option<Result<crate::ElementwiseRelaxation<T>>> {
+        None
+    }
+
     /// The adjoint of [`backward`](Self::backward), for gradients of a bound: evaluate,
     /// row by row, the linear lines `backward` chose for the (dense) coefficients `a`
     /// it received on this node's output, at the points `z`.
@@ -205,15 +273,26 @@ pub trait LinearRelaxation<T: Scalar> {
     /// row-major `a.nrows() × numel(input i)`; `out` receives this node's values, row-major
     /// `a.nrows() × numel(output)`. Affine operators ([`is_affine`](Self::is_affine)) need
     /// not implement it: the engine evaluates them with [`Evaluate::forward`] row by row.
+    /// The default evaluates the lines of
+    /// [`elementwise_relaxation`](Self::elementwise_relaxation) where the operator gives
+    /// them, and otherwise refuses, naming the missing piece.
     fn relaxed_forward(
         &self,
-        _ctx: &BackwardCtx<'_, T>,
-        _a: MatRef<'_, T>,
-        _upper: bool,
-        _z: &[&[T]],
-        _out: &mut [T],
+        ctx: &BackwardCtx<'_, T>,
+        a: MatRef<'_, T>,
+        upper: bool,
+        z: &[&[T]],
+        out: &mut [T],
     ) -> Result<()> {
-        Err(crate::Error::unimplemented("relaxed forward evaluation (gradient of an optimized bound)"))
+        match (self.elementwise_relaxation(ctx), z.first()) {
+            (Some(r), Some(z)) => {
+                r?.relaxed_forward(a, upper, z, out);
+                Ok(())
+            }
+            _ => Err(crate::Error::unimplemented(
+                "relaxed forward evaluation (gradient of an optimized bound)",
+            )),
+        }
     }
 }
 

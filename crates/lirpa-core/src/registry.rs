@@ -85,6 +85,18 @@ pub fn registered_ops() -> Vec<&'static OpRegistration> {
     v
 }
 
+/// The operator types a plugin registers (sorted, each once), by its package name
+/// (`"lirpa-ops-relu"`) or crate name (`"lirpa_ops_relu"`): the registrations are the
+/// one list of what a plugin provides.
+pub fn plugin_ops(plugin: &str) -> Vec<&'static str> {
+    let norm = |s: &str| s.replace('-', "_");
+    let plugin = norm(plugin);
+    let mut v: Vec<&'static str> =
+        registered_ops().iter().filter(|r| norm(r.plugin) == plugin).map(|r| r.op_type).collect();
+    v.dedup();
+    v
+}
+
 /// Register an operator builder. The builder is a generic function
 /// `fn build<T: Scalar>(node: &NodeDef) -> Result<BuiltOp<T>>`; it is instantiated
 /// for `f32` and `f64`.

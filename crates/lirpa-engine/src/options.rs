@@ -25,6 +25,16 @@ pub enum Method {
 }
 
 impl Method {
+    /// Every method.
+    pub const ALL: [Method; 6] = [
+        Method::Ibp,
+        Method::Crown,
+        Method::CrownIbp,
+        Method::Forward,
+        Method::ForwardBackward,
+        Method::AlphaCrown,
+    ];
+
     /// Whether intermediate bounds come from backward (CROWN) passes.
     pub fn crown_intermediate(self) -> bool {
         matches!(self, Method::Crown | Method::AlphaCrown)

@@ -97,7 +97,7 @@ pub fn relu_inputs(g: &Graph<f64>) -> Vec<NodeId> {
     let mut v: Vec<NodeId> = g
         .nodes()
         .iter()
-        .filter(|n| n.op().is_some() && n.op_type() == "Relu")
+        .filter(|n| n.op().is_some_and(|op| op.is_splittable_activation()))
         .filter_map(|n| n.inputs.first().copied())
         .collect();
     v.sort_unstable();

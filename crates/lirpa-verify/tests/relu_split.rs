@@ -9,6 +9,7 @@
 //!   never proves a sat mnistfc instance.
 
 use lirpa::Graph;
+use lirpa::core::{Attr, Attributes, GraphBuilder};
 use lirpa::sample::Rng;
 use lirpa_verify::bab::BabResult;
 use lirpa_verify::relu_bab::{
@@ -349,4 +350,34 @@ fn the_pending_domains_stay_within_their_memory_budget() {
         BabResult::Unknown(why) => assert!(why.contains("memory cap"), "{why}"),
         other => panic!("expected the memory cap, got {other:?}"),
     }
+}
+
+/// The split nodes are found through `LinearRelaxation::is_splittable_activation`, not
+/// by op-type name: the inputs of every Relu and LeakyRelu, of no other activation.
+#[test]
+fn split_nodes_are_the_inputs_of_splittable_activations() {
+    let mut b = GraphBuilder::<f64>::new();
+    b.add_input("x", &[1, 3]).unwrap();
+    let none = Attributes::default();
+    let mut leaky = Attributes::default();
+    leaky.insert("alpha", Attr::Float(0.1));
+    b.add_node("n", "Neg", "", 13, &none, &[Some("x")]).unwrap();
+    b.add_node("r", "Relu", "", 13, &none, &[Some("x")]).unwrap();
+    b.add_node("l", "LeakyRelu", "", 13, &leaky, &[Some("n")]).unwrap();
+    b.add_node("s", "Sigmoid", "", 13, &none, &[Some("r")]).unwrap();
+    b.add_node("a", "Add", "", 13, &none, &[Some("s"), Some("l")]).unwrap();
+    b.add_node("t", "Tanh", "", 13, &none, &[Some("a")]).unwrap();
+    let g = b.finish(&["t"]).unwrap();
+    let id = |name: &str| g.find(name).unwrap();
+    assert_eq!(relu_inputs(&g), vec![id("x"), id("n")]);
+    assert_eq!(
+        split_nodes(&g),
+        vec![
+            (id("x"), SplitKind::Kink),
+            (id("n"), SplitKind::Kink),
+            (id("r"), SplitKind::Midpoint),
+            (id("a"), SplitKind::Midpoint)
+        ],
+        "sigmoid and tanh inputs split at the midpoint (general branching)"
+    );
 }

@@ -20,19 +20,33 @@
 //! # Ok::<(), Box<dyn std::error::Error>>(())
 //! ```
 
-// Name every plugin so the linker keeps its registrations (inventory's rule).
-#[cfg(feature = "activation")]
-use lirpa_ops_activation as _;
-#[cfg(feature = "attention")]
-use lirpa_ops_attention as _;
-#[cfg(feature = "bilinear")]
-use lirpa_ops_bilinear as _;
-#[cfg(feature = "conv")]
-use lirpa_ops_conv as _;
-#[cfg(feature = "linear")]
-use lirpa_ops_linear as _;
-#[cfg(feature = "relu")]
-use lirpa_ops_relu as _;
+/// Each standard plugin, named once: behind its cargo feature, linked (inventory keeps
+/// the registrations of a crate only when some code names it) and listed by
+/// [`standard_plugins`].
+macro_rules! standard_plugins {
+    ($($feature:literal => $krate:ident),* $(,)?) => {
+        $(
+            #[cfg(feature = $feature)]
+            use $krate as _;
+        )*
+        /// The crate names of the standard plugins this build links (by cargo feature).
+        pub fn standard_plugins() -> Vec<&'static str> {
+            vec![$(
+                #[cfg(feature = $feature)]
+                stringify!($krate),
+            )*]
+        }
+    };
+}
+
+standard_plugins! {
+    "linear" => lirpa_ops_linear,
+    "relu" => lirpa_ops_relu,
+    "conv" => lirpa_ops_conv,
+    "bilinear" => lirpa_ops_bilinear,
+    "attention" => lirpa_ops_attention,
+    "activation" => lirpa_ops_activation,
+}
 
 pub mod sample;
 pub mod tensors;
@@ -54,24 +68,12 @@ pub use lirpa_onnx::{
 };
 pub use tensors::{PerturbedModel, TensorPerturbation, TensorSet, load_perturbed, load_perturbed_bytes};
 
-/// The operator types the enabled standard plugins register.
+/// The operator types the enabled standard plugins register (from their registrations;
+/// sorted, each once: the bilinear plugin refines types the linear and conv plugins
+/// also register).
 pub fn standard_ops() -> Vec<&'static str> {
-    #[allow(unused_mut)]
-    let mut v: Vec<&'static str> = Vec::new();
-    #[cfg(feature = "linear")]
-    v.extend(lirpa_ops_linear::OPS);
-    #[cfg(feature = "relu")]
-    v.extend(lirpa_ops_relu::OPS);
-    #[cfg(feature = "conv")]
-    v.extend(lirpa_ops_conv::OPS);
-    #[cfg(feature = "bilinear")]
-    v.extend(lirpa_ops_bilinear::OPS);
-    #[cfg(feature = "attention")]
-    v.extend(lirpa_ops_attention::OPS);
-    #[cfg(feature = "activation")]
-    v.extend(lirpa_ops_activation::OPS);
+    let mut v: Vec<&'static str> = standard_plugins().into_iter().flat_map(lirpa_core::plugin_ops).collect();
     v.sort_unstable();
-    // Bilinear refines operator types the linear and conv plugins also register.
     v.dedup();
     v
 }

@@ -1,5 +1,7 @@
 //! α-CROWN on random small DAGs built through the operator registry (dense layers,
-//! ReLU/LeakyReLU, fan-out, residual Add/Sub, scaling, views), in f64:
+//! ReLU/LeakyReLU, fan-out, residual Add/Sub, scaling, views; element-wise chains;
+//! products; LayerNormalization, ReduceMax/ReduceMin and Div between ReLU layers), in
+//! f64:
 //!
 //! - the hand-written gradient of the bound with respect to the relaxation parameters
 //!   ([`lirpa::bound_and_gradient`]) matches central finite differences, at random
@@ -779,4 +781,117 @@ fn weight_gemm_gradient_matches_central_differences() {
     strict.report("weight Gemm gradient, final pass", 100, 0);
     stats.report("weight Gemm gradient", 100, 20);
     stats.assert_few_mismatches("weight Gemm gradient", 10);
+}
+
+/// The operators whose adjoints (`relaxed_forward`) are not a per-element line choice
+/// of one input: LayerNormalization (a chain of lines per row), ReduceMax/ReduceMin
+/// (selected inputs and constant lines) and Div by a perturbed divisor (planes with the
+/// reciprocal's line), each between two ReLU layers:
+/// `x → Gemm → Relu → Gemm → op → Gemm → Relu → Gemm`. Returns the graph, its set and
+/// the operator's name.
+fn build_adjoint(seed: u64) -> (Graph<f64>, Perturbation<f64>, &'static str) {
+    let mut rng = Rng::new(seed);
+    let n_in = 2 + rng.below(2);
+    let mut b = GraphBuilder::<f64>::new();
+    b.add_input("x", &[1, n_in]).unwrap();
+    let mut k = 0;
+    let mut dense = |b: &mut GraphBuilder<f64>,
+                     rng: &mut Rng,
+                     src: &str,
+                     n_src: usize,
+                     out: usize,
+                     shift: f64|
+     -> String {
+        k += 1;
+        let (w, bias, name) = (format!("w{k}"), format!("b{k}"), format!("d{k}"));
+        let data = (0..out * n_src).map(|_| (rng.uniform() * 2.0 - 1.0) * 1.2).collect();
+        b.add_constant(&w, TensorData::float(&[out, n_src], data).unwrap()).unwrap();
+        let data = (0..out).map(|_| rng.uniform() - 0.5 + shift).collect();
+        b.add_constant(&bias, TensorData::float(&[out], data).unwrap()).unwrap();
+        let mut attrs = Attributes::default();
+        attrs.insert("transB", Attr::Int(1));
+        b.add_node(&name, "Gemm", "", 13, &attrs, &[Some(src), Some(&w), Some(&bias)]).unwrap();
+        name
+    };
+    let none = Attributes::default();
+    let w = 4;
+    let h1 = dense(&mut b, &mut rng, "x", n_in, w, 0.0);
+    b.add_node("r1", "Relu", "", 13, &none, &[Some(&h1)]).unwrap();
+    let h2 = dense(&mut b, &mut rng, "r1", w, w, 0.0);
+    let (op, y, wy) = match seed % 5 {
+        0 => {
+            let scale = TensorData::float(&[w], (0..w).map(|_| 0.5 + rng.uniform()).collect()).unwrap();
+            let bias = TensorData::float(&[w], (0..w).map(|_| rng.uniform() - 0.5).collect()).unwrap();
+            b.add_constant("ln_s", scale).unwrap();
+            b.add_constant("ln_b", bias).unwrap();
+            let ins = [Some(h2.as_str()), Some("ln_s"), Some("ln_b")];
+            b.add_node("y", "LayerNormalization", "", 17, &none, &ins).unwrap();
+            ("LayerNormalization", "y", w)
+        }
+        c @ (1 | 2) => {
+            let op = if c == 1 { "ReduceMax" } else { "ReduceMin" };
+            let shape = TensorData::new(&[3], lirpa::core::DType::Int, vec![1.0, 2.0, 2.0]).unwrap();
+            b.add_constant("shape", shape).unwrap();
+            b.add_node("v", "Reshape", "", 13, &none, &[Some(&h2), Some("shape")]).unwrap();
+            let mut attrs = Attributes::default();
+            attrs.insert("axes", Attr::Ints(vec![2]));
+            attrs.insert("keepdims", Attr::Int(0));
+            b.add_node("y", op, "", 13, &attrs, &[Some("v")]).unwrap();
+            (op, "y", 2)
+        }
+        c => {
+            // A positive divisor: a large bias.
+            let d = dense(&mut b, &mut rng, "r1", w, w, 8.0);
+            let num = if c == 3 {
+                h2
+            } else {
+                b.add_constant("num", TensorData::float(&[w], vec![1.0, -2.0, 0.5, 3.0]).unwrap()).unwrap();
+                "num".to_string()
+            };
+            b.add_node("y", "Div", "", 13, &none, &[Some(&num), Some(&d)]).unwrap();
+            (if c == 3 { "Div" } else { "Div (constant numerator)" }, "y", w)
+        }
+    };
+    let h3 = dense(&mut b, &mut rng, y, wy, 3, 0.0);
+    b.add_node("r3", "Relu", "", 13, &none, &[Some(&h3)]).unwrap();
+    let out = dense(&mut b, &mut rng, "r3", 3, 2, 0.0);
+    let g = b.finish(&[&out]).unwrap();
+    let center: Vec<f64> = (0..n_in).map(|_| rng.uniform() * 2.0 - 1.0).collect();
+    let p = Perturbation::new_ball(Norm::Inf, center, 0.2 + 0.4 * rng.uniform()).unwrap();
+    (g, p, op)
+}
+
+/// [`gradient_matches_central_differences`] on [`build_adjoint`]'s graphs: the gradient
+/// of the final pass's ReLU parameters crosses the operator's adjoint, and must agree
+/// with central differences on every coordinate away from a kink; iteration 0 is
+/// CROWN, and α-CROWN is sound on sampled inputs and never looser than CROWN.
+#[test]
+fn adjoint_gradient_matches_central_differences() {
+    let mut stats = Stats::default();
+    let mut per_op: Vec<(&str, usize)> = Vec::new();
+    for seed in 0..40 {
+        let (g, p, op) = build_adjoint(seed);
+        let inputs = [InputValue::Perturbed(p.clone())];
+        let req = BoundRequest::default();
+        let what = format!("seed {seed} ({op})");
+        let (crown, st) = iteration_zero_is_crown(&g, &inputs, &req, &what);
+        let before = stats.nonzero;
+        for mut run in st.runs {
+            let mut rng = Rng::new(seed ^ 0x5EED ^ run.upper as u64);
+            for v in params(&mut run) {
+                v.iter_mut().for_each(|x| *x = 0.15 + 0.8 * rng.uniform());
+            }
+            check_run(&g, &inputs, &req, &run, true, seed, &mut stats);
+        }
+        alpha_is_sound_and_tighter(&g, &p, &req, &crown, seed, &what);
+        match per_op.iter_mut().find(|(o, _)| *o == op) {
+            Some((_, n)) => *n += stats.nonzero - before,
+            None => per_op.push((op, stats.nonzero - before)),
+        }
+    }
+    eprintln!("non-zero coordinates per operator: {per_op:?}");
+    stats.report("adjoint gradient", 100, 0);
+    for (op, n) in per_op {
+        assert!(n >= 10, "{op}: only {n} non-zero gradient coordinates checked");
+    }
 }

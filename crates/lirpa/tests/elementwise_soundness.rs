@@ -26,7 +26,7 @@ fn every_registered_unary_op_is_sound() {
     assert!(!specs.is_empty(), "no unary operator matches {only:?}");
     // Every element-wise operator of the activation plugin is covered.
     if only.is_none() {
-        for op in lirpa_ops_activation::OPS {
+        for op in lirpa::core::plugin_ops("lirpa-ops-activation") {
             assert!(specs.iter().any(|s| s.op_type == *op), "{op} is not probed as a unary operator");
         }
     }

@@ -15,10 +15,10 @@
 //! Case count: `PROPTEST_CASES` (`cargo xtask soundness` raises it); seed:
 //! `PROPTEST_RNG_SEED`.
 
-use lirpa::core::ReluLowerSlope;
 use lirpa::core::{Attr, Attributes, GraphBuilder, TensorData};
 use lirpa::sample::{Rng, sample_points};
 use lirpa::{BoundOptions, BoundRequest, Graph, InputValue, Method, Norm, Perturbation};
+use lirpa_ops_relu::ReluLowerSlope;
 use proptest::prelude::*;
 
 /// One step of a random graph: an op kind and choices it interprets.
@@ -160,7 +160,7 @@ fn bounds(
     slope: ReluLowerSlope,
 ) -> (Vec<f64>, Vec<f64>) {
     let mut opts = BoundOptions::with_method(method);
-    opts.relax.relu_lower_slope = slope;
+    slope.set(&mut opts.relax).unwrap();
     let r = lirpa::compute_bounds(g, &[InputValue::Perturbed(p.clone())], &opts, &BoundRequest::default())
         .unwrap();
     (r.lower, r.upper)

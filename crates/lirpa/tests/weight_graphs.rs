@@ -241,15 +241,6 @@ fn reference_forward(spec: &Spec, sources: &HashMap<String, Source>, args: &[&[f
     h
 }
 
-const METHODS: [Method; 6] = [
-    Method::Ibp,
-    Method::Crown,
-    Method::CrownIbp,
-    Method::Forward,
-    Method::ForwardBackward,
-    Method::AlphaCrown,
-];
-
 proptest! {
     #[test]
     fn sampled_weights_and_inputs_lie_inside_bounds(spec in arb_spec()) {
@@ -539,7 +530,7 @@ fn sampled_outputs(
 }
 
 fn check_contains(g: &Graph<f64>, inputs: &[InputValue<f64>], ys: &[Vec<f64>]) -> Result<(), TestCaseError> {
-    for method in METHODS {
+    for method in Method::ALL {
         let mut opts = BoundOptions::with_method(method);
         opts.optimize.iterations = 5;
         let r = lirpa::compute_bounds(g, inputs, &opts, &BoundRequest::default())
@@ -620,7 +611,7 @@ fn conv_with_a_box_weight_matches_hand_and_brute_force() {
     let boxed =
         |l: &[f64], u: &[f64]| InputValue::Perturbed(Perturbation::new_box(l.to_vec(), u.to_vec()).unwrap());
     let inputs = [boxed(&xl, &xu), boxed(&wl, &wu)];
-    for method in METHODS {
+    for method in Method::ALL {
         let mut opts = BoundOptions::with_method(method);
         opts.optimize.iterations = 5;
         let r = lirpa::compute_bounds(&g, &inputs, &opts, &BoundRequest::default()).unwrap();
@@ -639,7 +630,7 @@ fn conv_with_a_box_weight_matches_hand_and_brute_force() {
     let inputs = [InputValue::Exact(x.to_vec()), boxed(&wl, &wu)];
     let exact_lower = [-1.0 + bias, 0.5 - 1.0 + bias, -3.0 - 0.5 + bias];
     let exact_upper = [0.5 + bias, 1.5 + 2.0 + bias, -1.0 + 0.25 + bias];
-    for method in METHODS {
+    for method in Method::ALL {
         let mut opts = BoundOptions::with_method(method);
         opts.optimize.iterations = 5;
         let r = lirpa::compute_bounds(&g, &inputs, &opts, &BoundRequest::default()).unwrap();

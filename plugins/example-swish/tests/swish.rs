@@ -5,6 +5,7 @@ use lirpa::core::{Attr, Attributes, GraphBuilder, TensorData};
 use lirpa::sample::{Rng, sample_points};
 use lirpa::{BoundOptions, BoundRequest, InputValue, Method, Norm, Perturbation};
 use lirpa_example_swish::Swish;
+use lirpa_kit::Func;
 
 // Name the plugin so that its registration is linked (inventory's rule).
 use lirpa_example_swish as _;
@@ -32,18 +33,19 @@ fn lines_and_range_enclose_the_function() {
     let mut rng = Rng::new(7);
     let mut checked = 0usize;
     for beta in [0.5, 1.0, 1.702, 4.0] {
-        let op = Swish::new(beta).unwrap();
+        let op = Swish::new(beta).unwrap().operator();
         for _ in 0..5000 {
             let (l, u) = interval(&mut rng);
-            let (l, u) = (l as f32 as f64, u as f32 as f64);
-            let ((kl, bl), (ku, bu)) = op.lines::<f32>(l, u);
-            let (kl, bl, ku, bu) = (kl as f32, bl as f32, ku as f32, bu as f32);
+            let (l, u) = (l as f32, u as f32);
+            let r = op.relaxation::<f32>(&[l], &[u]).unwrap();
+            let [kl, bl, ku, bu] = r.lines(0).map(|v| v as f64);
+            let (lo, hi) = op.interval_f64(l as f64, u as f64).unwrap();
             for i in 0..=64 {
+                let (l, u) = (l as f64, u as f64);
                 let x = if i < 33 { l + (u - l) * i as f64 / 32.0 } else { l + (u - l) * rng.uniform() };
-                let x = (x as f32).clamp(l as f32, u as f32);
-                let y = op.f(x as f64);
-                // The lines evaluated as the engine does, in f32.
-                let (lo, hi) = ((kl * x + bl) as f64, (ku * x + bu) as f64);
+                let x = x.clamp(l, u);
+                let y = op.func.f(x);
+                assert!(kl * x + bl <= y && y <= ku * x + bu, "beta {beta} on [{l}, {u}] at {x}: lines");
                 assert!(lo <= y && y <= hi, "beta {beta} on [{l}, {u}] at {x}: {y} not in [{lo}, {hi}]");
                 checked += 1;
             }
@@ -87,13 +89,15 @@ fn network_bounds_contain_sampled_outputs() {
     b.add_node("s", "Swish", "com.example", 1, &swish, &[Some("h")]).unwrap();
     konst(&mut b, "w2", &[3, 6], 1.5);
     konst(&mut b, "b2", &[3], 0.5);
-    b.add_node("y", "Gemm", "", 13, &gemm, &[Some("s"), Some("w2"), Some("b2")]).unwrap();
+    // A ReLU after Swish gives α-CROWN parameters whose gradient crosses Swish.
+    b.add_node("r", "Relu", "", 13, &Attributes::default(), &[Some("s")]).unwrap();
+    b.add_node("y", "Gemm", "", 13, &gemm, &[Some("r"), Some("w2"), Some("b2")]).unwrap();
     let g = b.finish(&["y"]).unwrap();
     let out = g.output().unwrap();
     for (norm, eps) in [(Norm::Inf, 0.3), (Norm::L2, 0.8), (Norm::L1, 1.0), (Norm::Inf, 3.0)] {
         let p = Perturbation::new_ball(norm, vec![0.2, -0.4, 0.7, -1.0], eps).unwrap();
         let points = sample_points(&p, 2000, 3);
-        for method in [Method::Ibp, Method::Crown, Method::CrownIbp] {
+        for method in Method::ALL {
             let r = lirpa::compute_bounds(
                 &g,
                 &[InputValue::Perturbed(p.clone())],

@@ -16,10 +16,10 @@
 //! Validity of the tangent at `d`: on `x <= 0` it is a tangent of a convex function, so
 //! below `g`; on `[0, ū]`, `g - line` is concave, `>= 0` at 0 and, by the bisection's
 //! invariant, at `ū`, so `>= 0` between. The tangent point is found by bisection in `f64`
-//! (no float table), keeping the end that passed the check; [`crate::line::secure`]
+//! (no float table), keeping the end that passed the check; [`lirpa_kit::line::secure`]
 //! then re-checks the line at the interval ends and the contact point and adds a margin.
 
-use crate::line::{Line, Relax, chord_slope, tangent};
+use lirpa_kit::line::{Line, Relax, chord_slope, tangent};
 
 /// Tangent points already found for one function, by grid index of `ū`: the bisection
 /// depends only on the function and the grid point, so its result can be reused by

@@ -22,7 +22,7 @@
 //! must be constants.
 
 use crate::groups::{norm_axis, reduce_groups};
-use faer::Mat;
+use faer::{Mat, MatRef};
 use lirpa_core::op::{BackwardCtx, Evaluate, Interval, IntervalRule, LinearRelaxation, NodeDef, Operator};
 use lirpa_core::{
     BackwardResult, BuiltOp, Error, LinearA, LinearBias, Result, Scalar, broadcast_source_index, numel,
@@ -84,6 +84,46 @@ fn closest_to_zero(l: f64, u: f64) -> f64 {
     l.max(0.0).min(u)
 }
 
+/// The line of `s = d²` on `[dl, du]` as `(slope, intercept)`, widened outward by
+/// `margin`: the tangent at the point nearest 0 (`below`) or the chord.
+fn square_line(dl: f64, du: f64, below: bool, margin: f64) -> (f64, f64) {
+    if below {
+        let mm = closest_to_zero(dl, du);
+        (2.0 * mm, -(mm * mm) - margin * mm * mm)
+    } else {
+        let s = dl + du;
+        (s, -(dl * du) + margin * ((dl * du).abs() + s.abs() * dl.abs().max(du.abs())))
+    }
+}
+
+impl GroupBounds {
+    /// Lines of `r = w^{-1/2}`: `(slope, intercept)` of the tangent at the midpoint
+    /// (below) and of the chord (above), widened outward by `margin`.
+    fn r_lines(&self, margin: f64) -> ((f64, f64), (f64, f64)) {
+        let f = |w: f64| w.powf(-0.5);
+        let mid = 0.5 * (self.wl + self.wu);
+        let t_s = -0.5 * mid.powf(-1.5);
+        let t_b = f(mid) - t_s * mid;
+        let t_b = t_b - margin * (t_b.abs() + t_s.abs() * self.wu);
+        let (c_s, c_b) = if self.wu - self.wl > 1e-9 * self.wu {
+            let s = (f(self.wu) - f(self.wl)) / (self.wu - self.wl);
+            (s, f(self.wl) - s * self.wl)
+        } else {
+            let s = -0.5 * self.wu.powf(-1.5);
+            (s, f(self.wl) - s * self.wl)
+        };
+        let c_b = c_b + margin * (c_b.abs() + c_s.abs() * self.wu);
+        ((t_s, t_b), (c_s, c_b))
+    }
+
+    /// The McCormick plane of `p_i = d_i·r` as `(α, γ)` in `α·d_i + d_l·r + γ`: the lower
+    /// plane (`low`) or the upper one, its constant widened outward by `margin`.
+    fn plane(&self, i: usize, low: bool, margin: f64) -> (f64, f64) {
+        let (al, ga) = if low { (self.rl, -self.dl[i] * self.rl) } else { (self.ru, -self.dl[i] * self.ru) };
+        (al, if low { ga - margin * ga.abs() } else { ga + margin * ga.abs() })
+    }
+}
+
 fn group_bounds(l: &[f64], u: &[f64], eps: f64) -> Result<GroupBounds> {
     let n = l.len() as f64;
     let (sl, su): (f64, f64) = (l.iter().sum(), u.iter().sum());
@@ -108,6 +148,26 @@ fn group_bounds(l: &[f64], u: &[f64], eps: f64) -> Result<GroupBounds> {
     }
     let (rl, ru) = (wu.powf(-0.5) * (1.0 - 1e-14), wl.powf(-0.5) * (1.0 + 1e-14));
     Ok(GroupBounds { dl, du, rl, ru, wl, wu })
+}
+
+impl LayerNorm {
+    /// The intervals of every group's intermediate quantities, with the group's input
+    /// bounds in `f64`.
+    #[allow(clippy::type_complexity)]
+    fn all_bounds<T: Scalar>(
+        &self,
+        ctx: &BackwardCtx<'_, T>,
+    ) -> Result<Vec<(GroupBounds, Vec<f64>, Vec<f64>)>> {
+        let x = ctx.bounds(0)?;
+        check(&x)?;
+        let mut all = Vec::with_capacity(self.groups.len());
+        for g in &self.groups {
+            let l: Vec<f64> = g.iter().map(|&j| x.lower[j].as_f64()).collect();
+            let u: Vec<f64> = g.iter().map(|&j| x.upper[j].as_f64()).collect();
+            all.push((group_bounds(&l, &u, self.eps)?, l, u));
+        }
+        Ok(all)
+    }
 }
 
 impl<T: Scalar> Evaluate<T> for LayerNorm {
@@ -166,36 +226,15 @@ impl<T: Scalar> IntervalRule<T> for LayerNorm {
 
 impl<T: Scalar> LinearRelaxation<T> for LayerNorm {
     fn backward(&self, ctx: &BackwardCtx<'_, T>, a: LinearA<T>) -> Result<BackwardResult<T>> {
-        let x = ctx.bounds(0)?;
-        check(&x)?;
         let margin = 8.0 * T::epsilon().as_f64();
         let spec = a.spec();
-        let mut all = Vec::with_capacity(self.groups.len());
-        for g in &self.groups {
-            let l: Vec<f64> = g.iter().map(|&j| x.lower[j].as_f64()).collect();
-            let u: Vec<f64> = g.iter().map(|&j| x.upper[j].as_f64()).collect();
-            all.push((group_bounds(&l, &u, self.eps)?, l, u));
-        }
+        let all = self.all_bounds(ctx)?;
         let side = |m: &Mat<T>, lower: bool, bias: &mut [T]| -> Mat<T> {
             let mut out = Mat::<T>::zeros(spec, self.n);
             for (g, (b, l, u)) in self.groups.iter().zip(&all) {
                 let k = g.len();
                 let nf = k as f64;
-                // Lines of r = w^{-1/2}: (slope, intercept) of the tangent (below)
-                // and the chord (above), widened outward.
-                let f = |w: f64| w.powf(-0.5);
-                let mid = 0.5 * (b.wl + b.wu);
-                let t_s = -0.5 * mid.powf(-1.5);
-                let t_b = f(mid) - t_s * mid;
-                let t_b = t_b - margin * (t_b.abs() + t_s.abs() * b.wu);
-                let (c_s, c_b) = if b.wu - b.wl > 1e-9 * b.wu {
-                    let s = (f(b.wu) - f(b.wl)) / (b.wu - b.wl);
-                    (s, f(b.wl) - s * b.wl)
-                } else {
-                    let s = -0.5 * b.wu.powf(-1.5);
-                    (s, f(b.wl) - s * b.wl)
-                };
-                let c_b = c_b + margin * (c_b.abs() + c_s.abs() * b.wu);
+                let ((t_s, t_b), (c_s, c_b)) = b.r_lines(margin);
                 let mut cd = vec![0.0f64; k];
                 let dmax: Vec<f64> = b.dl.iter().zip(&b.du).map(|(a, c)| a.abs().max(c.abs())).collect();
                 let smax: f64 = dmax.iter().map(|v| v * v).sum();
@@ -221,10 +260,7 @@ impl<T: Scalar> LinearRelaxation<T> for LayerNorm {
                         if cp == 0.0 {
                             continue;
                         }
-                        let low_plane = (cp > 0.0) == lower;
-                        let (al, ga) =
-                            if low_plane { (b.rl, -b.dl[i] * b.rl) } else { (b.ru, -b.dl[i] * b.ru) };
-                        let ga = if low_plane { ga - margin * ga.abs() } else { ga + margin * ga.abs() };
+                        let (al, ga) = b.plane(i, (cp > 0.0) == lower, margin);
                         cd[i] = cp * al;
                         cr += cp * b.dl[i];
                         bsum += cp * ga;
@@ -250,17 +286,8 @@ impl<T: Scalar> LinearRelaxation<T> for LayerNorm {
                         mass += cw.abs() * b.wu + (cw * self.eps).abs() + cs.abs() * smax;
                         for i in 0..k {
                             let (dl, du) = (b.dl[i], b.du[i]);
-                            let (cdi, bi) = if (cs > 0.0) == lower {
-                                let mm = closest_to_zero(dl, du);
-                                (cs * 2.0 * mm, cs * (-(mm * mm) - margin * mm * mm))
-                            } else {
-                                let s = dl + du;
-                                (
-                                    cs * s,
-                                    cs * (-(dl * du)
-                                        + margin * ((dl * du).abs() + s.abs() * dl.abs().max(du.abs()))),
-                                )
-                            };
+                            let (k, c) = square_line(dl, du, (cs > 0.0) == lower, margin);
+                            let (cdi, bi) = (cs * k, cs * c);
                             mass += (cd[i].abs() + cdi.abs()) * dmax[i] + bi.abs();
                             cd[i] += cdi;
                             bsum += bi;
@@ -295,6 +322,56 @@ impl<T: Scalar> LinearRelaxation<T> for LayerNorm {
 
     fn needs_input_bounds(&self) -> &[usize] {
         &[0]
+    }
+
+    /// The chain of lines [`backward`](LinearRelaxation::backward) chose for each row,
+    /// evaluated left to right at `z`: `d = x − μ`, the square lines of `d` and the line
+    /// of `r` the signs of the row's aggregated coefficients took, then each element's
+    /// McCormick plane at `(d_i, r)`, scaled and shifted. `Σ_j a_j·out_j` is then the
+    /// row's bound function at `z` (up to the final rounding widening, a constant).
+    fn relaxed_forward(
+        &self,
+        ctx: &BackwardCtx<'_, T>,
+        a: MatRef<'_, T>,
+        upper: bool,
+        z: &[&[T]],
+        out: &mut [T],
+    ) -> Result<()> {
+        let margin = 8.0 * T::epsilon().as_f64();
+        let lower = !upper;
+        let all = self.all_bounds(ctx)?;
+        let mut d = Vec::new();
+        for row in 0..a.nrows() {
+            let zr = &z[0][row * self.n..(row + 1) * self.n];
+            let o = &mut out[row * self.n..(row + 1) * self.n];
+            for (g, (b, _, _)) in self.groups.iter().zip(&all) {
+                let nf = g.len() as f64;
+                let mean = g.iter().map(|&j| zr[j].as_f64()).sum::<f64>() / nf;
+                d.clear();
+                d.extend(g.iter().map(|&j| zr[j].as_f64() - mean));
+                let cp = |i: usize, j: usize| a[(row, j)].as_f64() * self.gamma[i];
+                let cr: f64 = g.iter().enumerate().map(|(i, &j)| cp(i, j) * b.dl[i]).sum();
+                let ((t_s, t_b), (c_s, c_b)) = b.r_lines(margin);
+                let (rs, rb) = if (cr > 0.0) == lower { (t_s, t_b) } else { (c_s, c_b) };
+                let cs = cr * rs;
+                let w = d
+                    .iter()
+                    .enumerate()
+                    .map(|(i, &di)| {
+                        let (k, c) = square_line(b.dl[i], b.du[i], (cs > 0.0) == lower, margin);
+                        k * di + c
+                    })
+                    .sum::<f64>()
+                    / nf
+                    + self.eps;
+                let r = rs * w + rb;
+                for (i, &j) in g.iter().enumerate() {
+                    let (al, ga) = b.plane(i, (cp(i, j) > 0.0) == lower, margin);
+                    o[j] = T::from_f64(self.gamma[i] * (al * d[i] + b.dl[i] * r + ga) + self.beta[i]);
+                }
+            }
+        }
+        Ok(())
     }
 }
 

@@ -21,10 +21,6 @@ register_op!("ReduceMax", reduce::build_reduce_max);
 register_op!("ReduceMin", reduce::build_reduce_min);
 register_op!("LayerNormalization", layernorm::build_layer_norm);
 
-/// The operator types this crate registers (checked by the facade's tests).
-pub const OPS: &[&str] =
-    &["LayerNormalization", "ReduceMax", "ReduceMean", "ReduceMin", "ReduceSum", "Softmax"];
-
 #[cfg(test)]
 mod tests {
     use lirpa_core::{Attr, Attributes, GraphBuilder, Interval, TensorData};

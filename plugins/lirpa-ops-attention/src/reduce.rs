@@ -6,7 +6,7 @@
 //! the constant `max_j u_j`. ReduceMin is `−max(−x)`.
 
 use crate::groups::{norm_axis, reduce_groups};
-use faer::Mat;
+use faer::{Mat, MatRef};
 use lirpa_core::op::{BackwardCtx, Evaluate, Interval, IntervalRule, LinearRelaxation, NodeDef, Operator};
 use lirpa_core::{BackwardResult, BuiltOp, Error, LinearA, LinearBias, Result, Scalar, numel};
 use smallvec::smallvec;
@@ -101,6 +101,33 @@ impl Reduce {
     fn is_linear(&self) -> bool {
         matches!(self.kind, Kind::Sum | Kind::Mean)
     }
+
+    /// The relaxation of ReduceMax (ReduceMin as `−max(−x)`, the returned flag): per
+    /// group, the selected input `j*` (the lower line `max ≥ x_{j*}`) and the constant
+    /// upper line (`None` when `x_{j*}` is exact).
+    #[allow(clippy::type_complexity)]
+    fn selection<T: Scalar>(&self, ctx: &BackwardCtx<'_, T>) -> Result<(Vec<(usize, Option<T>)>, bool)> {
+        let x = ctx.bounds(0)?;
+        // Work on max: for Min, negate bounds and coefficients.
+        let neg = self.kind == Kind::Min;
+        let (lo, hi): (Vec<T>, Vec<T>) = if neg {
+            (x.upper.iter().map(|&v| -v).collect(), x.lower.iter().map(|&v| -v).collect())
+        } else {
+            (x.lower.to_vec(), x.upper.to_vec())
+        };
+        let mut sel = Vec::with_capacity(self.groups.len());
+        for g in &self.groups {
+            let &js = g
+                .iter()
+                .max_by(|&&a, &&b| lo[a].partial_cmp(&lo[b]).unwrap_or(std::cmp::Ordering::Equal))
+                .expect("non-empty");
+            let u_other = g.iter().filter(|&&j| j != js).map(|&j| hi[j]).fold(T::neg_infinity(), T::max);
+            let exact = lo[js] >= u_other;
+            let umax = g.iter().map(|&j| hi[j]).fold(T::neg_infinity(), T::max);
+            sel.push((js, if exact { None } else { Some(umax) }));
+        }
+        Ok((sel, neg))
+    }
 }
 
 impl<T: Scalar> Evaluate<T> for Reduce {
@@ -146,27 +173,7 @@ impl<T: Scalar> LinearRelaxation<T> for Reduce {
             })?;
             return Ok(BackwardResult::single(a));
         }
-        let x = ctx.bounds(0)?;
-        // Work on max: for Min, negate bounds and coefficients.
-        let neg = self.kind == Kind::Min;
-        let (lo, hi): (Vec<T>, Vec<T>) = if neg {
-            (x.upper.iter().map(|&v| -v).collect(), x.lower.iter().map(|&v| -v).collect())
-        } else {
-            (x.lower.to_vec(), x.upper.to_vec())
-        };
-        // Per group: the selected input j*, and the constant upper bound (None when
-        // x_{j*} is exact).
-        let mut sel = Vec::with_capacity(self.groups.len());
-        for g in &self.groups {
-            let &js = g
-                .iter()
-                .max_by(|&&a, &&b| lo[a].partial_cmp(&lo[b]).unwrap_or(std::cmp::Ordering::Equal))
-                .expect("non-empty");
-            let u_other = g.iter().filter(|&&j| j != js).map(|&j| hi[j]).fold(T::neg_infinity(), T::max);
-            let exact = lo[js] >= u_other;
-            let umax = g.iter().map(|&j| hi[j]).fold(T::neg_infinity(), T::max);
-            sel.push((js, if exact { None } else { Some(umax) }));
-        }
+        let (sel, neg) = self.selection(ctx)?;
         let mut bias = LinearBias::zeros(spec);
         let sign = if neg { -T::one() } else { T::one() };
         // For max = f(x): lower line x_{j*}, upper line x_{j*} (exact) or umax.
@@ -203,6 +210,36 @@ impl<T: Scalar> LinearRelaxation<T> for Reduce {
 
     fn is_affine(&self) -> bool {
         self.is_linear()
+    }
+
+    /// The lines [`backward`](LinearRelaxation::backward) chose, at `z`: `x_{j*}`, or the
+    /// constant upper line where the coefficient's sign takes it.
+    fn relaxed_forward(
+        &self,
+        ctx: &BackwardCtx<'_, T>,
+        a: MatRef<'_, T>,
+        upper: bool,
+        z: &[&[T]],
+        out: &mut [T],
+    ) -> Result<()> {
+        if self.is_linear() {
+            return Err(Error::Invalid("ReduceSum/ReduceMean are affine: evaluate them directly".into()));
+        }
+        let (sel, neg) = self.selection(ctx)?;
+        let sign = if neg { -T::one() } else { T::one() };
+        let n = sel.len();
+        for r in 0..a.nrows() {
+            let zr = &z[0][r * self.n_in..(r + 1) * self.n_in];
+            for (o, &(js, umax)) in sel.iter().enumerate() {
+                // As in `backward`: the lower line of max(±x) where (c > 0) != upper.
+                let c = a[(r, o)] * sign;
+                out[r * n + o] = match umax {
+                    Some(u) if (c > T::zero()) == upper => sign * u,
+                    _ => zr[js],
+                };
+            }
+        }
+        Ok(())
     }
 }
 

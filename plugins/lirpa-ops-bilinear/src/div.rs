@@ -7,8 +7,9 @@
 //! An interval of `y` that contains 0 is an error.
 
 use crate::mul::relax_side;
-use crate::{check_finite, mul_interval};
-use faer::Mat;
+use crate::{check_finite, mul_interval, plane};
+use faer::{Mat, MatRef};
+use lirpa_core::linear::chosen_line;
 use lirpa_core::linear::scatter_columns;
 use lirpa_core::op::{BackwardCtx, Evaluate, Interval, IntervalRule, LinearRelaxation, NodeDef, Operator};
 use lirpa_core::{
@@ -48,6 +49,26 @@ impl<T: Scalar> BilinearDiv<T> {
     /// Index of the divisor among the operator's edges.
     fn y_edge(&self) -> usize {
         if self.numerator.is_some() { 0 } else { 1 }
+    }
+
+    /// Bounds and relaxation of `r = 1/y` per output element, from the divisor's bounds.
+    fn reciprocal(&self, y: Interval<'_, T>) -> Result<(Vec<T>, Vec<T>, ElementwiseRelaxation<T>)> {
+        let n = self.sy.len();
+        let (mut rl, mut ru) = (vec![T::zero(); n], vec![T::zero(); n]);
+        let mut rel = ElementwiseRelaxation {
+            lower_slope: vec![T::zero(); n],
+            lower_intercept: vec![T::zero(); n],
+            upper_slope: vec![T::zero(); n],
+            upper_intercept: vec![T::zero(); n],
+        };
+        for i in 0..n {
+            let j = self.sy[i];
+            (rl[i], ru[i]) = reciprocal_interval(i, y.lower[j], y.upper[j])?;
+            let (ls, lb, us, ub) = reciprocal_lines(y.lower[j], y.upper[j]);
+            (rel.lower_slope[i], rel.lower_intercept[i]) = (ls, lb);
+            (rel.upper_slope[i], rel.upper_intercept[i]) = (us, ub);
+        }
+        Ok((rl, ru, rel))
     }
 }
 
@@ -122,21 +143,7 @@ impl<T: Scalar> LinearRelaxation<T> for BilinearDiv<T> {
         check_finite("divisor", y.lower)?;
         check_finite("divisor", y.upper)?;
         let n = self.sy.len();
-        // Bounds and relaxation of r = 1/y, per output element.
-        let (mut rl, mut ru) = (vec![T::zero(); n], vec![T::zero(); n]);
-        let mut rel = ElementwiseRelaxation {
-            lower_slope: vec![T::zero(); n],
-            lower_intercept: vec![T::zero(); n],
-            upper_slope: vec![T::zero(); n],
-            upper_intercept: vec![T::zero(); n],
-        };
-        for i in 0..n {
-            let j = self.sy[i];
-            (rl[i], ru[i]) = reciprocal_interval(i, y.lower[j], y.upper[j])?;
-            let (ls, lb, us, ub) = reciprocal_lines(y.lower[j], y.upper[j]);
-            (rel.lower_slope[i], rel.lower_intercept[i]) = (ls, lb);
-            (rel.upper_slope[i], rel.upper_intercept[i]) = (us, ub);
-        }
+        let (rl, ru, rel) = self.reciprocal(y)?;
         let spec = a.spec();
         let mut bias = LinearBias::zeros(spec);
         // Coefficients on r (one column per output element) and, if perturbed, on x.
@@ -175,6 +182,48 @@ impl<T: Scalar> LinearRelaxation<T> for BilinearDiv<T> {
 
     fn needs_input_bounds(&self) -> &[usize] {
         if self.numerator.is_some() { &[0] } else { &[0, 1] }
+    }
+
+    /// The lines [`backward`](LinearRelaxation::backward) chose, at `z`: per element, the
+    /// McCormick plane of `x·r` its coefficient's sign takes (or the constant numerator),
+    /// with `r` on the reciprocal's line the sign of `r`'s coefficient takes.
+    fn relaxed_forward(
+        &self,
+        ctx: &BackwardCtx<'_, T>,
+        a: MatRef<'_, T>,
+        upper: bool,
+        z: &[&[T]],
+        out: &mut [T],
+    ) -> Result<()> {
+        let (rl, ru, rel) = self.reciprocal(ctx.bounds(self.y_edge())?)?;
+        let x = match self.numerator {
+            Some(_) => None,
+            None => Some(ctx.bounds(0)?),
+        };
+        let n = self.sy.len();
+        let zy = z[self.y_edge()];
+        for r in 0..a.nrows() {
+            for i in 0..n {
+                let ai = a[(r, i)];
+                let yv = zy[r * self.ny + self.sy[i]];
+                let recip = |c: T| {
+                    let (k, b) = chosen_line(c, upper, &rel.lines(i));
+                    k * yv + b
+                };
+                out[r * n + i] = match (&self.numerator, x) {
+                    (Some(c), _) => c[i] * recip(ai * c[i]),
+                    (None, Some(x)) => {
+                        let xv = z[0][r * self.nx + self.sx[i]];
+                        // As `relax_side`: a positive coefficient takes its side's plane.
+                        let own = (ai > T::zero()) != upper;
+                        let (al, be, ga) = plane(own, x.lower[self.sx[i]], rl[i], ru[i]);
+                        al * xv + be * recip(ai * be) + ga
+                    }
+                    (None, None) => unreachable!("a perturbed numerator has bounds"),
+                };
+            }
+        }
+        Ok(())
     }
 }
 

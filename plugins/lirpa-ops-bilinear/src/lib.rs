@@ -51,9 +51,6 @@ register_op!(priority = 10, "Div", div::build_div);
 register_op!(priority = 10, "Gemm", gemm::build_gemm);
 register_op!(priority = 10, "Conv", conv::build_conv);
 
-/// The operator types this crate registers (checked by the facade's tests).
-pub const OPS: &[&str] = &["Conv", "Div", "Gemm", "MatMul", "Mul"];
-
 use lirpa_core::Scalar;
 
 /// The McCormick planes of one product term, as `(α, β, γ)` with

@@ -19,7 +19,3 @@ register_op!("AveragePool", conv::build_average_pool);
 register_op!("GlobalAveragePool", conv::build_average_pool);
 register_op!("BatchNormalization", bn::build_batch_norm);
 register_op!("MaxPool", maxpool::build_max_pool);
-
-/// The operator types this crate registers (checked by the facade's tests).
-pub const OPS: &[&str] =
-    &["AveragePool", "BatchNormalization", "Conv", "ConvTranspose", "GlobalAveragePool", "MaxPool"];

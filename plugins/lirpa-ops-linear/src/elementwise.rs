@@ -1,12 +1,8 @@
 //! Element-wise affine maps with numpy broadcasting:
 //! `y[i] = Σ_k s_k[i] · x_k[src_k[i]] + c[i]`. Add, Sub, Neg, and Mul/Div by a constant.
 
-use lirpa_core::Attributes;
 use lirpa_core::linear::{scatter_columns, scatter_columns_scaled};
-use lirpa_core::op::{
-    BackwardCtx, Evaluate, InputDef, Interval, IntervalRule, LinearRelaxation, NodeDef, Operator,
-};
-use lirpa_core::registry::BuilderFor;
+use lirpa_core::op::{BackwardCtx, Evaluate, Interval, IntervalRule, LinearRelaxation, NodeDef, Operator};
 use lirpa_core::{
     BackwardResult, BuiltOp, Error, LinearA, LinearBias, Result, Scalar, Shape, TensorData, broadcast_shapes,
     broadcast_source_index, numel,
@@ -221,33 +217,15 @@ fn build_scale<T: Scalar>(node: &NodeDef<'_>, op_type: &'static str, divide: boo
     Ok(BuiltOp::new(op, &[edge], shape))
 }
 
-pub fn build_mul<T: Scalar + BuilderFor>(node: &NodeDef<'_>) -> Result<BuiltOp<T>> {
+/// `x · c` with a constant `c`. A product of perturbed tensors, `Mul(x, x)` included,
+/// is refused here: the bilinear plugin, which refines Mul, relaxes it (its square has
+/// the tangent-and-chord relaxation), so `Mul(x, x)` is the same operator whatever else
+/// is linked, or refused.
+pub fn build_mul<T: Scalar>(node: &NodeDef<'_>) -> Result<BuiltOp<T>> {
     if node.is_const(0) && node.is_const(1) {
         return build_const_binary(node, |a, b| a * b);
     }
-    if let Some(square) = square_of_same_tensor(node) {
-        return square;
-    }
     build_scale(node, "Mul", false)
-}
-
-/// `Mul(x, x)` is `Pow(x, 2)` (auto_LiRPA's `convert_sqr`): built by whichever plugin
-/// registers `Pow`, through the registry, so that it gets the square's relaxation
-/// rather than a bilinear one. `None` when the operands differ or no `Pow` is linked.
-fn square_of_same_tensor<T: Scalar + BuilderFor>(node: &NodeDef<'_>) -> Option<Result<BuiltOp<T>>> {
-    if !node.same_source(0, 1) || node.is_const(0) {
-        return None;
-    }
-    let reg = lirpa_core::lookup("", "Pow")?;
-    let x = node.input(0).ok()?.clone();
-    let two = TensorData::scalar(2.0);
-    let inputs = [
-        Some(x),
-        Some(InputDef { shape: two.shape.clone(), value: Some(std::sync::Arc::new(two)), source: None }),
-    ];
-    let attrs = Attributes::default();
-    let def = NodeDef { op_type: "Pow", domain: "", attrs: &attrs, inputs: &inputs, ..*node };
-    Some((T::builder(reg))(&def))
 }
 
 pub fn build_div<T: Scalar>(node: &NodeDef<'_>) -> Result<BuiltOp<T>> {

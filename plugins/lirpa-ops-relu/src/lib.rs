@@ -23,15 +23,75 @@ use lirpa_core::op::{
 use lirpa_core::reexport::faer::{Mat, MatRef};
 use lirpa_core::{
     BackwardResult, BuiltOp, ElementwiseRelaxation, ElementwiseTrain, FormInput, LinearA, LinearBias,
-    LinearForm, Param, RelaxOptions, ReluLowerSlope, Result, Scalar, TensorData, TrainRule, Trainable,
-    Window, register_op,
+    LinearForm, Param, RelaxOption, RelaxOptions, Result, Scalar, TensorData, TrainRule, Trainable, Window,
+    register_op,
 };
 
 register_op!("Relu", build_relu);
 register_op!("LeakyRelu", build_leaky_relu);
 
-/// The operator types this crate registers.
-pub const OPS: &[&str] = &["LeakyRelu", "Relu"];
+/// The relaxation option of this plugin: the lower slope on unstable neurons
+/// ([`ReluLowerSlope`], by its kebab-case name; absent means `adaptive`).
+pub const LOWER_SLOPE: &str = "relu_lower_slope";
+
+lirpa_core::reexport::inventory::submit! {
+    RelaxOption {
+        key: LOWER_SLOPE,
+        plugin: env!("CARGO_PKG_NAME"),
+        help: "lower slope of Relu/LeakyRelu on unstable neurons: adaptive, same-slope, zero-lb or one-lb",
+        check: |v| v.parse::<ReluLowerSlope>().map(|_| ()),
+    }
+}
+
+/// Lower-slope choice for unstable two-piece linear activations (auto_LiRPA's
+/// `activation_bound_option`).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum ReluLowerSlope {
+    /// Slope 1 where `u > -l`, else the negative-side slope (auto_LiRPA's default).
+    #[default]
+    Adaptive,
+    /// The same slope as the upper line.
+    SameSlope,
+    /// Always the negative-side slope.
+    ZeroLb,
+    /// Always slope 1.
+    OneLb,
+}
+
+impl ReluLowerSlope {
+    pub const ALL: [ReluLowerSlope; 4] =
+        [ReluLowerSlope::Adaptive, ReluLowerSlope::SameSlope, ReluLowerSlope::ZeroLb, ReluLowerSlope::OneLb];
+
+    /// The name [`RelaxOptions`] stores.
+    pub fn name(self) -> &'static str {
+        match self {
+            ReluLowerSlope::Adaptive => "adaptive",
+            ReluLowerSlope::SameSlope => "same-slope",
+            ReluLowerSlope::ZeroLb => "zero-lb",
+            ReluLowerSlope::OneLb => "one-lb",
+        }
+    }
+
+    /// The choice in `options` (declared values only get there; the default otherwise).
+    pub fn of(options: &RelaxOptions) -> ReluLowerSlope {
+        options.get(LOWER_SLOPE).and_then(|v| v.parse().ok()).unwrap_or_default()
+    }
+
+    /// Set this choice in `options`.
+    pub fn set(self, options: &mut RelaxOptions) -> Result<()> {
+        options.set(LOWER_SLOPE, self.name())
+    }
+}
+
+impl std::str::FromStr for ReluLowerSlope {
+    type Err = lirpa_core::Error;
+    fn from_str(s: &str) -> Result<ReluLowerSlope> {
+        ReluLowerSlope::ALL
+            .into_iter()
+            .find(|m| m.name() == s)
+            .ok_or_else(|| lirpa_core::Error::Invalid(format!("unknown ReLU lower slope '{s}'")))
+    }
+}
 
 #[derive(Debug)]
 pub struct TwoPiece<T> {
@@ -159,13 +219,17 @@ impl<T: Scalar> IntervalRule<T> for TwoPiece<T> {
 impl<T: Scalar> LinearRelaxation<T> for TwoPiece<T> {
     fn backward(&self, ctx: &BackwardCtx<'_, T>, a: LinearA<T>) -> Result<BackwardResult<T>> {
         let b = ctx.bounds(0)?;
-        Ok(self.relaxation(b.lower, b.upper, ctx.options.relu_lower_slope).backward(a))
+        Ok(self.relaxation(b.lower, b.upper, ReluLowerSlope::of(ctx.options)).backward(a))
     }
     fn needs_input_bounds(&self) -> &[usize] {
         &[0]
     }
     fn refine_mask(&self, _input: usize, lower: &[T], upper: &[T]) -> Option<Vec<bool>> {
         Some(unstable_mask(lower, upper))
+    }
+    /// Linear on each side of 0, exact on stable inputs.
+    fn is_splittable_activation(&self) -> bool {
+        true
     }
     /// Element-wise: the sign split works cell by cell on windowed coefficients.
     fn supports_window(&self) -> bool {
@@ -185,23 +249,14 @@ impl<T: Scalar> LinearRelaxation<T> for TwoPiece<T> {
         _dim: usize,
     ) -> Result<LinearForm<T>> {
         let b = ctx.bounds(0)?;
-        let r = self.relaxation(b.lower, b.upper, ctx.options.relu_lower_slope);
+        let r = self.relaxation(b.lower, b.upper, ReluLowerSlope::of(ctx.options));
         match inputs.first() {
             Some(FormInput::Linear(f)) if f.lw.nrows() == n_out => Ok(r.forward(f)),
             _ => Err(lirpa_core::Error::Invalid("forward mode: the input must carry linear bounds".into())),
         }
     }
-    fn relaxed_forward(
-        &self,
-        ctx: &BackwardCtx<'_, T>,
-        a: MatRef<'_, T>,
-        upper: bool,
-        z: &[&[T]],
-        out: &mut [T],
-    ) -> Result<()> {
-        let b = ctx.bounds(0)?;
-        self.relaxation(b.lower, b.upper, ctx.options.relu_lower_slope).relaxed_forward(a, upper, z[0], out);
-        Ok(())
+    fn elementwise_relaxation(&self, ctx: &BackwardCtx<'_, T>) -> Option<Result<ElementwiseRelaxation<T>>> {
+        Some(ctx.bounds(0).map(|b| self.relaxation(b.lower, b.upper, ReluLowerSlope::of(ctx.options))))
     }
 }
 
@@ -231,7 +286,7 @@ impl<T: Scalar> ElementwiseTrain<T> for TwoPiece<T> {
     }
 
     fn relax(&self, lower: &[T], upper: &[T], options: &RelaxOptions) -> ElementwiseRelaxation<T> {
-        self.relaxation(lower, upper, options.relu_lower_slope)
+        self.relaxation(lower, upper, ReluLowerSlope::of(options))
     }
 
     /// Only the upper chord of an unstable element moves with its bounds (the lower
@@ -394,7 +449,7 @@ fn unstable<T: Scalar>(l: T, u: T) -> bool {
 impl<T: Scalar> OptimizableRelaxation<T> for TwoPiece<T> {
     fn init_params(&self, ctx: &BackwardCtx<'_, T>) -> Result<Vec<T>> {
         let b = ctx.bounds(0)?;
-        Ok(self.relaxation(b.lower, b.upper, ctx.options.relu_lower_slope).lower_slope)
+        Ok(self.relaxation(b.lower, b.upper, ReluLowerSlope::of(ctx.options)).lower_slope)
     }
 
     fn supports_window(&self) -> bool {
@@ -415,7 +470,7 @@ impl<T: Scalar> OptimizableRelaxation<T> for TwoPiece<T> {
         params: SideParams<'_, T>,
     ) -> Result<BackwardResult<T>> {
         let b = ctx.bounds(0)?;
-        let crown = self.relaxation(b.lower, b.upper, ctx.options.relu_lower_slope);
+        let crown = self.relaxation(b.lower, b.upper, ReluLowerSlope::of(ctx.options));
         let packed = Packed::new(&crown, &b);
         let mut bias = LinearBias::zeros(a.spec());
         let window = a.window;
@@ -444,7 +499,7 @@ impl<T: Scalar> OptimizableRelaxation<T> for TwoPiece<T> {
         out: &mut [T],
     ) -> Result<()> {
         let b = ctx.bounds(0)?;
-        let crown = self.relaxation(b.lower, b.upper, ctx.options.relu_lower_slope);
+        let crown = self.relaxation(b.lower, b.upper, ReluLowerSlope::of(ctx.options));
         let packed = Packed::new(&crown, &b);
         let n = b.lower.len();
         // Row by row on a row-major copy of `a`: every array is then read in order.
@@ -532,7 +587,7 @@ impl<T: Scalar> OptimizableRelaxation<T> for TwoPiece<T> {
         out: &mut [T],
     ) -> Result<()> {
         let b = ctx.bounds(0)?;
-        let crown = self.relaxation(b.lower, b.upper, ctx.options.relu_lower_slope);
+        let crown = self.relaxation(b.lower, b.upper, ReluLowerSlope::of(ctx.options));
         let packed = Packed::new(&crown, &b);
         let (n, z) = (b.lower.len(), z[0]);
         for_each_window_cell(window, |r, col, j| {

@@ -8,11 +8,13 @@
 //! `forward+backward` computes intermediate bounds this way and the bounded node by a
 //! backward (CROWN) pass.
 
-use super::{BoundResult, State};
+use super::{BoundResult, Bounds, State};
 use crate::options::{BoundOptions, BoundRequest, Method};
 use faer::{Mat, MatRef};
 use lirpa_core::op::{BackwardCtx, Interval};
-use lirpa_core::{Error, FormInput, Graph, LinearA, LinearBias, LinearForm, NodeKind, Result, Scalar};
+use lirpa_core::{
+    Error, FormInput, Graph, LinearA, LinearBias, LinearForm, NodeKind, Operator, Result, Scalar,
+};
 use smallvec::SmallVec;
 
 pub(super) fn compute_bounds_forward<T: Scalar>(
@@ -39,6 +41,12 @@ pub(super) fn compute_bounds_forward<T: Scalar>(
     let last = if opts.method == Method::Forward { target } else { target.saturating_sub(1) };
     let cone = st.cone(target);
     let mut forms: Vec<Option<LinearForm<T>>> = (0..=target).map(|_| None).collect();
+    // Each node's forward-mode bounds intersected with the interval rule on its inputs'
+    // (likewise intersected) bounds. Relaxations use the forward-mode bounds, as
+    // auto_LiRPA does; where one refuses them (linear bounds concretized over a wide set
+    // can leave a function's domain where IBP's do not, e.g. Sqrt(sigmoid(x) + 0.1)),
+    // its inputs take these instead and the rule is applied again.
+    let mut tight: Vec<Option<Bounds<T>>> = vec![None; target + 1];
     for id in 0..=last {
         if !cone[id] || !st.perturbed[id] {
             continue;
@@ -54,33 +62,37 @@ pub(super) fn compute_bounds_forward<T: Scalar>(
                 LinearForm { lw: w.clone(), lb: vec![T::zero(); n], uw: w, ub: vec![T::zero(); n] }
             }
             NodeKind::Constant(_) => continue,
-            NodeKind::Op(op) => {
-                let ins: SmallVec<[FormInput<'_, T>; 4]> = node
-                    .inputs
-                    .iter()
-                    .map(|&i| match (&st.values[i], &forms[i]) {
-                        (Some(v), _) => Ok(FormInput::Exact(v)),
-                        (None, Some(f)) => Ok(FormInput::Linear(f)),
-                        (None, None) => Err(Error::Invalid(format!("forward mode: input {i} has no bounds"))),
-                    })
-                    .collect::<Result<_>>()?;
-                let ctx_bounds: SmallVec<[Option<Interval<'_, T>>; 4]> = node
-                    .inputs
-                    .iter()
-                    .map(|&i| match (&st.values[i], &st.bounds[i]) {
-                        (Some(v), _) => Some(Interval { lower: v, upper: v }),
-                        (None, Some((l, u))) => Some(Interval { lower: l.as_slice(), upper: u.as_slice() }),
-                        (None, None) => None,
-                    })
-                    .collect();
-                let ctx = BackwardCtx { input_bounds: &ctx_bounds, options: &st.opts.relax, par: st.par };
-                op.forward_linear(&ctx, &ins, n, dim).map_err(|e| e.at_node(&node.name, op.op_type()))?
-            }
+            NodeKind::Op(op) => match forward_rule(&st, id, op.as_ref(), &forms, dim) {
+                Ok(f) => f,
+                Err(e) => {
+                    let mut changed = false;
+                    for &i in &node.inputs {
+                        if let Some(t) = &tight[i]
+                            && st.bounds[i].as_ref() != Some(t)
+                        {
+                            st.bounds[i] = Some(t.clone());
+                            changed = true;
+                        }
+                    }
+                    if !changed {
+                        return Err(e);
+                    }
+                    forward_rule(&st, id, op.as_ref(), &forms, dim)?
+                }
+            },
         };
         let (lo, hi) = concretize_form(&st, &form, &offsets)?;
         if let Some(i) = lo.iter().chain(&hi).position(|x| x.is_nan()) {
             return Err(Error::NonFinite(format!("forward-mode bound {i} of node '{}'", node.name)));
         }
+        tight[id] = Some(match node.op().map(|op| interval_on(&st, &tight, id, op)) {
+            // A refused interval rule leaves the forward-mode bounds as they are.
+            Some(Ok((il, iu))) => (
+                lo.iter().zip(il).map(|(a, b)| a.max(b)).collect(),
+                hi.iter().zip(iu).map(|(a, b)| a.min(b)).collect(),
+            ),
+            _ => (lo.clone(), hi.clone()),
+        });
         st.bounds[id] = Some((lo, hi));
         forms[id] = Some(form);
     }
@@ -107,6 +119,64 @@ pub(super) fn compute_bounds_forward<T: Scalar>(
         return Err(Error::NonFinite(format!("bound {i} of node '{name}'")));
     }
     Ok(BoundResult { lower, upper, a: vec![], bias: None, node_a: vec![] })
+}
+
+/// The forward-mode rule of operator node `id` from its inputs' linear bounds, with
+/// their element-wise bounds in `st.bounds`.
+fn forward_rule<T: Scalar>(
+    st: &State<'_, T>,
+    id: usize,
+    op: &dyn Operator<T>,
+    forms: &[Option<LinearForm<T>>],
+    dim: usize,
+) -> Result<LinearForm<T>> {
+    let node = st.graph.node(id);
+    let ins: SmallVec<[FormInput<'_, T>; 4]> = node
+        .inputs
+        .iter()
+        .map(|&i| match (&st.values[i], &forms[i]) {
+            (Some(v), _) => Ok(FormInput::Exact(v)),
+            (None, Some(f)) => Ok(FormInput::Linear(f)),
+            (None, None) => Err(Error::Invalid(format!("forward mode: input {i} has no bounds"))),
+        })
+        .collect::<Result<_>>()?;
+    let ctx_bounds = input_intervals(st, &st.bounds, &node.inputs);
+    let ctx = BackwardCtx { input_bounds: &ctx_bounds, options: &st.opts.relax, par: st.par };
+    op.forward_linear(&ctx, &ins, node.numel(), dim).map_err(|e| e.at_node(&node.name, op.op_type()))
+}
+
+/// The intervals of `inputs`: their values, else their `bounds` (`None`: not bounded).
+fn input_intervals<'a, T: Scalar>(
+    st: &'a State<'_, T>,
+    bounds: &'a [Option<Bounds<T>>],
+    inputs: &[usize],
+) -> SmallVec<[Option<Interval<'a, T>>; 4]> {
+    inputs
+        .iter()
+        .map(|&i| match (&st.values[i], &bounds[i]) {
+            (Some(v), _) => Some(Interval { lower: v, upper: v }),
+            (None, Some((l, u))) => Some(Interval { lower: l.as_slice(), upper: u.as_slice() }),
+            (None, None) => None,
+        })
+        .collect()
+}
+
+/// The interval rule of operator node `id` on its inputs' values and `bounds`.
+fn interval_on<T: Scalar>(
+    st: &State<'_, T>,
+    bounds: &[Option<Bounds<T>>],
+    id: usize,
+    op: &dyn Operator<T>,
+) -> Result<Bounds<T>> {
+    let node = st.graph.node(id);
+    let ins: SmallVec<[Interval<'_, T>; 4]> = input_intervals(st, bounds, &node.inputs)
+        .into_iter()
+        .zip(&node.inputs)
+        .map(|(b, i)| b.ok_or_else(|| Error::Invalid(format!("forward mode: input {i} has no bounds"))))
+        .collect::<Result<_>>()?;
+    let (mut lo, mut hi) = (vec![T::zero(); node.numel()], vec![T::zero(); node.numel()]);
+    op.interval(&ins, &mut lo, &mut hi).map_err(|e| e.at_node(&node.name, op.op_type()))?;
+    Ok((lo, hi))
 }
 
 /// Linear bounds of `C·target`: `C` is first carried back exactly through the trailing

@@ -1,5 +1,6 @@
-//! α-CROWN for the smooth element-wise functions (Sigmoid, Tanh, Atan, Erf, Exp, Log,
-//! Reciprocal, Sqrt, Softplus, Pow, Sin, Cos, Gelu): the tangent points of the
+//! α-CROWN for the element-wise functions with [`crate::Func::tangents`] (in the
+//! activation plugin: Sigmoid, Tanh, Atan, Erf, Exp, Log, Reciprocal, Sqrt, Softplus,
+//! Pow, Sin, Cos, Gelu): the tangent points of the
 //! relaxation are free parameters, as in auto_LiRPA's optimized `BoundSShaped` and its
 //! optimizable convex/concave activations, and so are the slopes of the fixed-slope
 //! relaxations.
@@ -8,16 +9,16 @@
 //! elements: the lower line's parameter of every element, then the upper line's. A
 //! fixed line (a chord, a constant bound, a fixed-slope line) ignores its parameter.
 //! A tangent line's point moves in the range the function's plan
-//! ([`crate::funcs::Tangents::plan`]) proves valid for the current input interval:
+//! ([`crate::Tangents::plan`]) proves valid for the current input interval:
 //! `[l, u]` on a convex or concave piece (Exp, Log, Reciprocal, Softplus, Pow; Sqrt and
 //! `x^p`, `0 < p < 1`, stay a millionth of `u` away from 0), and for the S-shaped
 //! functions and Sin/Cos on a monotone piece the range of
-//! [`crate::sshape::SCurve::lower_plan`] (`[l, u]` on the convex side, `[min(l, d), d]`
+//! the S-curve plans of the activation plugin (`[l, u]` on the convex side, `[min(l, d), d]`
 //! across the inflection, reflected for the upper line). Where CROWN takes the chord's
 //! slope with the tightest intercepts (Sin and Cos across an extremum, Gelu, odd
 //! powers across 0), each line's slope is the parameter instead (in `[-1, 1]`,
 //! `[-0.2, 1.2]`, `[0, max f']`), with the tightest intercepts for that slope
-//! ([`crate::funcs::Tangents::slope_relax`]). [`OptimizableRelaxation::project`] clamps into
+//! ([`crate::Tangents::slope_relax`]). [`OptimizableRelaxation::project`] clamps into
 //! the range, and the line is computed in `f64` from the parameter clamped again in
 //! `f64`, then verified by [`crate::line::secure`] and rounded by
 //! [`crate::line::to_scalar`] exactly as the CROWN lines are (a moved line that
@@ -32,13 +33,13 @@
 //! derivative in `t` is `f''(t)·(x - t)`; a line of slope `k` through its pivot `c`
 //! (the point where its intercept is attained) moves at rate `x - c`. The verification
 //! margin is treated as a constant. The input bounds move the fixed lines (a chord,
-//! a fixed-slope line through an end; [`crate::funcs::FixedLine`]) and the range (a
+//! a fixed-slope line through an end; [`crate::FixedLine`]) and the range (a
 //! kink, taken as flat); [`OptimizableRelaxation::bounds_grad`] gives the former, so
 //! that the parameters of intermediate passes are optimized through the final bound.
 
-use crate::funcs::{FixedLine, Func, Pivot, TangentPlan, Tangents};
+use crate::elementwise::{Elementwise, check_bounds};
+use crate::func::{FixedLine, Func, Pivot, TangentPlan, Tangents};
 use crate::line::{Line, Relax, check_values};
-use crate::{Elementwise, check_bounds};
 use lirpa_core::linear::{Lines, forward_rows, split_rows, takes_lower_line};
 use lirpa_core::op::{BackwardCtx, OptimizableRelaxation, SideParams};
 use lirpa_core::reexport::faer::{Mat, MatRef};
@@ -99,12 +100,13 @@ struct Known {
     values: SmallVec<[(f64, f64); 8]>,
 }
 
-/// One element: its interval, CROWN lines and, on a finite interval, its plan.
-struct Elem<T> {
-    l: f64,
-    u: f64,
-    crown: Lines<T>,
-    plan: Option<TangentPlan>,
+/// One element: its interval (`l`, `u`: the bounds in `T`, as `f64`), CROWN lines and,
+/// on a finite interval, its plan ([`Elementwise::elems`]).
+pub struct Elem<T> {
+    pub l: f64,
+    pub u: f64,
+    pub crown: Lines<T>,
+    pub plan: Option<TangentPlan>,
     known: Known,
 }
 
@@ -168,7 +170,10 @@ impl<F: Func> Elementwise<F> {
         f(cache.as_ref().expect("filled above"))
     }
 
-    fn elems<T: Scalar>(&self, tg: &dyn Tangents, lower: &[T], upper: &[T]) -> Result<Vec<Elem<T>>> {
+    /// The elements of input bounds `lower`, `upper` as the optimized rules see them:
+    /// CROWN lines and tangent plans (public so that a plugin can test its
+    /// [`Tangents`] with [`lines_at`](Self::lines_at)).
+    pub fn elems<T: Scalar>(&self, tg: &dyn Tangents, lower: &[T], upper: &[T]) -> Result<Vec<Elem<T>>> {
         self.with_plans(tg, lower, upper, |c| {
             c.elems
                 .iter()
@@ -181,8 +186,9 @@ impl<F: Func> Elementwise<F> {
         })
     }
 
-    /// The lines of element `e` for the lower and upper tangent parameters `pl`, `pu`.
-    fn lines_at<T: Scalar>(&self, tg: &dyn Tangents, e: &Elem<T>, pl: T, pu: T) -> Result<Lines<T>> {
+    /// The lines of element `e` for the lower and upper tangent parameters `pl`, `pu`
+    /// (verified and rounded to `T` as every optimized line: sound for any parameter).
+    pub fn lines_at<T: Scalar>(&self, tg: &dyn Tangents, e: &Elem<T>, pl: T, pu: T) -> Result<Lines<T>> {
         let Some(plan) = &e.plan else { return Ok(e.crown) };
         let tl = plan.lower.map(|x| pick(pl, x));
         let tu = plan.upper.map(|x| pick(pu, x));
@@ -494,144 +500,5 @@ impl<T: Scalar, F: Func> OptimizableRelaxation<T> for Elementwise<F> {
             gu[j] += T::from_f64(su);
         }
         Ok(())
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use crate::funcs::{SKind, SShaped};
-
-    /// A small deterministic generator (SplitMix64).
-    struct Rng(u64);
-    impl Rng {
-        fn next(&mut self) -> f64 {
-            self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
-            let mut z = self.0;
-            z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-            z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-            ((z ^ (z >> 31)) >> 11) as f64 / (1u64 << 53) as f64
-        }
-    }
-
-    /// Tests iterate over functions of several types.
-    impl Func for Box<dyn Func> {
-        fn op_type(&self) -> &'static str {
-            (**self).op_type()
-        }
-        fn f(&self, x: f64) -> f64 {
-            (**self).f(x)
-        }
-        fn domain(&self, l: f64, u: f64) -> Result<()> {
-            (**self).domain(l, u)
-        }
-        fn range(&self, l: f64, u: f64) -> (f64, f64) {
-            (**self).range(l, u)
-        }
-        fn relax(&self, l: f64, u: f64) -> Relax {
-            (**self).relax(l, u)
-        }
-        fn extra_margin(&self, l: f64, u: f64) -> f64 {
-            (**self).extra_margin(l, u)
-        }
-        fn tangents(&self) -> Option<&dyn Tangents> {
-            (**self).tangents()
-        }
-    }
-
-    /// Every function with an optimizable relaxation, with a name for messages.
-    pub(crate) fn optimizable_funcs() -> Vec<Box<dyn Func>> {
-        use crate::funcs::{Gelu, Pow, Smooth, SmoothFn, Trig};
-        let mut v: Vec<Box<dyn Func>> = Vec::new();
-        for k in [SKind::Sigmoid, SKind::Tanh, SKind::Atan, SKind::Erf] {
-            v.push(Box::new(SShaped(k)));
-        }
-        for k in [Smooth::Exp, Smooth::Log, Smooth::Reciprocal, Smooth::Sqrt, Smooth::Softplus] {
-            v.push(Box::new(SmoothFn(k)));
-        }
-        for p in [2.0, 3.0, 4.0, 5.0, -1.0, -2.0, 0.5, 1.5, -0.5, 0.0, 1.0] {
-            v.push(Box::new(Pow { p }));
-        }
-        v.push(Box::new(Trig { cos: false }));
-        v.push(Box::new(Trig { cos: true }));
-        v.push(Box::new(Gelu { tanh: false }));
-        v.push(Box::new(Gelu { tanh: true }));
-        v
-    }
-
-    /// A random interval for case `case`: centre and width of several scales; moved to
-    /// a positive lower end when it leaves the function's domain (`None` if it still
-    /// does).
-    fn interval(func: &dyn Func, rng: &mut Rng, case: usize) -> Option<(f64, f64)> {
-        let c = (rng.next() - 0.5) * [1.0, 10.0, 100.0][case % 3];
-        let w = [0.0, 1e-9, 1e-3, 0.5, 3.0, 40.0][case % 6] * rng.next();
-        let (mut l, mut u) = (c - w, c + w);
-        if func.domain(l, u).is_err() {
-            let start = [0.0, 1e-3, 0.5, 2.0][(case / 6) % 4];
-            (l, u) = (start, start + 2.0 * w);
-        }
-        func.domain(l, u).is_ok().then_some((l, u))
-    }
-
-    /// Optimized lines are sound whatever the parameters: for every optimizable
-    /// function, random intervals (wide, narrow, degenerate, on either side of 0 and
-    /// across it) and tangent parameters anywhere (inside the range, outside it, huge,
-    /// NaN), the lines in `f64` and `f32` contain `f` on a grid of the interval; the
-    /// CROWN points give the CROWN lines.
-    #[test]
-    fn optimized_lines_are_sound_for_any_parameter() {
-        let mut rng = Rng(7);
-        for func in optimizable_funcs() {
-            let name = format!("{func:?}");
-            let op = Elementwise::new(func);
-            let tg = op.func.tangents().unwrap();
-            let (mut checked, mut free) = (0, 0);
-            for case in 0..400 {
-                let Some((l, u)) = interval(op.func.as_ref(), &mut rng, case) else { continue };
-                // Overflow in `f64` or `f32` (Exp, high powers) is an error, not a line.
-                let Ok(crown) = op.relaxation::<f64>(&[l], &[u]) else { continue };
-                let crown: Lines<f64> = crown.lines(0);
-                let es = op.elems::<f64>(tg, &[l], &[u]).unwrap();
-                let plan = es[0].plan.unwrap();
-                let t0 = |x: Option<(f64, f64, f64)>| x.map_or(0.0, |x| x.0);
-                let at_crown = op.lines_at(tg, &es[0], t0(plan.lower), t0(plan.upper)).unwrap();
-                assert_eq!(at_crown, crown, "{name} on [{l}, {u}]: CROWN points");
-                for (t, lo, hi) in plan.lower.into_iter().chain(plan.upper) {
-                    assert!(lo <= t && t <= hi, "{name} [{l}, {u}]: CROWN point {t} outside [{lo}, {hi}]");
-                }
-                free += plan.lower.is_some() as usize + plan.upper.is_some() as usize;
-                let Ok(es32) = op.elems::<f32>(tg, &[l as f32], &[u as f32]) else { continue };
-                checked += 1;
-                for _ in 0..8 {
-                    // (Slope parameters, Sin and Cos across an extremum, are in [-1, 1].)
-                    let mut p = || match (rng.next() * 7.0) as usize {
-                        0 => f64::NAN,
-                        1 => (rng.next() - 0.5) * 1e6,
-                        2 => l - rng.next() * 5.0,
-                        3 => u + rng.next() * 5.0,
-                        4 => rng.next() * 2.0 - 1.0,
-                        _ => l + (u - l) * rng.next(),
-                    };
-                    let (pl, pu) = (p(), p());
-                    let l64 = op.lines_at(tg, &es[0], pl, pu).unwrap();
-                    let Ok(l32) = op.lines_at(tg, &es32[0], pl as f32, pu as f32) else { continue };
-                    let (l32f, u32f) = (es32[0].l, es32[0].u);
-                    for i in 0..=200 {
-                        let x = l + (u - l) * i as f64 / 200.0;
-                        let y = op.func.f(x);
-                        assert!(l64[0] * x + l64[1] <= y, "{name} [{l}, {u}] ({pl}, {pu}): lower at {x}");
-                        assert!(l64[2] * x + l64[3] >= y, "{name} [{l}, {u}] ({pl}, {pu}): upper at {x}");
-                        let x = l32f + (u32f - l32f) * i as f64 / 200.0;
-                        let y = op.func.f(x);
-                        let lo = l32[0] as f64 * x + l32[1] as f64;
-                        let hi = l32[2] as f64 * x + l32[3] as f64;
-                        assert!(lo <= y && hi >= y, "{name} f32 [{l32f}, {u32f}] ({pl}, {pu}) at {x}");
-                    }
-                }
-            }
-            assert!(checked >= 100, "{name}: only {checked} intervals checked");
-            let trivial = matches!(name.as_str(), "Pow { p: 0.0 }" | "Pow { p: 1.0 }");
-            assert!(trivial || free >= 50, "{name}: only {free} free tangent lines");
-        }
     }
 }
