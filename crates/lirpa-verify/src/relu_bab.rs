@@ -167,8 +167,8 @@ pub struct DomainBound {
     pub infeasible: bool,
     /// α-CROWN parameters, for warm-starting the children.
     pub alpha: Option<Arc<AlphaState<f64>>>,
-    /// The best split candidates by their score ([`split_scores`]), best first; empty
-    /// when the bounder gives no coefficients.
+    /// The best split candidates by their score (BaBSR-like, see `split_scores`), best
+    /// first; empty when the bounder gives no coefficients.
     pub scores: Vec<(Split, f64)>,
 }
 
