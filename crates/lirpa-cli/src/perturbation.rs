@@ -34,7 +34,7 @@ pub fn load<T: Scalar + lirpa::core::registry::BuilderFor>(
 /// Parse the file into one [`TensorPerturbation`] per entry.
 pub fn read<T: Scalar>(path: &Path) -> Result<Vec<TensorPerturbation<T>>> {
     let shown = path.display();
-    let text = std::fs::read_to_string(path).map_err(|e| anyhow!("{shown}: cannot read: {e}"))?;
+    let text = crate::read_text(path)?;
     let v: Value = serde_json::from_str(&text).map_err(|e| anyhow!("{shown}: not valid JSON: {e}"))?;
     let arr = v.as_array().ok_or_else(|| anyhow!("{shown}: expected a JSON array of tensor entries"))?;
     if arr.is_empty() {
