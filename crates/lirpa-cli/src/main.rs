@@ -1,13 +1,14 @@
 //! `lirpa`: provable bounds of an ONNX model's outputs under an input perturbation.
 
-use anyhow::{Context, Result, anyhow, bail};
+use anyhow::{Context, Result, bail};
 use clap::{Parser, Subcommand, ValueEnum};
 use lirpa::{BoundOptions, BoundRequest, Graph, InputValue, Method, Norm, Perturbation, Scalar};
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
-mod perturbation;
 mod train;
+
+use lirpa_cli::{inputs, perturbation};
 
 #[global_allocator]
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
@@ -31,13 +32,6 @@ struct Cli {
 /// Longest `--timeout` accepted, in seconds (a week).
 const MAX_TIMEOUT: f64 = 604_800.0;
 
-/// Read a text input (JSON) within the memory budget: `/dev/zero` is an error.
-pub(crate) fn read_text(path: &Path) -> Result<String> {
-    let limit = lirpa::core::budget::max_memory() / 4;
-    let bytes = lirpa::core::budget::read_file_limited(path, Some(limit))
-        .with_context(|| format!("{}: cannot read", path.display()))?;
-    String::from_utf8(bytes).map_err(|e| anyhow!("{}: not UTF-8 text: {e}", path.display()))
-}
 
 #[derive(Subcommand)]
 enum Command {
@@ -225,42 +219,12 @@ fn main() -> ExitCode {
 
 /// Read a JSON array of finite numbers.
 fn read_vector(path: &Path) -> Result<Vec<f64>> {
-    let text = read_text(path)?;
-    let v: serde_json::Value =
-        serde_json::from_str(&text).with_context(|| format!("{}: not valid JSON", path.display()))?;
-    let arr = v.as_array().ok_or_else(|| anyhow!("{}: expected a JSON array of numbers", path.display()))?;
-    arr.iter()
-        .enumerate()
-        .map(|(i, x)| match x.as_f64() {
-            Some(f) if f.is_finite() => Ok(f),
-            _ => bail!("{}: element {i} is not a finite number ({x})", path.display()),
-        })
-        .collect()
+    inputs::parse_vector(&inputs::read_text(path)?, &path.display().to_string())
 }
 
 /// Read a JSON array of rows of finite numbers.
 fn read_matrix(path: &Path) -> Result<Vec<Vec<f64>>> {
-    let text = read_text(path)?;
-    let v: serde_json::Value =
-        serde_json::from_str(&text).with_context(|| format!("{}: not valid JSON", path.display()))?;
-    let rows = v.as_array().ok_or_else(|| anyhow!("{}: expected a JSON array of rows", path.display()))?;
-    let mut out = Vec::with_capacity(rows.len());
-    for (r, row) in rows.iter().enumerate() {
-        let row = row.as_array().ok_or_else(|| anyhow!("{}: row {r} is not an array", path.display()))?;
-        let vals = row
-            .iter()
-            .enumerate()
-            .map(|(j, x)| match x.as_f64() {
-                Some(f) if f.is_finite() => Ok(f),
-                _ => bail!("{}: row {r}, column {j} is not a finite number ({x})", path.display()),
-            })
-            .collect::<Result<Vec<_>>>()?;
-        out.push(vals);
-    }
-    if out.is_empty() {
-        bail!("{}: the specification matrix has no rows", path.display());
-    }
-    Ok(out)
+    inputs::parse_matrix(&inputs::read_text(path)?, &path.display().to_string())
 }
 
 /// Parse a VNN-LIB file within the memory budget.
