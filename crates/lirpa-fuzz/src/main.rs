@@ -1,3 +1,4 @@
+//! `lirpa-fuzz --replay FILE --target T` runs one saved input (outcome and time).
 //! `lirpa-fuzz [--target onnx|vnnlib|json|all] [--seconds N] [--seed S]`: fuzz each
 //! target for N seconds (default 10) in a worker process, restarted when it aborts or
 //! hangs; prints executions, distinct outcomes (the coverage proxy) and crashes, and
@@ -26,6 +27,18 @@ fn main() -> ExitCode {
         }
     };
     let seed: u64 = arg(&args, "--seed").and_then(|s| s.parse().ok()).unwrap_or(0);
+    if let Some(file) = arg(&args, "--replay") {
+        // Run one saved input through a target, with its outcome and time.
+        let t = Target::parse(arg(&args, "--target").unwrap_or("onnx"));
+        let (Some(t), Ok(data)) = (t, std::fs::read(file)) else {
+            eprintln!("error: --replay FILE --target onnx|vnnlib|json");
+            return ExitCode::from(2);
+        };
+        let start = Instant::now();
+        let r = lirpa_fuzz::run_caught(t, &data);
+        println!("{r:?} in {:.3} s", start.elapsed().as_secs_f64());
+        return if r.is_ok() { ExitCode::SUCCESS } else { ExitCode::FAILURE };
+    }
     if let Some(t) = arg(&args, "--worker") {
         return worker(t, seconds, seed, arg(&args, "--current"));
     }
