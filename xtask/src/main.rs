@@ -58,7 +58,8 @@ fn run(cmd: &mut Command) -> Result<()> {
 
 /// The release `lirpa` binary, in `CARGO_TARGET_DIR` when it is set.
 fn release_lirpa() -> PathBuf {
-    let dir = std::env::var_os("CARGO_TARGET_DIR").map_or_else(|| project_root().join("target"), PathBuf::from);
+    let dir =
+        std::env::var_os("CARGO_TARGET_DIR").map_or_else(|| project_root().join("target"), PathBuf::from);
     dir.join("release/lirpa")
 }
 

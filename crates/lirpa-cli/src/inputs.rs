@@ -49,4 +49,3 @@ pub fn parse_matrix(text: &str, shown: &str) -> Result<Vec<Vec<f64>>> {
     }
     Ok(out)
 }
-

@@ -32,7 +32,6 @@ struct Cli {
 /// Longest `--timeout` accepted, in seconds (a week).
 const MAX_TIMEOUT: f64 = 604_800.0;
 
-
 #[derive(Subcommand)]
 enum Command {
     /// Bound the model's outputs (or C·outputs) over a perturbation of its input.

@@ -56,8 +56,11 @@ pub(crate) fn fit_budget<T: Scalar>(
     let spec_desc = |rows: u128| {
         if req.c.is_some() { format!("{rows} specification rows") } else { format!("{rows} outputs") }
     };
-    let advice = "use fewer specification rows, --conv-mode auto (windowed coefficients), --dtype f32, \
-                  a cheaper method (IBP), or raise --max-memory";
+    let f32_hint = if sz > 4 { ", --dtype f32" } else { "" };
+    let advice = format!(
+        "use fewer specification rows, --conv-mode auto (windowed coefficients){f32_hint}, \
+         a cheaper method (IBP), or raise --max-memory"
+    );
     let what = |rows: u128| {
         move || {
             format!(

@@ -15,7 +15,7 @@
 //! result's class: an error message with numbers and names removed, or the shape of a
 //! success) is new: the number of distinct outcomes is the coverage proxy. Every case
 //! runs with a small memory budget (the size guard) in a worker process; the
-//! supervisor ([`supervise`]) restarts a worker that aborts (a stack overflow, an
+//! supervisor (the `lirpa-fuzz` binary) restarts a worker that aborts (a stack overflow, an
 //! allocation failure) or hangs, and saves the input that did it. A panicking,
 //! aborting or hanging input is written to `regressions/<target>/`, which
 //! `tests/regressions.rs` replays on every `cargo test`.
@@ -196,7 +196,10 @@ fn run_json(data: &[u8]) -> Result<String, String> {
         Ok(entries) => match lirpa::load_perturbed_bytes::<f32>(TOY, "toy.onnx", &entries) {
             Ok(m) => {
                 use lirpa::{BoundOptions, BoundRequest, Method};
-                let opts = BoundOptions { max_memory: Some(CASE_MEMORY), ..BoundOptions::with_method(Method::Crown) };
+                let opts = BoundOptions {
+                    max_memory: Some(CASE_MEMORY),
+                    ..BoundOptions::with_method(Method::Crown)
+                };
                 match lirpa::compute_bounds(&m.graph, &m.inputs, &opts, &BoundRequest::default()) {
                     Ok(r) if r.lower.iter().chain(&r.upper).any(|x| !x.is_finite()) => {
                         return Err("CROWN returned a non-finite bound".into());
@@ -243,11 +246,9 @@ pub fn seeds(t: Target) -> Vec<Vec<u8>> {
     }
     let extra: &[&str] = match t {
         Target::Onnx => &[],
-        Target::Vnnlib => &[
-            "(declare-const X_0 Real)(declare-const Y_0 Real)(declare-const Y_1 Real)\
+        Target::Vnnlib => &["(declare-const X_0 Real)(declare-const Y_0 Real)(declare-const Y_1 Real)\
              (assert (or (and (<= X_0 1) (>= X_0 0)) (and (<= X_0 3) (>= X_0 2))))\
-             (assert (and (or (<= Y_0 Y_1) (>= (+ Y_0 (* 2 Y_1)) (- 3))) (<= Y_1 1e3)))",
-        ],
+             (assert (and (or (<= Y_0 Y_1) (>= (+ Y_0 (* 2 Y_1)) (- 3))) (<= Y_1 1e3)))"],
         Target::Json => &[
             "[0.5, -0.5]",
             "[[1.0, -1.0], [0, 2e-3]]",
@@ -295,12 +296,44 @@ const INTERESTING: [i64; 16] = [
     i64::MIN,
 ];
 
-const FLOATS: [f32; 10] = [0.0, -0.0, 1.0, -1.0, 1e38, -1e38, f32::MAX, f32::INFINITY, f32::NEG_INFINITY, f32::NAN];
+const FLOATS: [f32; 10] =
+    [0.0, -0.0, 1.0, -1.0, 1e38, -1e38, f32::MAX, f32::INFINITY, f32::NEG_INFINITY, f32::NAN];
 
 const TEXT_TOKENS: [&str; 34] = [
-    "(", ")", "((", "))", "and", "or", "not", "assert", "declare-const", "<=", ">=", "=", "+", "-", "*", "X_0",
-    "Y_0", "X_99999999999", "1e308", "-1e308", "nan", "inf", "0", "-0", "1e-320", "[", "]", "{", "}", ",",
-    "\"tensor\"", "\"eps\"", "\"norm\"", "\"center\"",
+    "(",
+    ")",
+    "((",
+    "))",
+    "and",
+    "or",
+    "not",
+    "assert",
+    "declare-const",
+    "<=",
+    ">=",
+    "=",
+    "+",
+    "-",
+    "*",
+    "X_0",
+    "Y_0",
+    "X_99999999999",
+    "1e308",
+    "-1e308",
+    "nan",
+    "inf",
+    "0",
+    "-0",
+    "1e-320",
+    "[",
+    "]",
+    "{",
+    "}",
+    ",",
+    "\"tensor\"",
+    "\"eps\"",
+    "\"norm\"",
+    "\"center\"",
 ];
 
 const JSON_TOKENS: [&str; 8] =
@@ -418,12 +451,17 @@ pub fn mutate_onnx(rng: &mut Rng, data: &[u8]) -> Option<Vec<u8>> {
             let v = pick(rng, &mut g.input)?;
             let dims = &mut v.r#type.as_mut()?.tensor_type.as_mut()?.shape.as_mut()?.dim;
             let d = pick(rng, dims)?;
-            d.value = Some(proto::DimValue::DimValue(if rng.below(2) == 0 { big(rng) } else { rng.below(70) as i64 }));
+            d.value = Some(proto::DimValue::DimValue(if rng.below(2) == 0 {
+                big(rng)
+            } else {
+                rng.below(70) as i64
+            }));
         }
         1 | 2 => {
             let node = pick(rng, &mut g.node)?;
             if node.attribute.is_empty() || rng.below(4) == 0 {
-                let names = ["alpha", "beta", "pads", "strides", "axis", "perm", "kernel_shape", "bteta", "group"];
+                let names =
+                    ["alpha", "beta", "pads", "strides", "axis", "perm", "kernel_shape", "bteta", "group"];
                 node.attribute.push(proto::AttributeProto {
                     name: names[rng.below(names.len())].into(),
                     i: big(rng),
@@ -482,7 +520,11 @@ pub fn mutate_onnx(rng: &mut Rng, data: &[u8]) -> Option<Vec<u8>> {
                 .collect();
             let node = pick(rng, &mut g.node)?;
             let j = rng.below(node.input.len() + 1);
-            let v = if values.is_empty() || rng.below(5) == 0 { String::new() } else { values[rng.below(values.len())].clone() };
+            let v = if values.is_empty() || rng.below(5) == 0 {
+                String::new()
+            } else {
+                values[rng.below(values.len())].clone()
+            };
             if j < node.input.len() {
                 node.input[j] = v;
             } else {
@@ -532,7 +574,10 @@ pub fn run_caught(t: Target, data: &[u8]) -> Result<String, String> {
         Ok(r) => r,
         Err(p) => Err(format!(
             "panic: {}",
-            p.downcast_ref::<String>().cloned().or_else(|| p.downcast_ref::<&str>().map(|s| s.to_string())).unwrap_or_default()
+            p.downcast_ref::<String>()
+                .cloned()
+                .or_else(|| p.downcast_ref::<&str>().map(|s| s.to_string()))
+                .unwrap_or_default()
         )),
     }
 }

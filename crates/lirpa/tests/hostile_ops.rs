@@ -51,14 +51,23 @@ fn float(rng: &mut Rng) -> f64 {
 fn attribute_names(op: &str) -> &'static [&'static str] {
     match op {
         "Gemm" => &["alpha", "beta", "transA", "transB"],
-        "Conv" | "ConvTranspose" | "MaxPool" | "AveragePool" => {
-            &["pads", "strides", "dilations", "group", "auto_pad", "kernel_shape", "ceil_mode", "output_padding"]
-        }
+        "Conv" | "ConvTranspose" | "MaxPool" | "AveragePool" => &[
+            "pads",
+            "strides",
+            "dilations",
+            "group",
+            "auto_pad",
+            "kernel_shape",
+            "ceil_mode",
+            "output_padding",
+        ],
         "Transpose" => &["perm"],
         "Flatten" | "Softmax" | "Concat" | "Gather" => &["axis"],
         "LayerNormalization" => &["axis", "epsilon"],
         "BatchNormalization" => &["epsilon", "momentum"],
-        "ReduceSum" | "ReduceMean" | "ReduceMax" | "ReduceMin" => &["axes", "keepdims", "noop_with_empty_axes"],
+        "ReduceSum" | "ReduceMean" | "ReduceMax" | "ReduceMin" => {
+            &["axes", "keepdims", "noop_with_empty_axes"]
+        }
         "Squeeze" | "Unsqueeze" => &["axes"],
         "Pad" => &["mode", "pads", "value"],
         "LeakyRelu" => &["alpha"],
@@ -73,7 +82,9 @@ fn attribute_names(op: &str) -> &'static [&'static str] {
 
 fn attr(rng: &mut Rng, name: &str, rank: usize) -> Attr {
     match (name, rng.below(6)) {
-        ("auto_pad", _) => Attr::String(["NOTSET", "VALID", "SAME_UPPER", "SAME_LOWER", "bogus"][rng.below(5)].into()),
+        ("auto_pad", _) => {
+            Attr::String(["NOTSET", "VALID", "SAME_UPPER", "SAME_LOWER", "bogus"][rng.below(5)].into())
+        }
         ("mode", _) => Attr::String(["constant", "reflect", "edge", "wrap", "bogus"][rng.below(5)].into()),
         ("approximate", _) => Attr::String(["none", "tanh", "bogus"][rng.below(3)].into()),
         ("value", 0) => Attr::Float(float(rng)),
@@ -130,10 +141,7 @@ fn one(op: &str, domain: &str, rng: &mut Rng) {
     if b.add_node("y", op, domain, opset, &attrs, &names).is_err() {
         return;
     }
-    assert!(
-        !attrs.0.contains_key("bteta"),
-        "{op}: the unknown attribute 'bteta' was accepted"
-    );
+    assert!(!attrs.0.contains_key("bteta"), "{op}: the unknown attribute 'bteta' was accepted");
     let Ok(g) = b.finish(&["y"]) else { return };
     let n = g.node(g.inputs()[0]).numel();
     let total: usize = g.nodes().iter().map(|n| n.numel()).sum();
@@ -178,11 +186,18 @@ fn intermediate_batches_fit_the_budget() {
     let g = lirpa::load_onnx::<f32>(&dir).expect("reference model");
     let n = g.node(g.input().unwrap()).numel();
     // The widest value a pass crosses (weights are inside their operators).
-    let widest = g.nodes().iter().filter(|n| n.op_type() != "Constant").map(|n| n.numel()).max().unwrap() as u64;
+    let widest =
+        g.nodes().iter().filter(|n| n.op_type() != "Constant").map(|n| n.numel()).max().unwrap() as u64;
     let outputs = g.node(g.output().unwrap()).numel() as u64;
-    let values = [InputValue::Perturbed(Perturbation::new_ball(lirpa::Norm::Inf, vec![0.1f32; n], 0.05).unwrap())];
+    let values =
+        [InputValue::Perturbed(Perturbation::new_ball(lirpa::Norm::Inf, vec![0.1f32; n], 0.05).unwrap())];
     let run = |max_memory: Option<u64>| {
-        let opts = BoundOptions { max_memory, threads: 1, crown_batch_size: 0, ..BoundOptions::with_method(Method::Crown) };
+        let opts = BoundOptions {
+            max_memory,
+            threads: 1,
+            crown_batch_size: 0,
+            ..BoundOptions::with_method(Method::Crown)
+        };
         lirpa::compute_bounds(&g, &values, &opts, &BoundRequest::default())
     };
     let free = run(None).expect("unbounded");
