@@ -186,7 +186,7 @@ fn check_finite<T: Scalar>(
     )))
 }
 
-/// [`backward::compute_bounds`] within the memory budget, refusing non-finite bounds.
+/// `backward::compute_bounds` within the memory budget, refusing non-finite bounds.
 pub fn compute_bounds<T: Scalar>(
     graph: &Graph<T>,
     inputs: &[InputValue<T>],
@@ -197,7 +197,7 @@ pub fn compute_bounds<T: Scalar>(
     check_finite(graph, inputs, opts, req, backward::compute_bounds(graph, inputs, &fitted, req))
 }
 
-/// [`backward::compute_bounds_keep`] within the memory budget, refusing non-finite
+/// `backward::compute_bounds_keep` within the memory budget, refusing non-finite
 /// bounds.
 pub fn compute_bounds_keep<T: Scalar>(
     graph: &Graph<T>,
@@ -213,7 +213,7 @@ pub fn compute_bounds_keep<T: Scalar>(
     Ok((check_finite(graph, inputs, opts, req, r)?, b))
 }
 
-/// [`alpha::compute_bounds_optimized`] within the memory budget, refusing non-finite
+/// `alpha::compute_bounds_optimized` within the memory budget, refusing non-finite
 /// bounds.
 pub fn compute_bounds_optimized<T: Scalar>(
     graph: &Graph<T>,
@@ -232,7 +232,7 @@ pub fn compute_bounds_optimized<T: Scalar>(
     Ok((r, s.expect("a result comes with its state")))
 }
 
-/// [`alpha::compute_bounds_optimized_keep`] within the memory budget, refusing
+/// `alpha::compute_bounds_optimized_keep` within the memory budget, refusing
 /// non-finite bounds.
 pub fn compute_bounds_optimized_keep<T: Scalar>(
     graph: &Graph<T>,
