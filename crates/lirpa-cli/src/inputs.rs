@@ -49,3 +49,14 @@ pub fn parse_matrix(text: &str, shown: &str) -> Result<Vec<Vec<f64>>> {
     }
     Ok(out)
 }
+
+/// Most threads `--threads` accepts (a larger value would only spawn idle threads).
+pub const MAX_THREADS: usize = 1024;
+
+/// Parse `--threads`: 0 (all cores) up to [`MAX_THREADS`].
+pub fn threads_arg(s: &str) -> Result<usize, String> {
+    match s.parse::<usize>() {
+        Ok(n) if n <= MAX_THREADS => Ok(n),
+        _ => Err(format!("expected a number of threads from 0 (all cores) to {MAX_THREADS}, got '{s}'")),
+    }
+}

@@ -63,7 +63,7 @@ struct VerifyArgs {
     #[arg(long)]
     json: bool,
     /// Threads (0 = all cores).
-    #[arg(long, default_value_t = 0)]
+    #[arg(long, default_value_t = 0, value_parser = inputs::threads_arg)]
     threads: usize,
     /// Seed of the attack.
     #[arg(long, default_value_t = 0)]
@@ -155,7 +155,7 @@ struct BoundsArgs {
     #[arg(long, value_enum, default_value = "f32")]
     dtype: DtypeArg,
     /// Threads (0 = all cores, 1 = sequential). Small models stay sequential either way.
-    #[arg(long, default_value_t = 0)]
+    #[arg(long, default_value_t = 0, value_parser = inputs::threads_arg)]
     threads: usize,
     /// Coefficients on convolutional layers: windowed where it pays (auto) or dense.
     #[arg(long, default_value = "auto")]

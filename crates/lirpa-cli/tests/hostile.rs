@@ -407,6 +407,16 @@ fn hostile_inputs_get_an_error_or_the_right_answer() {
         Expect::Ok(|o| json_bounds(o).is_some_and(|(l, _)| l.len() == 100_000)),
     ));
     cases.push((
+        "huge --threads (bounds)".into(),
+        bounds("models/toy.onnx", "crown", &[&toy_box[..], &["--threads", "1000000000"]].concat()),
+        Expect::Error("--threads"),
+    ));
+    cases.push((
+        "huge --threads (verify)".into(),
+        s(&["verify", "models/toy.onnx", &toy_prop, "--threads", "100000000"]),
+        Expect::Error("--threads"),
+    ));
+    cases.push((
         "bad --max-memory".into(),
         s(&["bounds", "models/toy.onnx", "--max-memory", "lots"]),
         Expect::Error("--max-memory"),

@@ -101,11 +101,12 @@ pub(crate) fn fit_budget<T: Scalar>(
             if opts.method != Method::CrownIbp {
                 // Intermediate passes: `threads` batches of `crown_batch_size` rows at
                 // once; shrink the batches to fit rather than fail.
+                // Batches run on the rayon pool: at most its threads at once.
+                let pool = rayon::current_num_threads().max(1);
                 let threads = match opts.threads {
-                    0 => rayon::current_num_threads(),
-                    n => n,
-                }
-                .max(1) as u128;
+                    0 => pool,
+                    n => n.min(pool),
+                } as u128;
                 let batch = match opts.crown_batch_size {
                     0 => widest,
                     b => (b as u128).min(widest),
