@@ -88,7 +88,7 @@ pub const MAX_FILE_BYTES: u64 = 1 << 30;
 /// Most disjuncts of the and/or normal form (a disjunction of conjunctions) of a
 /// property, and most atoms over all of them.
 pub const MAX_DISJUNCTS: usize = 1_000_000;
-pub const MAX_ATOMS: usize = 20_000_000;
+pub const MAX_ATOMS: usize = 2_000_000;
 
 /// Parse a VNN-LIB file (at most [`MAX_FILE_BYTES`]).
 pub fn parse_file(path: impl AsRef<Path>) -> Result<Property> {
@@ -578,5 +578,44 @@ mod tests {
         let e = parse_str("(declare-const X_0 Real)(declare-const Y_0 Real)(assert (<= X_0 1))").unwrap_err();
         assert!(e.to_string().contains("not bounded"), "{e}");
         assert!(parse_str("(declare-const X_0 Real)(declare-const Y_0 Real)(assert (<= X_0 nan))").is_err());
+    }
+
+    #[test]
+    fn any_nesting_normalizes_and_malformed_terms_say_why() {
+        let decl = "(declare-const X_0 Real)(declare-const Y_0 Real)(declare-const Y_1 Real)\
+                    (assert (<= X_0 1))(assert (>= X_0 0))";
+        // (and (or a b) c) = (or (and a c) (and b c)).
+        let p = parse_str(&format!("{decl}(assert (and (or (<= Y_0 0) (<= Y_1 0)) (>= Y_0 -5)))")).unwrap();
+        assert_eq!(p.regions.len(), 1);
+        assert_eq!(p.regions[0].outputs.len(), 2);
+        assert_eq!(p.regions[0].outputs[1].mat, vec![vec![0.0, 1.0], vec![-1.0, 0.0]]);
+        // 100,000 levels of alternating and/or: no recursion, one conjunction.
+        let open: String = (0..100_000).map(|k| if k % 2 == 0 { "(and " } else { "(or " }).collect();
+        let deep = format!("{open}(<= Y_0 0){}", ")".repeat(100_000));
+        let p = parse_str(&format!("{decl}(assert {deep})")).unwrap();
+        assert_eq!(p.regions[0].outputs.len(), 1);
+        // Terms nested 100,000 deep.
+        let term = format!("{}Y_0{}", "(- ".repeat(100_000), ")".repeat(100_000));
+        let p = parse_str(&format!("{decl}(assert (<= {term} 1))")).unwrap();
+        assert_eq!(p.regions[0].outputs[0].mat, vec![vec![1.0, 0.0]]);
+        for (body, expected) in [
+            ("(assert (not (<= Y_0 0)))", "'not' is not supported"),
+            ("(assert (<= Y_0))", "'<=' takes two arguments, found 1"),
+            ("(assert (xor (<= Y_0 0)))", "expected 'and', 'or' or a comparison"),
+            ("(assert (<= (and (<= Y_0 0)) 1))", "a constraint where a linear term is expected"),
+            ("(assert Y_0)", "expected a constraint"),
+            ("(assert (<= (* Y_0 Y_1) 1))", "product of two variables"),
+            (&format!("{}{}", "(".repeat(200_000), ")".repeat(200_000)), "expected an operator"),
+        ] {
+            let e = parse_str(&format!("{decl}{body}")).unwrap_err().to_string();
+            assert!(e.contains(expected), "{body:.60}: {e}");
+        }
+        // 2^21 disjuncts of 21 atoms: over the limits, an error rather than gigabytes.
+        let or = "(or (<= Y_0 0) (<= Y_1 0))".repeat(21);
+        let e = parse_str(&format!("{decl}(assert (and {or}))")).unwrap_err().to_string();
+        assert!(e.contains("too many atoms"), "{e}");
+        let or = "(or (<= Y_0 0) (<= Y_1 0))";
+        let e = parse_str(&format!("{decl}(assert (or {}))", or.repeat(600_000))).unwrap_err().to_string();
+        assert!(e.contains("too many disjuncts"), "{e}");
     }
 }
