@@ -211,6 +211,8 @@ pub struct GraphBuilder<T: Scalar> {
     inputs: Vec<NodeId>,
     by_name: HashMap<String, NodeId>,
     consts: HashMap<NodeId, Arc<TensorData>>,
+    /// Elements of every node so far (checked against the memory budget).
+    elements: usize,
 }
 
 impl<T: Scalar + BuilderFor> Default for GraphBuilder<T> {
@@ -220,6 +222,7 @@ impl<T: Scalar + BuilderFor> Default for GraphBuilder<T> {
             inputs: Vec::new(),
             by_name: HashMap::new(),
             consts: HashMap::new(),
+            elements: 0,
         }
     }
 }
@@ -233,6 +236,14 @@ impl<T: Scalar + BuilderFor> GraphBuilder<T> {
         if self.by_name.contains_key(&node.name) {
             return Err(Error::Invalid(format!("value '{}' is defined twice", node.name)));
         }
+        // The whole graph within the budget, not only each tensor: every node's value
+        // (or its bounds) is held at once by evaluation and IBP.
+        self.elements = self.elements.saturating_add(numel(&node.shape));
+        crate::budget::check_bytes(
+            self.elements as u128 * crate::budget::ELEM_BYTES as u128,
+            || format!("the graph up to value '{}' ({} elements in all)", node.name, self.elements),
+            crate::budget::max_memory(),
+        )?;
         let id = self.nodes.len();
         self.by_name.insert(node.name.clone(), id);
         self.nodes.push(node);

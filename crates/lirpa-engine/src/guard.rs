@@ -75,6 +75,9 @@ pub(crate) fn fit_budget<T: Scalar>(
     let refuse = |bytes: u128, rows: u128| -> Result<()> {
         check_bytes(bytes, what(rows), budget).map_err(|e| Error::Invalid(format!("{e}; {advice}")))
     };
+    // Every method keeps the bounds (or values) of every node of the cone.
+    let all: u128 = (0..=target).filter(|&i| cone[i]).map(|i| graph.node(i).numel() as u128).sum();
+    refuse(all * sz * 4, rows)?;
     let mut fitted = opts.clone();
     match opts.method {
         // IBP keeps intervals (and `C` carried back through the trailing affine
@@ -91,7 +94,6 @@ pub(crate) fn fit_budget<T: Scalar>(
                 .filter(|(_, v)| matches!(v, InputValue::Perturbed(_)))
                 .map(|(&i, _)| graph.node(i).numel() as u128)
                 .sum();
-            let all: u128 = (0..=target).filter(|&i| cone[i]).map(|i| graph.node(i).numel() as u128).sum();
             refuse(all * n_in.max(1) * sz * 2 + rows * widest * sz * LIVE_CROWN, rows)?;
         }
         Method::Crown | Method::CrownIbp | Method::AlphaCrown => {

@@ -65,7 +65,14 @@ fn worker(target: &str, seconds: f64, seed: u64, current: Option<&str>) -> ExitC
     let Some(t) = Target::parse(target) else { return ExitCode::from(2) };
     std::panic::set_hook(Box::new(|_| {}));
     let current = current.map(PathBuf::from);
-    let stats = fuzz(t, seed, Duration::from_secs_f64(seconds), current.as_deref());
+    // Executions so far, for the supervisor if this worker is killed.
+    let progress_file = current.as_ref().map(|p| p.with_extension("progress"));
+    let progress = |s: &lirpa_fuzz::Stats, outcomes: usize| {
+        if let Some(p) = &progress_file {
+            let _ = std::fs::write(p, format!("{} {} 0\n", s.execs, outcomes));
+        }
+    };
+    let stats = fuzz(t, seed, Duration::from_secs_f64(seconds), current.as_deref(), progress);
     let mut report = format!("{} {} {}\n", stats.execs, stats.outcomes, stats.corpus);
     for c in &stats.crashes {
         let saved = save_regression(t, &c.input).map(|p| p.display().to_string()).unwrap_or_default();
@@ -92,6 +99,7 @@ fn supervise(t: Target, seconds: f64, seed: u64) -> bool {
         let left = (total - start.elapsed()).as_secs_f64().max(0.1);
         let _ = std::fs::remove_file(&stats_file);
         let _ = std::fs::remove_file(&current);
+        let _ = std::fs::remove_file(current.with_extension("progress"));
         let mut child = match Command::new(&exe)
             .args(["--worker", t.name(), "--seconds", &left.to_string()])
             .args(["--seed", &(seed + restarts).to_string(), "--current"])
@@ -134,6 +142,16 @@ fn supervise(t: Target, seconds: f64, seed: u64) -> bool {
                 crashes.extend(lines.map(str::to_string));
             }
             _ => {
+                // The executions it reported before dying count.
+                let nums: Vec<u64> = std::fs::read_to_string(current.with_extension("progress"))
+                    .unwrap_or_default()
+                    .split_whitespace()
+                    .filter_map(|x| x.parse().ok())
+                    .collect();
+                if let [e, o, _] = nums[..] {
+                    execs += e;
+                    outcomes = outcomes.max(o as usize);
+                }
                 // The worker died (abort, stack overflow, out of memory) or hung: the
                 // input it was running is the crash.
                 let input = std::fs::read(&current).unwrap_or_default();
