@@ -273,7 +273,9 @@ fn attribute(a: &proto::AttributeProto) -> Result<Attr, Error> {
         1 => Attr::Float(a.f as f64),
         2 => Attr::Int(a.i),
         3 => Attr::String(String::from_utf8_lossy(&a.s).into_owned()),
-        4 => Attr::Tensor(tensor(a.t.as_ref().expect("checked"))?),
+        4 => Attr::Tensor(tensor(a.t.as_ref().ok_or_else(|| {
+            Error::Invalid(format!("attribute '{}' has type TENSOR but no tensor", a.name))
+        })?)?),
         6 => Attr::Floats(a.floats.iter().map(|&x| x as f64).collect()),
         7 => Attr::Ints(a.ints.clone()),
         8 => Attr::Strings(a.strings.iter().map(|s| String::from_utf8_lossy(s).into_owned()).collect()),
