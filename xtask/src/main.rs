@@ -14,6 +14,8 @@
 //!   instance, as the competition does) and print the answers against
 //!   `expected_results_vnncomp.csv` (with per-network counts when there are at most 20
 //!   networks); fails on any wrong answer.
+//! - `fuzz [--seconds N] [--target onnx|vnnlib|json|all] [--seed S]`: the in-repo
+//!   mutation fuzzer (`crates/lirpa-fuzz`), N seconds per target; `ci` runs it for 5.
 
 use anyhow::{Context, Result, bail};
 use std::path::{Path, PathBuf};
@@ -29,10 +31,12 @@ fn main() -> Result<()> {
         Some("bench") => bench(&args[1..]),
         Some("reduced-build") => reduced_build(),
         Some("vnncomp") => vnncomp(&args[1..]),
+        Some("fuzz") => fuzz(&args[1..]),
         _ => {
             eprintln!(
                 "usage: cargo xtask <ci | soundness [--cases N] [--seed S] [--op NAME] | bench [FILTER] | \
-                 reduced-build | vnncomp BENCHMARK [--limit N] [--timeout-cap S] [--filter TEXT]>"
+                 reduced-build | vnncomp BENCHMARK [--limit N] [--timeout-cap S] [--filter TEXT] | \
+                 fuzz [--seconds N] [--target onnx|vnnlib|json|all] [--seed S]>"
             );
             bail!("unknown or missing command")
         }
@@ -50,6 +54,13 @@ fn run(cmd: &mut Command) -> Result<()> {
         bail!("{cmd:?} failed with {status}");
     }
     Ok(())
+}
+
+/// The release `lirpa` binary, in `CARGO_TARGET_DIR` when it is set.
+fn release_lirpa() -> PathBuf {
+    let dir =
+        std::env::var_os("CARGO_TARGET_DIR").map_or_else(|| project_root().join("target"), PathBuf::from);
+    dir.join("release/lirpa")
 }
 
 fn cargo() -> Command {
@@ -92,7 +103,26 @@ fn ci() -> Result<()> {
     run(cargo().args(MAIN_JOB))?;
     // The VNN-COMP smoke test: five small instances through `lirpa verify`.
     vnncomp(&["vnncomp2021_test".to_string()])?;
+    // Every fuzz target briefly: no panic, abort or hang on mutated input.
+    fuzz(&["--seconds".to_string(), "5".to_string()])?;
     Ok(())
+}
+
+/// `fuzz [--seconds N] [--target T] [--seed S]`: the in-repo mutation fuzzer
+/// (`crates/lirpa-fuzz`) on each target for N seconds (default 10); fails when an input
+/// panics, aborts, hangs or gets a non-finite bound printed (it is saved under
+/// `crates/lirpa-fuzz/regressions/`, which its tests replay).
+fn fuzz(args: &[String]) -> Result<()> {
+    let seconds = flag(args, "--seconds")?.unwrap_or_else(|| "10".into());
+    seconds.parse::<f64>().context("--seconds takes a number")?;
+    let mut cmd = cargo();
+    cmd.args(["run", "--release", "-q", "-p", "lirpa-fuzz", "--", "--seconds", &seconds]);
+    for f in ["--target", "--seed"] {
+        if let Some(v) = flag(args, f)? {
+            cmd.args([f, &v]);
+        }
+    }
+    run(&mut cmd)
 }
 
 /// A downstream build with only some operator families: the CLI built with
@@ -109,7 +139,8 @@ fn reduced_build() -> Result<()> {
         "--features",
         "linear,relu",
     ]))?;
-    let bin = Path::new("target/release/lirpa");
+    let bin_path = release_lirpa();
+    let bin = bin_path.as_path();
     let ops = Command::new(bin).arg("ops").output().context("running the reduced lirpa")?;
     let listed = String::from_utf8_lossy(&ops.stdout);
     let has = |op: &str| listed.lines().any(|l| l.split('\t').nth(1) == Some(op));
@@ -224,7 +255,7 @@ fn vnncomp(args: &[String]) -> Result<()> {
             .map_or("?".into(), |f| f[2].to_string())
     };
     run(cargo().args(["build", "--release", "-q", "-p", "lirpa-cli"]))?;
-    let exe = project_root().join("target/release/lirpa");
+    let exe = release_lirpa();
     let out = std::env::temp_dir().join(format!("lirpa-vnncomp-{}.txt", std::process::id()));
     let text = std::fs::read_to_string(&instances)?;
     let (mut counts, mut wrong, mut sum, mut max) = (std::collections::BTreeMap::new(), 0, 0.0f64, 0.0f64);

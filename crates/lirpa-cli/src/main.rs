@@ -1,13 +1,14 @@
 //! `lirpa`: provable bounds of an ONNX model's outputs under an input perturbation.
 
-use anyhow::{Context, Result, anyhow, bail};
+use anyhow::{Context, Result, bail};
 use clap::{Parser, Subcommand, ValueEnum};
 use lirpa::{BoundOptions, BoundRequest, Graph, InputValue, Method, Norm, Perturbation, Scalar};
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
-mod perturbation;
 mod train;
+
+use lirpa_cli::{inputs, perturbation};
 
 #[global_allocator]
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
@@ -21,7 +22,15 @@ static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 struct Cli {
     #[command(subcommand)]
     command: Command,
+    /// Memory budget (e.g. 512M, 8G; default half of the machine's memory): larger
+    /// tensors, files and bound computations are refused with an error saying what
+    /// to change.
+    #[arg(long, global = true)]
+    max_memory: Option<String>,
 }
+
+/// Longest `--timeout` accepted, in seconds (a week).
+const MAX_TIMEOUT: f64 = 604_800.0;
 
 #[derive(Subcommand)]
 enum Command {
@@ -54,7 +63,7 @@ struct VerifyArgs {
     #[arg(long)]
     json: bool,
     /// Threads (0 = all cores).
-    #[arg(long, default_value_t = 0)]
+    #[arg(long, default_value_t = 0, value_parser = inputs::threads_arg)]
     threads: usize,
     /// Seed of the attack.
     #[arg(long, default_value_t = 0)]
@@ -161,7 +170,7 @@ struct BoundsArgs {
     #[arg(long, value_enum, default_value = "f32")]
     dtype: DtypeArg,
     /// Threads (0 = all cores, 1 = sequential). Small models stay sequential either way.
-    #[arg(long, default_value_t = 0)]
+    #[arg(long, default_value_t = 0, value_parser = inputs::threads_arg)]
     threads: usize,
     /// Coefficients on convolutional layers: windowed where it pays (auto) or dense.
     #[arg(long, default_value = "auto")]
@@ -188,6 +197,15 @@ fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
+    if let Some(m) = &cli.max_memory {
+        match lirpa::core::budget::parse_size(m) {
+            Ok(b) => lirpa::core::budget::set_max_memory(b),
+            Err(e) => {
+                eprintln!("error: --max-memory: {e}");
+                return ExitCode::from(2);
+            }
+        }
+    }
     let res = match cli.command {
         Command::Bounds(args) => match args.dtype {
             DtypeArg::F32 => bounds::<f32>(&args),
@@ -215,42 +233,17 @@ fn main() -> ExitCode {
 
 /// Read a JSON array of finite numbers.
 fn read_vector(path: &Path) -> Result<Vec<f64>> {
-    let text = std::fs::read_to_string(path).with_context(|| format!("{}: cannot read", path.display()))?;
-    let v: serde_json::Value =
-        serde_json::from_str(&text).with_context(|| format!("{}: not valid JSON", path.display()))?;
-    let arr = v.as_array().ok_or_else(|| anyhow!("{}: expected a JSON array of numbers", path.display()))?;
-    arr.iter()
-        .enumerate()
-        .map(|(i, x)| match x.as_f64() {
-            Some(f) if f.is_finite() => Ok(f),
-            _ => bail!("{}: element {i} is not a finite number ({x})", path.display()),
-        })
-        .collect()
+    inputs::parse_vector(&inputs::read_text(path)?, &path.display().to_string())
 }
 
 /// Read a JSON array of rows of finite numbers.
 fn read_matrix(path: &Path) -> Result<Vec<Vec<f64>>> {
-    let text = std::fs::read_to_string(path).with_context(|| format!("{}: cannot read", path.display()))?;
-    let v: serde_json::Value =
-        serde_json::from_str(&text).with_context(|| format!("{}: not valid JSON", path.display()))?;
-    let rows = v.as_array().ok_or_else(|| anyhow!("{}: expected a JSON array of rows", path.display()))?;
-    let mut out = Vec::with_capacity(rows.len());
-    for (r, row) in rows.iter().enumerate() {
-        let row = row.as_array().ok_or_else(|| anyhow!("{}: row {r} is not an array", path.display()))?;
-        let vals = row
-            .iter()
-            .enumerate()
-            .map(|(j, x)| match x.as_f64() {
-                Some(f) if f.is_finite() => Ok(f),
-                _ => bail!("{}: row {r}, column {j} is not a finite number ({x})", path.display()),
-            })
-            .collect::<Result<Vec<_>>>()?;
-        out.push(vals);
-    }
-    if out.is_empty() {
-        bail!("{}: the specification matrix has no rows", path.display());
-    }
-    Ok(out)
+    inputs::parse_matrix(&inputs::read_text(path)?, &path.display().to_string())
+}
+
+/// Parse a VNN-LIB file within the memory budget.
+fn read_vnnlib(path: &Path) -> Result<lirpa_vnnlib::Property> {
+    Ok(lirpa_vnnlib::parse_file_limited(path, lirpa::core::budget::max_memory() / 8)?)
 }
 
 fn cast<T: Scalar>(v: &[f64]) -> Vec<T> {
@@ -274,12 +267,19 @@ fn bounds<T: Scalar + lirpa::core::registry::BuilderFor>(args: &BoundsArgs) -> R
     let ptb: Perturbation<T> = match (&args.norm, &args.lower, &args.upper) {
         _ if args.vnnlib.is_some() => {
             let path = args.vnnlib.as_ref().expect("checked");
-            let prop = lirpa_vnnlib::parse_file(path)?;
+            let prop = read_vnnlib(path)?;
             if prop.n_inputs != n {
                 bail!(
                     "{}: declares {} inputs but the model input has {n} elements",
                     path.display(),
                     prop.n_inputs
+                );
+            }
+            if prop.regions.is_empty() {
+                bail!(
+                    "{}: the input set is empty (every input box is empty or its constraints are false): \
+                     there is nothing to bound (`lirpa verify` answers unsat)",
+                    path.display()
                 );
             }
             let (l, u) = prop.input_box();
@@ -369,8 +369,19 @@ fn report<T: Scalar>(args: &BoundsArgs, graph: &Graph<T>, inputs: &[InputValue<T
 fn verify(args: &VerifyArgs, started: std::time::Instant) -> Result<()> {
     use lirpa_verify::{Verdict, VerifyOptions};
     use std::time::Duration;
-    if !args.timeout.is_finite() || args.timeout <= 0.0 {
-        bail!("--timeout must be a positive number of seconds, got {}", args.timeout);
+    if !args.timeout.is_finite() || args.timeout <= 0.0 || args.timeout > MAX_TIMEOUT {
+        bail!(
+            "--timeout must be a positive number of seconds, at most {MAX_TIMEOUT} (a week), got {}",
+            args.timeout
+        );
+    }
+    if let Some(p) = &args.results {
+        // Before the work, not after it: an unwritable path fails now.
+        std::fs::OpenOptions::new()
+            .append(true)
+            .create(true)
+            .open(p)
+            .with_context(|| format!("{}: cannot write the results", p.display()))?;
     }
     if args.threads > 0 {
         // A second initialisation (never here) would only fail; ignore it.
@@ -413,7 +424,7 @@ fn verify(args: &VerifyArgs, started: std::time::Instant) -> Result<()> {
     opts.relu_bab.screen = args.screen_candidates.unwrap_or(opts.relu_bab.screen);
     opts.progress = Some(&progress);
     let model = lirpa_verify::Model::load(&args.model)?;
-    let problem = lirpa_verify::Problem::from_property(&lirpa_vnnlib::parse_file(&args.spec)?);
+    let problem = lirpa_verify::Problem::from_property(&read_vnnlib(&args.spec)?);
     let (verdict, stats) = lirpa_verify::verify(&model, &problem, &opts)?;
     let verdict = if std::time::Instant::now() > started + timeout { Verdict::Timeout } else { verdict };
     write(&verdict)?;

@@ -33,9 +33,12 @@ pub fn load<T: Scalar + lirpa::core::registry::BuilderFor>(
 
 /// Parse the file into one [`TensorPerturbation`] per entry.
 pub fn read<T: Scalar>(path: &Path) -> Result<Vec<TensorPerturbation<T>>> {
-    let shown = path.display();
-    let text = std::fs::read_to_string(path).map_err(|e| anyhow!("{shown}: cannot read: {e}"))?;
-    let v: Value = serde_json::from_str(&text).map_err(|e| anyhow!("{shown}: not valid JSON: {e}"))?;
+    parse(&crate::inputs::read_text(path)?, &path.display().to_string())
+}
+
+/// Parse the text of a perturbation file; `shown` (the file) names it in errors.
+pub fn parse<T: Scalar>(text: &str, shown: &str) -> Result<Vec<TensorPerturbation<T>>> {
+    let v: Value = serde_json::from_str(text).map_err(|e| anyhow!("{shown}: not valid JSON: {e}"))?;
     let arr = v.as_array().ok_or_else(|| anyhow!("{shown}: expected a JSON array of tensor entries"))?;
     if arr.is_empty() {
         bail!("{shown}: no tensor entries");

@@ -53,7 +53,7 @@ pub struct TrainArgs {
     clip: String,
     /// Threads (0 = all cores). The products of one training step on small models are
     /// too small to split (measured: 2 threads are slower on the digits models), so 1.
-    #[arg(long, default_value_t = 1)]
+    #[arg(long, default_value_t = 1, value_parser = lirpa_cli::inputs::threads_arg)]
     threads: usize,
     /// Loss fusion: bound the cross-entropy itself from above (one backward row per
     /// sample instead of one per margin), as auto_LiRPA's `loss_fusion`.

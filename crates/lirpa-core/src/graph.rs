@@ -163,6 +163,47 @@ impl<T: Scalar> Graph<T> {
     }
 }
 
+/// Attributes that ONNX defines and that do not change what lirpa computes, so no
+/// builder reads them (training-mode settings, hints, names). Any other attribute a
+/// builder does not read is an error naming it.
+pub const IGNORED_ATTRIBUTES: &[(&str, &str)] = &[
+    ("*", "name"),
+    ("*", "doc_string"),
+    ("BatchNormalization", "momentum"),
+    ("BatchNormalization", "spatial"),
+    ("BatchNormalization", "training_mode"),
+    ("BatchNormalization", "is_test"),
+    ("Dropout", "seed"),
+    ("Dropout", "ratio"),
+    ("Dropout", "is_test"),
+    ("Cast", "saturate"),
+    ("Cast", "to"),
+    ("MaxPool", "storage_order"),
+    ("Conv", "kernel_shape"),
+    ("ConvTranspose", "kernel_shape"),
+];
+
+fn ignored_attribute(op_type: &str, name: &str) -> bool {
+    IGNORED_ATTRIBUTES.iter().any(|&(o, a)| (o == "*" || o == op_type) && a == name)
+}
+
+/// Refuse NaN and infinities in float attributes (Gemm's `alpha`, `beta`, an
+/// epsilon, a tensor attribute), whatever the operator and the method.
+fn check_attributes_finite(attrs: &Attributes) -> Result<()> {
+    for (k, v) in &attrs.0 {
+        let finite = match v {
+            crate::Attr::Float(f) => f.is_finite(),
+            crate::Attr::Floats(f) => f.iter().all(|x| x.is_finite()),
+            crate::Attr::Tensor(t) => t.dtype != DType::Float || t.data.iter().all(|x| x.is_finite()),
+            _ => true,
+        };
+        if !finite {
+            return Err(Error::NonFinite(format!("attribute '{k}'")));
+        }
+    }
+    Ok(())
+}
+
 /// Builds a [`Graph`] by name, looking operators up in the registry and folding every
 /// node whose inputs are all constant.
 pub struct GraphBuilder<T: Scalar> {
@@ -170,6 +211,8 @@ pub struct GraphBuilder<T: Scalar> {
     inputs: Vec<NodeId>,
     by_name: HashMap<String, NodeId>,
     consts: HashMap<NodeId, Arc<TensorData>>,
+    /// Elements of every node so far (checked against the memory budget).
+    elements: usize,
 }
 
 impl<T: Scalar + BuilderFor> Default for GraphBuilder<T> {
@@ -179,6 +222,7 @@ impl<T: Scalar + BuilderFor> Default for GraphBuilder<T> {
             inputs: Vec::new(),
             by_name: HashMap::new(),
             consts: HashMap::new(),
+            elements: 0,
         }
     }
 }
@@ -192,6 +236,14 @@ impl<T: Scalar + BuilderFor> GraphBuilder<T> {
         if self.by_name.contains_key(&node.name) {
             return Err(Error::Invalid(format!("value '{}' is defined twice", node.name)));
         }
+        // The whole graph within the budget, not only each tensor: every node's value
+        // (or its bounds) is held at once by evaluation and IBP.
+        self.elements = self.elements.saturating_add(numel(&node.shape));
+        crate::budget::check_bytes(
+            self.elements as u128 * crate::budget::ELEM_BYTES as u128,
+            || format!("the graph up to value '{}' ({} elements in all)", node.name, self.elements),
+            crate::budget::max_memory(),
+        )?;
         let id = self.nodes.len();
         self.by_name.insert(node.name.clone(), id);
         self.nodes.push(node);
@@ -200,6 +252,13 @@ impl<T: Scalar + BuilderFor> GraphBuilder<T> {
 
     /// Declare a graph input.
     pub fn add_input(&mut self, name: &str, shape: &[usize]) -> Result<NodeId> {
+        let n = crate::budget::checked_numel(shape)
+            .map_err(|e| Error::Invalid(format!("input '{name}': {e}")))?;
+        if n == 0 {
+            return Err(Error::Invalid(format!(
+                "input '{name}' has shape {shape:?}, with no element (zero-size dimensions are not supported)"
+            )));
+        }
         let id = self.push(Node {
             name: name.into(),
             kind: NodeKind::Input,
@@ -269,6 +328,7 @@ impl<T: Scalar + BuilderFor> GraphBuilder<T> {
                 }
             }
         }
+        check_attributes_finite(attrs).map_err(|e| e.at_node(name, op_type))?;
         let regs = lookup_all(domain, op_type);
         if regs.is_empty() {
             let mut known: Vec<&str> = registered_ops().iter().map(|r| r.op_type).collect();
@@ -282,6 +342,7 @@ impl<T: Scalar + BuilderFor> GraphBuilder<T> {
             });
         }
         let def = NodeDef { name, op_type, domain, opset, attrs, inputs: &defs };
+        attrs.clear_read();
         // Builders from the highest priority down; one may decline and leave the
         // node to the next.
         let mut declined = Vec::new();
@@ -301,6 +362,15 @@ impl<T: Scalar + BuilderFor> GraphBuilder<T> {
             op_type: op_type.into(),
             msg: format!("every registered builder declined ({})", declined.join("; ")),
         })?;
+        if let Some(a) = attrs.unread().into_iter().find(|a| !ignored_attribute(op_type, a)) {
+            return Err(Error::Node {
+                node: name.into(),
+                op_type: op_type.into(),
+                msg: format!("unknown attribute '{a}' (not one this operator's builder reads)"),
+            });
+        }
+        let n_out =
+            crate::budget::checked_numel(&built.output_shape).map_err(|e| e.at_node(name, op_type))?;
         let mut edges: SmallVec<[NodeId; 4]> = SmallVec::new();
         for &k in &built.edges {
             let id = ids.get(k).copied().flatten().ok_or_else(|| Error::Node {
@@ -319,12 +389,22 @@ impl<T: Scalar + BuilderFor> GraphBuilder<T> {
                     _ => unreachable!("checked constant"),
                 })
                 .collect();
-            let mut out = vec![T::zero(); numel(&built.output_shape)];
+            let mut out = vec![T::zero(); n_out];
             built.op.forward(&args, &mut out).map_err(|e| e.at_node(name, op_type))?;
             drop(args);
             let value =
                 TensorData::new(&built.output_shape, DType::Float, out.iter().map(|x| x.as_f64()).collect())?;
             return self.add_constant(name, value);
+        }
+        if n_out == 0 {
+            return Err(Error::Node {
+                node: name.into(),
+                op_type: op_type.into(),
+                msg: format!(
+                    "its output has shape {:?}, with no element (zero-size dimensions are not supported)",
+                    built.output_shape
+                ),
+            });
         }
         self.push(Node {
             name: name.into(),

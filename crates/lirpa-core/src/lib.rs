@@ -7,6 +7,7 @@
 //! [`GraphBuilder`] with op types, attributes and tensors.
 
 pub mod attr;
+pub mod budget;
 pub mod error;
 pub mod graph;
 pub mod linear;
@@ -21,6 +22,7 @@ pub mod train;
 pub mod window;
 
 pub use attr::{Attr, Attributes};
+pub use budget::checked_numel;
 pub use error::{Error, Result};
 pub use graph::{Graph, GraphBuilder, Node, NodeId, NodeKind};
 pub use linear::{BackwardResult, ElementwiseRelaxation, FormInput, LinearA, LinearBias, LinearForm};

@@ -74,7 +74,12 @@ impl Geom {
         let [kh, kw] = kernel;
         let ceil = node.attrs.int_or("ceil_mode", 0)? != 0;
         let auto_pad = node.attrs.string("auto_pad")?.unwrap_or("NOTSET");
-        let (ekh, ekw) = ((kh - 1) * dh + 1, (kw - 1) * dw + 1);
+        let extent = |k: usize, d: usize| -> Result<usize> {
+            k.saturating_sub(1).checked_mul(d).and_then(|e| e.checked_add(1)).ok_or_else(|| {
+                Error::Invalid(format!("the kernel extent ({k} taps, dilation {d}) overflows"))
+            })
+        };
+        let (ekh, ekw) = (extent(kh, dh)?, extent(kw, dw)?);
         let (pt, pl, pb, pr) = match auto_pad {
             "NOTSET" => {
                 let p: Vec<i64> = match node.attrs.ints("pads")? {
@@ -102,7 +107,10 @@ impl Geom {
             other => return Err(Error::Invalid(format!("unknown auto_pad '{other}'"))),
         };
         let out = |i: usize, p0: usize, p1: usize, s: usize, ek: usize| -> Result<usize> {
-            let span = i + p0 + p1;
+            let span = i
+                .checked_add(p0)
+                .and_then(|v| v.checked_add(p1))
+                .ok_or_else(|| Error::Invalid(format!("the padded size {i} + {p0} + {p1} overflows")))?;
             if span < ek {
                 return Err(Error::Invalid(format!(
                     "the kernel (extent {ek}) is larger than the padded input ({span})"
@@ -118,7 +126,22 @@ impl Geom {
         };
         let ho = out(hi, pt, pb, sh, ekh)?;
         let wo = out(wi, pl, pr, sw, ekw)?;
-        Ok(Geom { hi, wi, ho, wo, kh, kw, sh, sw, dh, dw, pt, pl, pb, pr })
+        let g = Geom { hi, wi, ho, wo, kh, kw, sh, sw, dh, dw, pt, pl, pb, pr };
+        g.check_size()?;
+        Ok(g)
+    }
+
+    /// Refuse a geometry whose index maps (output positions × kernel taps, per
+    /// channel) overflow or exceed the memory budget: builders allocate them.
+    pub fn check_size(&self) -> Result<()> {
+        crate::budget::checked_numel(&[self.ho, self.wo, self.kh.max(1), self.kw.max(1)]).map_err(|e| {
+            Error::Invalid(format!(
+                "output {}×{} with a {}×{} kernel: {e}",
+                self.ho, self.wo, self.kh, self.kw
+            ))
+        })?;
+        crate::budget::checked_numel(&[self.hi, self.wi])?;
+        Ok(())
     }
 
     /// Input row of output row `y` at kernel row `ky`, if inside the input.

@@ -7,7 +7,9 @@ use smallvec::SmallVec;
 /// A tensor shape, outermost dimension first. Flattening is row-major everywhere.
 pub type Shape = SmallVec<[usize; 6]>;
 
-/// Number of elements of a shape (1 for a scalar).
+/// Number of elements of a shape (1 for a scalar). Only for shapes already checked
+/// (every node's, at graph building); a shape read from input goes through
+/// [`crate::budget::checked_numel`] first.
 pub fn numel(shape: &[usize]) -> usize {
     shape.iter().product()
 }
@@ -40,10 +42,10 @@ pub struct TensorData {
 
 impl TensorData {
     pub fn new(shape: &[usize], dtype: DType, data: Vec<f64>) -> Result<Self> {
-        if numel(shape) != data.len() {
+        let n = crate::budget::checked_numel(shape)?;
+        if n != data.len() {
             return Err(Error::Shape(format!(
-                "tensor of shape {shape:?} needs {} values, got {}",
-                numel(shape),
+                "tensor of shape {shape:?} needs {n} values, got {}",
                 data.len()
             )));
         }
@@ -100,6 +102,7 @@ pub fn broadcast_shapes(a: &[usize], b: &[usize]) -> Result<Shape> {
         };
         out.push(d);
     }
+    crate::budget::checked_numel(&out)?;
     Ok(out)
 }
 

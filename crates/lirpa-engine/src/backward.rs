@@ -49,7 +49,7 @@ pub(super) fn node_forms<T: Scalar>(recorded: Vec<Option<LinearA<T>>>) -> Vec<(N
 type Bounds<T> = (Vec<T>, Vec<T>);
 
 /// The element-wise bounds of the intermediate nodes a computation used, per node
-/// (`None`: not computed), as [`compute_bounds_keep`] returns them.
+/// (`None`: not computed), as [`compute_bounds_keep`](crate::compute_bounds_keep) returns them.
 pub type IntermediateBounds<T> = Vec<Option<(Vec<T>, Vec<T>)>>;
 
 pub(crate) mod alpha;

@@ -8,12 +8,12 @@ mod backward;
 mod options;
 pub mod train;
 
-pub use backward::alpha::{
-    AlphaNode, AlphaPass, AlphaRun, AlphaState, BetaParams, bound_and_gradient, compute_bounds_optimized,
-    compute_bounds_optimized_keep,
-};
-pub use backward::{
-    BoundResult, InputValue, IntermediateBounds, LinearBoundA, compute_bounds, compute_bounds_keep,
+mod guard;
+
+pub use backward::alpha::{AlphaNode, AlphaPass, AlphaRun, AlphaState, BetaParams, bound_and_gradient};
+pub use backward::{BoundResult, InputValue, IntermediateBounds, LinearBoundA};
+pub use guard::{
+    compute_bounds, compute_bounds_keep, compute_bounds_optimized, compute_bounds_optimized_keep,
 };
 pub use options::{
     BoundOptions, BoundRequest, ConvMode, Method, NodeBounds, NodeConstraint, OptimizeOptions,

@@ -90,6 +90,12 @@ pub struct BoundOptions {
     pub crown_batch_size: usize,
     /// The optimizer of α-CROWN (auto_LiRPA's `optimize_bound_args`).
     pub optimize: OptimizeOptions,
+    /// Memory budget of one computation in bytes (`None`: the process-wide budget of
+    /// `lirpa_core::budget`, by default half of the machine's memory). The engine
+    /// estimates what a computation allocates before starting it, shrinks the
+    /// intermediate batches (`crown_batch_size`) to fit, and refuses with an error
+    /// saying what to change when the bounded node's pass alone does not fit.
+    pub max_memory: Option<u64>,
     /// Known element-wise bounds of intermediate nodes, intersected with every bound the
     /// engine computes for those nodes (branch and bound: the parent domain's bounds,
     /// ReLU split constraints). Not serialized.
@@ -308,6 +314,7 @@ impl Default for BoundOptions {
             conv_mode: ConvMode::Auto,
             crown_batch_size: 256,
             optimize: OptimizeOptions::default(),
+            max_memory: None,
             node_bounds: None,
             constraints: None,
             fixed_node_bounds: false,

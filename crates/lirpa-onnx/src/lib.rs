@@ -68,7 +68,9 @@ pub fn load_with<T: Scalar + BuilderFor>(
 ) -> Result<Loaded<T>, OnnxError> {
     let path = path.as_ref();
     let shown = path.display().to_string();
-    let bytes = std::fs::read(path).map_err(|err| OnnxError::Io { path: shown.clone(), err })?;
+    // Bounded read: a model longer than the memory budget (or `/dev/zero`) is an error.
+    let bytes = lirpa_core::budget::read_file_limited(path, None)
+        .map_err(|err| OnnxError::Io { path: shown.clone(), err })?;
     load_bytes_with(&bytes, &shown, options)
 }
 
@@ -235,15 +237,20 @@ fn value_shape(v: &proto::ValueInfoProto) -> Result<Vec<usize>, Error> {
     let Some(shape) = &t.shape else {
         return Err(Error::Invalid(format!("input '{}' has no shape", v.name)));
     };
-    Ok(shape
+    shape
         .dim
         .iter()
         .map(|d| match d.value {
-            Some(proto::DimValue::DimValue(n)) if n > 0 => n as usize,
+            Some(proto::DimValue::DimValue(n)) if n > 0 => usize::try_from(n)
+                .map_err(|_| Error::Invalid(format!("input '{}' has a dimension {n} too large", v.name))),
+            Some(proto::DimValue::DimValue(n)) => Err(Error::Invalid(format!(
+                "input '{}' has a dimension of size {n} (zero-size and negative dimensions are not supported)",
+                v.name
+            ))),
             // Symbolic or unknown dimensions (the batch) are taken as 1.
-            _ => 1,
+            _ => Ok(1),
         })
-        .collect())
+        .collect()
 }
 
 fn attribute(a: &proto::AttributeProto) -> Result<Attr, Error> {
@@ -266,7 +273,9 @@ fn attribute(a: &proto::AttributeProto) -> Result<Attr, Error> {
         1 => Attr::Float(a.f as f64),
         2 => Attr::Int(a.i),
         3 => Attr::String(String::from_utf8_lossy(&a.s).into_owned()),
-        4 => Attr::Tensor(tensor(a.t.as_ref().expect("checked"))?),
+        4 => Attr::Tensor(tensor(a.t.as_ref().ok_or_else(|| {
+            Error::Invalid(format!("attribute '{}' has type TENSOR but no tensor", a.name))
+        })?)?),
         6 => Attr::Floats(a.floats.iter().map(|&x| x as f64).collect()),
         7 => Attr::Ints(a.ints.clone()),
         8 => Attr::Strings(a.strings.iter().map(|s| String::from_utf8_lossy(s).into_owned()).collect()),

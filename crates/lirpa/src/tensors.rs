@@ -68,7 +68,8 @@ pub fn load_perturbed<T: Scalar + BuilderFor>(
 ) -> Result<PerturbedModel<T>, OnnxError> {
     let path = path.as_ref();
     let shown = path.display().to_string();
-    let bytes = std::fs::read(path).map_err(|err| OnnxError::Io { path: shown.clone(), err })?;
+    let bytes = lirpa_core::budget::read_file_limited(path, None)
+        .map_err(|err| OnnxError::Io { path: shown.clone(), err })?;
     load_perturbed_bytes(&bytes, &shown, tensors)
 }
 

@@ -1041,8 +1041,13 @@ pub fn build_conv_transpose<T: Scalar>(node: &NodeDef<'_>) -> Result<BuiltOp<T>>
         if dims == 1 { (0, pads[0], 0, pads[1]) } else { (pads[0], pads[1], pads[2], pads[3]) };
     let out_size =
         |i: usize, s: usize, k: usize, d: usize, op: usize, p0: usize, p1: usize| -> Result<usize> {
-            (s * (i - 1) + op + (k - 1) * d + 1)
-                .checked_sub(p0 + p1)
+            let full = s
+                .checked_mul(i.saturating_sub(1))
+                .and_then(|v| v.checked_add(op))
+                .and_then(|v| k.saturating_sub(1).checked_mul(d).and_then(|e| v.checked_add(e)))
+                .and_then(|v| v.checked_add(1))
+                .ok_or_else(|| Error::Invalid("ConvTranspose: the output size overflows".into()))?;
+            full.checked_sub(p0.saturating_add(p1))
                 .filter(|&o| o > 0)
                 .ok_or_else(|| Error::Invalid("ConvTranspose: the padding removes the whole output".into()))
         };
@@ -1072,6 +1077,7 @@ pub fn build_conv_transpose<T: Scalar>(node: &NodeDef<'_>) -> Result<BuiltOp<T>>
         pb,
         pr,
     };
+    g.check_size()?;
     let abs: Vec<f64> = w.data.iter().map(|v| v.abs()).collect();
     let dual = Conv::<T>::new("ConvTranspose", co, ci, groups, g.clone(), &w.data, None, None)?;
     let dual_abs = Conv::<T>::new("ConvTranspose", co, ci, groups, g, &abs, None, None)?;

@@ -176,7 +176,7 @@ fn build_map<T: Scalar>(
     edges: &[usize],
     mut f: impl FnMut(&[usize]) -> Option<(usize, usize)>,
 ) -> Result<BuiltOp<T>> {
-    let n = numel(out_shape);
+    let n = lirpa_core::checked_numel(out_shape)?;
     if n > u32::MAX as usize - 1 || n_in.iter().any(|&m| m > u32::MAX as usize - 1) {
         return Err(Error::unimplemented(format!("{op_type} on more than 2^32 elements")));
     }
@@ -374,7 +374,10 @@ pub fn build_pad<T: Scalar>(node: &NodeDef<'_>) -> Result<BuiltOp<T>> {
     let mut out: Vec<usize> = x.shape.to_vec();
     for (i, &a) in axes.iter().enumerate() {
         begin[a] = pads[i];
-        let o = x.shape[a] as i64 + pads[i] + pads[i + axes.len()];
+        let o = (x.shape[a] as i64)
+            .checked_add(pads[i])
+            .and_then(|v| v.checked_add(pads[i + axes.len()]))
+            .ok_or_else(|| Error::Shape(format!("Pad: the output size on axis {a} overflows")))?;
         if o < 0 {
             return Err(Error::Shape(format!("Pad: negative output size on axis {a}")));
         }

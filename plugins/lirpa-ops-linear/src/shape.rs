@@ -91,7 +91,7 @@ impl<T: Scalar> Operator<T> for View {
 }
 
 fn view<T: Scalar>(op_type: &'static str, in_shape: &[usize], out: Shape) -> Result<BuiltOp<T>> {
-    if numel(in_shape) != numel(&out) {
+    if numel(in_shape) != lirpa_core::checked_numel(&out)? {
         return Err(Error::Shape(format!("{op_type}: cannot view {in_shape:?} as {out:?}")));
     }
     Ok(BuiltOp::new(View { op_type }, &[0], out))
@@ -187,7 +187,11 @@ pub fn constant_op<T: Scalar>(value: TensorData) -> Result<BuiltOp<T>> {
 }
 
 pub fn build_constant<T: Scalar>(node: &NodeDef<'_>) -> Result<BuiltOp<T>> {
-    let value = match node.attrs.0.iter().next() {
+    let first = node.attrs.0.iter().next();
+    if let Some((name, _)) = first {
+        node.attrs.mark(name);
+    }
+    let value = match first {
         Some((name, attr)) => match (name.as_str(), attr) {
             ("value", Attr::Tensor(t)) => t.clone(),
             ("value_float", Attr::Float(f)) => TensorData::scalar(*f),
@@ -222,7 +226,7 @@ pub fn build_constant_of_shape<T: Scalar>(node: &NodeDef<'_>) -> Result<BuiltOp<
             return Err(Error::Shape(format!("ConstantOfShape value has {} elements, not 1", t.numel())));
         }
     };
-    let value = TensorData::new(&shape, dtype, vec![fill; numel(&shape)])?;
+    let value = TensorData::new(&shape, dtype, vec![fill; lirpa_core::checked_numel(&shape)?])?;
     value.check_finite("ConstantOfShape value")?;
     constant_op(value)
 }

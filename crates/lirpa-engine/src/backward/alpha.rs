@@ -108,7 +108,7 @@ pub struct BetaParams<T> {
 }
 
 /// Relaxation parameters of an optimized bound computation: what
-/// [`compute_bounds_optimized`] returns, and takes back as a warm start (e.g. per branch
+/// [`compute_bounds_optimized`](crate::compute_bounds_optimized) returns, and takes back as a warm start (e.g. per branch
 /// of a branch-and-bound loop, where only the intermediate bounds change).
 #[derive(Clone, Debug, PartialEq)]
 pub struct AlphaState<T> {
@@ -292,7 +292,7 @@ pub fn compute_bounds_optimized_keep<T: Scalar>(
 /// The final bound of `run`'s side computed with the parameters of `run`, and the
 /// gradient of the sum of those bounds with respect to every parameter of the run
 /// (same layout as `run`): the building block of the optimizer, public for tests and
-/// custom optimizers. `run` must have the layout [`compute_bounds_optimized`] returns
+/// custom optimizers. `run` must have the layout [`compute_bounds_optimized`](crate::compute_bounds_optimized) returns
 /// for the same request.
 pub fn bound_and_gradient<T: Scalar>(
     graph: &Graph<T>,
