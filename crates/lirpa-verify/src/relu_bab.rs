@@ -428,6 +428,15 @@ struct Node {
 }
 
 impl Node {
+    /// The intermediate bounds and split list of the child of split `s`.
+    fn child(&self, s: Split) -> (Arc<NodeBounds>, Vec<Split>) {
+        let mut known = (*self.bound.intermediate).clone();
+        s.apply(&mut known);
+        let mut splits = self.splits.clone();
+        splits.push(s);
+        (Arc::new(known), splits)
+    }
+
     /// About how many bytes the domain holds (what it shares with others counted too:
     /// an upper estimate).
     fn bytes(&self) -> usize {
@@ -566,16 +575,12 @@ fn branch(
                 if Instant::now() >= deadline {
                     return Ok(Branched::Deadline);
                 }
-                let s = Split { active, ..s };
-                let mut known = (*node.bound.intermediate).clone();
-                s.apply(&mut known);
-                let mut splits = node.splits.clone();
-                splits.push(s);
+                let (known, splits) = node.child(Split { active, ..s });
                 let b = bounder.screen(
                     &region.lower,
                     &region.upper,
                     &c,
-                    Some(&Arc::new(known)),
+                    Some(&known),
                     &splits,
                     node.bound.alpha.as_deref(),
                 )?;
@@ -595,16 +600,12 @@ fn branch(
             if Instant::now() >= deadline {
                 return Ok(Branched::Deadline);
             }
-            let s = Split { active, ..s };
-            let mut known = (*node.bound.intermediate).clone();
-            s.apply(&mut known);
-            let mut splits = node.splits.clone();
-            splits.push(s);
+            let (known, splits) = node.child(Split { active, ..s });
             let mut b = bounder.bound(
                 &region.lower,
                 &region.upper,
                 &c,
-                Some(&Arc::new(known)),
+                Some(&known),
                 &splits,
                 node.bound.alpha.as_deref(),
             )?;
