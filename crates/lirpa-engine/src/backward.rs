@@ -332,11 +332,7 @@ impl<'g, T: Scalar> State<'g, T> {
 
     /// Validate a request and return the bounded node.
     pub(super) fn check_request(&self, req: &BoundRequest<'_, T>) -> Result<NodeId> {
-        let target = match req.node {
-            Some(t) if t < self.graph.len() => t,
-            Some(t) => return Err(Error::Invalid(format!("node {t} does not exist"))),
-            None => self.graph.output()?,
-        };
+        let target = req.target(self.graph)?;
         let node = self.graph.node(target);
         if let Some(c) = req.c {
             if c.ncols() != node.numel() {

@@ -30,11 +30,7 @@ pub(crate) fn fit_budget<T: Scalar>(
     req: &BoundRequest<'_, T>,
 ) -> Result<BoundOptions> {
     let budget = opts.max_memory.unwrap_or_else(lirpa_core::budget::max_memory);
-    let target = match req.node {
-        Some(t) if t < graph.len() => t,
-        Some(t) => return Err(Error::Invalid(format!("node {t} does not exist"))),
-        None => graph.output()?,
-    };
+    let target = req.target(graph)?;
     // The cone of the bounded node, and its widest node.
     let mut cone = vec![false; target + 1];
     cone[target] = true;

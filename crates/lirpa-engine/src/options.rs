@@ -116,6 +116,32 @@ pub struct BoundOptions {
     pub fixed_node_bounds: bool,
 }
 
+/// The largest `T` at most `b` (a known lower bound rounded outward).
+fn below<T: Scalar>(b: f64) -> T {
+    let v = T::from_f64(b);
+    if v.as_f64() > b { v.next_down() } else { v }
+}
+
+/// The smallest `T` at least `b` (a known upper bound rounded outward).
+fn above<T: Scalar>(b: f64) -> T {
+    let v = T::from_f64(b);
+    if v.as_f64() < b { v.next_up() } else { v }
+}
+
+/// `x = v` where `v` is above `x` (a tighter lower bound).
+fn raise<T: Scalar>(x: &mut T, v: T) {
+    if v > *x {
+        *x = v;
+    }
+}
+
+/// `x = v` where `v` is below `x` (a tighter upper bound).
+fn lower_to<T: Scalar>(x: &mut T, v: T) {
+    if v < *x {
+        *x = v;
+    }
+}
+
 /// A constraint on one element of an intermediate node: `node[index] ≥ threshold`
 /// (`ge`) or `node[index] ≤ threshold`. For a ReLU split the threshold is 0 (`ge`:
 /// the active side); general branching splits at any point.
@@ -148,21 +174,10 @@ impl NodeConstraint {
     pub fn apply_all<T: Scalar>(constraints: &[NodeConstraint], id: NodeId, lo: &mut [T], hi: &mut [T]) {
         let n = lo.len().min(hi.len());
         for c in constraints.iter().filter(|c| c.node == id && c.index < n) {
-            let mut v = T::from_f64(c.threshold);
             if c.ge {
-                if v.as_f64() > c.threshold {
-                    v = v.next_down();
-                }
-                if v > lo[c.index] {
-                    lo[c.index] = v;
-                }
+                raise(&mut lo[c.index], below(c.threshold));
             } else {
-                if v.as_f64() < c.threshold {
-                    v = v.next_up();
-                }
-                if v < hi[c.index] {
-                    hi[c.index] = v;
-                }
+                lower_to(&mut hi[c.index], above(c.threshold));
             }
         }
     }
@@ -198,22 +213,10 @@ impl NodeBounds {
                 continue;
             }
             for (x, &b) in lo.iter_mut().zip(l) {
-                let mut v = T::from_f64(b);
-                if v.as_f64() > b {
-                    v = v.next_down();
-                }
-                if v > *x {
-                    *x = v;
-                }
+                raise(x, below(b));
             }
             for (x, &b) in hi.iter_mut().zip(u) {
-                let mut v = T::from_f64(b);
-                if v.as_f64() < b {
-                    v = v.next_up();
-                }
-                if v < *x {
-                    *x = v;
-                }
+                lower_to(x, above(b));
             }
         }
     }
@@ -330,6 +333,17 @@ impl BoundOptions {
         match self.threads {
             1 => Par::Seq,
             n => Par::rayon(n),
+        }
+    }
+}
+
+impl<T: Scalar> BoundRequest<'_, T> {
+    /// The node the request bounds in `graph`: `node`, or the graph's single output.
+    pub fn target(&self, graph: &lirpa_core::Graph<T>) -> Result<NodeId> {
+        match self.node {
+            Some(t) if t < graph.len() => Ok(t),
+            Some(t) => Err(Error::Invalid(format!("node {t} does not exist"))),
+            None => graph.output(),
         }
     }
 }
