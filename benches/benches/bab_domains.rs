@@ -2,12 +2,13 @@
 //! sub-domains of mnistfc 256x6 (`prop_1_0.03`, its nine disjuncts) with β-CROWN
 //! (the verifier's sub-domain bounder: the parent's intermediate bounds, three
 //! warm-started α,β iterations). The batch is the eight children of the root's four
-//! best-scored splits; it is bounded one domain at a time on one thread, and as the
-//! loop does (the domains in parallel, one thread each) on two. Ids:
-//! `bab_domains/256x6/<mode>`; domains per second = 8 / time.
+//! best-scored splits; it is bounded one domain at a time on one thread, the domains in
+//! parallel (one thread each) on two, and as the loop does: as one batch whose sweeps
+//! stack the domains' rows ([`SplitBounder::bound_batch`]), on one thread and on two.
+//! Ids: `bab_domains/256x6/<mode>`; domains per second = 8 / time.
 
 use criterion::{BenchmarkId, Criterion, criterion_group, criterion_main};
-use lirpa_verify::relu_bab::{ClampBounder, Split, SplitBounder};
+use lirpa_verify::relu_bab::{ClampBounder, Query, Split, SplitBounder};
 use rayon::prelude::*;
 use std::sync::Arc;
 use std::time::Duration;
@@ -55,6 +56,23 @@ fn bench_domains(c: &mut Criterion) {
     group.bench_function(BenchmarkId::new("256x6", "parallel_2_threads"), |b| {
         b.iter(|| pool.install(|| children.par_iter().map(bound).collect::<Vec<_>>()))
     });
+    let queries: Vec<Query<'_>> = children
+        .iter()
+        .map(|(known, splits)| Query {
+            c: rows.clone(),
+            known: known.clone(),
+            splits: splits.clone(),
+            warm: root.alpha.as_deref(),
+        })
+        .collect();
+    for threads in [1, 2] {
+        let pool = rayon::ThreadPoolBuilder::new().num_threads(threads).build().expect("pool");
+        group.bench_function(BenchmarkId::new("256x6", format!("batched_{threads}_threads")), |b| {
+            b.iter(|| {
+                pool.install(|| sub.bound_batch(&region.lower, &region.upper, &queries).expect("batch"))
+            })
+        });
+    }
     group.finish();
 }
 

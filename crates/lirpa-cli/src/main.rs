@@ -92,6 +92,10 @@ struct VerifyArgs {
     /// (filtered smart branching; default: the library's, 0 = off).
     #[arg(long)]
     screen_candidates: Option<usize>,
+    /// ReLU-split domains branched per batch (their children are bounded in one
+    /// stacked engine call; default: the library's).
+    #[arg(long)]
+    bab_batch: Option<usize>,
 }
 
 #[derive(Clone, Copy, ValueEnum)]
@@ -422,6 +426,7 @@ fn verify(args: &VerifyArgs, started: std::time::Instant) -> Result<()> {
     opts.relu_bab.sub_iterations = args.sub_iterations.unwrap_or(opts.relu_bab.sub_iterations);
     opts.relu_bab.candidates = args.branch_candidates.unwrap_or(opts.relu_bab.candidates);
     opts.relu_bab.screen = args.screen_candidates.unwrap_or(opts.relu_bab.screen);
+    opts.relu_bab.batch = args.bab_batch.unwrap_or(opts.relu_bab.batch).max(1);
     opts.progress = Some(&progress);
     let model = lirpa_verify::Model::load(&args.model)?;
     let problem = lirpa_verify::Problem::from_property(&read_vnnlib(&args.spec)?);

@@ -146,6 +146,48 @@ impl<T: Scalar> Graph<T> {
         Ok(values)
     }
 
+    /// Evaluate the output of a single-input graph at `rows` points (`x` row-major,
+    /// `rows × numel(input)`) at once: each operator evaluates all rows in one call
+    /// ([`Evaluate::forward_batch`](crate::op::Evaluate::forward_batch), a matrix
+    /// product for dense layers). Row-major `rows × numel(output)`.
+    pub fn forward_batch(&self, x: &[T], rows: usize) -> Result<Vec<T>> {
+        let (input, output) = (self.input()?, self.output()?);
+        if x.len() != rows.saturating_mul(self.nodes[input].numel()) {
+            return Err(Error::Invalid(format!(
+                "{} values given for {rows} points of input '{}' ({} elements each)",
+                x.len(),
+                self.nodes[input].name,
+                self.nodes[input].numel()
+            )));
+        }
+        // Per node: `None` for constants (shared), else its rows.
+        let mut values: Vec<Option<Vec<T>>> = Vec::with_capacity(self.nodes.len());
+        for (id, node) in self.nodes.iter().enumerate() {
+            let v = match &node.kind {
+                NodeKind::Input if id == input => Some(x.to_vec()),
+                NodeKind::Input => return Err(Error::Invalid("the graph has more than one input".into())),
+                NodeKind::Constant(_) => None,
+                NodeKind::Op(op) => {
+                    let args: SmallVec<[crate::op::BatchInput<'_, T>; 4]> = node
+                        .inputs
+                        .iter()
+                        .map(|&i| match (&values[i], &self.nodes[i].kind) {
+                            (Some(v), _) => crate::op::BatchInput::Rows(v.as_slice()),
+                            (None, NodeKind::Constant(c)) => crate::op::BatchInput::Shared(c.as_slice()),
+                            (None, _) => crate::op::BatchInput::Shared(&[]),
+                        })
+                        .collect();
+                    let mut out = vec![T::zero(); crate::budget::checked_numel(&[rows, node.numel()])?];
+                    op.forward_batch(&args, rows, &mut out)
+                        .map_err(|e| e.at_node(&node.name, op.op_type()))?;
+                    Some(out)
+                }
+            };
+            values.push(v);
+        }
+        Ok(values.swap_remove(output).unwrap_or_default())
+    }
+
     /// Evaluate the graph and return the value of `node`.
     pub fn forward(&self, inputs: &[&[T]], node: NodeId) -> Result<Vec<T>> {
         Ok(self.eval(inputs)?.swap_remove(node).into_owned())

@@ -173,6 +173,61 @@ impl<T: Scalar> LinearA<T> {
         side(&mut self.upper, other.upper)
     }
 
+    /// Rows `rows` of each side (same window): one group's share of a batch of
+    /// stacked specifications.
+    pub fn row_block(&self, rows: std::ops::Range<usize>) -> Self {
+        let side = |m: &Option<Mat<T>>| {
+            m.as_ref().map(|m| m.as_ref().subrows(rows.start, rows.end - rows.start).to_owned())
+        };
+        let window = self.window.as_ref().map(|w| w.row_block(rows.clone()));
+        LinearA { lower: side(&self.lower), upper: side(&self.upper), window }
+    }
+
+    /// Stack row blocks (the inverse of [`row_block`](Self::row_block)): the parts come
+    /// in row order. Parts whose windows differ in geometry are brought to dense form; a side is
+    /// present when it is present in every part.
+    pub fn vstack(parts: Vec<LinearA<T>>) -> Result<Self> {
+        // Windows of one geometry stack (each row keeps its corner); others go dense.
+        let geometry = |w: &Option<Window>| w.as_ref().map(|w| (w.c, w.h, w.w, w.ph, w.pw));
+        let same = parts.windows(2).all(|p| geometry(&p[0].window) == geometry(&p[1].window));
+        let parts: Vec<LinearA<T>> =
+            if same { parts } else { parts.into_iter().map(LinearA::into_dense).collect() };
+        let window = parts.first().and_then(|p| p.window.clone()).map(|w| Window {
+            oh: parts
+                .iter()
+                .flat_map(|p| p.window.as_ref().map_or(&[][..], |w| &w.oh[..]))
+                .copied()
+                .collect(),
+            ow: parts
+                .iter()
+                .flat_map(|p| p.window.as_ref().map_or(&[][..], |w| &w.ow[..]))
+                .copied()
+                .collect(),
+            ..w
+        });
+        let cols = parts.iter().map(LinearA::cols).max().unwrap_or(0);
+        let side = |pick: fn(&LinearA<T>) -> Option<&Mat<T>>| -> Result<Option<Mat<T>>> {
+            if parts.iter().any(|p| pick(p).is_none()) {
+                return Ok(None);
+            }
+            let rows: usize = parts.iter().map(|p| pick(p).map_or(0, |m| m.nrows())).sum();
+            let mut out = Mat::<T>::zeros(rows, cols);
+            let mut r0 = 0;
+            for m in parts.iter().filter_map(pick) {
+                if m.ncols() != cols {
+                    return Err(Error::Shape(format!(
+                        "stacking coefficient blocks of {} and {cols} columns",
+                        m.ncols()
+                    )));
+                }
+                out.as_mut().subrows_mut(r0, m.nrows()).copy_from(m.as_ref());
+                r0 += m.nrows();
+            }
+            Ok(Some(out))
+        };
+        Ok(LinearA { lower: side(|p| p.lower.as_ref())?, upper: side(|p| p.upper.as_ref())?, window })
+    }
+
     /// `A · v` for a constant `v` on each side (contribution of an unperturbed input).
     pub fn times_vector(&self, v: &[T]) -> LinearBias<T> {
         let spec = self.spec();
@@ -194,6 +249,59 @@ pub struct BackwardResult<T: Scalar> {
 }
 
 impl<T: Scalar> BackwardResult<T> {
+    /// Stack the results of row blocks ([`LinearA::row_block`]) in row order: input `k`
+    /// receives coefficients when any block sends some (zero rows elsewhere).
+    pub fn vstack(parts: Vec<BackwardResult<T>>, cols: &[usize]) -> Result<Self> {
+        let mut bias = LinearBias { lower: Vec::new(), upper: Vec::new() };
+        let n_in = parts.iter().map(|p| p.inputs.len()).max().unwrap_or(0);
+        let mut blocks: Vec<Vec<Option<LinearA<T>>>> = (0..n_in).map(|_| Vec::new()).collect();
+        let mut sides = (false, false);
+        let mut spec = Vec::new();
+        for p in parts {
+            spec.push(p.bias.lower.len().max(p.bias.upper.len()));
+            bias.lower.extend(p.bias.lower);
+            bias.upper.extend(p.bias.upper);
+            for (k, b) in blocks.iter_mut().enumerate() {
+                let a = p.inputs.get(k).cloned().flatten();
+                if let Some(a) = &a {
+                    sides.0 |= a.lower.is_some();
+                    sides.1 |= a.upper.is_some();
+                }
+                b.push(a);
+            }
+        }
+        let inputs = blocks
+            .into_iter()
+            .enumerate()
+            .map(|(k, b)| {
+                if b.iter().all(Option::is_none) {
+                    return Ok(None);
+                }
+                let n = cols.get(k).copied().unwrap_or(0);
+                let filled = b
+                    .into_iter()
+                    .zip(&spec)
+                    .map(|(a, &rows)| {
+                        let zeros = || Mat::zeros(rows, n);
+                        match a {
+                            Some(a) if a.lower.is_some() == sides.0 && a.upper.is_some() == sides.1 => a,
+                            Some(a) => {
+                                let a = a.into_dense();
+                                LinearA::dense(
+                                    sides.0.then(|| a.lower.unwrap_or_else(zeros)),
+                                    sides.1.then(|| a.upper.unwrap_or_else(zeros)),
+                                )
+                            }
+                            None => LinearA::dense(sides.0.then(zeros), sides.1.then(zeros)),
+                        }
+                    })
+                    .collect();
+                LinearA::vstack(filled).map(Some)
+            })
+            .collect::<Result<_>>()?;
+        Ok(BackwardResult { inputs, bias })
+    }
+
     /// A single input and no bias.
     pub fn single(a: LinearA<T>) -> Self {
         let spec = a.spec();

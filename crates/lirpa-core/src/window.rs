@@ -49,6 +49,12 @@ pub fn spatial_dims(shape: &[usize]) -> Option<(usize, usize, usize)> {
 }
 
 impl Window {
+    /// The windows of rows `rows` (a row block of the coefficients, see
+    /// [`LinearA::row_block`](crate::LinearA::row_block)).
+    pub fn row_block(&self, rows: std::ops::Range<usize>) -> Window {
+        Window { oh: self.oh[rows.clone()].to_vec(), ow: self.ow[rows].to_vec(), ..self.clone() }
+    }
+
     /// Number of specification rows.
     pub fn rows(&self) -> usize {
         self.oh.len()

@@ -177,6 +177,37 @@ struct State<'g, T: Scalar> {
     values: Vec<Option<Cow<'g, [T]>>>,
     /// Final (sound) element-wise bounds of perturbed nodes, once computed.
     bounds: Vec<Option<Bounds<T>>>,
+    /// A batch of sub-domains stacked by rows ([`alpha::compute_bounds_optimized_batch`]):
+    /// relaxations see each group's own bounds. `None`: one domain, `bounds`.
+    groups: Option<RowGroups<T>>,
+}
+
+/// Sub-domains of one model bounded in one sweep: group `g` owns the specification
+/// rows `ranges[g]` (its rows are stacked after the previous group's), and its
+/// relaxations use its own intermediate bounds `bounds[g]`. Affine operators are
+/// applied to all rows at once; that is where batching pays.
+pub(super) struct RowGroups<T> {
+    pub ranges: Vec<std::ops::Range<usize>>,
+    pub bounds: Vec<Vec<Option<Bounds<T>>>>,
+    /// `owns[g][k]`: constraint `k` of the batch's β is group `g`'s own.
+    pub owns: Vec<Vec<bool>>,
+}
+
+impl<T: Scalar> RowGroups<T> {
+    /// β's feasible set in a batch: a group's rows have no multiplier (zero) for
+    /// another group's constraints, which need not hold on its domain.
+    pub fn mask_beta(&self, b: &mut alpha::BetaParams<T>) {
+        let k_all = b.constraints.len();
+        for (range, owns) in self.ranges.iter().zip(&self.owns) {
+            for r in range.clone() {
+                for (k, own) in owns.iter().enumerate() {
+                    if !own {
+                        b.values[r * k_all + k] = T::zero();
+                    }
+                }
+            }
+        }
+    }
 }
 
 impl<'g, T: Scalar> State<'g, T> {
@@ -249,7 +280,16 @@ impl<'g, T: Scalar> State<'g, T> {
                 )));
             }
         }
-        Ok(State { graph, opts, par: opts.par(), ptb, perturbed, values, bounds: vec![None; n] })
+        Ok(State {
+            graph,
+            opts,
+            par: opts.par(),
+            ptb,
+            perturbed,
+            values,
+            bounds: vec![None; n],
+            groups: None,
+        })
     }
 
     fn run(mut self, req: &BoundRequest<'_, T>) -> Result<BoundResult<T>> {
@@ -719,10 +759,18 @@ impl<'g, T: Scalar> State<'g, T> {
                 recorded[id] = Some(a.clone());
             }
             let res = match optimized {
-                Some((params, opt)) => self.with_ctx(id, |ctx| opt.backward_with(ctx, a, params))?,
-                None => self
+                _ if op.is_affine() => self
                     .backward_op(node.inputs.as_slice(), op, a, par)
                     .map_err(|e| e.at_node(&node.name, op.op_type()))?,
+                Some((params, opt)) => {
+                    let total = a.spec();
+                    self.grouped_backward(id, a, |ctx, a, rows| {
+                        opt.backward_with(ctx, a, params_block(params, rows, total))
+                    })?
+                }
+                None => {
+                    self.grouped_backward(id, a, |ctx, a, _| self.apply_rule(ctx.input_bounds, op, a, par))?
+                }
             };
             bias.add_assign(&res.bias);
             for (k, ak) in res.inputs.into_iter().enumerate() {
@@ -758,11 +806,66 @@ impl<'g, T: Scalar> State<'g, T> {
         f(&ctx).map_err(|e| e.at_node(&node.name, op_type))
     }
 
+    /// Call `f` once per row group of a batch ([`RowGroups`]) with the group's rows of
+    /// `0..rows` and the backward context of node `id` with the group's bounds; without
+    /// groups, once with every row and the state's bounds. Errors name the node.
+    pub(super) fn for_groups(
+        &self,
+        id: NodeId,
+        rows: usize,
+        mut f: impl FnMut(std::ops::Range<usize>, &BackwardCtx<'_, T>) -> Result<()>,
+    ) -> Result<()> {
+        let Some(groups) = &self.groups else { return self.with_ctx(id, |ctx| f(0..rows, ctx)) };
+        let node = self.graph.node(id);
+        let op_type = node.op().map_or("", |op| op.op_type());
+        for (range, bounds) in groups.ranges.iter().zip(&groups.bounds) {
+            let ctx_bounds = self.ctx_bounds_in(bounds, node.inputs.as_slice());
+            let ctx = BackwardCtx { input_bounds: &ctx_bounds, options: &self.opts.relax, par: self.par };
+            f(range.clone(), &ctx).map_err(|e| e.at_node(&node.name, op_type))?;
+        }
+        Ok(())
+    }
+
+    /// The backward rule `f` of a non-affine node, applied to each row group's block of
+    /// `a` with the group's context (`f` gets the block's rows), the results stacked.
+    fn grouped_backward(
+        &self,
+        id: NodeId,
+        a: LinearA<T>,
+        f: impl Fn(
+            &BackwardCtx<'_, T>,
+            LinearA<T>,
+            std::ops::Range<usize>,
+        ) -> Result<lirpa_core::BackwardResult<T>>,
+    ) -> Result<lirpa_core::BackwardResult<T>> {
+        let Some(groups) = &self.groups else {
+            let rows = 0..a.spec();
+            return self.with_ctx(id, |ctx| f(ctx, a, rows));
+        };
+        let mut parts = Vec::with_capacity(groups.ranges.len());
+        self.for_groups(id, a.spec(), |rows, ctx| {
+            parts.push(f(ctx, a.row_block(rows.clone()), rows)?);
+            Ok(())
+        })?;
+        let cols: SmallVec<[usize; 4]> =
+            self.graph.node(id).inputs.iter().map(|&i| self.graph.node(i).numel()).collect();
+        lirpa_core::BackwardResult::vstack(parts, &cols)
+    }
+
     /// The intervals of `inputs` a relaxation sees: exact values, or final bounds.
     fn ctx_bounds(&self, inputs: &[NodeId]) -> SmallVec<[Option<Interval<'_, T>>; 4]> {
+        self.ctx_bounds_in(&self.bounds, inputs)
+    }
+
+    /// [`ctx_bounds`](Self::ctx_bounds) with the bounds `bounds` (a row group's).
+    fn ctx_bounds_in<'a>(
+        &'a self,
+        bounds: &'a [Option<Bounds<T>>],
+        inputs: &[NodeId],
+    ) -> SmallVec<[Option<Interval<'a, T>>; 4]> {
         inputs
             .iter()
-            .map(|&i| match (&self.values[i], &self.bounds[i]) {
+            .map(|&i| match (&self.values[i], &bounds[i]) {
                 (Some(v), _) => Some(Interval { lower: v, upper: v }),
                 (None, Some((l, u))) => Some(Interval { lower: l.as_slice(), upper: u.as_slice() }),
                 (None, None) => None,
@@ -777,13 +880,23 @@ impl<'g, T: Scalar> State<'g, T> {
         a: LinearA<T>,
         par: Par,
     ) -> Result<lirpa_core::BackwardResult<T>> {
-        let ctx_bounds = self.ctx_bounds(inputs);
+        self.apply_rule(&self.ctx_bounds(inputs), op, a, par)
+    }
+
+    /// An operator's default backward rule with the input intervals `ctx_bounds`.
+    fn apply_rule(
+        &self,
+        ctx_bounds: &[Option<Interval<'_, T>>],
+        op: &dyn Operator<T>,
+        a: LinearA<T>,
+        par: Par,
+    ) -> Result<lirpa_core::BackwardResult<T>> {
         for &k in op.needs_input_bounds() {
             if ctx_bounds.get(k).is_none_or(|b| b.is_none()) {
                 return Err(Error::Invalid(format!("bounds of input {k} were not computed")));
             }
         }
-        let ctx = BackwardCtx { input_bounds: &ctx_bounds, options: &self.opts.relax, par };
+        let ctx = BackwardCtx { input_bounds: ctx_bounds, options: &self.opts.relax, par };
         let a = if a.window.is_some() && !op.supports_window() { a.into_dense() } else { a };
         op.backward(&ctx, a)
     }
@@ -861,4 +974,22 @@ fn add<T: Scalar>(acc: &mut [T], x: &[T]) {
     for (a, b) in acc.iter_mut().zip(x) {
         *a += *b;
     }
+}
+
+/// Rows `rows` of per-row relaxation parameters laid out for `total` rows.
+pub(super) fn params_block<T>(
+    p: SideParams<'_, T>,
+    rows: std::ops::Range<usize>,
+    total: usize,
+) -> SideParams<'_, T> {
+    SideParams {
+        lower: p.lower.map(|v| row_slice(v, &rows, total)),
+        upper: p.upper.map(|v| row_slice(v, &rows, total)),
+    }
+}
+
+/// Rows `r` of a row-major block of `total` rows.
+pub(super) fn row_slice<'a, T>(v: &'a [T], r: &std::ops::Range<usize>, total: usize) -> &'a [T] {
+    let w = v.len() / total.max(1);
+    &v[r.start * w..r.end * w]
 }

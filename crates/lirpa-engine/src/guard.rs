@@ -5,7 +5,8 @@
 //! appeared.
 //!
 //! The entry points here are those the crate exports (`compute_bounds`,
-//! `compute_bounds_keep`, `compute_bounds_optimized`, `compute_bounds_optimized_keep`);
+//! `compute_bounds_keep`, `compute_bounds_optimized`, `compute_bounds_optimized_keep`,
+//! `compute_bounds_optimized_batch`);
 //! the engine's own modules call the unchecked ones in `backward`.
 
 use crate::backward::{self, BoundResult, InputValue, IntermediateBounds};
@@ -248,4 +249,29 @@ pub fn compute_bounds_optimized_keep<T: Scalar>(
     };
     let r = check_finite(graph, inputs, &opts, req, r)?;
     Ok((r, s.expect("a result comes with its state"), b))
+}
+
+/// `alpha::compute_bounds_optimized_batch` within the memory budget (all domains' rows
+/// together), refusing non-finite bounds of domains without known bounds.
+pub fn compute_bounds_optimized_batch<T: Scalar>(
+    graph: &Graph<T>,
+    inputs: &[InputValue<T>],
+    opts: &BoundOptions,
+    req: &BoundRequest<'_, T>,
+    domains: &[alpha::SubDomain<'_, T>],
+) -> Result<Vec<alpha::DomainResult<T>>> {
+    let opts = BoundOptions { method: Method::AlphaCrown, ..opts.clone() };
+    let rows: usize = domains.iter().map(|d| d.c.nrows()).sum();
+    let cols = domains.first().map_or(0, |d| d.c.ncols());
+    let all_rows = faer::Mat::<T>::zeros(rows, cols);
+    let fitted = fit_budget(graph, inputs, &opts, &BoundRequest { c: Some(all_rows.as_ref()), ..*req })?;
+    let out = alpha::compute_bounds_optimized_batch(graph, inputs, &fitted, req, domains)?;
+    out.into_iter()
+        .zip(domains)
+        .map(|((r, s, b), d)| {
+            let own = BoundOptions { node_bounds: d.node_bounds.clone(), ..opts.clone() };
+            let r = check_finite(graph, inputs, &own, &BoundRequest { c: Some(d.c), ..*req }, Ok(r))?;
+            Ok((r, s, b))
+        })
+        .collect()
 }

@@ -10,10 +10,13 @@ pub mod train;
 
 mod guard;
 
-pub use backward::alpha::{AlphaNode, AlphaPass, AlphaRun, AlphaState, BetaParams, bound_and_gradient};
+pub use backward::alpha::{
+    AlphaNode, AlphaPass, AlphaRun, AlphaState, BetaParams, DomainResult, SubDomain, bound_and_gradient,
+};
 pub use backward::{BoundResult, InputValue, IntermediateBounds, LinearBoundA};
 pub use guard::{
-    compute_bounds, compute_bounds_keep, compute_bounds_optimized, compute_bounds_optimized_keep,
+    compute_bounds, compute_bounds_keep, compute_bounds_optimized, compute_bounds_optimized_batch,
+    compute_bounds_optimized_keep,
 };
 pub use options::{
     BoundOptions, BoundRequest, ConvMode, Method, NodeBounds, NodeConstraint, OptimizeOptions,

@@ -95,23 +95,34 @@ impl Model {
     /// the same point), run the `f64` graph, and accept it only if the output satisfies
     /// an unsafe conjunction of a region containing the point, exactly.
     pub fn confirm(&self, problem: &Problem, region: &Region, x: &[f64]) -> Option<Counterexample> {
-        let x: Vec<f64> = x
-            .iter()
-            .zip(region.lower.iter().zip(&region.upper))
-            .map(|(&v, (&l, &u))| {
-                let v = v.clamp(l, u);
-                let mut r = v as f32;
-                if (r as f64) < l {
-                    r = r.next_up();
-                }
-                if (r as f64) > u {
-                    r = r.next_down();
-                }
-                if (r as f64) >= l && (r as f64) <= u { r as f64 } else { v }
-            })
-            .collect();
+        let x = snap(region, x);
         let y = self.forward64(&x).ok()?;
         problem.is_counterexample(&x, &y).then_some(Counterexample { x, y })
+    }
+
+    /// The first of the candidates `xs` that [`confirm`](Self::confirm) accepts: all
+    /// are evaluated in one batched forward pass (a matrix product per layer), and a
+    /// point that looks unsafe there is confirmed by `confirm`'s own forward pass.
+    pub fn confirm_many(
+        &self,
+        problem: &Problem,
+        region: &Region,
+        xs: &[Vec<f64>],
+    ) -> Option<Counterexample> {
+        if xs.len() < 2 {
+            return xs.first().and_then(|x| self.confirm(problem, region, x));
+        }
+        let snapped: Vec<Vec<f64>> = xs.iter().map(|x| snap(region, x)).collect();
+        let flat: Vec<f64> = snapped.iter().flatten().copied().collect();
+        let Ok(ys) = self.g64.forward_batch(&flat, xs.len()) else {
+            return xs.iter().find_map(|x| self.confirm(problem, region, x));
+        };
+        let m = ys.len() / xs.len();
+        snapped
+            .iter()
+            .zip(ys.chunks(m.max(1)))
+            .filter(|(x, y)| problem.is_counterexample(x, y))
+            .find_map(|(x, _)| self.confirm(problem, region, x))
     }
 
     fn check_sizes(&self, p: &Problem) -> Result<()> {
@@ -123,6 +134,25 @@ impl Model {
         }
         Ok(())
     }
+}
+
+/// `x` clamped to `region`'s box and rounded to `f32` values inside it where possible
+/// (so that a float32 run of the model sees the same point).
+fn snap(region: &Region, x: &[f64]) -> Vec<f64> {
+    x.iter()
+        .zip(region.lower.iter().zip(&region.upper))
+        .map(|(&v, (&l, &u))| {
+            let v = v.clamp(l, u);
+            let mut r = v as f32;
+            if (r as f64) < l {
+                r = r.next_up();
+            }
+            if (r as f64) > u {
+                r = r.next_down();
+            }
+            if (r as f64) >= l && (r as f64) <= u { r as f64 } else { v }
+        })
+        .collect()
 }
 
 /// An input that violates the property and the model's output there (`f64` forward).
@@ -320,6 +350,7 @@ pub fn verify(model: &Model, problem: &Problem, opts: &VerifyOptions<'_>) -> Res
     let mut timed_out = false;
     for region in &problem.regions {
         let check = |x: &[f64]| model.confirm(problem, region, x);
+        let check_many = |xs: &[Vec<f64>]| model.confirm_many(problem, region, xs);
         let report = |p: &Progress| {
             if let Some(f) = opts.progress {
                 f(&Progress { elapsed: start.elapsed(), ..p.clone() })
@@ -414,7 +445,7 @@ pub fn verify(model: &Model, problem: &Problem, opts: &VerifyOptions<'_>) -> Res
                 &nodes,
                 &root,
                 &sub,
-                &check,
+                &check_many,
                 &local,
                 &opts.relu_bab,
                 opts.deadline,

@@ -214,10 +214,28 @@ fn split_scores(
     out
 }
 
+/// One sub-domain to bound in a batch ([`SplitBounder::bound_batch`]): the arguments
+/// of [`SplitBounder::bound`] but the box.
+pub struct Query<'a> {
+    pub c: Vec<&'a [f64]>,
+    pub known: Arc<NodeBounds>,
+    pub splits: Vec<Split>,
+    pub warm: Option<&'a AlphaState<f64>>,
+}
+
 /// A sound bounding method for split domains: for every `x` of the box whose ReLU
 /// inputs satisfy `splits`, `C·f(x) >= lower`. `known` holds intermediate bounds valid
 /// on the domain (the parent's, with the splits applied); the bounder must keep them.
 pub trait SplitBounder: Sync {
+    /// [`bound`](Self::bound) for each query, in order (an error of any fails the
+    /// batch); by default the queries in parallel, one thread each.
+    fn bound_batch(&self, lower: &[f64], upper: &[f64], queries: &[Query<'_>]) -> Result<Vec<DomainBound>> {
+        queries
+            .par_iter()
+            .map(|q| self.bound(lower, upper, &q.c, Some(&q.known), &q.splits, q.warm))
+            .collect()
+    }
+
     fn bound(
         &self,
         lower: &[f64],
@@ -322,8 +340,7 @@ impl SplitBounder for ClampBounder<'_> {
         splits: &[Split],
         warm: Option<&AlphaState<f64>>,
     ) -> Result<DomainBound> {
-        let n_out = c.first().map_or(0, |r| r.len());
-        let cm = faer::Mat::<f64>::from_fn(c.len(), n_out, |i, j| c[i][j]);
+        let cm = spec_matrix(c);
         let req =
             BoundRequest { node: None, c: Some(cm.as_ref()), lower: true, upper: false, return_a: true };
         let ptb = Perturbation::new_box(lower.to_vec(), upper.to_vec())?;
@@ -348,26 +365,84 @@ impl SplitBounder for ClampBounder<'_> {
             let (r, b) = lirpa::compute_bounds_keep(self.graph, &inputs, &opts, &req)?;
             (r, b, None)
         };
+        Ok(self.domain_bound(res, inter, alpha))
+    }
+
+    /// β-CROWN bounds the batch in one engine call per thread of the pool (a share of
+    /// the domains each), whose sweeps stack the domains' rows
+    /// ([`lirpa::compute_bounds_optimized_batch`]).
+    fn bound_batch(&self, lower: &[f64], upper: &[f64], queries: &[Query<'_>]) -> Result<Vec<DomainBound>> {
+        if !self.beta || queries.len() < 2 {
+            return queries
+                .par_iter()
+                .map(|q| self.bound(lower, upper, &q.c, Some(&q.known), &q.splits, q.warm))
+                .collect();
+        }
+        let inputs = [InputValue::Perturbed(Perturbation::new_box(lower.to_vec(), upper.to_vec())?)];
+        let share = queries.len().div_ceil(rayon::current_num_threads().max(1));
+        let parts: Vec<Vec<DomainBound>> = queries
+            .par_chunks(share.max(1))
+            .map(|part| self.bound_stacked(&inputs, part))
+            .collect::<Result<_>>()?;
+        Ok(parts.into_iter().flatten().collect())
+    }
+}
+
+/// The specification matrix of rows `c`.
+fn spec_matrix(c: &[&[f64]]) -> faer::Mat<f64> {
+    let n_out = c.first().map_or(0, |r| r.len());
+    faer::Mat::<f64>::from_fn(c.len(), n_out, |i, j| c[i][j])
+}
+
+impl ClampBounder<'_> {
+    /// One engine call for `queries`, on one thread.
+    fn bound_stacked(&self, inputs: &[InputValue<f64>], queries: &[Query<'_>]) -> Result<Vec<DomainBound>> {
+        let specs: Vec<faer::Mat<f64>> = queries.iter().map(|q| spec_matrix(&q.c)).collect();
+        let subs: Vec<lirpa::SubDomain<'_, f64>> = queries
+            .iter()
+            .zip(&specs)
+            .map(|(q, c)| lirpa::SubDomain {
+                c: c.as_ref(),
+                node_bounds: Some(q.known.clone()),
+                constraints: (!q.splits.is_empty())
+                    .then(|| Arc::new(q.splits.iter().map(Split::constraint).collect())),
+                warm: q.warm,
+            })
+            .collect();
+        let req = BoundRequest { node: None, c: None, lower: true, upper: false, return_a: true };
+        let opts = BoundOptions { threads: 1, ..self.opts.clone() };
+        let out = lirpa::compute_bounds_optimized_batch(self.graph, inputs, &opts, &req, &subs)?;
+        Ok(out.into_iter().map(|(r, st, inter)| self.domain_bound(r, inter, Some(Arc::new(st)))).collect())
+    }
+
+    /// A domain's bound from the engine's result: infeasibility, split scores and the
+    /// input coefficients (row-major) of the lower bounds.
+    fn domain_bound(
+        &self,
+        res: lirpa::BoundResult<f64>,
+        inter: lirpa::IntermediateBounds<f64>,
+        alpha: Option<Arc<AlphaState<f64>>>,
+    ) -> DomainBound {
         let infeasible = NodeBounds::infeasible(&inter);
         let scores = split_scores(self.graph, &self.kinds, &res.node_a, &inter);
-        let n = lower.len();
         let a = res.a.first().and_then(|a| a.a.lower.as_ref()).map(|m| {
-            let mut v = vec![0.0; c.len() * n];
-            for i in 0..c.len() {
+            let (rows, n) = (m.nrows(), m.ncols());
+            let mut v = vec![0.0; rows * n];
+            for i in 0..rows {
                 for j in 0..n {
                     v[i * n + j] = m[(i, j)];
                 }
             }
             v
         });
-        Ok(DomainBound {
+        DomainBound {
             lower: res.lower,
             a,
             intermediate: Arc::new(crate::bab::keep_bounds(inter)),
             infeasible,
             alpha,
             scores,
-        })
+        }
     }
 }
 
@@ -408,7 +483,7 @@ impl Default for ReluBabOptions {
         // recomputing optimized intermediate bounds per domain -0.78 (10x fewer
         // domains). Two or four candidates per split: no better.
         ReluBabOptions {
-            batch: 4,
+            batch: 16,
             candidates: 1,
             max_pending: 20_000,
             max_pending_bytes: 4 << 30,
@@ -531,15 +606,22 @@ enum Branched {
     Deadline,
 }
 
-fn branch(
+/// The splits a domain tries (best first, at most [`ReluBabOptions::candidates`]),
+/// or why it cannot branch.
+enum Plan {
+    Try(Vec<Split>),
+    Stuck(f64),
+    Deadline,
+}
+
+fn choose(
     region: &Region,
     split_nodes: &[(NodeId, SplitKind)],
-    node: Node,
+    node: &Node,
     bounder: &dyn SplitBounder,
-    check: &(dyn Fn(&[f64]) -> Option<Counterexample> + Sync),
     opts: &ReluBabOptions,
     deadline: Instant,
-) -> Result<Branched> {
+) -> Result<Plan> {
     // Candidates by their score where the bound gave one ([`split_scores`]),
     // otherwise by the height of a ReLU's triangle relaxation or an interval's width.
     let mut cand: Vec<(f64, Split)> = node
@@ -561,19 +643,19 @@ fn branch(
         }
     }
     if cand.is_empty() {
-        return Ok(Branched::Stuck(node.worst));
+        return Ok(Plan::Stuck(node.worst));
     }
     cand.sort_by(|a, b| b.0.total_cmp(&a.0));
-    let c = rows(region, &node.open);
     if opts.screen > 1 && cand.len() > 1 {
         // Rank the best-scored candidates by the worse of their children's cheap bounds.
+        let c = rows(region, &node.open);
         cand.truncate(opts.screen);
         let mut ranked = Vec::with_capacity(cand.len());
         for (_, s) in cand {
             let mut worse = f64::INFINITY;
             for active in [true, false] {
                 if Instant::now() >= deadline {
-                    return Ok(Branched::Deadline);
+                    return Ok(Plan::Deadline);
                 }
                 let (known, splits) = node.child(Split { active, ..s });
                 let b = bounder.screen(
@@ -592,49 +674,91 @@ fn branch(
         cand.sort_by(|a, b| b.0.total_cmp(&a.0));
     }
     cand.truncate(opts.candidates.max(1));
-    let mut best: Option<(f64, Vec<Node>)> = None;
-    for (_, s) in cand {
-        let mut kids = Vec::new();
-        let mut score = f64::INFINITY;
-        for active in [true, false] {
-            if Instant::now() >= deadline {
-                return Ok(Branched::Deadline);
-            }
-            let (known, splits) = node.child(Split { active, ..s });
-            let mut b = bounder.bound(
-                &region.lower,
-                &region.upper,
-                &c,
-                Some(&known),
-                &splits,
-                node.bound.alpha.as_deref(),
-            )?;
-            // The child is a subset of the parent: the parent's bounds hold on it.
-            for (x, &p) in b.lower.iter_mut().zip(&node.bound.lower) {
-                *x = x.max(p);
-            }
-            let (open_k, worst_k) = evaluate(region, &node.open, &b);
-            let open_k: Vec<usize> = open_k.into_iter().collect();
-            score = score.min(worst_k);
-            if !open_k.is_empty() {
-                // The bound's rows follow `node.open`; keep only the open ones' rows.
-                let b = restrict(region, &node.open, &open_k, b);
-                kids.push(Node { splits, bound: b, open: open_k, worst: worst_k });
-            }
-        }
-        if best.as_ref().is_none_or(|(v, _)| score > *v) {
-            best = Some((score, kids));
-        }
-    }
-    let kids = best.map(|b| b.1).unwrap_or_default();
-    for k in &kids {
-        for x in candidates_x(region, &k.open, &k.bound) {
-            if let Some(ce) = check(&x) {
-                return Ok(Branched::Cex(ce));
+    Ok(Plan::Try(cand.into_iter().map(|(_, s)| s).collect()))
+}
+
+/// Branch a batch of domains: each chooses its splits ([`choose`]), the children of
+/// every candidate of every domain are bounded in one [`SplitBounder::bound_batch`],
+/// and each domain keeps the candidate whose worse child is best (its children's
+/// bounds are kept, so the chosen split costs nothing more).
+fn branch_batch(
+    region: &Region,
+    split_nodes: &[(NodeId, SplitKind)],
+    batch: Vec<Node>,
+    bounder: &dyn SplitBounder,
+    check: &Check<'_>,
+    opts: &ReluBabOptions,
+    deadline: Instant,
+) -> Result<Vec<Branched>> {
+    let plans: Vec<Plan> = batch
+        .par_iter()
+        .map(|n| choose(region, split_nodes, n, bounder, opts, deadline))
+        .collect::<Result<_>>()?;
+    // The children to bound: (domain, candidate) of each, two per candidate.
+    let mut queries = Vec::new();
+    let mut owners = Vec::new();
+    for (i, (n, plan)) in batch.iter().zip(&plans).enumerate() {
+        let Plan::Try(splits) = plan else { continue };
+        for (k, &s) in splits.iter().enumerate() {
+            for active in [true, false] {
+                let (known, splits) = n.child(Split { active, ..s });
+                let c = rows(region, &n.open);
+                queries.push(Query { c, known, splits, warm: n.bound.alpha.as_deref() });
+                owners.push((i, k));
             }
         }
     }
-    Ok(Branched::Children(kids))
+    if Instant::now() >= deadline {
+        return Ok(batch.iter().map(|_| Branched::Deadline).collect());
+    }
+    let bounds = bounder.bound_batch(&region.lower, &region.upper, &queries)?;
+    // Per domain and candidate: the children kept and the worse child's margin.
+    let mut tried: Vec<Vec<(f64, Vec<Node>)>> = plans
+        .iter()
+        .map(|p| match p {
+            Plan::Try(s) => s.iter().map(|_| (f64::INFINITY, Vec::new())).collect(),
+            _ => Vec::new(),
+        })
+        .collect();
+    for ((mut b, q), &(i, k)) in bounds.into_iter().zip(queries).zip(&owners) {
+        let node = &batch[i];
+        // The child is a subset of the parent: the parent's bounds hold on it.
+        for (x, &p) in b.lower.iter_mut().zip(&node.bound.lower) {
+            *x = x.max(p);
+        }
+        let (open_k, worst_k) = evaluate(region, &node.open, &b);
+        let (score, kids) = &mut tried[i][k];
+        *score = score.min(worst_k);
+        if !open_k.is_empty() {
+            // The bound's rows follow `node.open`; keep only the open ones' rows.
+            let b = restrict(region, &node.open, &open_k, b);
+            kids.push(Node { splits: q.splits, bound: b, open: open_k, worst: worst_k });
+        }
+    }
+    let out: Vec<Branched> = plans
+        .into_iter()
+        .zip(tried)
+        .map(|(plan, tried)| match plan {
+            Plan::Stuck(w) => Branched::Stuck(w),
+            Plan::Deadline => Branched::Deadline,
+            Plan::Try(_) => {
+                let kids = tried.into_iter().reduce(|a, b| if b.0 > a.0 { b } else { a }).map(|b| b.1);
+                Branched::Children(kids.unwrap_or_default())
+            }
+        })
+        .collect();
+    // The kept children's candidate points (minimizers of their linear bounds), checked
+    // in one batched forward pass.
+    let xs: Vec<Vec<f64>> = out
+        .iter()
+        .filter_map(|b| if let Branched::Children(k) = b { Some(k) } else { None })
+        .flatten()
+        .flat_map(|k| candidates_x(region, &k.open, &k.bound))
+        .collect();
+    Ok(match check(&xs) {
+        Some(ce) => vec![Branched::Cex(ce)],
+        None => out,
+    })
 }
 
 /// Keep the rows (and coefficient rows) of the disjuncts `keep` out of those of `from`.
@@ -683,6 +807,9 @@ impl Ord for Pending {
     }
 }
 
+/// The first counterexample among candidate points, each checked independently.
+pub type Check<'a> = dyn Fn(&[Vec<f64>]) -> Option<Counterexample> + Sync + 'a;
+
 /// A local attack from a point of the region on one of its disjuncts (PGD).
 pub type LocalAttack<'a> = dyn Fn(&[f64], usize) -> Result<Option<Counterexample>> + Sync + 'a;
 
@@ -700,7 +827,7 @@ pub fn relu_split(
     split_nodes: &[(NodeId, SplitKind)],
     root: &dyn SplitBounder,
     bounder: &dyn SplitBounder,
-    check: &(dyn Fn(&[f64]) -> Option<Counterexample> + Sync),
+    check: &Check<'_>,
     attack: &LocalAttack<'_>,
     opts: &ReluBabOptions,
     deadline: Instant,
@@ -713,7 +840,7 @@ pub fn relu_split(
         // No output constraint: every point of the box is unsafe.
         let centre: Vec<f64> = region.lower.iter().zip(&region.upper).map(|(l, u)| 0.5 * (l + u)).collect();
         return Ok((
-            check(&centre)
+            check(&[centre])
                 .map_or(BabResult::Unknown("no output constraint".into()), BabResult::Counterexample),
             0,
         ));
@@ -723,10 +850,8 @@ pub fn relu_split(
     if open.is_empty() {
         return Ok((BabResult::Proven, 1));
     }
-    for x in candidates_x(region, &open, &b) {
-        if let Some(ce) = check(&x) {
-            return Ok((BabResult::Counterexample(ce), 1));
-        }
+    if let Some(ce) = check(&candidates_x(region, &open, &b)) {
+        return Ok((BabResult::Counterexample(ce), 1));
     }
     let b = restrict(region, &(0..region.disjuncts.len()).collect::<Vec<_>>(), &open, b);
     let mut heap = std::collections::BinaryHeap::new();
@@ -768,12 +893,8 @@ pub fn relu_split(
         }
         let worst = batch.iter().map(|n| n.worst).fold(f64::INFINITY, f64::min);
         done += 2 * opts.candidates.max(1) as u64 * batch.len() as u64;
-        let outs: Vec<Result<Branched>> = batch
-            .into_par_iter()
-            .map(|n| branch(region, split_nodes, n, bounder, check, opts, deadline))
-            .collect();
-        for o in outs {
-            match o? {
+        for o in branch_batch(region, split_nodes, batch, bounder, check, opts, deadline)? {
+            match o {
                 Branched::Children(kids) => {
                     if let Some(b) = kids.iter().map(Node::bytes).max() {
                         node_bytes = b.max(1);

@@ -194,9 +194,11 @@ fn margin_problem(lo: &[f64], hi: &[f64], d: f64) -> Problem {
 /// bounds) or β-CROWN in the sub-domains.
 fn run(g: &Graph<f64>, problem: &Problem, secs: f64, beta: bool) -> BabResult {
     let region = &problem.regions[0];
-    let check = |x: &[f64]| -> Option<Counterexample> {
-        let y = g.forward(&[x], g.output().unwrap()).ok()?;
-        problem.is_counterexample(x, &y).then(|| Counterexample { x: x.to_vec(), y })
+    let check = |xs: &[Vec<f64>]| -> Option<Counterexample> {
+        xs.iter().find_map(|x| {
+            let y = g.forward(&[x], g.output().unwrap()).ok()?;
+            problem.is_counterexample(x, &y).then(|| Counterexample { x: x.to_vec(), y })
+        })
     };
     let crown = ClampBounder::new(g, lirpa::Method::Crown, 0, 1, None);
     let sub = if beta {
@@ -331,7 +333,7 @@ fn the_pending_domains_stay_within_their_memory_budget() {
     let region = &problem.regions[0];
     let crown = ClampBounder::new(&g, lirpa::Method::Crown, 0, 1, None);
     let sub = ClampBounder::beta(&g, 3, 1, None);
-    let check = |_: &[f64]| None;
+    let check = |_: &[Vec<f64>]| None;
     let tiny = ReluBabOptions { max_pending_bytes: 1, ..ReluBabOptions::default() };
     let deadline = Instant::now() + Duration::from_secs(20);
     let (res, _) = relu_split(

@@ -57,10 +57,10 @@ pub use lirpa_core::{
 };
 pub use lirpa_engine::{
     AlphaNode, AlphaPass, AlphaRun, AlphaState, BetaParams, BoundGrads, BoundOptions, BoundRequest,
-    BoundResult, ConvMode, CrownTape, IbpTape, InputValue, IntermediateBounds, LinearBoundA, Method,
-    NaturalTape, NodeBounds, NodeConstraint, OptimizeOptions, SpecMethod, SpecTape, TrainGraph,
-    bound_and_gradient, compute_bounds, compute_bounds_batch, compute_bounds_keep, compute_bounds_optimized,
-    compute_bounds_optimized_keep,
+    BoundResult, ConvMode, CrownTape, DomainResult, IbpTape, InputValue, IntermediateBounds, LinearBoundA,
+    Method, NaturalTape, NodeBounds, NodeConstraint, OptimizeOptions, SpecMethod, SpecTape, SubDomain,
+    TrainGraph, bound_and_gradient, compute_bounds, compute_bounds_batch, compute_bounds_keep,
+    compute_bounds_optimized, compute_bounds_optimized_batch, compute_bounds_optimized_keep,
 };
 pub use lirpa_onnx::{
     self as onnx, LoadOptions, Loaded, OnnxError, load as load_onnx, load_bytes_with as load_onnx_bytes_with,

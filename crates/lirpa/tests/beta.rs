@@ -13,20 +13,22 @@
 //!   bounds, bit for bit;
 //! - the hand-written gradient in β matches central finite differences;
 //! - an infeasible split set that no interval detects drives the bound above any
-//!   threshold.
+//!   threshold;
+//! - sub-domains bounded as one batch get what each gets alone.
 
 use faer::Mat;
 use lirpa::sample::{ReluMlp, Rng, sample_points};
 use lirpa::{
     AlphaRun, BoundOptions, BoundRequest, Graph, InputValue, Method, NodeBounds, NodeConstraint, NodeId,
-    Perturbation, bound_and_gradient, compute_bounds_keep, compute_bounds_optimized,
+    Perturbation, SubDomain, bound_and_gradient, compute_bounds_keep, compute_bounds_optimized,
+    compute_bounds_optimized_batch, compute_bounds_optimized_keep,
 };
 use std::sync::Arc;
 
 /// A sub-domain of a random MLP: the input box, a point `x0` in it, specification rows
 /// and split constraints that `x0` satisfies.
 struct Domain {
-    mlp: ReluMlp,
+    mlp: Arc<ReluMlp>,
     lo: Vec<f64>,
     hi: Vec<f64>,
     x0: Vec<f64>,
@@ -48,7 +50,7 @@ impl Domain {
         let mut rng = Rng::new(1000 + seed);
         let n_in = 2 + (seed % 2) as usize;
         let widths: &[usize] = if seed.is_multiple_of(3) { &[8, 6] } else { &[6, 5] };
-        let mlp = ReluMlp::new(seed, n_in, widths, 3).unwrap();
+        let mlp = Arc::new(ReluMlp::new(seed, n_in, widths, 3).unwrap());
         let centre: Vec<f64> = (0..n_in).map(|_| rng.uniform() * 2.0 - 1.0).collect();
         let eps = 0.3 + 0.7 * rng.uniform();
         let lo: Vec<f64> = centre.iter().map(|c| c - eps).collect();
@@ -56,6 +58,30 @@ impl Domain {
         let x0: Vec<f64> = lo.iter().zip(&hi).map(|(l, h)| l + (h - l) * rng.uniform()).collect();
         let c = (0..2).map(|_| (0..3).map(|_| rng.uniform() * 2.0 - 1.0).collect()).collect();
         let mut d = Domain { mlp, lo, hi, x0, c, constraints: vec![] };
+        d.split(&mut rng, p, general);
+        d
+    }
+
+    /// Another sub-domain of the same network and box: a new point, new splits.
+    fn sibling(&self, seed: u64, p: f64, general: bool) -> Domain {
+        let mut rng = Rng::new(5000 + seed);
+        let x0 = self.lo.iter().zip(&self.hi).map(|(l, h)| l + (h - l) * rng.uniform()).collect();
+        let mlp = self.mlp.clone();
+        let mut d = Domain {
+            mlp,
+            lo: self.lo.clone(),
+            hi: self.hi.clone(),
+            x0,
+            c: self.c.clone(),
+            constraints: vec![],
+        };
+        d.split(&mut rng, p, general);
+        d
+    }
+
+    /// Split each hidden neuron with probability `p`, the way `x0` lies.
+    fn split(&mut self, rng: &mut Rng, p: f64, general: bool) {
+        let d = self;
         let z = d.values(&d.x0.clone());
         for node in hidden(&d.mlp.graph, d.mlp.layers.len()) {
             for (index, &v) in z[node].iter().enumerate() {
@@ -72,7 +98,6 @@ impl Domain {
                 d.constraints.push(NodeConstraint { node, index, ge, threshold });
             }
         }
-        d
     }
 
     /// Values of every node at `x`.
@@ -539,4 +564,77 @@ fn infeasible_splits_drive_the_bound_above_any_threshold() {
     let (res, _) = compute_bounds_optimized(&g, &inputs, &opts, &BoundRequest::default(), None).unwrap();
     // The output is at most 1.5 on the box: a lower bound of 10 proves the set empty.
     assert!(res.lower[0] > 10.0, "lower bound {} after 100 steps", res.lower[0]);
+}
+
+/// Sub-domains bounded as one batch (their rows stacked in one optimization) get the
+/// bounds, parameters and linear forms of bounding each alone: each group's relaxations
+/// use its own intermediate bounds and its β only its own splits (a sibling's split
+/// does not hold on it: leaking its multiplier would change, and could unsound, the
+/// bound).
+#[test]
+fn batched_subdomains_match_one_at_a_time() {
+    for seed in 0..8 {
+        let base = Domain::random(seed, 0.3, seed % 2 == 1);
+        let domains: Vec<Domain> = (0..4)
+            .map(|k| {
+                if k == 0 {
+                    base.sibling(99, 0.0, false)
+                } else {
+                    base.sibling(seed * 10 + k, 0.3, k % 2 == 1)
+                }
+            })
+            .collect();
+        // Each domain's intermediate bounds (CROWN with its splits clamped), given as fixed.
+        let setups: Vec<(BoundOptions, Mat<f64>)> = domains
+            .iter()
+            .map(|d| {
+                let mut o = d.opts(6);
+                o.optimize.lr_alpha = 0.05;
+                o.optimize.lr_beta = 0.1;
+                let c = d.spec();
+                let crown = BoundOptions { method: Method::Crown, ..o.clone() };
+                let req = BoundRequest { c: Some(c.as_ref()), upper: false, ..Default::default() };
+                let (_, inter) = compute_bounds_keep(&d.mlp.graph, &d.inputs(), &crown, &req).unwrap();
+                let nodes =
+                    inter.into_iter().enumerate().filter_map(|(id, b)| b.map(|(l, u)| (id, l, u))).collect();
+                o.node_bounds = Some(Arc::new(NodeBounds { nodes }));
+                o.fixed_node_bounds = true;
+                (o, c)
+            })
+            .collect();
+        let opts = &setups[0].0;
+        let subs: Vec<SubDomain<'_, f64>> = setups
+            .iter()
+            .map(|(o, c)| SubDomain {
+                c: c.as_ref(),
+                node_bounds: o.node_bounds.clone(),
+                constraints: o.constraints.clone(),
+                warm: None,
+            })
+            .collect();
+        let req = BoundRequest { c: None, upper: false, return_a: true, ..Default::default() };
+        let batch =
+            compute_bounds_optimized_batch(&base.mlp.graph, &base.inputs(), opts, &req, &subs).unwrap();
+        for (k, ((o, c), (res, st, _))) in setups.iter().zip(&batch).enumerate() {
+            let one = BoundRequest { c: Some(c.as_ref()), ..req };
+            let (r1, s1, _) =
+                compute_bounds_optimized_keep(&base.mlp.graph, &base.inputs(), o, &one, None).unwrap();
+            for (a, b) in res.lower.iter().zip(&r1.lower) {
+                assert!((a - b).abs() <= tol(*b), "seed {seed} domain {k}: batched {a} alone {b}");
+            }
+            let (b, b1) = (st.runs[0].beta.as_ref(), s1.runs[0].beta.as_ref());
+            assert_eq!(b.map(|b| &b.constraints), b1.map(|b| &b.constraints), "seed {seed} domain {k}");
+            for (x, y) in b.iter().flat_map(|b| &b.values).zip(b1.iter().flat_map(|b| &b.values)) {
+                assert!((x - y).abs() <= tol(*y), "seed {seed} domain {k}: β {x} vs {y}");
+            }
+            let (a, a1) = (res.a[0].a.lower.as_ref().unwrap(), r1.a[0].a.lower.as_ref().unwrap());
+            assert_eq!((a.nrows(), a.ncols()), (a1.nrows(), a1.ncols()));
+            for i in 0..a.nrows() {
+                for j in 0..a.ncols() {
+                    assert!((a[(i, j)] - a1[(i, j)]).abs() <= tol(a1[(i, j)]), "seed {seed} domain {k}: A");
+                }
+            }
+            assert_eq!(res.node_a.len(), r1.node_a.len(), "seed {seed} domain {k}");
+        }
+    }
 }

@@ -29,9 +29,10 @@
 //! [`OptimizableRelaxation::param_grad`]: lirpa_core::OptimizableRelaxation::param_grad
 
 use super::{
-    BoundResult, Bounds, ConstraintTerms, InputValue, LinearBoundA, State, SweepHooks, Swept, selection,
+    BoundResult, Bounds, ConstraintTerms, InputValue, LinearBoundA, RowGroups, State, SweepHooks, Swept,
+    selection,
 };
-use crate::options::{BoundOptions, BoundRequest, Method, NodeConstraint, OptimizeOptions};
+use crate::options::{BoundOptions, BoundRequest, Method, NodeBounds, NodeConstraint, OptimizeOptions};
 use faer::{Accum, Mat, MatRef, Par};
 use lirpa_core::op::{BatchInput, Interval, SideParams};
 use lirpa_core::{
@@ -39,7 +40,7 @@ use lirpa_core::{
 };
 use smallvec::SmallVec;
 use std::borrow::Cow;
-use std::sync::OnceLock;
+use std::sync::{Arc, OnceLock};
 
 mod adjoint;
 use adjoint::{AffineCache, PassRecord, affine_cache};
@@ -249,16 +250,7 @@ pub fn compute_bounds_optimized_keep<T: Scalar>(
             }
             for (forms, side) in [(&mut roots, r), (&mut node_a, nodes)] {
                 for (id, a) in side {
-                    match forms.iter_mut().find(|(i, _)| *i == id) {
-                        Some((_, acc)) => {
-                            if side_upper {
-                                acc.upper = a.upper;
-                            } else {
-                                acc.lower = a.lower;
-                            }
-                        }
-                        None => forms.push((id, a)),
-                    }
+                    merge_side(forms, id, a, side_upper);
                 }
             }
         }
@@ -271,6 +263,323 @@ pub fn compute_bounds_optimized_keep<T: Scalar>(
     };
     let node_a = if req.return_a { node_a } else { vec![] };
     Ok((BoundResult { lower, upper, a, bias, node_a }, AlphaState { target, spec, runs }, st.bounds))
+}
+
+/// One sub-domain of a batch ([`compute_bounds_optimized_batch`](crate::compute_bounds_optimized_batch)): its specification
+/// rows, the intermediate bounds known on it, its constraints (β-CROWN's splits) and
+/// the parameters to start from.
+#[derive(Clone, Debug)]
+pub struct SubDomain<'a, T: Scalar> {
+    pub c: MatRef<'a, T>,
+    pub node_bounds: Option<Arc<NodeBounds>>,
+    pub constraints: Option<Arc<Vec<NodeConstraint>>>,
+    pub warm: Option<&'a AlphaState<T>>,
+}
+
+/// What [`compute_bounds_optimized_batch`](crate::compute_bounds_optimized_batch) gives per
+/// sub-domain: as [`compute_bounds_optimized_keep`](crate::compute_bounds_optimized_keep).
+pub type DomainResult<T> = (BoundResult<T>, AlphaState<T>, Vec<Option<Bounds<T>>>);
+
+/// [`compute_bounds_optimized_keep`] for a batch of sub-domains of one model and one
+/// bounded node (`req.node`, sides and `return_a`; `req.c` must be `None`: each domain
+/// has its own specification): the same results, domain by domain, computed in one
+/// optimization whose backward and adjoint sweeps stack the rows of every domain, so
+/// that affine operators do one wide product instead of one narrow product per domain.
+/// Each domain's relaxations see its own intermediate bounds, and its β only its own
+/// constraints; α and β are optimized jointly (Adam is per coordinate, so this is the
+/// same optimization as one domain at a time, up to the summation order of products).
+///
+/// Batching applies when every domain's bound is one pass (all intermediate bounds given,
+/// e.g. [`BoundOptions::fixed_node_bounds`]); otherwise the domains are bounded one at a
+/// time.
+pub fn compute_bounds_optimized_batch<T: Scalar>(
+    graph: &Graph<T>,
+    inputs: &[InputValue<T>],
+    opts: &BoundOptions,
+    req: &BoundRequest<'_, T>,
+    domains: &[SubDomain<'_, T>],
+) -> Result<Vec<DomainResult<T>>> {
+    if req.c.is_some() {
+        return Err(Error::Invalid(
+            "a batch of sub-domains takes each domain's specification, not req.c".into(),
+        ));
+    }
+    let opts_d: Vec<BoundOptions> = domains
+        .iter()
+        .map(|d| BoundOptions {
+            method: Method::AlphaCrown,
+            node_bounds: d.node_bounds.clone(),
+            constraints: d.constraints.clone(),
+            ..opts.clone()
+        })
+        .collect();
+    let reqs: Vec<BoundRequest<'_, T>> =
+        domains.iter().map(|d| BoundRequest { c: Some(d.c), ..*req }).collect();
+    let one_by_one = || -> Result<Vec<DomainResult<T>>> {
+        (0..domains.len())
+            .map(|d| compute_bounds_optimized_keep(graph, inputs, &opts_d[d], &reqs[d], domains[d].warm))
+            .collect()
+    };
+    if domains.len() < 2 {
+        return one_by_one();
+    }
+    let mut states = Vec::with_capacity(domains.len());
+    for o in &opts_d {
+        states.push(State::new(graph, inputs, o)?);
+    }
+    let target = states[0].check_request(&reqs[0])?;
+    for (st, r) in states.iter().zip(&reqs) {
+        if st.check_request(r)? != target {
+            return Err(Error::Invalid("the domains of a batch bound different nodes".into()));
+        }
+    }
+    if !states[0].perturbed[target] {
+        return one_by_one();
+    }
+    let leader_opts =
+        BoundOptions { method: Method::AlphaCrown, node_bounds: None, constraints: None, ..opts.clone() };
+    // Per side: its bounds (all rows), each domain's run, the linear forms (all rows).
+    type Side<T> = (bool, Vec<T>, Vec<AlphaRun<T>>, Option<RootForms<T>>);
+    let mut sides: Vec<Side<T>> = Vec::new();
+    let mut ranges = Vec::with_capacity(domains.len());
+    let mut stacked_c: Option<Mat<T>> = None;
+    for (upper, wanted) in [(false, req.lower), (true, req.upper)] {
+        if !wanted {
+            continue;
+        }
+        let mut runs = Vec::with_capacity(domains.len());
+        for (d, st) in states.iter_mut().enumerate() {
+            let c = LinearA::both(st.spec_mat(target, &reqs[d]), !upper, upper);
+            let mut run = st.init_run(target, &c, upper)?;
+            if let Some(w) = domains[d].warm.and_then(|w| w.runs.iter().find(|r| r.upper == upper)) {
+                run.warm_start(w);
+            }
+            if run.passes.len() != 1 {
+                return one_by_one();
+            }
+            runs.push(run);
+        }
+        let Some(batched) = stack_runs(&runs) else { return one_by_one() };
+        let c = stacked_c.get_or_insert_with(|| {
+            ranges.clear();
+            let mut r0 = 0;
+            for d in domains {
+                ranges.push(r0..r0 + d.c.nrows());
+                r0 += d.c.nrows();
+            }
+            let mut m = Mat::<T>::zeros(r0, domains[0].c.ncols());
+            for (d, r) in domains.iter().zip(&ranges) {
+                m.as_mut().subrows_mut(r.start, r.len()).copy_from(d.c);
+            }
+            m
+        });
+        let mut leader = State::new(graph, inputs, &leader_opts)?;
+        leader.bounds = states[0].bounds.clone();
+        let owns = runs.iter().map(|r| owned_constraints(r, batched.beta.as_ref())).collect();
+        leader.groups = Some(RowGroups {
+            ranges: ranges.clone(),
+            bounds: states.iter().map(|s| s.bounds.clone()).collect(),
+            owns,
+        });
+        let c = LinearA::both(c.clone(), !upper, upper);
+        let (bounds, run, lin) = leader.optimize(target, &c, batched, &opts.optimize, req.return_a)?;
+        sides.push((upper, bounds, unstack_run(&run, &runs, &ranges), lin));
+    }
+    let mut out = Vec::with_capacity(domains.len());
+    for (d, r) in ranges.iter().enumerate() {
+        let spec = r.len();
+        let mut res = BoundResult {
+            lower: vec![T::neg_infinity(); spec],
+            upper: vec![T::infinity(); spec],
+            a: vec![],
+            bias: None,
+            node_a: vec![],
+        };
+        let mut bias = LinearBias::zeros(spec);
+        let mut root_forms = Vec::new();
+        let mut runs = Vec::new();
+        for (upper, bounds, split, lin) in &sides {
+            let b = bounds[r.clone()].to_vec();
+            if *upper {
+                res.upper = b;
+            } else {
+                res.lower = b;
+            }
+            runs.push(split[d].clone());
+            let Some((roots, lb, nodes)) = lin else { continue };
+            let (src, dst) = if *upper { (&lb.upper, &mut bias.upper) } else { (&lb.lower, &mut bias.lower) };
+            dst.copy_from_slice(&src[r.clone()]);
+            for (id, a) in roots {
+                merge_side(&mut root_forms, *id, a.row_block(r.clone()), *upper);
+            }
+            for (id, a) in nodes {
+                merge_side(&mut res.node_a, *id, a.row_block(r.clone()), *upper);
+            }
+        }
+        if req.return_a {
+            res.a = root_forms.into_iter().map(|(input, a)| LinearBoundA { input, a }).collect();
+            res.bias = Some(bias);
+        }
+        out.push((res, AlphaState { target, spec, runs }, std::mem::take(&mut states[d].bounds)));
+    }
+    Ok(out)
+}
+
+/// Rows `r` of the final pass's parameters and β of `src` into `dst` (same layout).
+fn copy_run_rows<T: Scalar>(dst: &mut AlphaRun<T>, src: &AlphaRun<T>, r: std::ops::Range<usize>) {
+    let (Some(d), Some(s)) = (dst.passes.last_mut(), src.passes.last()) else { return };
+    for (dn, sn) in d.nodes.iter_mut().zip(&s.nodes) {
+        let w = sn.width;
+        for (dv, sv) in [(&mut dn.lower, &sn.lower), (&mut dn.upper, &sn.upper)] {
+            if let (Some(dv), Some(sv)) = (dv.as_mut(), sv.as_ref()) {
+                dv[r.start * w..r.end * w].copy_from_slice(&sv[r.start * w..r.end * w]);
+            }
+        }
+    }
+    if let (Some(d), Some(s)) = (dst.beta.as_mut(), src.beta.as_ref()) {
+        let k = s.constraints.len();
+        d.values[r.start * k..r.end * k].copy_from_slice(&s.values[r.start * k..r.end * k]);
+    }
+}
+
+/// Rows `r` of linear forms `src` into `dst` (the same nodes and shapes: two
+/// evaluations of one run).
+fn copy_form_rows<T: Scalar>(dst: &mut RootForms<T>, src: &RootForms<T>, r: std::ops::Range<usize>) {
+    let rows = |d: &mut LinearA<T>, s: &LinearA<T>| {
+        for (dm, sm) in [(d.lower.as_mut(), s.lower.as_ref()), (d.upper.as_mut(), s.upper.as_ref())] {
+            if let (Some(dm), Some(sm)) = (dm, sm)
+                && dm.ncols() == sm.ncols()
+            {
+                dm.as_mut().subrows_mut(r.start, r.len()).copy_from(sm.as_ref().subrows(r.start, r.len()));
+            }
+        }
+    };
+    for ((_, d), (_, s)) in dst.0.iter_mut().zip(&src.0).chain(dst.2.iter_mut().zip(&src.2)) {
+        rows(d, s);
+    }
+    dst.1.lower[r.clone()].copy_from_slice(&src.1.lower[r.clone()]);
+    dst.1.upper[r.clone()].copy_from_slice(&src.1.upper[r]);
+}
+
+/// Put side `upper` of node `id`'s coefficients `a` into `forms` (the two sides come
+/// from two runs).
+fn merge_side<T: Scalar>(forms: &mut Vec<(NodeId, LinearA<T>)>, id: NodeId, a: LinearA<T>, upper: bool) {
+    match forms.iter_mut().find(|(i, _)| *i == id) {
+        Some((_, acc)) => {
+            if upper {
+                acc.upper = a.upper;
+            } else {
+                acc.lower = a.lower;
+            }
+        }
+        None => forms.push((id, a)),
+    }
+}
+
+/// One run for a batch of domains' runs of one side (each a single pass with the same
+/// nodes): their parameters stacked by rows; β over the union of their constraints
+/// (row-major `rows × union`, zero where a constraint is not the row's domain's, see
+/// [`RowGroups::mask_beta`]). `None` when the layouts differ.
+fn stack_runs<T: Scalar>(runs: &[AlphaRun<T>]) -> Option<AlphaRun<T>> {
+    let first = runs.first()?;
+    let same_nodes = |p: &AlphaPass<T>| {
+        p.nodes.len() == first.passes[0].nodes.len()
+            && p.nodes.iter().zip(&first.passes[0].nodes).all(|(a, b)| {
+                a.node == b.node
+                    && a.width == b.width
+                    && a.lower.is_some() == b.lower.is_some()
+                    && a.upper.is_some() == b.upper.is_some()
+            })
+    };
+    if !runs.iter().all(|r| r.passes.len() == 1 && r.upper == first.upper && same_nodes(&r.passes[0])) {
+        return None;
+    }
+    let rows: usize = runs.iter().map(|r| r.passes[0].rows.len()).sum();
+    let nodes = first.passes[0]
+        .nodes
+        .iter()
+        .enumerate()
+        .map(|(k, n)| {
+            let cat = |pick: fn(&AlphaNode<T>) -> &Option<Vec<T>>| {
+                pick(n).as_ref().map(|_| {
+                    runs.iter().flat_map(|r| pick(&r.passes[0].nodes[k]).iter().flatten().copied()).collect()
+                })
+            };
+            AlphaNode { node: n.node, width: n.width, lower: cat(|n| &n.lower), upper: cat(|n| &n.upper) }
+        })
+        .collect();
+    let mut union: Vec<NodeConstraint> = Vec::new();
+    for b in runs.iter().filter_map(|r| r.beta.as_ref()) {
+        for c in &b.constraints {
+            if !union.contains(c) {
+                union.push(*c);
+            }
+        }
+    }
+    let beta = (!union.is_empty()).then(|| {
+        let k_all = union.len();
+        let mut values = vec![T::zero(); rows * k_all];
+        let mut r0 = 0;
+        for r in runs {
+            let spec = r.passes[0].rows.len();
+            if let Some(b) = &r.beta {
+                let k = b.constraints.len();
+                for (j, c) in b.constraints.iter().enumerate() {
+                    let u = union.iter().position(|x| x == c).expect("in the union");
+                    for row in 0..spec {
+                        values[(r0 + row) * k_all + u] = b.values[row * k + j];
+                    }
+                }
+            }
+            r0 += spec;
+        }
+        BetaParams { constraints: union, values }
+    });
+    Some(AlphaRun {
+        upper: first.upper,
+        passes: vec![AlphaPass { start: first.passes[0].start, rows: (0..rows).collect(), nodes }],
+        beta,
+    })
+}
+
+/// Which constraints of the union `beta` (see [`stack_runs`]) are `run`'s own.
+fn owned_constraints<T: Scalar>(run: &AlphaRun<T>, beta: Option<&BetaParams<T>>) -> Vec<bool> {
+    let own = run.beta.as_ref().map_or(&[][..], |b| &b.constraints[..]);
+    beta.map_or_else(Vec::new, |b| b.constraints.iter().map(|c| own.contains(c)).collect())
+}
+
+/// The per-domain runs of a stacked run (inverse of [`stack_runs`]), in the layout of
+/// `templates` (each domain's own run), rows `ranges[d]` for domain `d`.
+fn unstack_run<T: Scalar>(
+    run: &AlphaRun<T>,
+    templates: &[AlphaRun<T>],
+    ranges: &[std::ops::Range<usize>],
+) -> Vec<AlphaRun<T>> {
+    templates
+        .iter()
+        .zip(ranges)
+        .map(|(t, r)| {
+            let mut own = t.clone();
+            for (dst, src) in own.passes[0].nodes.iter_mut().zip(&run.passes[0].nodes) {
+                let w = src.width;
+                for (d, s) in [(&mut dst.lower, &src.lower), (&mut dst.upper, &src.upper)] {
+                    if let (Some(d), Some(s)) = (d.as_mut(), s.as_ref()) {
+                        d.copy_from_slice(&s[r.start * w..r.end * w]);
+                    }
+                }
+            }
+            if let (Some(b), Some(all)) = (own.beta.as_mut(), run.beta.as_ref()) {
+                let (k, k_all) = (b.constraints.len(), all.constraints.len());
+                for (j, c) in b.constraints.iter().enumerate() {
+                    let Some(u) = all.constraints.iter().position(|x| x == c) else { continue };
+                    for row in 0..r.len() {
+                        b.values[row * k + j] = all.values[(r.start + row) * k_all + u];
+                    }
+                }
+            }
+            own
+        })
+        .collect()
 }
 
 /// The final bound of `run`'s side computed with the parameters of `run`, and the
@@ -466,14 +775,15 @@ impl<'g, T: Scalar> State<'g, T> {
                 .optimizable(n.node)
                 .ok_or_else(|| Error::Invalid(format!("node {} has no optimizable relaxation", n.node)))?;
             let w = n.width.max(1);
-            self.with_ctx(n.node, |ctx| {
-                for p in [&mut n.lower, &mut n.upper].into_iter().flatten() {
-                    for row in p.chunks_mut(w) {
+            for p in [&mut n.lower, &mut n.upper].into_iter().flatten() {
+                let rows = p.len() / w;
+                self.for_groups(n.node, rows, |r, ctx| {
+                    for row in p[r.start * w..r.end * w].chunks_mut(w) {
                         opt.project(ctx, row);
                     }
-                }
-                Ok(())
-            })?;
+                    Ok(())
+                })?;
+            }
         }
         Ok(())
     }
@@ -556,17 +866,35 @@ impl<'g, T: Scalar> State<'g, T> {
         o: &OptimizeOptions,
         keep_linear: bool,
     ) -> Result<(Vec<T>, AlphaRun<T>, Option<RootForms<T>>)> {
-        let cache = affine_cache(self.graph.len());
         let mut run = self.init_run(target, c, upper)?;
         if let Some(w) = warm {
             run.warm_start(w);
         }
+        self.optimize(target, c, run, o, keep_linear)
+    }
+
+    /// Projected Adam from the parameters `run` (see [`State::optimize_run`]).
+    #[allow(clippy::type_complexity)]
+    fn optimize(
+        &mut self,
+        target: NodeId,
+        c: &LinearA<T>,
+        mut run: AlphaRun<T>,
+        o: &OptimizeOptions,
+        keep_linear: bool,
+    ) -> Result<(Vec<T>, AlphaRun<T>, Option<RootForms<T>>)> {
+        let upper = run.upper;
+        let cache = affine_cache(self.graph.len());
         let iterations = o.iterations.max(1);
         let mut adam = Adam::new(&mut run);
         let better = |a: T, b: T| if upper { a < b } else { a > b };
+        // The best iteration by the sum of the bounds is chosen per row group (per
+        // domain of a batch: what it would be alone).
+        let groups: Vec<std::ops::Range<usize>> =
+            self.groups.as_ref().map_or_else(|| std::iter::once(0..c.spec()).collect(), |g| g.ranges.clone());
         let mut best: Option<Vec<T>> = None;
         let mut best_run = run.clone();
-        let mut best_sum = T::zero();
+        let mut best_sum = vec![T::zero(); groups.len()];
         let mut last = Vec::new();
         let mut since_improved = 0;
         // With `keep_linear`, the linear forms (and bounds) of the iteration returned:
@@ -575,17 +903,37 @@ impl<'g, T: Scalar> State<'g, T> {
         for it in 0..iterations {
             let need_grad = it + 1 < iterations;
             let mut ev = self.evaluate_run(target, c, &mut run, need_grad, keep_linear, &cache)?;
-            let sum = ev.bounds.iter().fold(T::zero(), |a, &b| a + b);
-            if let Some(lin) = ev.linear.take()
-                && (!o.keep_best || best.is_none() || better(sum, best_sum))
-            {
-                linear = Some((ev.bounds.clone(), lin));
+            let sums: Vec<T> =
+                groups.iter().map(|r| ev.bounds[r.clone()].iter().fold(T::zero(), |a, &b| a + b)).collect();
+            let wins: Vec<bool> =
+                (0..groups.len()).map(|g| best.is_none() || better(sums[g], best_sum[g])).collect();
+            if let Some(lin) = ev.linear.take() {
+                match &mut linear {
+                    Some((b, l)) if groups.len() > 1 => {
+                        for (r, &w) in groups.iter().zip(&wins) {
+                            if w || !o.keep_best {
+                                b[r.clone()].copy_from_slice(&ev.bounds[r.clone()]);
+                                copy_form_rows(l, &lin, r.clone());
+                            }
+                        }
+                    }
+                    _ if !o.keep_best || wins[0] => linear = Some((ev.bounds.clone(), lin)),
+                    _ => {}
+                }
+            }
+            for (g, r) in groups.iter().enumerate() {
+                if wins[g] {
+                    best_sum[g] = sums[g];
+                    if groups.len() == 1 {
+                        best_run = run.clone();
+                    } else {
+                        copy_run_rows(&mut best_run, &run, r.clone());
+                    }
+                }
             }
             let improved = match &mut best {
                 None => {
                     best = Some(ev.bounds.clone());
-                    best_run = run.clone();
-                    best_sum = sum;
                     true
                 }
                 Some(b) => {
@@ -595,10 +943,6 @@ impl<'g, T: Scalar> State<'g, T> {
                             *x = y;
                             any = true;
                         }
-                    }
-                    if better(sum, best_sum) {
-                        best_sum = sum;
-                        best_run = run.clone();
                     }
                     any
                 }
@@ -632,11 +976,15 @@ impl<'g, T: Scalar> State<'g, T> {
         keep_linear: bool,
         cache: &AffineCache<T>,
     ) -> Result<Eval<T>> {
-        self.reset_bounds();
         let last = run.passes.len() - 1;
         let mut records: Vec<Option<PassRecord<T>>> = (0..=last).map(|_| None).collect();
         let mut next = 0;
-        for id in self.needed_nodes(target) {
+        // A batch's groups keep the bounds they came with (one pass: the final one).
+        let needed = if self.groups.is_some() { vec![] } else { self.needed_nodes(target) };
+        if self.groups.is_none() {
+            self.reset_bounds();
+        }
+        for id in needed {
             let b = if next < last && run.passes[next].start == id {
                 let reference = self.constrain(id, self.ibp(id)?);
                 self.project(&mut run.passes[next].nodes)?;
@@ -656,6 +1004,9 @@ impl<'g, T: Scalar> State<'g, T> {
         if let Some(b) = run.beta.as_mut() {
             // β's feasible set: β ≥ 0 (NaN, which no step should make, becomes 0).
             b.values.iter_mut().for_each(|v| *v = if *v > T::zero() { *v } else { T::zero() });
+            if let Some(g) = &self.groups {
+                g.mask_beta(b);
+            }
         }
         let hooks = self.hooks(&run.passes[last].nodes, need_grad || keep_linear, run.beta.as_ref());
         let Swept { roots, bias, recorded } = self.sweep(target, c.clone(), self.par, &hooks)?;

@@ -24,6 +24,7 @@
 //! [`OptimizableRelaxation::param_grad`]: lirpa_core::OptimizableRelaxation::param_grad
 
 use super::*;
+use crate::backward::row_slice;
 
 /// The dense matrix of an affine operator, per perturbed input edge (`numel(out) ×
 /// numel(input)`), and its constant term: the adjoint sweep evaluates affine nodes for
@@ -137,13 +138,29 @@ impl<'g, T: Scalar> State<'g, T> {
                         let opt = self.optimizable(node.node).expect("optimizable");
                         let zin = self.input_rows(node.node, &z, rows);
                         let zs: SmallVec<[&[T]; 4]> = zin.iter().map(|x| &**x).collect();
-                        self.with_ctx(node.node, |ctx| match window {
-                            None => opt.param_grad(ctx, params, a.as_ref(), side, &zs, &mut g),
-                            Some(w) => opt.param_grad_window(ctx, params, a, w, side, &zs, &mut g),
+                        self.for_groups(node.node, rows, |r, ctx| {
+                            let (params, zs) = (row_slice(params, &r, rows), rows_of(&zs, &r, rows));
+                            let g = row_slice_mut(&mut g, &r, rows);
+                            let block = a.as_ref().subrows(r.start, r.len());
+                            match window {
+                                None => opt.param_grad(ctx, params, block, side, &zs, g),
+                                Some(w) if r.len() == rows => {
+                                    opt.param_grad_window(ctx, params, a, w, side, &zs, g)
+                                }
+                                Some(w) => {
+                                    let (a, w) = (block.to_owned(), w.row_block(r));
+                                    opt.param_grad_window(ctx, params, &a, &w, side, &zs, g)
+                                }
+                            }
                         })?;
                         let w = node.width;
                         for (r, &wr) in weight.iter().enumerate() {
                             g[r * w..(r + 1) * w].iter_mut().for_each(|x| *x *= wr);
+                        }
+                        if p == 0 {
+                            // No earlier pass: nothing reads bound gradients.
+                            grads[p][k][s] = Some(g);
+                            continue;
                         }
                         let ins = &self.graph.node(node.node).inputs;
                         let sized = || -> Vec<Vec<T>> {
@@ -490,21 +507,27 @@ impl<'g, T: Scalar> State<'g, T> {
                                 let n = &nodes[k];
                                 let params = if upper { &n.upper } else { &n.lower };
                                 let params = params.as_deref().expect("parameters of a requested side");
-                                self.with_ctx(id, |ctx| match window {
-                                    None => opt.relaxed_forward_with(
-                                        ctx,
-                                        params,
-                                        a.as_ref(),
-                                        upper,
-                                        &zs,
-                                        &mut out,
-                                    ),
-                                    Some(w) => opt
-                                        .relaxed_forward_with_window(ctx, params, a, w, upper, &zs, &mut out),
+                                self.for_groups(id, rows, |r, ctx| {
+                                    let (params, zs) = (row_slice(params, &r, rows), rows_of(&zs, &r, rows));
+                                    let out = row_slice_mut(&mut out, &r, rows);
+                                    let block = a.as_ref().subrows(r.start, r.len());
+                                    match window {
+                                        None => opt.relaxed_forward_with(ctx, params, block, upper, &zs, out),
+                                        Some(w) if r.len() == rows => opt
+                                            .relaxed_forward_with_window(ctx, params, a, w, upper, &zs, out),
+                                        Some(w) => {
+                                            let (a, w) = (block.to_owned(), w.row_block(r));
+                                            opt.relaxed_forward_with_window(
+                                                ctx, params, &a, &w, upper, &zs, out,
+                                            )
+                                        }
+                                    }
                                 })?
                             }
-                            _ => self.with_ctx(id, |ctx| {
-                                op.relaxed_forward(ctx, a.as_ref(), upper, &zs, &mut out)
+                            _ => self.for_groups(id, rows, |r, ctx| {
+                                let zs = rows_of(&zs, &r, rows);
+                                let out = row_slice_mut(&mut out, &r, rows);
+                                op.relaxed_forward(ctx, a.as_ref().subrows(r.start, r.len()), upper, &zs, out)
                             })?,
                         }
                     }
@@ -516,4 +539,14 @@ impl<'g, T: Scalar> State<'g, T> {
         }
         Ok(z)
     }
+}
+
+fn row_slice_mut<'a, T>(v: &'a mut [T], r: &std::ops::Range<usize>, total: usize) -> &'a mut [T] {
+    let w = v.len() / total.max(1);
+    &mut v[r.start * w..r.end * w]
+}
+
+/// Rows `r` of each input's values.
+fn rows_of<'a, T>(zs: &[&'a [T]], r: &std::ops::Range<usize>, total: usize) -> SmallVec<[&'a [T]; 4]> {
+    zs.iter().map(|z| row_slice(z, r, total)).collect()
 }
