@@ -97,7 +97,10 @@ class _Progress:
         self.total, self.enabled, self.done, self.counts = total, enabled, 0, {}
         self.start = time.monotonic()
         self.bar = None
-        if enabled:
+        # A terminal gets a bar; a log (CI) a line every tenth of the work.
+        self.tty = enabled and sys.stderr.isatty()
+        self.every = max(1, total // 10)
+        if self.tty:
             try:
                 from tqdm import tqdm
 
@@ -114,15 +117,16 @@ class _Progress:
         if self.bar is not None:
             self.bar.set_postfix_str(summary)
             self.bar.update(1)
-        else:
+        elif self.tty or self.done % self.every == 0 or self.done == self.total:
             el = time.monotonic() - self.start
-            sys.stderr.write(f"\r[{self.done}/{self.total}] {summary} {el:.1f}s")
+            start, end = ("\r", "") if self.tty else ("", "\n")
+            sys.stderr.write(f"{start}[{self.done}/{self.total}] {summary} {el:.1f}s{end}")
             sys.stderr.flush()
 
     def close(self) -> None:
         if self.bar is not None:
             self.bar.close()
-        elif self.enabled:
+        elif self.tty:
             sys.stderr.write("\n")
 
 
