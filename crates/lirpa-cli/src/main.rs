@@ -238,7 +238,6 @@ fn read_matrix(path: &Path) -> Result<Vec<Vec<f64>>> {
     inputs::parse_matrix(&inputs::read_text(path)?, &path.display().to_string())
 }
 
-
 fn cast<T: Scalar>(v: &[f64]) -> Vec<T> {
     v.iter().map(|&x| T::from_f64(x)).collect()
 }

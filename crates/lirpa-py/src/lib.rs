@@ -11,8 +11,8 @@
 
 use lirpa::core::registry::BuilderFor;
 use lirpa::{
-    BoundOptions, BoundRequest, BoundResult, Graph, InputValue, Method, Norm, NodeId, OnnxError, Perturbation,
-    Scalar, TensorPerturbation, TensorSet,
+    BoundOptions, BoundRequest, BoundResult, Graph, InputValue, Method, NodeId, Norm, OnnxError,
+    Perturbation, Scalar, TensorPerturbation, TensorSet,
 };
 use numpy::ndarray::{Array2, Array3};
 use numpy::{Element, IntoPyArray, PyReadonlyArray2, PyReadonlyArray3, PyUntypedArrayMethods};
@@ -269,7 +269,9 @@ impl<T: Scalar> Net<T> {
                         c.shape()[0]
                     )));
                 }
-                (0..batch).map(|b| faer::Mat::from_fn(c.shape()[1], c.shape()[2], |i, j| c[(b, i, j)])).collect()
+                (0..batch)
+                    .map(|b| faer::Mat::from_fn(c.shape()[1], c.shape()[2], |i, j| c[(b, i, j)]))
+                    .collect()
             }
         };
         if let Some(c) = mats.iter().find(|c| c.ncols() != m) {
@@ -285,9 +287,11 @@ impl<T: Scalar> Net<T> {
         for r in 0..batch {
             let first = match set {
                 RowSet::Exact(x) => InputValue::Exact(rows_of(x, r)),
-                RowSet::Ball { norm, eps, center } => {
-                    InputValue::Perturbed(Perturbation::new_ball(*norm, rows_of(center, r), T::from_f64(*eps))?)
-                }
+                RowSet::Ball { norm, eps, center } => InputValue::Perturbed(Perturbation::new_ball(
+                    *norm,
+                    rows_of(center, r),
+                    T::from_f64(*eps),
+                )?),
                 RowSet::Box { lower, upper } => {
                     InputValue::Perturbed(Perturbation::new_box(rows_of(lower, r), rows_of(upper, r))?)
                 }
@@ -333,15 +337,20 @@ impl<T: Scalar> Net<T> {
                 let name = self.graph.node(id).name.clone();
                 let n = self.graph.node(id).numel();
                 let mat = |pick: &dyn Fn(&lirpa::LinearA<T>) -> Option<faer::Mat<T>>| -> Option<Array3<T>> {
-                    let ms: Vec<faer::Mat<T>> =
-                        results.iter().map(|r| pick(&r.a[j].a.clone().into_dense())).collect::<Option<_>>()?;
+                    let ms: Vec<faer::Mat<T>> = results
+                        .iter()
+                        .map(|r| pick(&r.a[j].a.clone().into_dense()))
+                        .collect::<Option<_>>()?;
                     Some(Array3::from_shape_fn((batch, k, n), |(b, i, c)| ms[b][(i, c)]))
                 };
                 let la = mat(&|a| a.lower.clone());
                 let ua = mat(&|a| a.upper.clone());
                 let bias = |up: bool| {
                     Array2::from_shape_fn((batch, k), |(b, i)| {
-                        results[b].bias.as_ref().map_or(T::zero(), |bi| if up { bi.upper[i] } else { bi.lower[i] })
+                        results[b]
+                            .bias
+                            .as_ref()
+                            .map_or(T::zero(), |bi| if up { bi.upper[i] } else { bi.lower[i] })
                     })
                 };
                 a.push((name, la, ua, bias(false), bias(true)));
@@ -403,12 +412,19 @@ impl Model {
     /// bytes; `weights` lists perturbed initializers as `(name, norm, eps)`.
     #[new]
     #[pyo3(signature = (source, dtype = "float32", weights = Vec::new()))]
-    fn new(py: Python<'_>, source: &Bound<'_, PyAny>, dtype: &str, weights: Vec<WeightPtb>) -> PyResult<Model> {
+    fn new(
+        py: Python<'_>,
+        source: &Bound<'_, PyAny>,
+        dtype: &str,
+        weights: Vec<WeightPtb>,
+    ) -> PyResult<Model> {
         let (bytes, name) = model_bytes(source)?;
         let net = match dtype {
             "float32" => detached(py, || Net::<f32>::load(&bytes, &name, &weights).map(AnyNet::F32))?,
             "float64" => detached(py, || Net::<f64>::load(&bytes, &name, &weights).map(AnyNet::F64))?,
-            other => return Err(PyValueError::new_err(format!("dtype must be float32 or float64, got {other}"))),
+            other => {
+                return Err(PyValueError::new_err(format!("dtype must be float32 or float64, got {other}")));
+            }
         };
         Ok(Model { net, name, bytes })
     }
@@ -500,8 +516,12 @@ impl Model {
     ) -> PyResult<Bound<'py, PyAny>> {
         let opts = bound_options(method, options)?;
         match &self.net {
-            AnyNet::F32(n) => bounds_py(py, n, kind, x, x_l, x_u, norm, eps, c, (lower, upper, return_a), &opts),
-            AnyNet::F64(n) => bounds_py(py, n, kind, x, x_l, x_u, norm, eps, c, (lower, upper, return_a), &opts),
+            AnyNet::F32(n) => {
+                bounds_py(py, n, kind, x, x_l, x_u, norm, eps, c, (lower, upper, return_a), &opts)
+            }
+            AnyNet::F64(n) => {
+                bounds_py(py, n, kind, x, x_l, x_u, norm, eps, c, (lower, upper, return_a), &opts)
+            }
         }
     }
 }
@@ -550,7 +570,8 @@ fn bounds_py<'py, T: Scalar + Element>(
     opts: &BoundOptions,
 ) -> PyResult<Bound<'py, PyAny>> {
     let need = |o: Option<&Bound<'py, PyAny>>, what: &str| {
-        o.ok_or_else(|| PyValueError::new_err(format!("{what} is required"))).and_then(|o| array2::<T>(o, what))
+        o.ok_or_else(|| PyValueError::new_err(format!("{what} is required")))
+            .and_then(|o| array2::<T>(o, what))
     };
     let set = match kind {
         "exact" => RowSet::Exact(need(x, "x")?),
@@ -634,10 +655,10 @@ fn verify<'py>(
         if threads == 0 {
             go(&mut opts)
         } else {
-            let pool = rayon::ThreadPoolBuilder::new()
-                .num_threads(threads)
-                .build()
-                .map_err(|e| Fail { kind: Kind::Runtime, msg: format!("cannot start {threads} threads: {e}") })?;
+            let pool = rayon::ThreadPoolBuilder::new().num_threads(threads).build().map_err(|e| Fail {
+                kind: Kind::Runtime,
+                msg: format!("cannot start {threads} threads: {e}"),
+            })?;
             pool.install(|| go(&mut opts))
         }
     };
