@@ -515,13 +515,10 @@ impl Model {
         options: Option<&str>,
     ) -> PyResult<Bound<'py, PyAny>> {
         let opts = bound_options(method, options)?;
+        let call = Call { kind, x, x_l, x_u, norm, eps, c, sides: (lower, upper, return_a) };
         match &self.net {
-            AnyNet::F32(n) => {
-                bounds_py(py, n, kind, x, x_l, x_u, norm, eps, c, (lower, upper, return_a), &opts)
-            }
-            AnyNet::F64(n) => {
-                bounds_py(py, n, kind, x, x_l, x_u, norm, eps, c, (lower, upper, return_a), &opts)
-            }
+            AnyNet::F32(n) => bounds_py(py, n, &call, &opts),
+            AnyNet::F64(n) => bounds_py(py, n, &call, &opts),
         }
     }
 }
@@ -555,20 +552,28 @@ fn array2<T: Element + Copy>(obj: &Bound<'_, PyAny>, what: &str) -> PyResult<Arr
     Ok(a.as_array().to_owned())
 }
 
-#[allow(clippy::too_many_arguments)]
+/// The arguments of one `compute_bounds` call as Python gave them (see
+/// `Model::compute_bounds`).
+#[derive(Clone, Copy)]
+struct Call<'a, 'py> {
+    kind: &'a str,
+    x: Option<&'a Bound<'py, PyAny>>,
+    x_l: Option<&'a Bound<'py, PyAny>>,
+    x_u: Option<&'a Bound<'py, PyAny>>,
+    norm: &'a str,
+    eps: f64,
+    c: Option<&'a Bound<'py, PyAny>>,
+    /// Lower, upper, return_a.
+    sides: (bool, bool, bool),
+}
+
 fn bounds_py<'py, T: Scalar + Element>(
     py: Python<'py>,
     net: &Net<T>,
-    kind: &str,
-    x: Option<&Bound<'py, PyAny>>,
-    x_l: Option<&Bound<'py, PyAny>>,
-    x_u: Option<&Bound<'py, PyAny>>,
-    norm: &str,
-    eps: f64,
-    c: Option<&Bound<'py, PyAny>>,
-    (lower, upper, return_a): (bool, bool, bool),
+    call: &Call<'_, 'py>,
     opts: &BoundOptions,
 ) -> PyResult<Bound<'py, PyAny>> {
+    let Call { kind, x, x_l, x_u, norm, eps, c, sides: (lower, upper, return_a) } = *call;
     let need = |o: Option<&Bound<'py, PyAny>>, what: &str| {
         o.ok_or_else(|| PyValueError::new_err(format!("{what} is required")))
             .and_then(|o| array2::<T>(o, what))

@@ -238,3 +238,14 @@ def test_from_torch_without_torch_says_so():
     lb, ub = m.compute_bounds(x=np.zeros((1, 2)), ptb=lirpa.PerturbationLpNorm(eps=0.1))
     y = net(torch.zeros(1, 2)).detach().numpy()
     assert lb[0, 0] <= y[0, 0] <= ub[0, 0]
+
+
+def test_readme_example_runs(repo):
+    import subprocess
+    import sys
+
+    out = subprocess.run(
+        [sys.executable, str(repo / "crates" / "lirpa-py" / "examples" / "bounds.py")],
+        capture_output=True, text=True, check=True,
+    ).stdout
+    assert out.startswith("CROWN over the box: [-3.0000") and "alpha-CROWN" in out, out
