@@ -196,12 +196,16 @@ enum Spec<T> {
     PerRow(Array3<T>),
 }
 
+/// The linear bounds of one perturbed input: its name, lA, uA (batch × rows × n, where
+/// computed), lbias, ubias (batch × rows).
+type InputA<T> = (String, Option<Array3<T>>, Option<Array3<T>>, Array2<T>, Array2<T>);
+
 /// What `compute_bounds` returns before it becomes numpy arrays.
 struct Bounds<T> {
     lower: Array2<T>,
     upper: Array2<T>,
-    /// Per perturbed input (name): lA, uA (batch × rows × n), lbias, ubias (batch × rows).
-    a: Vec<(String, Option<Array3<T>>, Option<Array3<T>>, Array2<T>, Array2<T>)>,
+    /// Per perturbed input.
+    a: Vec<InputA<T>>,
 }
 
 fn rows_of<T: Copy>(a: &Array2<T>, r: usize) -> Vec<T> {
