@@ -2,7 +2,7 @@
 //!
 //! - `ci`: exactly what `.ci/run` runs (format check, clippy and rustdoc with warnings
 //!   denied, release build, all tests, the README's main command on the bundled model,
-//!   `vnncomp vnncomp2021_test`).
+//!   the Python package's tests, `vnncomp vnncomp2021_test`).
 //! - `soundness [--cases N] [--seed S] [--op NAME]`: the soundness harness
 //!   (`lirpa-soundness`) on every registered unary operator (or only NAME) with N
 //!   random intervals per number type, then the sampling property tests with many more
@@ -16,6 +16,8 @@
 //!   networks); fails on any wrong answer.
 //! - `fuzz [--seconds N] [--target onnx|vnnlib|json|all] [--seed S]`: the in-repo
 //!   mutation fuzzer (`crates/lirpa-fuzz`), N seconds per target; `ci` runs it for 5.
+//! - `python`: the Python package's tests (`crates/lirpa-py`, pytest) in a virtual
+//!   environment it makes under the target directory; `ci` runs them.
 
 use anyhow::{Context, Result, bail};
 use std::path::{Path, PathBuf};
@@ -32,11 +34,12 @@ fn main() -> Result<()> {
         Some("reduced-build") => reduced_build(),
         Some("vnncomp") => vnncomp(&args[1..]),
         Some("fuzz") => fuzz(&args[1..]),
+        Some("python") => python_tests(),
         _ => {
             eprintln!(
                 "usage: cargo xtask <ci | soundness [--cases N] [--seed S] [--op NAME] | bench [FILTER] | \
                  reduced-build | vnncomp BENCHMARK [--limit N] [--timeout-cap S] [--filter TEXT] | \
-                 fuzz [--seconds N] [--target onnx|vnnlib|json|all] [--seed S]>"
+                 fuzz [--seconds N] [--target onnx|vnnlib|json|all] [--seed S] | python>"
             );
             bail!("unknown or missing command")
         }
@@ -56,11 +59,55 @@ fn run(cmd: &mut Command) -> Result<()> {
     Ok(())
 }
 
-/// The release `lirpa` binary, in `CARGO_TARGET_DIR` when it is set.
+/// The cargo target directory: `CARGO_TARGET_DIR` when it is set.
+fn target_dir() -> PathBuf {
+    std::env::var_os("CARGO_TARGET_DIR").map_or_else(|| project_root().join("target"), PathBuf::from)
+}
+
+/// The release `lirpa` binary.
 fn release_lirpa() -> PathBuf {
-    let dir =
-        std::env::var_os("CARGO_TARGET_DIR").map_or_else(|| project_root().join("target"), PathBuf::from);
-    dir.join("release/lirpa")
+    target_dir().join("release/lirpa")
+}
+
+/// The Python package's tests (`crates/lirpa-py/tests`, pytest): in a virtual
+/// environment under the target directory (`py-venv`) with maturin, numpy, pytest, ray
+/// and tqdm from PyPI, the package built by `maturin develop --release` into it with
+/// the same target directory (the Rust crates are not compiled again). Skipped, saying
+/// so, only when there is no `python3` (or `$PYTHON`).
+fn python_tests() -> Result<()> {
+    let python = std::env::var("PYTHON").unwrap_or_else(|_| "python3".into());
+    let found = Command::new(&python).arg("--version").output().is_ok_and(|o| o.status.success());
+    if !found {
+        eprintln!("SKIPPED: the Python package's tests (crates/lirpa-py/tests): no {python} on this machine");
+        return Ok(());
+    }
+    let venv = target_dir().join("py-venv");
+    let py = venv.join("bin/python");
+    if !py.exists() {
+        run(Command::new(&python).args(["-m", "venv"]).arg(&venv))?;
+    }
+    run(Command::new(&py).args(["-m", "pip", "install", "-q", "--upgrade", "pip"]))?;
+    run(Command::new(&py).args([
+        "-m",
+        "pip",
+        "install",
+        "-q",
+        "maturin>=1.9.4,<2",
+        "numpy",
+        "pytest",
+        "ray",
+        "tqdm",
+    ]))?;
+    let path = std::env::join_paths(
+        std::iter::once(venv.join("bin"))
+            .chain(std::env::split_paths(&std::env::var_os("PATH").unwrap_or_default())),
+    )?;
+    run(Command::new(&py)
+        .args(["-m", "maturin", "develop", "--release", "-q", "-m", "crates/lirpa-py/Cargo.toml"])
+        .env("VIRTUAL_ENV", &venv)
+        .env("PATH", &path)
+        .env("CARGO_TARGET_DIR", target_dir()))?;
+    run(Command::new(&py).args(["-m", "pytest", "-q", "-ra", "crates/lirpa-py/tests"]))
 }
 
 fn cargo() -> Command {
@@ -101,6 +148,7 @@ fn ci() -> Result<()> {
     run(cargo().args(["build", "--release", "--workspace", "--all-targets"]))?;
     run(cargo().args(["test", "--release", "--workspace"]))?;
     run(cargo().args(MAIN_JOB))?;
+    python_tests()?;
     // The VNN-COMP smoke test: five small instances through `lirpa verify`.
     vnncomp(&["vnncomp2021_test".to_string()])?;
     // Every fuzz target briefly: no panic, abort or hang on mutated input.

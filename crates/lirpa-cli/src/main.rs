@@ -29,9 +29,6 @@ struct Cli {
     max_memory: Option<String>,
 }
 
-/// Longest `--timeout` accepted, in seconds (a week).
-const MAX_TIMEOUT: f64 = 604_800.0;
-
 #[derive(Subcommand)]
 enum Command {
     /// Bound the model's outputs (or C·outputs) over a perturbation of its input.
@@ -245,11 +242,6 @@ fn read_matrix(path: &Path) -> Result<Vec<Vec<f64>>> {
     inputs::parse_matrix(&inputs::read_text(path)?, &path.display().to_string())
 }
 
-/// Parse a VNN-LIB file within the memory budget.
-fn read_vnnlib(path: &Path) -> Result<lirpa_vnnlib::Property> {
-    Ok(lirpa_vnnlib::parse_file_limited(path, lirpa::core::budget::max_memory() / 8)?)
-}
-
 fn cast<T: Scalar>(v: &[f64]) -> Vec<T> {
     v.iter().map(|&x| T::from_f64(x)).collect()
 }
@@ -271,7 +263,7 @@ fn bounds<T: Scalar + lirpa::core::registry::BuilderFor>(args: &BoundsArgs) -> R
     let ptb: Perturbation<T> = match (&args.norm, &args.lower, &args.upper) {
         _ if args.vnnlib.is_some() => {
             let path = args.vnnlib.as_ref().expect("checked");
-            let prop = read_vnnlib(path)?;
+            let prop = lirpa_verify::read_property(path)?;
             if prop.n_inputs != n {
                 bail!(
                     "{}: declares {} inputs but the model input has {n} elements",
@@ -372,13 +364,7 @@ fn report<T: Scalar>(args: &BoundsArgs, graph: &Graph<T>, inputs: &[InputValue<T
 
 fn verify(args: &VerifyArgs, started: std::time::Instant) -> Result<()> {
     use lirpa_verify::{Verdict, VerifyOptions};
-    use std::time::Duration;
-    if !args.timeout.is_finite() || args.timeout <= 0.0 || args.timeout > MAX_TIMEOUT {
-        bail!(
-            "--timeout must be a positive number of seconds, at most {MAX_TIMEOUT} (a week), got {}",
-            args.timeout
-        );
-    }
+    let timeout = lirpa_verify::check_timeout(args.timeout).context("--timeout")?;
     if let Some(p) = &args.results {
         // Before the work, not after it: an unwritable path fails now.
         std::fs::OpenOptions::new()
@@ -391,11 +377,6 @@ fn verify(args: &VerifyArgs, started: std::time::Instant) -> Result<()> {
         // A second initialisation (never here) would only fail; ignore it.
         let _ = rayon::ThreadPoolBuilder::new().num_threads(args.threads).build_global();
     }
-    // Keep a margin for writing the answer and for the process exit: 2% of the
-    // timeout, at least 0.1 s and at most 1 s.
-    let timeout = Duration::from_secs_f64(args.timeout);
-    let margin = Duration::from_secs_f64((args.timeout * 0.02).clamp(0.1, 1.0)).min(timeout / 2);
-    let deadline = started + timeout - margin;
     let write = |v: &Verdict| -> Result<()> {
         if let Some(p) = &args.results {
             std::fs::write(p, v.vnncomp_text()).with_context(|| format!("{}: cannot write", p.display()))?;
@@ -417,7 +398,6 @@ fn verify(args: &VerifyArgs, started: std::time::Instant) -> Result<()> {
         }
     };
     let mut opts = VerifyOptions::with_timeout(timeout);
-    opts.deadline = deadline;
     opts.seed = args.seed;
     opts.pgd_restarts = args.pgd_restarts.unwrap_or(opts.pgd_restarts);
     opts.pgd_steps = args.pgd_steps.unwrap_or(opts.pgd_steps);
@@ -429,9 +409,8 @@ fn verify(args: &VerifyArgs, started: std::time::Instant) -> Result<()> {
     opts.relu_bab.batch = args.bab_batch.unwrap_or(opts.relu_bab.batch).max(1);
     opts.progress = Some(&progress);
     let model = lirpa_verify::Model::load(&args.model)?;
-    let problem = lirpa_verify::Problem::from_property(&read_vnnlib(&args.spec)?);
-    let (verdict, stats) = lirpa_verify::verify(&model, &problem, &opts)?;
-    let verdict = if std::time::Instant::now() > started + timeout { Verdict::Timeout } else { verdict };
+    let problem = lirpa_verify::Problem::from_property(&lirpa_verify::read_property(&args.spec)?);
+    let (verdict, stats) = lirpa_verify::verify_within(&model, &problem, started, timeout, &mut opts)?;
     write(&verdict)?;
     let secs = started.elapsed().as_secs_f64();
     if args.json {

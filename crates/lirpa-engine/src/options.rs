@@ -73,7 +73,7 @@ impl std::fmt::Display for Method {
 
 /// Options of a bound computation (the counterpart of auto_LiRPA's `bound_opts`).
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-#[serde(default)]
+#[serde(default, deny_unknown_fields)]
 pub struct BoundOptions {
     pub method: Method,
     pub relax: RelaxOptions,
@@ -237,7 +237,7 @@ impl NodeBounds {
 /// defaults (`optimize_bound_args`): Adam, learning rate 0.5 decayed by 0.98 per
 /// iteration, 20 iterations, best bound kept per element, patience 10.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-#[serde(default)]
+#[serde(default, deny_unknown_fields)]
 pub struct OptimizeOptions {
     /// Bound evaluations (the first one uses the CROWN relaxation).
     pub iterations: usize,

@@ -74,6 +74,13 @@ impl Model {
         Model::from_graphs(g32, g64).map_err(|e| Error::Invalid(format!("{}: {e}", path.display())))
     }
 
+    /// Load an ONNX model from memory; `name` (a file name, `<bytes>`) names it in errors.
+    pub fn load_bytes(bytes: &[u8], name: &str) -> Result<Model> {
+        let g32 = lirpa::onnx::load_bytes::<f32>(bytes, name)?;
+        let g64 = lirpa::onnx::load_bytes::<f64>(bytes, name)?;
+        Model::from_graphs(g32, g64).map_err(|e| Error::Invalid(format!("{name}: {e}")))
+    }
+
     pub fn from_graphs(g32: Graph<f32>, g64: Graph<f64>) -> Result<Model> {
         let n_inputs = g64.node(g64.input()?).numel();
         let n_outputs = g64.node(g64.output()?).numel();
@@ -480,6 +487,44 @@ pub fn verify(model: &Model, problem: &Problem, opts: &VerifyOptions<'_>) -> Res
     let found = attack::attack(model, problem, &budget, opts.seed.wrapping_add(1))?;
     stats.attack_time += t.elapsed();
     Ok((found.map_or(Verdict::Unknown(why), Verdict::Sat), stats))
+}
+
+/// Longest timeout accepted, in seconds (a week).
+pub const MAX_TIMEOUT: f64 = 604_800.0;
+
+/// Check a timeout in seconds: positive, finite and at most [`MAX_TIMEOUT`].
+pub fn check_timeout(seconds: f64) -> Result<Duration> {
+    if !seconds.is_finite() || seconds <= 0.0 || seconds > MAX_TIMEOUT {
+        return Err(Error::Invalid(format!(
+            "the timeout must be a positive number of seconds, at most {MAX_TIMEOUT} (a week), got {seconds}"
+        )));
+    }
+    Ok(Duration::from_secs_f64(seconds))
+}
+
+/// Read a VNN-LIB property file within the memory budget (an eighth of
+/// `lirpa_core::budget::max_memory`).
+pub fn read_property(path: impl AsRef<Path>) -> Result<lirpa_vnnlib::Property> {
+    Ok(lirpa_vnnlib::parse_file_limited(path, lirpa::core::budget::max_memory() / 8)?)
+}
+
+/// [`verify`] with a time limit counted from `started` (a process start, a call): the
+/// search stops a margin before it (2% of the timeout, at least 0.1 s and at most 1 s,
+/// for writing the answer), and an answer found after the limit is a
+/// [`Verdict::Timeout`]. `opts.deadline` is set from them.
+pub fn verify_within(
+    model: &Model,
+    problem: &Problem,
+    started: Instant,
+    timeout: Duration,
+    opts: &mut VerifyOptions<'_>,
+) -> Result<(Verdict, Stats)> {
+    let secs = timeout.as_secs_f64();
+    let margin = Duration::from_secs_f64((secs * 0.02).clamp(0.1, 1.0)).min(timeout / 2);
+    opts.deadline = started + timeout - margin;
+    let (verdict, stats) = verify(model, problem, opts)?;
+    let verdict = if Instant::now() > started + timeout { Verdict::Timeout } else { verdict };
+    Ok((verdict, stats))
 }
 
 /// Parse a property and verify it on a model file, with a timeout from now.
