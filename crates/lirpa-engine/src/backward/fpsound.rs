@@ -30,6 +30,8 @@ pub(super) struct FpState<T: Scalar> {
     pub mode: FpSound,
     /// `M`: a bound of `|x|` over the set, per perturbed node.
     mag: Vec<Option<Vec<T>>>,
+    /// The sound interval `M` came from, per perturbed node.
+    ivl: Vec<Option<Bounds<T>>>,
     /// Per perturbed operator node with arithmetic: `(m, g, η)`.
     step: Vec<Option<Step<T>>>,
 }
@@ -90,8 +92,8 @@ impl<T: Scalar> FpState<T> {
             && let Some((l, u)) = &st.bounds[f]
         {
             self.mag[f] = Some(magnitudes(l, u));
+            self.ivl[f] = Some((l.clone(), u.clone()));
         }
-        let mut memo: Vec<Option<Bounds<T>>> = vec![None; g.len()];
         for id in start..g.len() {
             if !st.perturbed[id] {
                 continue;
@@ -104,7 +106,7 @@ impl<T: Scalar> FpState<T> {
                     let ins: SmallVec<[Interval<'_, T>; 4]> = node
                         .inputs
                         .iter()
-                        .map(|&i| match (&st.values[i], &st.bounds[i], &memo[i]) {
+                        .map(|&i| match (&st.values[i], &st.bounds[i], &self.ivl[i]) {
                             (Some(v), _, _) => Interval { lower: v, upper: v },
                             (None, Some((l, u)), _) | (None, None, Some((l, u))) => {
                                 Interval { lower: l, upper: u }
@@ -123,7 +125,7 @@ impl<T: Scalar> FpState<T> {
                 self.step[id] = self.step_of(st, id, op)?;
             }
             self.mag[id] = Some(magnitudes(&l, &u));
-            memo[id] = Some((l, u));
+            self.ivl[id] = Some((l, u));
         }
         Ok(())
     }
@@ -267,7 +269,8 @@ impl<'g, T: Scalar> State<'g, T> {
             }
         }
         let n = self.graph.len();
-        let mut fp = FpState { mode, mag: vec![None; n], step: (0..n).map(|_| None).collect() };
+        let mut fp =
+            FpState { mode, mag: vec![None; n], ivl: vec![None; n], step: (0..n).map(|_| None).collect() };
         fp.refresh(self, None)?;
         Ok(Some(fp))
     }
