@@ -94,7 +94,7 @@ impl FpSound {
         self != FpSound::Off
     }
 
-    /// The factor `g` such that `g·Σ|terms|` (plus [`underflow`]) bounds the rounding
+    /// The factor `g` such that `g·Σ|terms|` (plus [`FpSound::underflow`]) bounds the rounding
     /// error of a sum of `n`-term products computed in `T`, and, with
     /// [`FpSound::Float32Model`], also the difference between the exact value and its
     /// `f32` evaluation.

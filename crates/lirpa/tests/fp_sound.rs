@@ -340,6 +340,7 @@ fn unsupported_operators_and_methods_are_refused_by_name() {
             .unwrap_err()
             .to_string();
     assert!(err.contains("Sigmoid") && err.contains("'s'") && err.contains("fp-sound"), "{err}");
+    assert!(!err.contains("''"), "{err}");
     assert!(!err.contains('\n'));
     let net = Net::random(1).graph::<f32>();
     let p = Perturbation::new_box(vec![0.0f32; 2], vec![0.1; 2]).unwrap();

@@ -45,12 +45,10 @@ struct Step<T> {
 
 /// The operator's rounding description, or the sound mode's refusal naming it.
 fn rounding_of<T: Scalar>(graph: &Graph<T>, id: NodeId, op: &dyn Operator<T>) -> Result<FpRounding> {
-    op.fp_rounding().ok_or_else(|| {
-        Error::unimplemented(format!(
-            "floating-point-sound bounds (--fp-sound) through {} node '{}': no error model yet",
-            op.op_type(),
-            graph.node(id).name
-        ))
+    op.fp_rounding().ok_or_else(|| Error::Unimplemented {
+        node: graph.node(id).name.clone(),
+        op_type: op.op_type().to_string(),
+        msg: "floating-point-sound bounds (--fp-sound): no rounding-error model for this operator yet".into(),
     })
 }
 
@@ -251,8 +249,8 @@ impl<'g, T: Scalar> State<'g, T> {
             return Ok(None);
         }
         if matches!(self.opts.method, crate::Method::Forward | crate::Method::ForwardBackward) {
-            return Err(Error::unimplemented(format!(
-                "floating-point-sound bounds (--fp-sound) by the {} method",
+            return Err(Error::Invalid(format!(
+                "floating-point-sound bounds (--fp-sound) are not available for the {} method yet",
                 self.opts.method
             )));
         }
@@ -260,11 +258,12 @@ impl<'g, T: Scalar> State<'g, T> {
             if let (Some(op), false) = (node.op(), self.perturbed[id]) {
                 let r = rounding_of(self.graph, id, op)?;
                 if r.kind != FpKind::Exact {
-                    return Err(Error::unimplemented(format!(
-                        "floating-point-sound bounds (--fp-sound) of {} node '{}' computed from exact inputs",
-                        op.op_type(),
-                        node.name
-                    )));
+                    return Err(Error::Unimplemented {
+                        node: node.name.clone(),
+                        op_type: op.op_type().to_string(),
+                        msg: "floating-point-sound bounds (--fp-sound) of a value computed from exact inputs"
+                            .into(),
+                    });
                 }
             }
         }
