@@ -290,13 +290,8 @@ impl<'g, T: Scalar> State<'g, T> {
     /// In the sound mode, the error of concretizing coefficients `a` (one side, on the
     /// perturbed input `id`) over its set: `γ·|a|·M` with `M` the set's magnitudes.
     pub(super) fn concretize_error(&self, id: NodeId, a: &LinearA<T>, m: &faer::Mat<T>) -> Option<Vec<f64>> {
-        let fp = self.fp.as_ref()?;
-        let mag = fp.mag[id].as_ref()?;
-        let n = 2 * m.ncols() + 8;
-        let (g, eta) = (gamma(unit_roundoff::<T>(), n), FpSound::Real.underflow::<T>(n));
-        let sum: f64 = mag.iter().map(|x| x.as_f64()).sum();
-        let eta = up(eta * up(1.0 + sum));
-        Some(abs_dot(m.as_ref(), a.window.as_ref(), mag).into_iter().map(|d| up(g * d + eta)).collect())
+        let mag = self.fp.as_ref()?.mag[id].as_ref()?;
+        Some(concretization_error(m.as_ref(), a.window.as_ref(), mag))
     }
 
     /// `bias += x`, rounded outward in the sound mode (each sum is within one ulp).
@@ -338,6 +333,21 @@ pub(super) fn add_outward<T: Scalar>(acc: &mut [T], x: &[T], upper: bool, sound:
     }
 }
 
+/// The rounding error of concretizing coefficients `m` (windowed by `window`) over a
+/// set within `[−mag, mag]`: the centre and radius (or the dual norm) and the sums,
+/// at most `2n + 8` roundings per term.
+fn concretization_error<T: Scalar>(
+    m: MatRef<'_, T>,
+    window: Option<&lirpa_core::Window>,
+    mag: &[T],
+) -> Vec<f64> {
+    let n = 2 * m.ncols() + 8;
+    let (g, eta) = (gamma(unit_roundoff::<T>(), n), FpSound::Real.underflow::<T>(n));
+    let sum: f64 = mag.iter().map(|x| x.as_f64()).sum();
+    let eta = up(eta * up(1.0 + sum));
+    abs_dot(m, window, mag).into_iter().map(|d| up(g * d + eta)).collect()
+}
+
 /// Move each value of `v` outward (up when `upper`) by its error bound, if any.
 pub(super) fn move_out<T: Scalar>(v: &mut [T], err: Option<Vec<f64>>, upper: bool) {
     let Some(err) = err else { return };
@@ -373,12 +383,7 @@ impl<T: Scalar> State<'_, T> {
     pub(super) fn concretize_box_sound(&self, c: MatRef<'_, T>, l: &[T], u: &[T]) -> Bounds<T> {
         let mut lo = lirpa_core::perturbation::concretize_box(c, l, u, false);
         let mut hi = lirpa_core::perturbation::concretize_box(c, l, u, true);
-        let m = magnitudes(l, u);
-        let n = 2 * c.ncols() + 8;
-        let (g, eta) = (gamma(unit_roundoff::<T>(), n), FpSound::Real.underflow::<T>(n));
-        let sum: f64 = m.iter().map(|x| x.as_f64()).sum();
-        let err: Vec<f64> =
-            abs_dot(c, None, &m).into_iter().map(|d| up(g * d + up(eta * (1.0 + sum)))).collect();
+        let err = concretization_error(c, None, &magnitudes(l, u));
         move_out(&mut lo, Some(err.clone()), false);
         move_out(&mut hi, Some(err), true);
         (lo, hi)
