@@ -37,7 +37,8 @@ pub enum FpKind {
     /// `W⁺·l + W⁻·u`), so that on the symmetric box `[−m, m]` it returns
     /// `c ± |W|·m` up to its own rounding. Backward: `Λ·W` and `Λ·c` by sums.
     Affine,
-    /// Element-wise, with an exact interval rule (e.g. ReLU): every line any of its
+    /// Element-wise, with an interval rule of at most one rounded product per element
+    /// (ReLU, LeakyReLU's `α·l`): every line any of its
     /// relaxations uses, `s·x + b` on input bounds within `[−m, m]`, has
     /// `|s|·m + |b| ≤ line_scale·m`. Backward: one product per coefficient, and the bias
     /// as a sum.

@@ -412,7 +412,7 @@ impl<'g, T: Scalar> State<'g, T> {
     fn plan(&self, id: NodeId) -> Result<Plan<T>> {
         let node = self.graph.node(id);
         let Some(op) = node.op() else {
-            return Ok(Plan::Done(self.ptb[id].expect("perturbed input").interval()));
+            return Ok(Plan::Done(self.input_interval(id)));
         };
         if let Some(b) = self.fixed(id) {
             return Ok(Plan::Done(b));

@@ -172,8 +172,8 @@ impl<T: Scalar> FpState<T> {
     }
 
     /// Widen the interval `(lo, hi)` of node `id`, computed by its operator's rule on
-    /// the intervals `ins`, by the rule's rounding error (affine operators; element-wise
-    /// ones have exact interval rules, copies need nothing).
+    /// the intervals `ins`, by the rule's rounding error (affine operators: their sums;
+    /// element-wise ones: one product per element; copies need nothing).
     pub fn widen(
         &self,
         g: &Graph<T>,
@@ -183,8 +183,19 @@ impl<T: Scalar> FpState<T> {
         hi: &mut [T],
     ) -> Result<()> {
         let Some(op) = g.node(id).op() else { return Ok(()) };
-        if rounding_of(g, id, op)?.kind != FpKind::Affine {
-            return Ok(());
+        match rounding_of(g, id, op)?.kind {
+            FpKind::Exact => return Ok(()),
+            FpKind::Elementwise { .. } => {
+                // One rounded product per element (e.g. LeakyReLU's `α·l`).
+                let (f, eta) = (self.mode.factor::<T>(2), self.mode.underflow::<T>(2));
+                for (l, h) in lo.iter_mut().zip(hi.iter_mut()) {
+                    let w = up(f * l.abs().max(h.abs()).as_f64() + eta);
+                    *l = lower_by(*l, w);
+                    *h = raise_by(*h, w);
+                }
+                return Ok(());
+            }
+            FpKind::Affine => {}
         }
         let boxes: Vec<Vec<T>> = ins.iter().map(|i| magnitudes(i.lower, i.upper)).collect();
         let Some(step) = self.step_from(g, id, op, &boxes)? else { return Ok(()) };
