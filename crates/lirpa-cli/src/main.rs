@@ -93,6 +93,8 @@ struct VerifyArgs {
     /// stacked engine call; default: the library's).
     #[arg(long)]
     bab_batch: Option<usize>,
+    #[command(flatten)]
+    fp: FpArg,
 }
 
 #[derive(Clone, Copy, ValueEnum)]
@@ -176,6 +178,25 @@ struct BoundsArgs {
     /// Coefficients on convolutional layers: windowed where it pays (auto) or dense.
     #[arg(long, default_value = "auto")]
     conv_mode: String,
+    #[command(flatten)]
+    fp: FpArg,
+}
+
+/// `--fp-sound[=real|float32-model]`, shared by `bounds` and `verify`.
+#[derive(clap::Args)]
+struct FpArg {
+    /// Floating-point-sound bounds: enclose the exact real-arithmetic output whatever
+    /// rounding happened (`real`, the default of the flag), and also the model's
+    /// float32 evaluation in any summation order (`float32-model`).
+    #[arg(long = "fp-sound", value_name = "MODE", num_args = 0..=1, require_equals = true,
+          default_missing_value = "real", value_parser = ["real", "float32-model", "off"])]
+    mode: Option<String>,
+}
+
+impl FpArg {
+    fn mode(&self) -> Result<lirpa::core::FpSound> {
+        Ok(self.mode.as_deref().unwrap_or("off").parse()?)
+    }
 }
 
 fn main() -> ExitCode {
@@ -332,7 +353,8 @@ fn report<T: Scalar>(args: &BoundsArgs, graph: &Graph<T>, inputs: &[InputValue<T
         MethodArg::ForwardBackward => Method::ForwardBackward,
     };
     let conv_mode = args.conv_mode.parse()?;
-    let mut opts = BoundOptions { method, threads: args.threads, conv_mode, ..Default::default() };
+    let fp_sound = args.fp.mode()?;
+    let mut opts = BoundOptions { method, threads: args.threads, conv_mode, fp_sound, ..Default::default() };
     if let Some(it) = args.iterations {
         opts.optimize.iterations = it;
     }
@@ -408,6 +430,7 @@ fn verify(args: &VerifyArgs, started: std::time::Instant) -> Result<()> {
     opts.relu_bab.screen = args.screen_candidates.unwrap_or(opts.relu_bab.screen);
     opts.relu_bab.batch = args.bab_batch.unwrap_or(opts.relu_bab.batch).max(1);
     opts.progress = Some(&progress);
+    opts.fp_sound = args.fp.mode()?;
     let model = lirpa_verify::Model::load(&args.model)?;
     let problem = lirpa_verify::Problem::from_property(&lirpa_verify::read_property(&args.spec)?);
     let (verdict, stats) = lirpa_verify::verify_within(&model, &problem, started, timeout, &mut opts)?;
@@ -422,7 +445,10 @@ fn verify(args: &VerifyArgs, started: std::time::Instant) -> Result<()> {
             "bab_seconds": stats.bab_time.as_secs_f64(),
         });
         match &verdict {
-            Verdict::Sat(ce) => out["counterexample"] = serde_json::json!({ "x": ce.x, "y": ce.y }),
+            Verdict::Sat(ce) => {
+                let (f32_holds, f64_holds) = model.recheck(&problem, ce);
+                out["counterexample"] = serde_json::json!({ "x": ce.x, "y": ce.y, "holds_f32": f32_holds, "holds_f64": f64_holds });
+            }
             Verdict::Unknown(why) => out["reason"] = serde_json::json!(why),
             _ => {}
         }
@@ -431,6 +457,12 @@ fn verify(args: &VerifyArgs, started: std::time::Instant) -> Result<()> {
         print!("{}", verdict.vnncomp_text());
         if let Verdict::Unknown(why) = &verdict {
             eprintln!("unknown: {why}");
+        }
+        if let Verdict::Sat(ce) = &verdict {
+            let (f32_holds, f64_holds) = model.recheck(&problem, ce);
+            eprintln!(
+                "counterexample re-checked: violates the property in f32: {f32_holds}, in f64: {f64_holds}"
+            );
         }
         eprintln!(
             "{} in {secs:.2} s ({} domains; attack {:.2} s, branch and bound {:.2} s)",

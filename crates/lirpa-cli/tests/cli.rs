@@ -381,3 +381,45 @@ fn train_writes_a_model_and_refuses_bad_input() {
     let (code, _, stderr) = lirpa(&["train", "models/toy.onnx", "--data", &data, "--out", &out]);
     assert!(code != 0 && stderr.lines().count() == 1 && stderr.contains("at least 2 outputs"), "{stderr}");
 }
+
+#[test]
+fn fp_sound_bounds_enclose_the_default_ones_and_bad_modes_are_one_line() {
+    // Every mode and method on the toy model: the sound bounds contain the golden
+    // interval and the default bounds.
+    for method in ["ibp", "crown", "crown-ibp", "alpha-crown"] {
+        let run = |extra: &[&str]| {
+            let mut args = vec!["bounds", "models/toy.onnx", "--method", method, "--json"];
+            args.extend(BOX);
+            args.extend(extra);
+            let (code, stdout, stderr) = lirpa(&args);
+            assert_eq!(code, 0, "{method} {extra:?}: {stderr}");
+            let v: serde_json::Value = serde_json::from_str(stdout.trim()).unwrap();
+            (v["lower"][0].as_f64().unwrap(), v["upper"][0].as_f64().unwrap())
+        };
+        let (l0, u0) = run(&[]);
+        for mode in ["--fp-sound", "--fp-sound=real", "--fp-sound=float32-model"] {
+            for dtype in ["f32", "f64"] {
+                let (l, u) = run(&[mode, "--dtype", dtype]);
+                // The golden intervals (α-CROWN may be tighter than CROWN's).
+                let (lo, hi) = if method == "ibp" { (-6.0, 4.0) } else { (-3.0, 3.0) };
+                assert!(
+                    method == "alpha-crown" || (l <= lo && u >= hi),
+                    "{method} {mode} {dtype}: [{l}, {u}]"
+                );
+                assert!(dtype == "f64" || (l <= l0 && u >= u0), "{method} {mode}: [{l}, {u}] ⊉ [{l0}, {u0}]");
+            }
+        }
+    }
+    let mut args = vec!["bounds", "models/toy.onnx", "--fp-sound=exact"];
+    args.extend(BOX);
+    let (code, _, stderr) = lirpa(&args);
+    assert_ne!(code, 0);
+    assert_eq!(stderr.trim().lines().count(), 1, "{stderr}");
+    assert!(stderr.contains("fp-sound"), "{stderr}");
+    let mut args = vec!["bounds", "models/toy.onnx", "--fp-sound", "--method", "forward"];
+    args.extend(BOX);
+    let (code, _, stderr) = lirpa(&args);
+    assert_ne!(code, 0);
+    assert_eq!(stderr.trim().lines().count(), 1, "{stderr}");
+    assert!(stderr.contains("fp-sound") && stderr.contains("forward"), "{stderr}");
+}

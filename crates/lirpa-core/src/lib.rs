@@ -9,6 +9,7 @@
 pub mod attr;
 pub mod budget;
 pub mod error;
+pub mod fpsound;
 pub mod graph;
 pub mod linear;
 pub mod op;
@@ -24,6 +25,7 @@ pub mod window;
 pub use attr::{Attr, Attributes};
 pub use budget::checked_numel;
 pub use error::{Error, Result};
+pub use fpsound::{FpKind, FpRounding, FpSound};
 pub use graph::{Graph, GraphBuilder, Node, NodeId, NodeKind};
 pub use linear::{BackwardResult, ElementwiseRelaxation, FormInput, LinearA, LinearBias, LinearForm};
 pub use op::{

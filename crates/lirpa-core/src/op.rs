@@ -240,6 +240,13 @@ pub trait LinearRelaxation<T: Scalar> {
         crate::linear::forward_from_backward(res, inputs, n_out, dim, ctx.par)
     }
 
+    /// How this operator's arithmetic rounds, for the floating-point-sound mode (see
+    /// [`crate::fpsound`]). `None` (the default): that mode refuses the operator by name
+    /// rather than bound it unsoundly.
+    fn fp_rounding(&self) -> Option<crate::FpRounding> {
+        None
+    }
+
     /// Optimizable relaxation parameters (α-CROWN), if this relaxation has any.
     fn optimizable(&self) -> Option<&dyn OptimizableRelaxation<T>> {
         None

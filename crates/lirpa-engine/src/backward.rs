@@ -54,6 +54,7 @@ pub type IntermediateBounds<T> = Vec<Option<(Vec<T>, Vec<T>)>>;
 
 pub(crate) mod alpha;
 mod forward;
+mod fpsound;
 
 /// What one reverse sweep ([`State::sweep`]) does besides each operator's default rule.
 pub(super) struct SweepHooks<'a, T> {
@@ -97,10 +98,17 @@ impl<T: Scalar> ConstraintTerms<'_, T> {
 
     /// Add the terms of the constraints on node `id` to its (dense) coefficients `a`
     /// and to `bias`.
-    fn add_to(&self, id: NodeId, mut a: LinearA<T>, bias: &mut LinearBias<T>) -> LinearA<T> {
+    /// In the sound mode (`sound`) the bias takes the rounding of both updates outward.
+    fn add_to(&self, id: NodeId, mut a: LinearA<T>, bias: &mut LinearBias<T>, sound: bool) -> LinearA<T> {
         let k_all = self.constraints.len();
         for (k, c) in self.constraints.iter().enumerate().filter(|(_, c)| c.node == id) {
-            let (sigma, t) = (T::from_f64(c.sign()), T::from_f64(c.threshold));
+            // Sound: the threshold rounded to the side that keeps `σ·(z − t) ≥ 0`.
+            let t = match (sound, c.ge) {
+                (false, _) => T::from_f64(c.threshold),
+                (true, true) => lirpa_core::fpsound::below(c.threshold),
+                (true, false) => lirpa_core::fpsound::above(c.threshold),
+            };
+            let sigma = T::from_f64(c.sign());
             for (side, m) in [(false, a.lower.as_mut()), (true, a.upper.as_mut())] {
                 let Some(m) = m else { continue };
                 let dir = if side { T::one() } else { -T::one() };
@@ -110,6 +118,9 @@ impl<T: Scalar> ConstraintTerms<'_, T> {
                     if beta != T::zero() && c.index < m.ncols() {
                         m[(r, c.index)] += dir * sigma * beta;
                         b[r] -= dir * sigma * beta * t;
+                        if sound {
+                            b[r] = fpsound::beta_term_outward(b[r], beta * t, m[(r, c.index)], t, side);
+                        }
                     }
                 }
             }
@@ -177,6 +188,8 @@ struct State<'g, T: Scalar> {
     values: Vec<Option<Cow<'g, [T]>>>,
     /// Final (sound) element-wise bounds of perturbed nodes, once computed.
     bounds: Vec<Option<Bounds<T>>>,
+    /// The floating-point-sound mode's magnitudes and error models (`None`: off).
+    fp: Option<fpsound::FpState<T>>,
     /// A batch of sub-domains stacked by rows ([`alpha::compute_bounds_optimized_batch`]):
     /// relaxations see each group's own bounds. `None`: one domain, `bounds`.
     groups: Option<RowGroups<T>>,
@@ -280,7 +293,7 @@ impl<'g, T: Scalar> State<'g, T> {
                 )));
             }
         }
-        Ok(State {
+        let mut st = State {
             graph,
             opts,
             par: opts.par(),
@@ -288,8 +301,11 @@ impl<'g, T: Scalar> State<'g, T> {
             perturbed,
             values,
             bounds: vec![None; n],
+            fp: None,
             groups: None,
-        })
+        };
+        st.fp = st.fp_state()?;
+        Ok(st)
     }
 
     fn run(mut self, req: &BoundRequest<'_, T>) -> Result<BoundResult<T>> {
@@ -330,7 +346,11 @@ impl<'g, T: Scalar> State<'g, T> {
                 Some(c) => lirpa_core::linear::mat_vec(c, v),
                 None => v.to_vec(),
             };
-            return Ok(BoundResult { lower: y.clone(), upper: y, a: vec![], bias: None, node_a: vec![] });
+            let (lower, upper) = match (req.c, self.fp.is_some()) {
+                (Some(c), true) => fpsound::widen_product(c, v, y),
+                _ => (y.clone(), y),
+            };
+            return Ok(BoundResult { lower, upper, a: vec![], bias: None, node_a: vec![] });
         }
 
         let (lower, upper, a, bias, node_a) = match self.opts.method {
@@ -463,7 +483,7 @@ impl<'g, T: Scalar> State<'g, T> {
     fn ibp_one(&self, id: NodeId, memo: &[Option<Bounds<T>>]) -> Result<Bounds<T>> {
         let node = self.graph.node(id);
         let op = match &node.kind {
-            NodeKind::Input => return Ok(self.ptb[id].expect("perturbed input").interval()),
+            NodeKind::Input => return Ok(self.input_interval(id)),
             NodeKind::Op(op) => op.as_ref(),
             NodeKind::Constant(_) => unreachable!("constants are not perturbed"),
         };
@@ -484,6 +504,9 @@ impl<'g, T: Scalar> State<'g, T> {
         let mut lo = vec![T::zero(); node.numel()];
         let mut hi = vec![T::zero(); node.numel()];
         op.interval(&ins, &mut lo, &mut hi).map_err(|e| e.at_node(&node.name, op.op_type()))?;
+        if let Some(fp) = &self.fp {
+            fp.widen(self.graph, id, &ins, &mut lo, &mut hi)?;
+        }
         Ok((lo, hi))
     }
 
@@ -509,6 +532,10 @@ impl<'g, T: Scalar> State<'g, T> {
     /// nodes where that stops (or on the perturbation set of an input).
     fn ibp_spec(&self, target: NodeId, c: Option<MatRef<'_, T>>) -> Result<Bounds<T>> {
         let Some(c) = c else { return self.ibp(target) };
+        if self.fp.is_some() {
+            let (l, u) = self.ibp(target)?;
+            return Ok(self.concretize_box_sound(c, &l, &u));
+        }
         let mut pending: Vec<Option<LinearA<T>>> = (0..=target).map(|_| None).collect();
         pending[target] = Some(LinearA::both(c.to_owned(), true, true));
         let mut bias = LinearBias::zeros(c.nrows());
@@ -584,6 +611,11 @@ impl<'g, T: Scalar> State<'g, T> {
             if need && self.bounds[id].is_none() {
                 let b = self.constrain(id, self.intermediate_bounds(id)?);
                 self.bounds[id] = Some(b);
+                if let Some(mut fp) = self.fp.take() {
+                    let r = fp.refresh(self, Some(id));
+                    self.fp = Some(fp);
+                    r?;
+                }
             }
         }
         Ok(())
@@ -592,7 +624,7 @@ impl<'g, T: Scalar> State<'g, T> {
     fn intermediate_bounds(&self, id: NodeId) -> Result<Bounds<T>> {
         let node = self.graph.node(id);
         let Some(op) = node.op() else {
-            return Ok(self.ptb[id].expect("perturbed input").interval());
+            return Ok(self.input_interval(id));
         };
         if let Some(b) = self.fixed(id) {
             return Ok(b);
@@ -729,14 +761,14 @@ impl<'g, T: Scalar> State<'g, T> {
                     let a = a
                         .map(LinearA::into_dense)
                         .unwrap_or_else(|| LinearA::dense(sides.0.then(zeros), sides.1.then(zeros)));
-                    Some(t.add_to(id, a, &mut bias))
+                    Some(t.add_to(id, a, &mut bias, self.fp.is_some()))
                 }
                 (a, _) => a,
             };
             let Some(a) = a else { continue };
             let node = self.graph.node(id);
             if let Some(v) = &self.values[id] {
-                bias.add_assign(&a.times_vector(v));
+                self.add_times_vector(&mut bias, &a, v);
                 continue;
             }
             let op = match &node.kind {
@@ -758,6 +790,9 @@ impl<'g, T: Scalar> State<'g, T> {
             if hooks.record && !op.is_affine() {
                 recorded[id] = Some(a.clone());
             }
+            if let Some(fp) = &self.fp {
+                fp.step(id, &a, &mut bias);
+            }
             let res = match optimized {
                 _ if op.is_affine() => self
                     .backward_op(node.inputs.as_slice(), op, a, par)
@@ -772,7 +807,7 @@ impl<'g, T: Scalar> State<'g, T> {
                     self.grouped_backward(id, a, |ctx, a, _| self.apply_rule(ctx.input_bounds, op, a, par))?
                 }
             };
-            bias.add_assign(&res.bias);
+            self.add_bias(&mut bias, &res.bias);
             for (k, ak) in res.inputs.into_iter().enumerate() {
                 let Some(ak) = ak else { continue };
                 let i = *node.inputs.get(k).ok_or_else(|| {
@@ -783,7 +818,12 @@ impl<'g, T: Scalar> State<'g, T> {
                 })?;
                 let ak = self.settle(i, ak)?;
                 match &mut pending[i] {
-                    Some(acc) => acc.add_assign(ak)?,
+                    Some(acc) => {
+                        acc.add_assign(ak)?;
+                        if let Some(fp) = &self.fp {
+                            fp.fan_out(i, acc, &mut bias);
+                        }
+                    }
                     slot @ None => *slot = Some(ak),
                 }
             }
@@ -946,15 +986,20 @@ impl<'g, T: Scalar> State<'g, T> {
         let mut hi = if upper { bias.upper.clone() } else { vec![T::infinity(); bias.upper.len()] };
         for (id, a) in roots {
             let p = self.ptb[*id].expect("perturbed root");
-            let conc = |m: &Mat<T>, up: bool| match &a.window {
-                None => p.concretize(m.as_ref(), up),
-                Some(w) => p.concretize_windowed(m.as_ref(), w, up),
+            // In the sound mode, the concretization's own rounding, outward.
+            let conc = |m: &Mat<T>, up: bool| {
+                let mut v = match &a.window {
+                    None => p.concretize(m.as_ref(), up),
+                    Some(w) => p.concretize_windowed(m.as_ref(), w, up),
+                };
+                fpsound::move_out(&mut v, self.concretize_error(*id, a, m), up);
+                v
             };
             if let (true, Some(al)) = (lower, &a.lower) {
-                add(&mut lo, &conc(al, false));
+                fpsound::add_outward(&mut lo, &conc(al, false), false, self.fp.is_some());
             }
             if let (true, Some(au)) = (upper, &a.upper) {
-                add(&mut hi, &conc(au, true));
+                fpsound::add_outward(&mut hi, &conc(au, true), true, self.fp.is_some());
             }
         }
         (lo, hi)

@@ -1,5 +1,6 @@
 use faer::{MatRef, Par};
-use lirpa_core::{Error, NodeId, RelaxOptions, Result, Scalar};
+use lirpa_core::fpsound::{above, below};
+use lirpa_core::{Error, FpSound, NodeId, RelaxOptions, Result, Scalar};
 use serde::{Deserialize, Serialize};
 
 /// The bound propagation method.
@@ -114,18 +115,11 @@ pub struct BoundOptions {
     /// domain's intermediate bounds this way, β-CROWN's default: only the bounded node's
     /// pass is computed (and optimized).
     pub fixed_node_bounds: bool,
-}
-
-/// The largest `T` at most `b` (a known lower bound rounded outward).
-fn below<T: Scalar>(b: f64) -> T {
-    let v = T::from_f64(b);
-    if v.as_f64() > b { v.next_down() } else { v }
-}
-
-/// The smallest `T` at least `b` (a known upper bound rounded outward).
-fn above<T: Scalar>(b: f64) -> T {
-    let v = T::from_f64(b);
-    if v.as_f64() < b { v.next_up() } else { v }
+    /// Floating-point-sound bounds ([`FpSound`]): every bound encloses the exact
+    /// real-arithmetic output (and, with `float32-model`, the model's `f32`
+    /// evaluation), whatever rounding happened; operators that cannot be bounded so
+    /// are refused by name. Off by default.
+    pub fp_sound: FpSound,
 }
 
 /// `x = v` where `v` is above `x` (a tighter lower bound).
@@ -321,6 +315,7 @@ impl Default for BoundOptions {
             node_bounds: None,
             constraints: None,
             fixed_node_bounds: false,
+            fp_sound: FpSound::Off,
         }
     }
 }

@@ -87,6 +87,12 @@ impl<'g> CrownBounder<'g> {
     pub fn with_threads(graph: &'g Graph<f64>, threads: usize) -> Self {
         CrownBounder { graph, opts: BoundOptions { threads, ..BoundOptions::with_method(Method::Crown) } }
     }
+
+    /// The same bounder with floating-point-sound bounds ([`BoundOptions::fp_sound`]).
+    pub fn fp_sound(mut self, mode: lirpa::core::FpSound) -> Self {
+        self.opts.fp_sound = mode;
+        self
+    }
 }
 
 impl Bounder for CrownBounder<'_> {

@@ -132,6 +132,19 @@ impl Model {
             .find_map(|(x, _)| self.confirm(problem, region, x))
     }
 
+    /// Whether counterexample `ce` violates the property when the model runs in `f32`
+    /// (its own precision, at `x` rounded to `f32`) and in `f64`: `(f32, f64)`.
+    pub fn recheck(&self, problem: &Problem, ce: &Counterexample) -> (bool, bool) {
+        let x32: Vec<f32> = ce.x.iter().map(|&v| v as f32).collect();
+        let in_f32 = self.forward32(&x32).ok().is_some_and(|y| {
+            let x: Vec<f64> = x32.iter().map(|&v| v as f64).collect();
+            let y: Vec<f64> = y.iter().map(|&v| v as f64).collect();
+            problem.is_counterexample(&x, &y)
+        });
+        let in_f64 = self.forward64(&ce.x).ok().is_some_and(|y| problem.is_counterexample(&ce.x, &y));
+        (in_f32, in_f64)
+    }
+
     fn check_sizes(&self, p: &Problem) -> Result<()> {
         if p.n_inputs != self.n_inputs || p.n_outputs != self.n_outputs {
             return Err(Error::Invalid(format!(
@@ -267,6 +280,9 @@ pub struct VerifyOptions<'a> {
     pub relu_bab: relu_bab::ReluBabOptions,
     /// Called about once a second during long phases.
     pub progress: Option<&'a (dyn Fn(&Progress) + Sync)>,
+    /// Floating-point-sound bounds for every proof (`unsat` only from bounds that
+    /// enclose the exact output, see [`lirpa::BoundOptions::fp_sound`]).
+    pub fp_sound: lirpa::core::FpSound,
 }
 
 impl VerifyOptions<'_> {
@@ -291,6 +307,7 @@ impl VerifyOptions<'_> {
             alpha_depth: 12,
             relu_bab: relu_bab::ReluBabOptions::default(),
             progress: None,
+            fp_sound: lirpa::core::FpSound::Off,
         }
     }
 }
@@ -343,8 +360,10 @@ pub fn verify(model: &Model, problem: &Problem, opts: &VerifyOptions<'_>) -> Res
     // 2. Bounds: input split, or one CROWN bound per region.
     let t = Instant::now();
     // Many small bounds in parallel when splitting; one bound on all cores otherwise.
-    let bounder = bab::CrownBounder::with_threads(&model.g64, if split { 1 } else { 0 });
-    let alpha = bab::CrownBounder::alpha(&model.g64, opts.alpha_split_iterations, Some(opts.deadline));
+    let bounder =
+        bab::CrownBounder::with_threads(&model.g64, if split { 1 } else { 0 }).fp_sound(opts.fp_sound);
+    let alpha = bab::CrownBounder::alpha(&model.g64, opts.alpha_split_iterations, Some(opts.deadline))
+        .fp_sound(opts.fp_sound);
     let strong: Option<&dyn bab::Bounder> = (split && opts.alpha_split_iterations > 0).then_some(&alpha as _);
     let bab_opts = bab::BabOptions {
         batch: opts.batch,
@@ -416,7 +435,7 @@ pub fn verify(model: &Model, problem: &Problem, opts: &VerifyOptions<'_>) -> Res
             // optimized intermediate bounds cost too much: the root keeps CROWN's and
             // optimizes the final bound only, as the sub-domains do.
             let general = nodes.iter().any(|(_, k)| *k == relu_bab::SplitKind::Midpoint);
-            let root = if (general || !full_root) && opts.relu_bab.beta {
+            let root = (if (general || !full_root) && opts.relu_bab.beta {
                 relu_bab::ClampBounder::beta(&model.g64, opts.alpha_iterations, 0, Some(opts.deadline))
             } else {
                 relu_bab::ClampBounder::new(
@@ -426,7 +445,8 @@ pub fn verify(model: &Model, problem: &Problem, opts: &VerifyOptions<'_>) -> Res
                     0,
                     Some(opts.deadline),
                 )
-            };
+            })
+            .fp_sound(opts.fp_sound);
             let sub = match (opts.relu_bab.sub_iterations, opts.relu_bab.beta) {
                 (0, _) => relu_bab::ClampBounder::new(&model.g64, lirpa::Method::Crown, 0, 1, None),
                 (k, true) => relu_bab::ClampBounder::beta(&model.g64, k, 1, Some(opts.deadline)),
@@ -437,7 +457,8 @@ pub fn verify(model: &Model, problem: &Problem, opts: &VerifyOptions<'_>) -> Res
                     1,
                     Some(opts.deadline),
                 ),
-            };
+            }
+            .fp_sound(opts.fp_sound);
             let local = |x: &[f64], di: usize| -> Result<Option<Counterexample>> {
                 let budget = attack::Budget {
                     deadline: opts.deadline,

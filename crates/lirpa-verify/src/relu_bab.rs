@@ -272,6 +272,14 @@ pub struct ClampBounder<'g> {
     kinds: Vec<(NodeId, SplitKind)>,
 }
 
+impl ClampBounder<'_> {
+    /// The same bounder with floating-point-sound bounds ([`BoundOptions::fp_sound`]).
+    pub fn fp_sound(mut self, mode: lirpa::core::FpSound) -> Self {
+        self.opts.fp_sound = mode;
+        self
+    }
+}
+
 impl<'g> ClampBounder<'g> {
     /// `method` CROWN or α-CROWN (`iterations` of it, iterating no later than
     /// `deadline`), `threads` as `BoundOptions`: the splits only clamp intermediate

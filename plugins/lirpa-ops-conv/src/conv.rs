@@ -529,6 +529,15 @@ impl<T: Scalar> IntervalRule<T> for Conv<T> {
 }
 
 impl<T: Scalar> LinearRelaxation<T> for Conv<T> {
+    fn fp_rounding(&self) -> Option<lirpa_core::FpRounding> {
+        // Sums over the taps of one output (forward) or of one input (backward), plus
+        // the weights' rounding from f64, the per-position scale and the bias.
+        let taps = (self.ci + self.co) / self.groups * self.g.kh * self.g.kw;
+        Some(lirpa_core::FpRounding {
+            kind: lirpa_core::FpKind::Affine,
+            terms: Some(taps + lirpa_core::FpRounding::SLACK),
+        })
+    }
     fn backward(&self, ctx: &BackwardCtx<'_, T>, a: LinearA<T>) -> Result<BackwardResult<T>> {
         let spec = a.spec();
         let win = a.window.as_ref();

@@ -118,6 +118,12 @@ impl<T: Scalar> IntervalRule<T> for Dense<T> {
 }
 
 impl<T: Scalar> LinearRelaxation<T> for Dense<T> {
+    fn fp_rounding(&self) -> Option<lirpa_core::FpRounding> {
+        // Sums over the inputs (forward) or the outputs (backward) of one row; the
+        // constants may carry Gemm's alpha and beta.
+        let terms = self.n_in + self.n_out + lirpa_core::FpRounding::SLACK;
+        Some(lirpa_core::FpRounding { kind: lirpa_core::FpKind::Affine, terms: Some(terms) })
+    }
     fn backward(&self, ctx: &BackwardCtx<'_, T>, a: LinearA<T>) -> Result<BackwardResult<T>> {
         let spec = a.spec();
         let mut bias = LinearBias::zeros(spec);

@@ -71,6 +71,23 @@ impl<T: Scalar> IntervalRule<T> for Affine<T> {
 }
 
 impl<T: Scalar> LinearRelaxation<T> for Affine<T> {
+    fn fp_rounding(&self) -> Option<lirpa_core::FpRounding> {
+        // Forward: one product and one sum per operand; backward: a sum over the
+        // outputs that read one input element (broadcasting), one product each.
+        let most = self
+            .terms
+            .iter()
+            .map(|t| match &t.src {
+                None => 1,
+                Some(src) => lirpa_core::FpRounding::gather(src.iter().map(|&j| Some(j)), t.n_in, true)
+                    .terms
+                    .unwrap_or(1),
+            })
+            .max()
+            .unwrap_or(0);
+        let terms = most.max(self.terms.len()) + lirpa_core::FpRounding::SLACK;
+        Some(lirpa_core::FpRounding { kind: lirpa_core::FpKind::Affine, terms: Some(terms) })
+    }
     fn backward(&self, _ctx: &BackwardCtx<'_, T>, a: LinearA<T>) -> Result<BackwardResult<T>> {
         let bias = match &self.offset {
             Some(c) => a.times_vector(c),

@@ -125,6 +125,13 @@ impl<T: Scalar> IndexMap<T> {
 }
 
 impl<T: Scalar> LinearRelaxation<T> for IndexMap<T> {
+    fn fp_rounding(&self) -> Option<lirpa_core::FpRounding> {
+        // Inputs laid end to end: one index space.
+        let starts: SmallVec<[usize; 4]> =
+            self.n_in.iter().scan(0, |acc, &n| Some(std::mem::replace(acc, *acc + n))).collect();
+        let src = self.src.iter().map(|&(k, j)| (k != FILL).then(|| starts[k as usize] + j as usize));
+        Some(lirpa_core::FpRounding::gather(src, self.n_in.iter().sum(), self.fill == T::zero()))
+    }
     fn backward(&self, _ctx: &BackwardCtx<'_, T>, a: LinearA<T>) -> Result<BackwardResult<T>> {
         if let (Some(pad), Some(_)) = (self.spatial_pad, &a.window) {
             return self.backward_windowed(pad, a);

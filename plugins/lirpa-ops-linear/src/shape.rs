@@ -38,6 +38,9 @@ impl<T: Scalar> LinearRelaxation<T> for View {
     fn backward(&self, _ctx: &BackwardCtx<'_, T>, a: LinearA<T>) -> Result<BackwardResult<T>> {
         Ok(BackwardResult::single(a))
     }
+    fn fp_rounding(&self) -> Option<lirpa_core::FpRounding> {
+        Some(lirpa_core::FpRounding { kind: lirpa_core::FpKind::Exact, terms: Some(0) })
+    }
     fn is_affine(&self) -> bool {
         true
     }
@@ -131,6 +134,9 @@ impl<T: Scalar> LinearRelaxation<T> for Permute {
         let n_in = self.src.len();
         Ok(BackwardResult::single(a.map(|m| Ok(scatter_columns(m, &self.src, n_in)))?))
     }
+    fn fp_rounding(&self) -> Option<lirpa_core::FpRounding> {
+        Some(lirpa_core::FpRounding::gather(self.src.iter().map(|&j| Some(j)), self.src.len(), true))
+    }
     fn is_affine(&self) -> bool {
         true
     }
@@ -167,6 +173,9 @@ impl<T: Scalar> LinearRelaxation<T> for ConstOp<T> {
     fn backward(&self, _ctx: &BackwardCtx<'_, T>, a: LinearA<T>) -> Result<BackwardResult<T>> {
         let bias: LinearBias<T> = a.times_vector(&self.value);
         Ok(BackwardResult { inputs: smallvec![], bias })
+    }
+    fn fp_rounding(&self) -> Option<lirpa_core::FpRounding> {
+        Some(lirpa_core::FpRounding { kind: lirpa_core::FpKind::Affine, terms: None })
     }
     fn is_affine(&self) -> bool {
         true

@@ -217,6 +217,16 @@ impl<T: Scalar> IntervalRule<T> for TwoPiece<T> {
 }
 
 impl<T: Scalar> LinearRelaxation<T> for TwoPiece<T> {
+    fn fp_rounding(&self) -> Option<lirpa_core::FpRounding> {
+        // Every line (CROWN's or optimized) on `[l, u] ⊆ [−M, M]` has a slope between
+        // the two pieces' (|s| ≤ S = max(1, |slope|)) and, through a point of `f` at an
+        // end, an intercept of at most 2·S·M (plus the chord's securing margin).
+        let s = self.slope.as_f64().abs().max(1.0);
+        Some(lirpa_core::FpRounding {
+            kind: lirpa_core::FpKind::Elementwise { line_scale: 3.0 * s + 1.0 },
+            terms: None,
+        })
+    }
     fn backward(&self, ctx: &BackwardCtx<'_, T>, a: LinearA<T>) -> Result<BackwardResult<T>> {
         let b = ctx.bounds(0)?;
         Ok(self.relaxation(b.lower, b.upper, ReluLowerSlope::of(ctx.options)).backward(a))

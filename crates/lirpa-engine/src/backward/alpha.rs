@@ -320,7 +320,8 @@ pub fn compute_bounds_optimized_batch<T: Scalar>(
             .map(|d| compute_bounds_optimized_keep(graph, inputs, &opts_d[d], &reqs[d], domains[d].warm))
             .collect()
     };
-    if domains.len() < 2 {
+    // The floating-point-sound mode's error terms read one domain's magnitudes.
+    if domains.len() < 2 || opts.fp_sound != lirpa_core::FpSound::Off {
         return one_by_one();
     }
     let mut states = Vec::with_capacity(domains.len());
@@ -721,7 +722,7 @@ impl<'g, T: Scalar> State<'g, T> {
     fn plan(&self, id: NodeId) -> Result<Plan<T>> {
         let node = self.graph.node(id);
         let Some(op) = node.op() else {
-            return Ok(Plan::Done(self.ptb[id].expect("perturbed input").interval()));
+            return Ok(Plan::Done(self.input_interval(id)));
         };
         if let Some(b) = self.fixed(id) {
             return Ok(Plan::Done(b));

@@ -1,0 +1,402 @@
+//! The floating-point-sound mode in the engine ([`BoundOptions::fp_sound`]): where a
+//! number becomes a bound, the rounding error of everything computed on the way is
+//! added outward (see [`lirpa_core::fpsound`] for the error bounds).
+//!
+//! Per backward step through node `y` with coefficients `Λ` (rows) the operator
+//! computes `Λ' = Λ·W` and `Λ·c` (affine) or `Λ·s`, `Λ·b` (element-wise lines); the
+//! error of `Λ'·x + bias` against exact arithmetic is at most `g·Σ_k |Λ_rk|·m_k + η`
+//! where `m_k ≥ |W|·|x| + |c|` (resp. `|s|·|x| + |b|`) over the set (`g` from the
+//! operator's [`FpRounding`]). `m` comes from the operator's own interval rule on the
+//! symmetric box `[−M, M]` of its inputs' magnitudes `M`, which themselves come from
+//! sound intervals. The bias is moved down (lower side) or up by that much. Sums of
+//! coefficients at fan-out, constants' products, bias accumulation and concretization
+//! get the same treatment; IBP widens each affine interval by the same term.
+//!
+//! [`BoundOptions::fp_sound`]: crate::BoundOptions::fp_sound
+
+use super::{Bounds, State};
+use faer::MatRef;
+use lirpa_core::fpsound::{abs_dot, gamma, lower_by, magnitudes, raise_by, unit_roundoff, up};
+use lirpa_core::op::Interval;
+use lirpa_core::{
+    Error, FpKind, FpRounding, FpSound, Graph, LinearA, LinearBias, NodeId, NodeKind, Operator, Perturbation,
+    Result, Scalar,
+};
+use smallvec::SmallVec;
+
+/// What the sound mode knows of a computation: magnitudes of every perturbed node's
+/// values and, per operator node, the magnitude of its formula and its error factor.
+pub(super) struct FpState<T: Scalar> {
+    pub mode: FpSound,
+    /// `M`: a bound of `|x|` over the set, per perturbed node.
+    mag: Vec<Option<Vec<T>>>,
+    /// The sound interval `M` came from, per perturbed node.
+    ivl: Vec<Option<Bounds<T>>>,
+    /// Per perturbed operator node with arithmetic: `(m, g, η)`.
+    step: Vec<Option<Step<T>>>,
+}
+
+struct Step<T> {
+    fmag: Vec<T>,
+    factor: f64,
+    /// Absolute (underflow) term per row.
+    eta: f64,
+}
+
+/// The operator's rounding description, or the sound mode's refusal naming it.
+fn rounding_of<T: Scalar>(graph: &Graph<T>, id: NodeId, op: &dyn Operator<T>) -> Result<FpRounding> {
+    op.fp_rounding().ok_or_else(|| Error::Unimplemented {
+        node: graph.node(id).name.clone(),
+        op_type: op.op_type().to_string(),
+        msg: "floating-point-sound bounds (--fp-sound): no rounding-error model for this operator yet".into(),
+    })
+}
+
+/// The number of rounded operations per term the engine assumes for node `id`.
+fn terms_of<T: Scalar>(graph: &Graph<T>, id: NodeId, r: &FpRounding) -> usize {
+    r.terms.unwrap_or_else(|| {
+        let node = graph.node(id);
+        node.numel() + node.inputs.iter().map(|&i| graph.node(i).numel()).sum::<usize>() + FpRounding::SLACK
+    })
+}
+
+/// `m` of an affine operator: the magnitude of its interval rule on the symmetric boxes
+/// `[−M, M]` of its inputs (`|v|` for exact inputs), raised by that rule's own
+/// rounding: on `[−M, M]` it computes `c ± |W|·M` with an error of at most
+/// `γ·(|c| + |W|·M)`.
+fn affine_magnitude<T: Scalar>(
+    op: &dyn Operator<T>,
+    boxes: &[Vec<T>],
+    numel: usize,
+    terms: usize,
+) -> Result<Vec<T>> {
+    let negs: Vec<Vec<T>> = boxes.iter().map(|m| m.iter().map(|&x| -x).collect()).collect();
+    let ins: SmallVec<[Interval<'_, T>; 4]> =
+        boxes.iter().zip(&negs).map(|(m, n)| Interval { lower: n, upper: m }).collect();
+    let (mut lo, mut hi) = (vec![T::zero(); numel], vec![T::zero(); numel]);
+    op.interval(&ins, &mut lo, &mut hi)?;
+    let g = gamma(unit_roundoff::<T>(), terms);
+    let scale = up(1.0 + 2.0 * g);
+    Ok(magnitudes(&lo, &hi).into_iter().map(|m| raise_by(T::zero(), up(m.as_f64() * scale))).collect())
+}
+
+impl<T: Scalar> FpState<T> {
+    /// Magnitudes and steps of every node after `from` (all when `from` is `None`),
+    /// from sound intervals: `bounds` where known, else IBP widened by the rounding.
+    pub fn refresh(&mut self, st: &State<'_, T>, from: Option<NodeId>) -> Result<()> {
+        let g = st.graph;
+        let start = from.map_or(0, |f| f + 1);
+        if let Some(f) = from
+            && let Some((l, u)) = &st.bounds[f]
+        {
+            self.mag[f] = Some(magnitudes(l, u));
+            self.ivl[f] = Some((l.clone(), u.clone()));
+        }
+        for id in start..g.len() {
+            if !st.perturbed[id] {
+                continue;
+            }
+            let node = g.node(id);
+            let (l, u) = match (&st.bounds[id], &node.kind) {
+                (Some(b), _) => b.clone(),
+                (None, NodeKind::Input) => st.input_interval(id),
+                (None, NodeKind::Op(op)) => {
+                    let ins: SmallVec<[Interval<'_, T>; 4]> = node
+                        .inputs
+                        .iter()
+                        .map(|&i| match (&st.values[i], &st.bounds[i], &self.ivl[i]) {
+                            (Some(v), _, _) => Interval { lower: v, upper: v },
+                            (None, Some((l, u)), _) | (None, None, Some((l, u))) => {
+                                Interval { lower: l, upper: u }
+                            }
+                            _ => unreachable!("inputs are bounded before their consumers"),
+                        })
+                        .collect();
+                    let (mut lo, mut hi) = (vec![T::zero(); node.numel()], vec![T::zero(); node.numel()]);
+                    op.interval(&ins, &mut lo, &mut hi).map_err(|e| e.at_node(&node.name, op.op_type()))?;
+                    self.widen(g, id, &ins, &mut lo, &mut hi)?;
+                    (lo, hi)
+                }
+                (None, NodeKind::Constant(_)) => unreachable!("constants are not perturbed"),
+            };
+            if let Some(op) = node.op() {
+                self.step[id] = self.step_of(st, id, op)?;
+            }
+            self.mag[id] = Some(magnitudes(&l, &u));
+            self.ivl[id] = Some((l, u));
+        }
+        Ok(())
+    }
+
+    /// The error model of node `id` from its inputs' magnitudes (`None`: exact).
+    fn step_of(&self, st: &State<'_, T>, id: NodeId, op: &dyn Operator<T>) -> Result<Option<Step<T>>> {
+        let boxes: Vec<Vec<T>> = st
+            .graph
+            .node(id)
+            .inputs
+            .iter()
+            .map(|&i| match (&st.values[i], &self.mag[i]) {
+                (Some(v), _) => v.iter().map(|x| x.abs()).collect(),
+                (None, Some(m)) => m.clone(),
+                (None, None) => unreachable!("inputs are bounded before their consumers"),
+            })
+            .collect();
+        self.step_from(st.graph, id, op, &boxes)
+    }
+
+    /// The error model of node `id` when its inputs lie in `[−boxes, boxes]`.
+    fn step_from(
+        &self,
+        g: &Graph<T>,
+        id: NodeId,
+        op: &dyn Operator<T>,
+        boxes: &[Vec<T>],
+    ) -> Result<Option<Step<T>>> {
+        let node = g.node(id);
+        let r = rounding_of(g, id, op)?;
+        let terms = terms_of(g, id, &r);
+        let fmag = match r.kind {
+            FpKind::Exact => return Ok(None),
+            FpKind::Affine => affine_magnitude(op, boxes, node.numel(), terms)
+                .map_err(|e| e.at_node(&node.name, op.op_type()))?,
+            FpKind::Elementwise { line_scale } => {
+                boxes[0].iter().map(|&m| raise_by(T::zero(), up(m.as_f64() * line_scale))).collect()
+            }
+        };
+        let sum_in: f64 = boxes.iter().flatten().map(|m| m.as_f64()).sum();
+        Ok(Some(Step {
+            fmag,
+            factor: self.mode.factor::<T>(terms),
+            eta: up(self.mode.underflow::<T>(terms) * up(1.0 + sum_in * (1.0 + 1e-10))),
+        }))
+    }
+
+    /// Widen the interval `(lo, hi)` of node `id`, computed by its operator's rule on
+    /// the intervals `ins`, by the rule's rounding error (affine operators: their sums;
+    /// element-wise ones: one product per element; copies need nothing).
+    pub fn widen(
+        &self,
+        g: &Graph<T>,
+        id: NodeId,
+        ins: &[Interval<'_, T>],
+        lo: &mut [T],
+        hi: &mut [T],
+    ) -> Result<()> {
+        let Some(op) = g.node(id).op() else { return Ok(()) };
+        match rounding_of(g, id, op)?.kind {
+            FpKind::Exact => return Ok(()),
+            FpKind::Elementwise { .. } => {
+                // One rounded product per element (e.g. LeakyReLU's `α·l`).
+                let (f, eta) = (self.mode.factor::<T>(2), self.mode.underflow::<T>(2));
+                for (l, h) in lo.iter_mut().zip(hi.iter_mut()) {
+                    let w = up(f * l.abs().max(h.abs()).as_f64() + eta);
+                    *l = lower_by(*l, w);
+                    *h = raise_by(*h, w);
+                }
+                return Ok(());
+            }
+            FpKind::Affine => {}
+        }
+        let boxes: Vec<Vec<T>> = ins.iter().map(|i| magnitudes(i.lower, i.upper)).collect();
+        let Some(step) = self.step_from(g, id, op, &boxes)? else { return Ok(()) };
+        for ((l, h), m) in lo.iter_mut().zip(hi.iter_mut()).zip(&step.fmag) {
+            let w = up(step.factor * m.as_f64() + step.eta);
+            *l = lower_by(*l, w);
+            *h = raise_by(*h, w);
+        }
+        Ok(())
+    }
+
+    /// Move `bias` outward by the error of the backward step through node `id` with
+    /// coefficients `a` (those the operator receives).
+    pub fn step(&self, id: NodeId, a: &LinearA<T>, bias: &mut LinearBias<T>) {
+        let Some(Some(s)) = self.step.get(id) else { return };
+        widen_bias(a, &s.fmag, s.factor, s.eta, bias);
+    }
+
+    /// The error of summing coefficients at fan-out into `acc` on node `id` (one
+    /// rounding per entry, relative to the sum).
+    pub fn fan_out(&self, id: NodeId, acc: &LinearA<T>, bias: &mut LinearBias<T>) {
+        let Some(Some(m)) = self.mag.get(id) else { return };
+        widen_bias(acc, m, gamma(unit_roundoff::<T>(), 1), 0.0, bias);
+    }
+}
+
+/// `bias.lower -= factor·|a.lower|·m + eta`, `bias.upper += factor·|a.upper|·m + eta`.
+fn widen_bias<T: Scalar>(a: &LinearA<T>, m: &[T], factor: f64, eta: f64, bias: &mut LinearBias<T>) {
+    let w = a.window.as_ref();
+    if let Some(al) = &a.lower {
+        for (b, d) in bias.lower.iter_mut().zip(abs_dot(al.as_ref(), w, m)) {
+            *b = lower_by(*b, up(factor * d + eta));
+        }
+    }
+    if let Some(au) = &a.upper {
+        for (b, d) in bias.upper.iter_mut().zip(abs_dot(au.as_ref(), w, m)) {
+            *b = raise_by(*b, up(factor * d + eta));
+        }
+    }
+}
+
+/// The error of a product `C·v` (a specification or coefficients times exact values)
+/// over `n` columns: `γ·|C|·|v|` plus underflow.
+pub(super) fn product_error<T: Scalar>(
+    c: MatRef<'_, T>,
+    window: Option<&lirpa_core::Window>,
+    v: &[T],
+) -> Vec<f64> {
+    let n = c.ncols() + 2;
+    let (g, eta) = (gamma(unit_roundoff::<T>(), n), FpSound::Real.underflow::<T>(n));
+    let absv: Vec<T> = v.iter().map(|x| x.abs()).collect();
+    abs_dot(c, window, &absv).into_iter().map(|d| up(g * d + eta)).collect()
+}
+
+impl<'g, T: Scalar> State<'g, T> {
+    /// The sound mode's state for this computation, or `None` when it is off; refuses
+    /// what the mode cannot bound (forward modes; operators without an error model;
+    /// inexact operators evaluated on exact inputs).
+    pub(super) fn fp_state(&self) -> Result<Option<FpState<T>>> {
+        let mode = self.opts.fp_sound;
+        if !mode.is_on() {
+            return Ok(None);
+        }
+        if matches!(self.opts.method, crate::Method::Forward | crate::Method::ForwardBackward) {
+            return Err(Error::Invalid(format!(
+                "floating-point-sound bounds (--fp-sound) are not available for the {} method yet",
+                self.opts.method
+            )));
+        }
+        for (id, node) in self.graph.nodes().iter().enumerate() {
+            if let (Some(op), false) = (node.op(), self.perturbed[id]) {
+                let r = rounding_of(self.graph, id, op)?;
+                if r.kind != FpKind::Exact {
+                    return Err(Error::Unimplemented {
+                        node: node.name.clone(),
+                        op_type: op.op_type().to_string(),
+                        msg: "floating-point-sound bounds (--fp-sound) of a value computed from exact inputs"
+                            .into(),
+                    });
+                }
+            }
+        }
+        let n = self.graph.len();
+        let mut fp =
+            FpState { mode, mag: vec![None; n], ivl: vec![None; n], step: (0..n).map(|_| None).collect() };
+        fp.refresh(self, None)?;
+        Ok(Some(fp))
+    }
+
+    /// The interval of perturbed input `id`, rounded outward (a ball's `c ± ε` is
+    /// rounded).
+    pub(super) fn input_interval(&self, id: NodeId) -> Bounds<T> {
+        let p = self.ptb[id].expect("perturbed input");
+        let (mut l, mut u) = p.interval();
+        if self.opts.fp_sound.is_on() && matches!(p, Perturbation::Ball { .. }) {
+            let uu = unit_roundoff::<T>();
+            l.iter_mut().for_each(|x| *x = lower_by(*x, up(x.abs().as_f64() * uu)));
+            u.iter_mut().for_each(|x| *x = raise_by(*x, up(x.abs().as_f64() * uu)));
+        }
+        (l, u)
+    }
+
+    /// In the sound mode, the error of concretizing coefficients `a` (one side, on the
+    /// perturbed input `id`) over its set: `γ·|a|·M` with `M` the set's magnitudes.
+    pub(super) fn concretize_error(&self, id: NodeId, a: &LinearA<T>, m: &faer::Mat<T>) -> Option<Vec<f64>> {
+        let mag = self.fp.as_ref()?.mag[id].as_ref()?;
+        Some(concretization_error(m.as_ref(), a.window.as_ref(), mag))
+    }
+
+    /// `bias += x`, rounded outward in the sound mode (each sum is within one ulp).
+    pub(super) fn add_bias(&self, bias: &mut LinearBias<T>, x: &LinearBias<T>) {
+        bias.add_assign(x);
+        if self.opts.fp_sound.is_on() {
+            bias.lower.iter_mut().for_each(|b| *b = b.next_down());
+            bias.upper.iter_mut().for_each(|b| *b = b.next_up());
+        }
+    }
+
+    /// `bias += a·v` for exact values `v`, with the product's error outward.
+    pub(super) fn add_times_vector(&self, bias: &mut LinearBias<T>, a: &LinearA<T>, v: &[T]) {
+        let mut x = a.times_vector(v);
+        if self.opts.fp_sound.is_on() {
+            let w = a.window.as_ref();
+            if let Some(m) = &a.lower {
+                for (b, e) in x.lower.iter_mut().zip(product_error(m.as_ref(), w, v)) {
+                    *b = lower_by(*b, e);
+                }
+            }
+            if let Some(m) = &a.upper {
+                for (b, e) in x.upper.iter_mut().zip(product_error(m.as_ref(), w, v)) {
+                    *b = raise_by(*b, e);
+                }
+            }
+        }
+        self.add_bias(bias, &x);
+    }
+}
+
+/// `acc += x` element-wise, rounded outward (down when `upper` is false) when `sound`.
+pub(super) fn add_outward<T: Scalar>(acc: &mut [T], x: &[T], upper: bool, sound: bool) {
+    for (a, b) in acc.iter_mut().zip(x) {
+        *a += *b;
+        if sound {
+            *a = if upper { a.next_up() } else { a.next_down() };
+        }
+    }
+}
+
+/// The rounding error of concretizing coefficients `m` (windowed by `window`) over a
+/// set within `[−mag, mag]`: the centre and radius (or the dual norm) and the sums,
+/// at most `2n + 8` roundings per term.
+fn concretization_error<T: Scalar>(
+    m: MatRef<'_, T>,
+    window: Option<&lirpa_core::Window>,
+    mag: &[T],
+) -> Vec<f64> {
+    let n = 2 * m.ncols() + 8;
+    let (g, eta) = (gamma(unit_roundoff::<T>(), n), FpSound::Real.underflow::<T>(n));
+    let sum: f64 = mag.iter().map(|x| x.as_f64()).sum();
+    let eta = up(eta * up(1.0 + sum));
+    abs_dot(m, window, mag).into_iter().map(|d| up(g * d + eta)).collect()
+}
+
+/// Move each value of `v` outward (up when `upper`) by its error bound, if any.
+pub(super) fn move_out<T: Scalar>(v: &mut [T], err: Option<Vec<f64>>, upper: bool) {
+    let Some(err) = err else { return };
+    for (x, e) in v.iter_mut().zip(err) {
+        *x = if upper { raise_by(*x, e) } else { lower_by(*x, e) };
+    }
+}
+
+/// Bounds of `C·v` for exact values `v`, from its rounded value `y`.
+pub(super) fn widen_product<T: Scalar>(c: MatRef<'_, T>, v: &[T], y: Vec<T>) -> Bounds<T> {
+    let err = product_error(c, None, v);
+    let (mut lo, mut hi) = (y.clone(), y);
+    move_out(&mut lo, Some(err.clone()), false);
+    move_out(&mut hi, Some(err), true);
+    (lo, hi)
+}
+
+/// A bias entry `b'` just updated by `b' = b − d·σ·β·t` (with the coefficient, now
+/// `m'`, updated by `d·σ·β`), moved outward (down on the lower side, `upper` false) by
+/// the rounding of both updates: the exact term for the multiplier the coefficient
+/// actually received, `β' = |m' − m|`, differs from the computed one by at most
+/// `u·|m'|·|t|`, and the bias update rounds at most four times.
+pub(super) fn beta_term_outward<T: Scalar>(b: T, beta_t: T, m: T, t: T, upper: bool) -> T {
+    let u = unit_roundoff::<T>();
+    let (b64, bt) = (b.abs().as_f64(), beta_t.abs().as_f64());
+    let err = up(gamma(u, 4) * (b64 + 2.0 * bt) + gamma(u, 1) * t.abs().as_f64() * m.abs().as_f64())
+        + FpSound::Real.underflow::<T>(4);
+    if upper { raise_by(b, up(err)) } else { lower_by(b, up(err)) }
+}
+
+impl<T: Scalar> State<'_, T> {
+    /// `C·y` for `y` in the box `[l, u]`, rounded outward.
+    pub(super) fn concretize_box_sound(&self, c: MatRef<'_, T>, l: &[T], u: &[T]) -> Bounds<T> {
+        let mut lo = lirpa_core::perturbation::concretize_box(c, l, u, false);
+        let mut hi = lirpa_core::perturbation::concretize_box(c, l, u, true);
+        let err = concretization_error(c, None, &magnitudes(l, u));
+        move_out(&mut lo, Some(err.clone()), false);
+        move_out(&mut hi, Some(err), true);
+        (lo, hi)
+    }
+}
