@@ -214,6 +214,16 @@ fn split_scores(
     out
 }
 
+/// [`SplitBounder::bound`] of each query, in parallel (one thread each), in order.
+fn bound_each<B: SplitBounder + ?Sized>(
+    b: &B,
+    lower: &[f64],
+    upper: &[f64],
+    queries: &[Query<'_>],
+) -> Result<Vec<DomainBound>> {
+    queries.par_iter().map(|q| b.bound(lower, upper, &q.c, Some(&q.known), &q.splits, q.warm)).collect()
+}
+
 /// One sub-domain to bound in a batch ([`SplitBounder::bound_batch`]): the arguments
 /// of [`SplitBounder::bound`] but the box.
 pub struct Query<'a> {
@@ -230,10 +240,7 @@ pub trait SplitBounder: Sync {
     /// [`bound`](Self::bound) for each query, in order (an error of any fails the
     /// batch); by default the queries in parallel, one thread each.
     fn bound_batch(&self, lower: &[f64], upper: &[f64], queries: &[Query<'_>]) -> Result<Vec<DomainBound>> {
-        queries
-            .par_iter()
-            .map(|q| self.bound(lower, upper, &q.c, Some(&q.known), &q.splits, q.warm))
-            .collect()
+        bound_each(self, lower, upper, queries)
     }
 
     fn bound(
@@ -381,10 +388,7 @@ impl SplitBounder for ClampBounder<'_> {
     /// ([`lirpa::compute_bounds_optimized_batch`]).
     fn bound_batch(&self, lower: &[f64], upper: &[f64], queries: &[Query<'_>]) -> Result<Vec<DomainBound>> {
         if !self.beta || queries.len() < 2 {
-            return queries
-                .par_iter()
-                .map(|q| self.bound(lower, upper, &q.c, Some(&q.known), &q.splits, q.warm))
-                .collect();
+            return bound_each(self, lower, upper, queries);
         }
         let inputs = [InputValue::Perturbed(Perturbation::new_box(lower.to_vec(), upper.to_vec())?)];
         let share = queries.len().div_ceil(rayon::current_num_threads().max(1));

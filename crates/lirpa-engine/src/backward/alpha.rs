@@ -342,8 +342,17 @@ pub fn compute_bounds_optimized_batch<T: Scalar>(
     // Per side: its bounds (all rows), each domain's run, the linear forms (all rows).
     type Side<T> = (bool, Vec<T>, Vec<AlphaRun<T>>, Option<RootForms<T>>);
     let mut sides: Vec<Side<T>> = Vec::new();
+    // Domain `d` owns rows `ranges[d]` of the stacked specification.
     let mut ranges = Vec::with_capacity(domains.len());
-    let mut stacked_c: Option<Mat<T>> = None;
+    let mut r0 = 0;
+    for d in domains {
+        ranges.push(r0..r0 + d.c.nrows());
+        r0 += d.c.nrows();
+    }
+    let mut stacked_c = Mat::<T>::zeros(r0, domains[0].c.ncols());
+    for (d, r) in domains.iter().zip(&ranges) {
+        stacked_c.as_mut().subrows_mut(r.start, r.len()).copy_from(d.c);
+    }
     for (upper, wanted) in [(false, req.lower), (true, req.upper)] {
         if !wanted {
             continue;
@@ -361,19 +370,6 @@ pub fn compute_bounds_optimized_batch<T: Scalar>(
             runs.push(run);
         }
         let Some(batched) = stack_runs(&runs) else { return one_by_one() };
-        let c = stacked_c.get_or_insert_with(|| {
-            ranges.clear();
-            let mut r0 = 0;
-            for d in domains {
-                ranges.push(r0..r0 + d.c.nrows());
-                r0 += d.c.nrows();
-            }
-            let mut m = Mat::<T>::zeros(r0, domains[0].c.ncols());
-            for (d, r) in domains.iter().zip(&ranges) {
-                m.as_mut().subrows_mut(r.start, r.len()).copy_from(d.c);
-            }
-            m
-        });
         let mut leader = State::new(graph, inputs, &leader_opts)?;
         leader.bounds = states[0].bounds.clone();
         let owns = runs.iter().map(|r| owned_constraints(r, batched.beta.as_ref())).collect();
@@ -382,7 +378,7 @@ pub fn compute_bounds_optimized_batch<T: Scalar>(
             bounds: states.iter().map(|s| s.bounds.clone()).collect(),
             owns,
         });
-        let c = LinearA::both(c.clone(), !upper, upper);
+        let c = LinearA::both(stacked_c.clone(), !upper, upper);
         let (bounds, run, lin) = leader.optimize(target, &c, batched, &opts.optimize, req.return_a)?;
         sides.push((upper, bounds, unstack_run(&run, &runs, &ranges), lin));
     }
