@@ -504,17 +504,29 @@ pub fn takes_lower_line<T: Scalar>(x: T, upper_side: bool) -> bool {
 /// [`takes_lower_line`]).
 #[inline]
 pub fn chosen_line<T: Scalar>(x: T, upper_side: bool, l: &Lines<T>) -> (T, T) {
-    if takes_lower_line(x, upper_side) { (l[0], l[1]) } else { (l[2], l[3]) }
+    pick_side(l, takes_lower_line(x, upper_side))
 }
 
 /// Sign split of one side's dense coefficients `m` with lines that may differ per row
 /// (optimized relaxations): `lines(r, j)` gives the lines of element `j` for row `r`.
 /// Adds the intercepts to `bias` and returns the coefficients on the input.
 pub fn split_rows<T: Scalar>(
-    mut m: Mat<T>,
+    m: Mat<T>,
     upper_side: bool,
     bias: &mut [T],
     lines: impl Fn(usize, usize) -> Lines<T>,
+) -> Mat<T> {
+    split_rows_by_side(m, upper_side, bias, |r, j, lower| pick_side(&lines(r, j), lower))
+}
+
+/// [`split_rows`] for relaxations that compute only the line a coefficient takes:
+/// `line(r, j, lower)` is the lower (`lower = true`, see [`takes_lower_line`]) or
+/// upper line `(slope, intercept)` of element `j` for row `r`.
+pub fn split_rows_by_side<T: Scalar>(
+    mut m: Mat<T>,
+    upper_side: bool,
+    bias: &mut [T],
+    line: impl Fn(usize, usize, bool) -> (T, T),
 ) -> Mat<T> {
     // `m` is column-major while per-row lines are usually stored row-major: visit
     // blocks of rows × columns so both stay in cache.
@@ -524,13 +536,19 @@ pub fn split_rows<T: Scalar>(
         for j in 0..cols {
             let col = &mut m.col_as_slice_mut(j)[r0..r1];
             for (k, (x, b)) in col.iter_mut().zip(&mut bias[r0..r1]).enumerate() {
-                let (s, c) = chosen_line(*x, upper_side, &lines(r0 + k, j));
+                let (s, c) = line(r0 + k, j, takes_lower_line(*x, upper_side));
                 *b += *x * c;
                 *x *= s;
             }
         }
     }
     m
+}
+
+/// The lower (`lower = true`) or upper line of `l`.
+#[inline]
+fn pick_side<T: Scalar>(l: &Lines<T>, lower: bool) -> (T, T) {
+    if lower { (l[0], l[1]) } else { (l[2], l[3]) }
 }
 
 /// Rows per block in the row-wise helpers (see [`split_rows`]).
@@ -566,9 +584,20 @@ pub fn forward_rows<T: Scalar>(
     out: &mut [T],
     lines: impl Fn(usize, usize) -> Lines<T>,
 ) {
+    forward_rows_by_side(a, upper_side, z, out, |r, j, lower| pick_side(&lines(r, j), lower))
+}
+
+/// [`forward_rows`] with the lines given by side, as in [`split_rows_by_side`].
+pub fn forward_rows_by_side<T: Scalar>(
+    a: MatRef<'_, T>,
+    upper_side: bool,
+    z: &[T],
+    out: &mut [T],
+    line: impl Fn(usize, usize, bool) -> (T, T),
+) {
     let n = a.ncols();
     for_each_tiled(a.nrows(), n, |r, j| {
-        let (s, c) = chosen_line(a[(r, j)], upper_side, &lines(r, j));
+        let (s, c) = line(r, j, takes_lower_line(a[(r, j)], upper_side));
         out[r * n + j] = s * z[r * n + j] + c;
     });
 }

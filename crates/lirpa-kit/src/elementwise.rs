@@ -25,9 +25,8 @@ pub struct Elementwise<F: Func> {
     /// The α-CROWN plans (tangent ranges and secured CROWN lines) of the last input
     /// bounds: every optimized rule of one pass, and `project` once per row, reads them.
     pub(crate) plans: std::sync::Mutex<Option<opt::PlanCache>>,
-    /// Recent tables of optimized lines, keyed by intervals and parameters: the adjoint
-    /// sweep of a pass needs the lines its backward pass chose.
-    pub(crate) tables: std::sync::Mutex<opt::TableCache>,
+    /// The lines the optimized rules chose in recent sweeps, for the adjoint sweeps.
+    pub(crate) chosen: std::sync::Mutex<opt::ChosenCache>,
 }
 
 /// Input bounds and the lines computed for them.
@@ -48,7 +47,7 @@ impl<F: Func> Elementwise<F> {
             func,
             last: std::sync::Mutex::new(None),
             plans: std::sync::Mutex::new(None),
-            tables: std::sync::Mutex::new(opt::TableCache::default()),
+            chosen: std::sync::Mutex::new(opt::ChosenCache::default()),
         }
     }
 }

@@ -135,15 +135,34 @@ pub fn convex_plan(
     }
 }
 
+/// A tangent line at `t` with what its computation gives almost for free: `value`,
+/// `f(t)` evaluated as accurately as [`Func::f`] does (the line is checked against it
+/// at `t`), and `curvature`, `f''(t)` (the line's value at `x` moves with `t` at rate
+/// `f''(t)·(x - t)`; used for gradients only).
+#[derive(Clone, Copy, Debug)]
+pub struct Tangent {
+    pub line: Line,
+    pub value: f64,
+    pub curvature: f64,
+}
+
+impl Tangent {
+    /// The tangent of `f` at `t` (derivatives `df`, `d2f`).
+    pub fn of(f: &dyn Fn(f64) -> f64, df: &dyn Fn(f64) -> f64, d2f: &dyn Fn(f64) -> f64, t: f64) -> Tangent {
+        let (line, value) = crate::line::tangent_and_value(f, df, t);
+        Tangent { line, value, curvature: d2f(t) }
+    }
+}
+
 /// A relaxation made of tangents whose points may move (α-CROWN, see
 /// the activation plugin's `sshape`).
-pub trait Tangents {
+pub trait Tangents: Sync {
     /// The plan on the finite interval `[l, u]` (`l <= u`) inside the domain.
     fn plan(&self, l: f64, u: f64) -> TangentPlan;
-    /// The tangent at `t` as a lower line.
-    fn lower_tangent(&self, t: f64) -> Line;
-    /// The tangent at `t` as an upper line.
-    fn upper_tangent(&self, t: f64) -> Line;
+    /// The tangent at `t` as a lower line (see [`Tangent`]).
+    fn lower_tangent(&self, t: f64) -> Tangent;
+    /// The tangent at `t` as an upper line (see [`Tangent`]).
+    fn upper_tangent(&self, t: f64) -> Tangent;
     /// `f'(x)`.
     fn df(&self, x: f64) -> f64;
     /// `f''(t)`: the tangent's value at `x` moves with `t` at rate `f''(t)·(x - t)`.

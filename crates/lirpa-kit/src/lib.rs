@@ -30,7 +30,7 @@ mod opt;
 
 pub use elementwise::{Elementwise, build_unary};
 pub use func::{
-    FixedLine, Func, Pivot, TangentPlan, Tangents, convex_plan, domain_error, fixed_slope_pivots,
+    FixedLine, Func, Pivot, Tangent, TangentPlan, Tangents, convex_plan, domain_error, fixed_slope_pivots,
     monotone_range,
 };
 pub use opt::Elem;

@@ -100,13 +100,13 @@ pub fn check_values(
     pts: &[f64],
     mut f: impl FnMut(f64) -> f64,
 ) -> SmallVec<[(f64, f64); 24]> {
+    check_points(l, u, pts.iter().copied()).map(|p| (p, f(p))).collect()
+}
+
+/// The points [`check_values`] evaluates at, without collecting them.
+pub fn check_points(l: f64, u: f64, pts: impl Iterator<Item = f64>) -> impl Iterator<Item = f64> {
     let mid = 0.5 * l + 0.5 * u;
-    [l, u, mid]
-        .into_iter()
-        .chain(pts.iter().copied())
-        .filter(|p| *p >= l && *p <= u)
-        .map(|p| (p, f(p)))
-        .collect()
+    [l, u, mid].into_iter().chain(pts).filter(move |p| *p >= l && *p <= u)
 }
 
 /// [`secure`] from the function's values `(p, f(p))` at the check points (which must
@@ -175,7 +175,13 @@ pub fn chord(f: &dyn Fn(f64) -> f64, df: &dyn Fn(f64) -> f64, l: f64, u: f64) ->
 
 /// The tangent at `t`.
 pub fn tangent(f: &dyn Fn(f64) -> f64, df: &dyn Fn(f64) -> f64, t: f64) -> Line {
-    Line::through(df(t), t, f(t))
+    tangent_and_value(f, df, t).0
+}
+
+/// The tangent at `t` and `f(t)`.
+pub fn tangent_and_value(f: &dyn Fn(f64) -> f64, df: &dyn Fn(f64) -> f64, t: f64) -> (Line, f64) {
+    let y = f(t);
+    (Line::through(df(t), t, y), y)
 }
 
 /// Relaxation of a function that is convex (or concave) on `[l, u]`: the chord on one

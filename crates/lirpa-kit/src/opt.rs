@@ -39,10 +39,10 @@
 
 use crate::elementwise::{Elementwise, check_bounds};
 use crate::func::{FixedLine, Func, Pivot, TangentPlan, Tangents};
-use crate::line::{Line, Relax, check_values};
-use lirpa_core::linear::{Lines, forward_rows, split_rows, takes_lower_line};
+use crate::line::{Line, check_points, check_values, secure_values, to_scalar};
+use lirpa_core::linear::{Lines, forward_rows_by_side, split_rows, split_rows_by_side, takes_lower_line};
 use lirpa_core::op::{BackwardCtx, OptimizableRelaxation, SideParams};
-use lirpa_core::reexport::faer::{Mat, MatRef};
+use lirpa_core::reexport::faer::{Mat, MatRef, Par};
 use lirpa_core::reexport::smallvec::SmallVec;
 use lirpa_core::{BackwardResult, Error, LinearA, LinearBias, Result, Scalar};
 
@@ -54,42 +54,87 @@ pub(crate) struct PlanCache {
     elems: Vec<(f64, f64, Line, Line, Option<TangentPlan>, Known)>,
 }
 
-/// Tables of lines (`[lower k, b, upper k, b]` per row and element, in `f64`, which
-/// holds any `T` exactly) of recent calls, newest first, keyed by the bits of the
-/// elements' intervals and of the parameters. Bounded in bytes.
+/// The lines the optimized rules of recent sweeps chose, keyed by the bits of the
+/// elements' intervals and of the parameters, the side and the row count, newest
+/// first, bounded in bytes: the adjoint sweep of a pass reads the lines (and their
+/// gradients) its backward pass chose instead of computing them again.
 #[derive(Debug, Default)]
-pub(crate) struct TableCache {
-    entries: std::collections::VecDeque<TableEntry>,
+pub(crate) struct ChosenCache {
+    entries: std::collections::VecDeque<ChosenEntry>,
+    /// Line buffers of evicted entries, reused (fresh large buffers cost page clearing).
+    spare: Vec<Vec<Chosen>>,
 }
 
-/// Interval bits, parameter bits, lines.
-type TableEntry = (Vec<u64>, Vec<u64>, Vec<[f64; 4]>);
+#[derive(Debug)]
+struct ChosenEntry {
+    bounds: Vec<u64>,
+    params: Vec<u64>,
+    upper: bool,
+    lines: Vec<Chosen>,
+}
 
-/// At most this many bytes of tables per operator.
-const TABLE_CACHE_BYTES: usize = 32 << 20;
+/// The line one (row, element) took: its side, the line in `T` (held exactly as
+/// `f64`), and how it moves with its parameter, at rate `scale·(z - point)` (a NaN
+/// `scale`: not recorded, computed when needed).
+#[derive(Clone, Copy, Debug)]
+struct Chosen {
+    lower: bool,
+    k: f64,
+    b: f64,
+    scale: f64,
+    point: f64,
+}
 
-impl TableCache {
-    fn bytes(e: &TableEntry) -> usize {
-        8 * (e.0.len() + e.1.len()) + 32 * e.2.len()
+/// At most this many bytes of chosen lines per operator.
+const CHOSEN_CACHE_BYTES: usize = 64 << 20;
+
+impl ChosenEntry {
+    fn bytes(&self) -> usize {
+        8 * (self.bounds.len() + self.params.len()) + std::mem::size_of::<Chosen>() * self.lines.len()
+    }
+}
+
+impl ChosenCache {
+    fn get(&self, bounds: &[u64], params: &[u64], upper: bool) -> Option<&[Chosen]> {
+        self.entries
+            .iter()
+            .find(|e| e.upper == upper && e.bounds == bounds && e.params == params)
+            .map(|e| e.lines.as_slice())
     }
 
-    fn get(&self, bounds: &[u64], params: &[u64]) -> Option<&[[f64; 4]]> {
-        self.entries.iter().find(|e| e.0 == bounds && e.1 == params).map(|e| e.2.as_slice())
-    }
-
-    fn put(&mut self, entry: TableEntry) {
-        if Self::bytes(&entry) > TABLE_CACHE_BYTES / 4 {
+    fn put(&mut self, entry: ChosenEntry) {
+        if entry.bytes() > CHOSEN_CACHE_BYTES / 4 {
             return;
         }
         self.entries.push_front(entry);
         let mut total = 0;
         let keep = self.entries.iter().take_while(|e| {
-            total += Self::bytes(e);
-            total <= TABLE_CACHE_BYTES
+            total += e.bytes();
+            total <= CHOSEN_CACHE_BYTES
         });
-        let keep = keep.count();
-        self.entries.truncate(keep.max(1));
+        let keep = keep.count().max(1);
+        while self.entries.len() > keep {
+            let evicted = self.entries.pop_back().expect("longer than keep");
+            if self.spare.len() < 4 {
+                self.spare.push(evicted.lines);
+            }
+        }
     }
+
+    /// An empty line buffer, reused if one is spare.
+    fn buffer(&mut self) -> Vec<Chosen> {
+        let mut b = self.spare.pop().unwrap_or_default();
+        b.clear();
+        b
+    }
+}
+
+/// The cache key of input bounds and parameters.
+fn key_bits<T: Scalar>(es: &[Elem<T>], p: &[T]) -> (Vec<u64>, Vec<u64>) {
+    (
+        es.iter().flat_map(|e| [e.l.to_bits(), e.u.to_bits()]).collect(),
+        p.iter().map(|x| x.as_f64().to_bits()).collect(),
+    )
 }
 
 /// The function's values at an element's fixed check points (`l`, `u`, the midpoint
@@ -189,58 +234,114 @@ impl<F: Func> Elementwise<F> {
     /// The lines of element `e` for the lower and upper tangent parameters `pl`, `pu`
     /// (verified and rounded to `T` as every optimized line: sound for any parameter).
     pub fn lines_at<T: Scalar>(&self, tg: &dyn Tangents, e: &Elem<T>, pl: T, pu: T) -> Result<Lines<T>> {
-        let Some(plan) = &e.plan else { return Ok(e.crown) };
-        let tl = plan.lower.map(|x| pick(pl, x));
-        let tu = plan.upper.map(|x| pick(pu, x));
-        if tl == plan.lower.map(|x| x.0) && tu == plan.upper.map(|x| x.0) {
-            return Ok(e.crown);
+        let (kl, bl) = self.line_at(tg, e, pl, true);
+        let (ku, bu) = self.line_at(tg, e, pu, false);
+        Ok([kl, bl, ku, bu])
+    }
+
+    /// The lower (`lower = true`) or upper line `(slope, intercept)` of element `e` for
+    /// parameter `p`, verified and rounded to `T`: only the line a coefficient takes
+    /// is computed. An unmoved parameter gives the CROWN line bit for bit.
+    pub fn line_at<T: Scalar>(&self, tg: &dyn Tangents, e: &Elem<T>, p: T, lower: bool) -> (T, T) {
+        let c = self.chosen_at(tg, e, p, lower);
+        (T::from_f64(c.k), T::from_f64(c.b))
+    }
+
+    /// [`line_at`](Self::line_at) with the line's rate of change in its parameter
+    /// when the computation gives it.
+    fn chosen_at<T: Scalar>(&self, tg: &dyn Tangents, e: &Elem<T>, p: T, lower: bool) -> Chosen {
+        let (k, b) = if lower { (e.crown[0], e.crown[1]) } else { (e.crown[2], e.crown[3]) };
+        let crown = Chosen { lower, k: k.as_f64(), b: b.as_f64(), scale: f64::NAN, point: f64::NAN };
+        let Some(plan) = &e.plan else { return crown };
+        let Some(range) = (if lower { plan.lower } else { plan.upper }) else { return crown };
+        let t = pick(p, range);
+        if t == range.0 {
+            return crown;
         }
         let r = &plan.relax;
-        // An unmoved line is the CROWN line; a moved tangent is checked at its new
-        // contact point as well as at the relaxation's.
-        let moved = |t: Option<f64>, t0: Option<(f64, f64, f64)>| t.filter(|&t| Some(t) != t0.map(|x| x.0));
-        let (ml, mu) = (moved(tl, plan.lower), moved(tu, plan.upper));
-        let mut pts: Vec<f64> = Vec::new();
-        let (lo, hi) = if plan.slope {
-            // Moved slopes: the lines of those slopes, checked at their candidates.
-            let mut side = |k: Option<f64>, upper: bool, crown: crate::line::Line| match k
-                .and_then(|k| tg.slope_relax(e.l, e.u, k))
-            {
-                Some((rk, _)) => {
-                    pts.extend(rk.contacts.iter().filter(|c| !c.is_nan()));
-                    if upper { rk.upper } else { rk.lower }
-                }
-                None => crown,
-            };
-            (side(ml, false, r.lower), side(mu, true, r.upper))
+        let mut own = [f64::NAN; 16];
+        let mut fresh = None;
+        let (line, scale, point) = if plan.slope {
+            let Some((rk, fixed)) = tg.slope_relax(e.l, e.u, t) else { return crown };
+            own = rk.contacts;
+            // A line of slope `t` through its pivot `c` moves at rate `z - c`.
+            let c = fixed[if lower { 0 } else { 1 }].map(|fx| match fx.pivot {
+                Pivot::L => e.l,
+                Pivot::U => e.u,
+                Pivot::Inner(c) => c,
+            });
+            let line = if lower { rk.lower } else { rk.upper };
+            (line, if c.is_some() { 1.0 } else { f64::NAN }, c.unwrap_or(f64::NAN))
         } else {
-            pts.extend(ml.into_iter().chain(mu));
-            (ml.map_or(r.lower, |t| tg.lower_tangent(t)), mu.map_or(r.upper, |t| tg.upper_tangent(t)))
+            let tangent = if lower { tg.lower_tangent(t) } else { tg.upper_tangent(t) };
+            own[0] = t;
+            fresh = Some((t, tangent.value));
+            (tangent.line, tangent.curvature, t)
         };
-        pts.extend(r.contacts.iter().filter(|c| !c.is_nan()));
-        let relax = Relax::new(lo, hi).with_contacts(&pts);
-        // Checked at the same points as `secure_f64`, reusing the element's known values.
+        // Checked at the points of `check_values` for the relaxation's contacts and the
+        // moved line's own (its tangent point, or the candidates of its slope), reusing
+        // the element's known values.
         let (l, u) = (e.l, e.u);
-        let values = check_values(l, u, &relax.contacts, |p| {
-            e.known.values.iter().find(|(q, _)| *q == p).map_or_else(|| self.func.f(p), |(_, y)| *y)
+        let values = check_points(l, u, r.contacts.iter().chain(&own).copied()).map(|q| {
+            let y = match e.known.values.iter().find(|(x, _)| *x == q) {
+                Some(&(_, y)) => y,
+                None => fresh.filter(|&(x, _)| x == q).map_or_else(|| self.func.f(q), |(_, y)| y),
+            };
+            (q, y)
         });
+        let secured = secure_values(line, lower, values, self.func.extra_margin(l, u));
         // A tangent far up a steep function (Exp near the top of `T`'s range) can
-        // overflow `T` where the CROWN line does not: keep the CROWN lines there.
-        match self.secure_known(l, u, relax, &values).and_then(|(lo, hi)| self.to_lines::<T>(l, u, lo, hi)) {
-            Ok(lines) => Ok(lines),
-            _ => Ok(e.crown),
+        // overflow `T` where the CROWN line does not: keep the CROWN line there.
+        if !(secured.k.is_finite() && secured.b.is_finite()) {
+            return crown;
+        }
+        match to_scalar::<T>(secured, lower, l, u) {
+            Some((k, b)) => Chosen { lower, k: k.as_f64(), b: b.as_f64(), scale, point },
+            None => crown,
         }
     }
 
-    /// The lines of every (row, element), row-major, for parameters `p` (`rows × 2n`).
-    fn table<T: Scalar>(
+    /// The lines of a sweep's coefficients `m` (one side, `rows × n`), recorded for
+    /// the adjoint sweep; blocks of rows in parallel under `par`.
+    #[allow(clippy::too_many_arguments)]
+    fn choose<T: Scalar>(
         &self,
         tg: &dyn Tangents,
         es: &[Elem<T>],
         p: &[T],
-        rows: usize,
-    ) -> Result<Vec<Lines<T>>> {
-        let n = es.len();
+        m: MatRef<'_, T>,
+        upper: bool,
+        par: Par,
+    ) -> Vec<Chosen> {
+        let (rows, n) = (m.nrows(), es.len());
+        let mut lines = self.chosen.lock().expect("chosen lines").buffer();
+        lines.resize(rows * n, Chosen { lower: true, k: 0.0, b: 0.0, scale: f64::NAN, point: f64::NAN });
+        // A block of `ROWS` rows, column by column (`m` is column-major).
+        const ROWS: usize = 16;
+        let block = |(bi, out): (usize, &mut [Chosen])| {
+            let r0 = bi * ROWS;
+            let nr = out.len() / n.max(1);
+            for j in 0..n {
+                for i in 0..nr {
+                    let r = r0 + i;
+                    let lower = takes_lower_line(m[(r, j)], upper);
+                    let k = if lower { j } else { n + j };
+                    out[i * n + j] = self.chosen_at(tg, &es[j], p[r * 2 * n + k], lower);
+                }
+            }
+        };
+        let chunk = (ROWS * n).max(1);
+        if par.degree() > 1 && rows > ROWS {
+            use rayon::prelude::*;
+            lines.par_chunks_mut(chunk).enumerate().for_each(block);
+        } else {
+            lines.chunks_mut(chunk).enumerate().for_each(block);
+        }
+        lines
+    }
+
+    /// Check that `p` holds the parameters of `rows` rows of `n` elements.
+    fn check_params<T>(&self, p: &[T], rows: usize, n: usize) -> Result<()> {
         if p.len() < rows * 2 * n {
             return Err(Error::Invalid(format!(
                 "{}: {} relaxation parameters for {rows} rows of {n} elements",
@@ -248,22 +349,7 @@ impl<F: Func> Elementwise<F> {
                 p.len()
             )));
         }
-        let bounds: Vec<u64> = es.iter().flat_map(|e| [e.l.to_bits(), e.u.to_bits()]).collect();
-        let key: Vec<u64> = p[..rows * 2 * n].iter().map(|x| x.as_f64().to_bits()).collect();
-        let to_t = |v: &[[f64; 4]]| v.iter().map(|l| l.map(T::from_f64)).collect::<Vec<Lines<T>>>();
-        if let Some(hit) = self.tables.lock().expect("table cache").get(&bounds, &key) {
-            return Ok(to_t(hit));
-        }
-        let mut t = Vec::with_capacity(rows * n);
-        for r in 0..rows {
-            let row = &p[r * 2 * n..(r + 1) * 2 * n];
-            for (j, e) in es.iter().enumerate() {
-                t.push(self.lines_at(tg, e, row[j], row[n + j])?);
-            }
-        }
-        let stored = t.iter().map(|l| l.map(|v| v.as_f64())).collect();
-        self.tables.lock().expect("table cache").put((bounds, key, stored));
-        Ok(t)
+        Ok(())
     }
 }
 
@@ -330,8 +416,22 @@ impl<T: Scalar, F: Func> OptimizableRelaxation<T> for Elementwise<F> {
             let Some(m) = m else { return Ok(None) };
             Ok(Some(match p {
                 Some(p) => {
-                    let t = self.table(tg, &es, p, m.nrows())?;
-                    split_rows(m, upper, bias, |r, j| t[r * n + j])
+                    self.check_params(p, m.nrows(), n)?;
+                    let p = &p[..m.nrows() * 2 * n];
+                    let lines = self.choose(tg, &es, p, m.as_ref(), upper, ctx.par);
+                    let out = split_rows_by_side(m, upper, bias, |r, j, lower| {
+                        let c = lines[r * n + j];
+                        debug_assert_eq!(c.lower, lower, "the side follows the same coefficient");
+                        (T::from_f64(c.k), T::from_f64(c.b))
+                    });
+                    let (bounds, params) = key_bits(&es, p);
+                    self.chosen.lock().expect("chosen lines").put(ChosenEntry {
+                        bounds,
+                        params,
+                        upper,
+                        lines,
+                    });
+                    out
                 }
                 None => split_rows(m, upper, bias, |_, j| es[j].crown),
             }))
@@ -357,8 +457,18 @@ impl<T: Scalar, F: Func> OptimizableRelaxation<T> for Elementwise<F> {
         let b = ctx.bounds(0)?;
         let es = self.elems(tg, b.lower, b.upper)?;
         let n = es.len();
-        let t = self.table(tg, &es, params, a.nrows())?;
-        forward_rows(a, upper, z[0], out, |r, j| t[r * n + j]);
+        self.check_params(params, a.nrows(), n)?;
+        let params = &params[..a.nrows() * 2 * n];
+        let (bounds, key) = key_bits(&es, params);
+        let cache = self.chosen.lock().expect("chosen lines");
+        let recorded = cache.get(&bounds, &key, upper);
+        forward_rows_by_side(a, upper, z[0], out, |r, j, lower| match recorded.map(|l| l[r * n + j]) {
+            Some(c) if c.lower == lower => (T::from_f64(c.k), T::from_f64(c.b)),
+            _ => {
+                let k = if lower { j } else { n + j };
+                self.line_at(tg, &es[j], params[r * 2 * n + k], lower)
+            }
+        });
         Ok(())
     }
 
@@ -377,12 +487,26 @@ impl<T: Scalar, F: Func> OptimizableRelaxation<T> for Elementwise<F> {
         let b = ctx.bounds(0)?;
         let es = self.elems(tg, b.lower, b.upper)?;
         let n = es.len();
+        self.check_params(params, a.nrows(), n)?;
+        if grad.len() < params.len() {
+            return Err(Error::Invalid(format!(
+                "{}: gradient shorter than its parameters",
+                self.func.op_type()
+            )));
+        }
+        let params = &params[..a.nrows() * 2 * n];
+        let (bounds, key) = key_bits(&es, params);
+        let cache = self.chosen.lock().expect("chosen lines");
+        let recorded = cache.get(&bounds, &key, upper);
         for r in 0..a.nrows() {
             let base = r * 2 * n;
             grad[base..base + 2 * n].iter_mut().for_each(|g| *g = T::zero());
             for (j, e) in es.iter().enumerate() {
                 let Some(plan) = &e.plan else { continue };
                 let x = a[(r, j)];
+                if x == T::zero() {
+                    continue;
+                }
                 let takes_lower = takes_lower_line(x, upper);
                 let (k, range) = if takes_lower { (j, plan.lower) } else { (n + j, plan.upper) };
                 let Some(range) = range else { continue };
@@ -394,14 +518,16 @@ impl<T: Scalar, F: Func> OptimizableRelaxation<T> for Elementwise<F> {
                 }
                 let t = pick(p, range);
                 let zj = z[0][r * n + j].as_f64();
-                let rate = if plan.slope {
-                    // A line of slope `t` through its pivot `c` moves at rate `z - c`.
-                    match pivot_at(tg, e, t, takes_lower) {
-                        Some(c) => zj - c,
-                        None => continue,
+                let rate = match recorded.map(|l| l[r * n + j]) {
+                    Some(c) if c.lower == takes_lower && !c.scale.is_nan() => c.scale * (zj - c.point),
+                    _ if plan.slope => {
+                        // A line of slope `t` through its pivot `c` moves at rate `z - c`.
+                        match pivot_at(tg, e, t, takes_lower) {
+                            Some(c) => zj - c,
+                            None => continue,
+                        }
                     }
-                } else {
-                    tg.d2f(t) * (zj - t)
+                    _ => tg.d2f(t) * (zj - t),
                 };
                 grad[base + k] = T::from_f64(x.as_f64() * rate);
             }

@@ -4,9 +4,9 @@
 use crate::special::{erf, erfc};
 use crate::sshape::{SCurve, TangentMemo};
 use lirpa_core::Result;
-use lirpa_kit::line::{Line, Relax, bisect_root, chord_slope, fixed_slope, tangent};
+use lirpa_kit::line::{Line, Relax, bisect_root, chord_slope, fixed_slope};
 use lirpa_kit::{
-    FixedLine, Func, Pivot, TangentPlan, Tangents, convex_plan, domain_error, fixed_slope_pivots,
+    FixedLine, Func, Pivot, Tangent, TangentPlan, Tangents, convex_plan, domain_error, fixed_slope_pivots,
     monotone_range,
 };
 use std::f64::consts::{FRAC_PI_2, PI, SQRT_2};
@@ -30,6 +30,19 @@ pub fn sigmoid(x: f64) -> f64 {
         let e = x.exp();
         e / (1.0 + e)
     }
+}
+
+/// `[σ(x), σ(-x), σ'(x), σ''(x)]` from one `exp(-|x|)`: the first three bit for bit
+/// [`sigmoid`] at `x` and `-x` and [`SShaped::df`] for sigmoid, which all use that
+/// same exponential.
+fn sigmoid_fused(x: f64) -> [f64; 4] {
+    let e = (-x.abs()).exp();
+    let (big, small) = (1.0 / (1.0 + e), e / (1.0 + e));
+    let d = e / ((1.0 + e) * (1.0 + e));
+    // `sigmoid(0)` takes the `x >= 0` branch at `x` and at `-x = -0`: both 1/(1 + 1).
+    let (s, s_neg) = if x >= 0.0 { (big, small) } else { (small, big) };
+    // σ'' = σ'·(1 - 2σ) = σ'·(σ(-x) - σ(x)).
+    [s, s_neg, d, d * (s_neg - s)]
 }
 
 impl SShaped {
@@ -97,7 +110,19 @@ impl SShaped {
             std::sync::LazyLock::new(Default::default),
         ];
         let memo: &TangentMemo = &MEMOS[self.0 as usize];
-        k(&SCurve { memo: Some(memo), g: &g, dg: &dg, center, d_min: f64::NEG_INFINITY })
+        let fused: Option<&dyn Fn(f64) -> [f64; 4]> =
+            if self.0 == SKind::Sigmoid { Some(&sigmoid_fused) } else { None };
+        k(&SCurve { memo: Some(memo), g: &g, dg: &dg, center, d_min: f64::NEG_INFINITY, fused })
+    }
+}
+
+impl SShaped {
+    /// `tangent` at `t` with its curvature filled in where the curve left it out.
+    fn with_curvature(&self, mut tangent: Tangent, t: f64) -> Tangent {
+        if tangent.curvature.is_nan() {
+            tangent.curvature = Tangents::d2f(self, t);
+        }
+        tangent
     }
 }
 
@@ -117,11 +142,13 @@ impl Tangents for SShaped {
             }
         })
     }
-    fn lower_tangent(&self, t: f64) -> Line {
-        self.with_curve(|c| c.lower_tangent(t))
+    fn lower_tangent(&self, t: f64) -> Tangent {
+        let tangent = self.with_curve(|c| c.lower_tangent(t));
+        self.with_curvature(tangent, t)
     }
-    fn upper_tangent(&self, t: f64) -> Line {
-        self.with_curve(|c| c.upper_tangent(t))
+    fn upper_tangent(&self, t: f64) -> Tangent {
+        let tangent = self.with_curve(|c| c.upper_tangent(t));
+        self.with_curvature(tangent, t)
     }
     fn df(&self, x: f64) -> f64 {
         SShaped::df(self, x)
@@ -243,7 +270,7 @@ impl Trig {
             let cj = jl * PI;
             let g = |t: f64| t.sin();
             let dg = |t: f64| t.cos();
-            let s = SCurve { memo: None, g: &g, dg: &dg, center: 0.0, d_min: -FRAC_PI_2 };
+            let s = SCurve { memo: None, g: &g, dg: &dg, center: 0.0, d_min: -FRAC_PI_2, fused: None };
             let (tl, tu) = (yl - cj, yu - cj);
             let (lo, a, ra) = s.lower_plan(tl, tu);
             let (hi, b, rb) = s.upper_plan(tl, tu);
@@ -333,11 +360,11 @@ impl Tangents for Trig {
     fn plan(&self, l: f64, u: f64) -> TangentPlan {
         self.trig_plan(l, u)
     }
-    fn lower_tangent(&self, t: f64) -> Line {
-        Line::through(self.df(t), t, self.f(t))
+    fn lower_tangent(&self, t: f64) -> Tangent {
+        Tangent::of(&|x| self.f(x), &|x| Trig::df(self, x), &|x| Tangents::d2f(self, x), t)
     }
-    fn upper_tangent(&self, t: f64) -> Line {
-        Line::through(self.df(t), t, self.f(t))
+    fn upper_tangent(&self, t: f64) -> Tangent {
+        self.lower_tangent(t)
     }
     fn df(&self, x: f64) -> f64 {
         Trig::df(self, x)
@@ -459,10 +486,10 @@ impl Tangents for SmoothFn {
     fn plan(&self, l: f64, u: f64) -> TangentPlan {
         self.smooth_plan(l, u)
     }
-    fn lower_tangent(&self, t: f64) -> Line {
-        tangent(&|x| self.f(x), &|x| SmoothFn::df(self, x), t)
+    fn lower_tangent(&self, t: f64) -> Tangent {
+        Tangent::of(&|x| self.f(x), &|x| SmoothFn::df(self, x), &|x| Tangents::d2f(self, x), t)
     }
-    fn upper_tangent(&self, t: f64) -> Line {
+    fn upper_tangent(&self, t: f64) -> Tangent {
         self.lower_tangent(t)
     }
     fn df(&self, x: f64) -> f64 {
@@ -613,10 +640,10 @@ impl Tangents for Pow {
     fn plan(&self, l: f64, u: f64) -> TangentPlan {
         self.pow_plan(l, u)
     }
-    fn lower_tangent(&self, t: f64) -> Line {
-        tangent(&|x| self.f(x), &|x| Pow::df(self, x), t)
+    fn lower_tangent(&self, t: f64) -> Tangent {
+        Tangent::of(&|x| self.f(x), &|x| Pow::df(self, x), &|x| Tangents::d2f(self, x), t)
     }
-    fn upper_tangent(&self, t: f64) -> Line {
+    fn upper_tangent(&self, t: f64) -> Tangent {
         self.lower_tangent(t)
     }
     fn df(&self, x: f64) -> f64 {
@@ -773,10 +800,10 @@ impl Tangents for Gelu {
     fn plan(&self, l: f64, u: f64) -> TangentPlan {
         self.gelu_plan(l, u)
     }
-    fn lower_tangent(&self, t: f64) -> Line {
-        Line::through(self.df(t), t, self.f(t))
+    fn lower_tangent(&self, t: f64) -> Tangent {
+        Tangent::of(&|x| self.f(x), &|x| Gelu::df(self, x), &|x| Tangents::d2f(self, x), t)
     }
-    fn upper_tangent(&self, t: f64) -> Line {
+    fn upper_tangent(&self, t: f64) -> Tangent {
         self.lower_tangent(t)
     }
     fn df(&self, x: f64) -> f64 {

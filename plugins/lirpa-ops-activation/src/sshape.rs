@@ -19,7 +19,8 @@
 //! (no float table), keeping the end that passed the check; [`lirpa_kit::line::secure`]
 //! then re-checks the line at the interval ends and the contact point and adds a margin.
 
-use lirpa_kit::line::{Line, Relax, chord_slope, tangent};
+use lirpa_kit::Tangent;
+use lirpa_kit::line::{Line, Relax, chord_slope, tangent, tangent_and_value};
 
 /// Tangent points already found for one function, by grid index of `ū`: the bisection
 /// depends only on the function and the grid point, so its result can be reused by
@@ -35,6 +36,10 @@ pub struct SCurve<'a> {
     pub center: f64,
     /// The leftmost tangent point worth trying (`-π/2` for sin, `-inf` otherwise).
     pub d_min: f64,
+    /// `[g(x), g(-x), g'(x), g''(x)]` in one evaluation, the first three bit for bit
+    /// equal to the separate calls (sigmoid: one `exp` gives all four); `None`: the
+    /// separate calls.
+    pub fused: Option<&'a dyn Fn(f64) -> [f64; 4]>,
 }
 
 /// auto_LiRPA's table step.
@@ -147,13 +152,32 @@ impl SCurve<'_> {
     /// The tangent at `t` used as an upper line: computed as the reflection of the
     /// tangent at `-t`, exactly as [`upper`](Self::upper) computes it (so that the CROWN
     /// tangent point gives the CROWN line bit for bit).
-    pub fn upper_tangent(&self, t: f64) -> Line {
-        self.reflect(tangent(self.g, self.dg, -t))
+    /// (A [`Tangent`]; its curvature is NaN without [`fused`](Self::fused).)
+    pub fn upper_tangent(&self, t: f64) -> Tangent {
+        let (line, value, curvature) = match self.fused {
+            Some(fused) => {
+                // `g''` is odd about the centre: `g''(t) = -g''(-t)`.
+                let [g_neg, g_t, dg_neg, d2g_neg] = fused(-t);
+                (Line::through(dg_neg, -t, g_neg), g_t, -d2g_neg)
+            }
+            None => (tangent(self.g, self.dg, -t), (self.g)(t), f64::NAN),
+        };
+        Tangent { line: self.reflect(line), value, curvature }
     }
 
-    /// The tangent at `t` used as a lower line.
-    pub fn lower_tangent(&self, t: f64) -> Line {
-        tangent(self.g, self.dg, t)
+    /// The tangent at `t` used as a lower line (a [`Tangent`]; its curvature is NaN
+    /// without [`fused`](Self::fused)).
+    pub fn lower_tangent(&self, t: f64) -> Tangent {
+        match self.fused {
+            Some(fused) => {
+                let [g_t, _, dg_t, d2g_t] = fused(t);
+                Tangent { line: Line::through(dg_t, t, g_t), value: g_t, curvature: d2g_t }
+            }
+            None => {
+                let (line, value) = tangent_and_value(self.g, self.dg, t);
+                Tangent { line, value, curvature: f64::NAN }
+            }
+        }
     }
 
     pub fn relax(&self, l: f64, u: f64) -> Relax {
