@@ -34,6 +34,38 @@ pub const CASES: &[(&str, &str)] = &[
 pub const METHODS: &[(&str, Method)] =
     &[("IBP", Method::Ibp), ("CROWN", Method::Crown), ("CROWN-IBP", Method::CrownIbp)];
 
+/// The criterion group (and `case.json` key) of α-CROWN.
+pub const ALPHA: &str = "alpha-CROWN";
+
+/// The reference folders the benchmarked cases come from.
+const FOLDERS: &[&str] = &["synthetic", "vnncomp"];
+
+/// The case α-CROWN is benchmarked on besides those with a recorded time: issue 13's
+/// target for it is relative to our own CROWN time.
+const ALPHA_EXTRA: (&str, &str) = ("vnncomp", "eran_sigmoid_6x200_idx7167");
+
+/// The cases α-CROWN is benchmarked on, as `(folder, case)`: every reference case
+/// (input perturbations) whose `case.json` records auto_LiRPA's α-CROWN time, and
+/// [`ALPHA_EXTRA`]; sorted by name.
+pub fn alpha_cases() -> Vec<(String, String)> {
+    let mut cases = vec![(ALPHA_EXTRA.0.to_string(), ALPHA_EXTRA.1.to_string())];
+    for folder in FOLDERS {
+        let Ok(dir) = std::fs::read_dir(reference_dir().join(folder)) else { continue };
+        for entry in dir.flatten() {
+            let Ok(text) = std::fs::read_to_string(entry.path().join("case.json")) else { continue };
+            let Ok(json) = serde_json::from_str::<Value>(&text) else { continue };
+            if json["bounds"]["alpha-CROWN"]["seconds"].is_f64() {
+                let name = entry.file_name().to_string_lossy().into_owned();
+                if name != ALPHA_EXTRA.1 {
+                    cases.push((folder.to_string(), name));
+                }
+            }
+        }
+    }
+    cases.sort_by(|a, b| a.1.cmp(&b.1));
+    cases
+}
+
 /// `$LIRPA_SHARED/reference`, or `../shared/reference` beside the repository.
 pub fn reference_dir() -> PathBuf {
     match std::env::var("LIRPA_SHARED") {

@@ -267,7 +267,7 @@ fn soundness(args: &[String]) -> Result<()> {
 
 fn bench(args: &[String]) -> Result<()> {
     let mut cmd = cargo();
-    cmd.args(["bench", "-p", "lirpa-benches", "--bench", "bounds", "--"]);
+    cmd.args(["bench", "-p", "lirpa-benches", "--bench", "bounds", "--bench", "alpha", "--"]);
     cmd.args(args);
     run(&mut cmd)?;
     run(cargo().args(["run", "--release", "-q", "-p", "lirpa-benches", "--bin", "bench-report"]))

@@ -121,11 +121,16 @@ impl<T: Scalar> Conv<T> {
         // Rows per block: at most about 2^20 im2col cells.
         let block = ((1usize << 20) / (cig * k * p).max(1)).clamp(1, rows.max(1));
         let valid_w = self.valid_columns();
+        // Transposed im2col: one contiguous column per kernel tap, positions down;
+        // `im2col` writes every cell, so full blocks reuse one buffer.
+        let mut cols = Mat::<T>::new();
+        let mut res = Mat::<T>::new();
         for r0 in (0..rows).step_by(block) {
             let nr = block.min(rows - r0);
-            // Transposed im2col: one contiguous column per kernel tap, positions down.
-            let mut cols = Mat::<T>::zeros(nr * p, cig * k);
-            let mut res = Mat::<T>::zeros(nr * p, cog);
+            if cols.nrows() != nr * p {
+                cols = Mat::<T>::zeros(nr * p, cig * k);
+                res = Mat::<T>::zeros(nr * p, cog);
+            }
             for grp in 0..self.groups {
                 self.im2col(x, r0, nr, grp, &valid_w, &mut cols);
                 let wg =

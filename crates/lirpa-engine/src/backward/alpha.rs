@@ -636,20 +636,20 @@ impl<T: Scalar> Adam<T> {
         let c2 = T::one() - b2.powi(self.t);
         let decay = o.lr_decay.powi(it as i32);
         let eps = T::from_f64(o.adam_eps);
+        let (a1, a2) = (T::one() - b1, T::one() - b2);
+        let inv_c2 = T::one() / c2;
         for (k, ((is_beta, p), g)) in run.params_mut().zip(grads).enumerate() {
             let lr = T::from_f64(if is_beta { o.lr_beta } else { o.lr_alpha } * decay);
+            // `dir · lr / c1` folded: the step is `s · m / (√(v / c2) + eps)`.
+            let s = dir * lr / c1;
             let (m, v) = (&mut self.m[k], &mut self.v[k]);
-            for i in 0..p.len() {
-                let gi = g[i];
-                if gi == T::zero() && m[i] == T::zero() && v[i] == T::zero() {
-                    continue; // nothing moves (exactly): elements no coefficient reached
-                }
-                m[i] = b1 * m[i] + (T::one() - b1) * gi;
-                v[i] = b2 * v[i] + (T::one() - b2) * gi * gi;
-                let step = lr * (m[i] / c1) / ((v[i] / c2).sqrt() + eps);
-                if step.is_finite() {
-                    p[i] += dir * step;
-                }
+            // Branch-free so that it vectorizes: an element no coefficient reached
+            // (zero gradient and moments) takes a zero step.
+            for ((pi, &gi), (mi, vi)) in p.iter_mut().zip(&g).zip(m.iter_mut().zip(v.iter_mut())) {
+                *mi = b1 * *mi + a1 * gi;
+                *vi = b2 * *vi + a2 * gi * gi;
+                let step = s * *mi / ((*vi * inv_c2).sqrt() + eps);
+                *pi = if step.is_finite() { *pi + step } else { *pi };
             }
         }
     }
