@@ -229,14 +229,34 @@ pub fn compute_bounds_optimized_keep<T: Scalar>(
     let mut roots: Vec<(NodeId, LinearA<T>)> = Vec::new();
     let mut node_a: Vec<(NodeId, LinearA<T>)> = Vec::new();
     let mut bias = LinearBias::zeros(spec);
-    for (side_upper, wanted) in [(false, req.lower), (true, req.upper)] {
-        if !wanted {
-            continue;
-        }
+    let sides: Vec<bool> = [(false, req.lower), (true, req.upper)]
+        .into_iter()
+        .filter_map(|(side_upper, wanted)| wanted.then_some(side_upper))
+        .collect();
+    let optimize_side = |st: &mut State<'_, T>, side_upper: bool| {
         let c = LinearA::both(c_full.clone(), !side_upper, side_upper);
         let warm_run = warm.and_then(|w| w.runs.iter().find(|r| r.upper == side_upper));
-        let (bounds, run, lin) =
-            st.optimize_run(target, &c, side_upper, warm_run, &opts.optimize, req.return_a)?;
+        st.optimize_run(target, &c, side_upper, warm_run, &opts.optimize, req.return_a)
+    };
+    // The two sides are independent optimizations: with two threads or more, each
+    // runs on its own state with half of them (the same results as one after the other).
+    let threads = opts.par().degree();
+    let outcomes = if sides.len() == 2 && threads >= 2 {
+        let half = BoundOptions { threads: threads / 2, ..opts.clone() };
+        let (mut st_lo, mut st_hi) = (State::new(graph, inputs, &half)?, State::new(graph, inputs, &half)?);
+        let (lo, hi) = rayon::join(|| optimize_side(&mut st_lo, false), || optimize_side(&mut st_hi, true));
+        // The intermediate bounds returned are those of the last evaluation, as one
+        // after the other: the upper side's.
+        st.bounds = std::mem::take(&mut st_hi.bounds);
+        vec![(false, lo?), (true, hi?)]
+    } else {
+        let mut outcomes = Vec::with_capacity(sides.len());
+        for &side_upper in &sides {
+            outcomes.push((side_upper, optimize_side(&mut st, side_upper)?));
+        }
+        outcomes
+    };
+    for (side_upper, (bounds, run, lin)) in outcomes {
         if side_upper {
             upper = bounds;
         } else {
