@@ -895,3 +895,29 @@ fn adjoint_gradient_matches_central_differences() {
         assert!(n >= 10, "{op}: only {n} non-zero gradient coordinates checked");
     }
 }
+
+/// With two threads the lower and upper optimizations run side by side on their own
+/// states: the bounds, linear forms and returned parameters must be those of one
+/// after the other (one thread), bit for bit.
+#[test]
+fn sides_in_parallel_match_one_after_the_other() {
+    let sshape = (0..SSHAPE_SEEDS).map(|s| (s, Some(if s % 2 == 0 { "Sigmoid" } else { "Tanh" })));
+    for (seed, act) in (0..SEEDS).map(|s| (s, None)).chain(sshape) {
+        let (g, p) = build_with(seed, act);
+        let inputs = [InputValue::Perturbed(p)];
+        let req = BoundRequest { return_a: true, ..Default::default() };
+        let run = |threads: usize| {
+            let o = BoundOptions { threads, ..opts(8) };
+            lirpa::compute_bounds_optimized(&g, &inputs, &o, &req, None).unwrap()
+        };
+        let (seq, seq_state) = run(1);
+        let (par, par_state) = run(2);
+        let what = format!("seed {seed} ({act:?})");
+        let bits = |v: &[f64]| v.iter().map(|x| x.to_bits()).collect::<Vec<_>>();
+        assert_eq!(bits(&seq.lower), bits(&par.lower), "{what}: lower bounds");
+        assert_eq!(bits(&seq.upper), bits(&par.upper), "{what}: upper bounds");
+        assert_eq!(format!("{:?}", seq.a), format!("{:?}", par.a), "{what}: linear forms");
+        assert_eq!(format!("{:?}", seq.bias), format!("{:?}", par.bias), "{what}: biases");
+        assert_eq!(format!("{:?}", seq_state), format!("{:?}", par_state), "{what}: parameters");
+    }
+}
