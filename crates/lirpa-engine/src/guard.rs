@@ -117,6 +117,16 @@ pub(crate) fn fit_budget<T: Scalar>(
                     }
                     fitted.crown_batch_size = fit.max(1).min(usize::MAX as u128) as usize;
                 }
+                // α-CROWN runs the two sides side by side with two threads or more (two
+                // final passes alive at once): one after the other where they do not fit.
+                let both = req.lower && req.upper;
+                if opts.method == Method::AlphaCrown
+                    && both
+                    && threads >= 2
+                    && 2 * rows * per_row > budget as u128
+                {
+                    fitted.threads = 1;
+                }
             }
         }
     }
