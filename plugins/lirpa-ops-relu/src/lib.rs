@@ -94,10 +94,61 @@ impl std::str::FromStr for ReluLowerSlope {
 }
 
 #[derive(Debug)]
-pub struct TwoPiece<T> {
+pub struct TwoPiece<T: Scalar> {
     op_type: &'static str,
     /// Slope on the negative side (0 for Relu).
     slope: T,
+    /// Relaxations of recent input bounds: every iteration of α/β-CROWN crosses the
+    /// node with the same bounds (a sub-domain's stay fixed), in its sweep and adjoint.
+    recent: std::sync::Mutex<std::collections::VecDeque<Recent<T>>>,
+}
+
+/// Input bounds, the lower-slope mode and the relaxation computed for them.
+#[derive(Debug)]
+struct Recent<T: Scalar> {
+    lower: Vec<T>,
+    upper: Vec<T>,
+    mode: ReluLowerSlope,
+    relaxation: std::sync::Arc<ElementwiseRelaxation<T>>,
+}
+
+/// At most this many elements of bounds and relaxations per operator in `recent`.
+const RECENT_ELEMENTS: usize = 1 << 20;
+
+impl<T: Scalar> TwoPiece<T> {
+    fn new(op_type: &'static str, slope: T) -> Self {
+        TwoPiece { op_type, slope, recent: Default::default() }
+    }
+
+    /// [`relaxation`](Self::relaxation), from `recent` when these bounds were relaxed
+    /// lately (equal bounds give equal lines: the result is the same).
+    fn recent_relaxation(
+        &self,
+        lower: &[T],
+        upper: &[T],
+        mode: ReluLowerSlope,
+    ) -> std::sync::Arc<ElementwiseRelaxation<T>> {
+        let same = |e: &Recent<T>| e.mode == mode && e.lower == lower && e.upper == upper;
+        if let Some(e) = self.recent.lock().expect("recent relaxations").iter().find(|e| same(e)) {
+            return e.relaxation.clone();
+        }
+        let relaxation = std::sync::Arc::new(self.relaxation(lower, upper, mode));
+        let mut recent = self.recent.lock().expect("recent relaxations");
+        recent.push_front(Recent {
+            lower: lower.to_vec(),
+            upper: upper.to_vec(),
+            mode,
+            relaxation: relaxation.clone(),
+        });
+        let mut total = 0;
+        let keep = recent.iter().take_while(|e| {
+            total += 6 * e.lower.len();
+            total <= RECENT_ELEMENTS
+        });
+        let keep = keep.count().max(1);
+        recent.truncate(keep);
+        relaxation
+    }
 }
 
 impl<T: Scalar> TwoPiece<T> {
@@ -229,7 +280,7 @@ impl<T: Scalar> LinearRelaxation<T> for TwoPiece<T> {
     }
     fn backward(&self, ctx: &BackwardCtx<'_, T>, a: LinearA<T>) -> Result<BackwardResult<T>> {
         let b = ctx.bounds(0)?;
-        Ok(self.relaxation(b.lower, b.upper, ReluLowerSlope::of(ctx.options)).backward(a))
+        Ok(self.recent_relaxation(b.lower, b.upper, ReluLowerSlope::of(ctx.options)).backward(a))
     }
     fn needs_input_bounds(&self) -> &[usize] {
         &[0]
@@ -277,7 +328,7 @@ impl<T: Scalar> Trainable<T> for TwoPiece<T> {
         Vec::new()
     }
     fn with_params(&self, _values: &[&[T]]) -> Result<Box<dyn Operator<T>>> {
-        Ok(Box::new(TwoPiece { op_type: self.op_type, slope: self.slope }))
+        Ok(Box::new(TwoPiece::new(self.op_type, self.slope)))
     }
     fn export_param(&self, k: usize, _values: &[T]) -> Result<TensorData> {
         Err(lirpa_core::Error::Invalid(format!("{}: no parameter {k}", self.op_type)))
@@ -459,7 +510,7 @@ fn unstable<T: Scalar>(l: T, u: T) -> bool {
 impl<T: Scalar> OptimizableRelaxation<T> for TwoPiece<T> {
     fn init_params(&self, ctx: &BackwardCtx<'_, T>) -> Result<Vec<T>> {
         let b = ctx.bounds(0)?;
-        Ok(self.relaxation(b.lower, b.upper, ReluLowerSlope::of(ctx.options)).lower_slope)
+        Ok(self.recent_relaxation(b.lower, b.upper, ReluLowerSlope::of(ctx.options)).lower_slope.clone())
     }
 
     fn supports_window(&self) -> bool {
@@ -480,7 +531,7 @@ impl<T: Scalar> OptimizableRelaxation<T> for TwoPiece<T> {
         params: SideParams<'_, T>,
     ) -> Result<BackwardResult<T>> {
         let b = ctx.bounds(0)?;
-        let crown = self.relaxation(b.lower, b.upper, ReluLowerSlope::of(ctx.options));
+        let crown = self.recent_relaxation(b.lower, b.upper, ReluLowerSlope::of(ctx.options));
         let packed = Packed::new(&crown, &b);
         let mut bias = LinearBias::zeros(a.spec());
         let window = a.window;
@@ -509,7 +560,7 @@ impl<T: Scalar> OptimizableRelaxation<T> for TwoPiece<T> {
         out: &mut [T],
     ) -> Result<()> {
         let b = ctx.bounds(0)?;
-        let crown = self.relaxation(b.lower, b.upper, ReluLowerSlope::of(ctx.options));
+        let crown = self.recent_relaxation(b.lower, b.upper, ReluLowerSlope::of(ctx.options));
         let packed = Packed::new(&crown, &b);
         let n = b.lower.len();
         // Row by row on a row-major copy of `a`: every array is then read in order.
@@ -597,7 +648,7 @@ impl<T: Scalar> OptimizableRelaxation<T> for TwoPiece<T> {
         out: &mut [T],
     ) -> Result<()> {
         let b = ctx.bounds(0)?;
-        let crown = self.relaxation(b.lower, b.upper, ReluLowerSlope::of(ctx.options));
+        let crown = self.recent_relaxation(b.lower, b.upper, ReluLowerSlope::of(ctx.options));
         let packed = Packed::new(&crown, &b);
         let (n, z) = (b.lower.len(), z[0]);
         for_each_window_cell(window, |r, col, j| {
@@ -666,7 +717,7 @@ impl<T: Scalar> Operator<T> for TwoPiece<T> {
 
 fn build_relu<T: Scalar>(node: &NodeDef<'_>) -> Result<BuiltOp<T>> {
     let x = node.input(0)?;
-    Ok(BuiltOp::new(TwoPiece { op_type: "Relu", slope: T::zero() }, &[0], x.shape.clone()))
+    Ok(BuiltOp::new(TwoPiece::new("Relu", T::zero()), &[0], x.shape.clone()))
 }
 
 fn build_leaky_relu<T: Scalar>(node: &NodeDef<'_>) -> Result<BuiltOp<T>> {
@@ -675,5 +726,5 @@ fn build_leaky_relu<T: Scalar>(node: &NodeDef<'_>) -> Result<BuiltOp<T>> {
     if !(0.0..=1.0).contains(&alpha) {
         return Err(lirpa_core::Error::unimplemented(format!("LeakyRelu with alpha {alpha} outside [0, 1]")));
     }
-    Ok(BuiltOp::new(TwoPiece { op_type: "LeakyRelu", slope: T::from_f64(alpha) }, &[0], x.shape.clone()))
+    Ok(BuiltOp::new(TwoPiece::new("LeakyRelu", T::from_f64(alpha)), &[0], x.shape.clone()))
 }
