@@ -54,6 +54,9 @@ pub(crate) struct PlanCache {
     elems: Vec<(f64, f64, Line, Line, Option<TangentPlan>, Known)>,
 }
 
+/// Plans of this many recent input bounds are kept per operator.
+const PLAN_CACHE_ENTRIES: usize = 8;
+
 /// The lines the optimized rules of recent sweeps chose, keyed by the bits of the
 /// elements' intervals and of the parameters, the side and the row count, newest
 /// first, bounded in bytes: the adjoint sweep of a pass reads the lines (and their
@@ -61,16 +64,39 @@ pub(crate) struct PlanCache {
 #[derive(Debug, Default)]
 pub(crate) struct ChosenCache {
     entries: std::collections::VecDeque<ChosenEntry>,
+    /// The bytes of `entries`.
+    bytes: usize,
     /// Line buffers of evicted entries, reused (fresh large buffers cost page clearing).
     spare: Vec<Vec<Chosen>>,
 }
 
 #[derive(Debug)]
 struct ChosenEntry {
+    key: ChosenKey,
+    lines: std::sync::Arc<Vec<Chosen>>,
+}
+
+/// The bits of an operator's input bounds and of a pass's parameters, the side, and a
+/// hash of them all (compared first: entries of earlier iterations share long runs of
+/// equal bits with the current one).
+#[derive(Debug, PartialEq)]
+struct ChosenKey {
+    hash: u64,
+    upper: bool,
     bounds: Vec<u64>,
     params: Vec<u64>,
-    upper: bool,
-    lines: Vec<Chosen>,
+}
+
+impl ChosenKey {
+    fn new<T: Scalar>(es: &[Elem<T>], p: &[T], upper: bool) -> ChosenKey {
+        let bounds: Vec<u64> = es.iter().flat_map(|e| [e.l.to_bits(), e.u.to_bits()]).collect();
+        let params: Vec<u64> = p.iter().map(|x| x.as_f64().to_bits()).collect();
+        let hash = bounds
+            .iter()
+            .chain(&params)
+            .fold(upper as u64, |h, &x| (h.rotate_left(5) ^ x).wrapping_mul(0x517c_c1b7_2722_0a95));
+        ChosenKey { hash, upper, bounds, params }
+    }
 }
 
 /// The line one (row, element) took: its side, the line in `T` (held exactly as
@@ -87,36 +113,34 @@ struct Chosen {
 
 /// At most this many bytes of chosen lines per operator.
 const CHOSEN_CACHE_BYTES: usize = 64 << 20;
+/// At most this many entries per operator (a look-up scans them): enough for every
+/// pass crossing the operator in one iteration of a deep network or a batch.
+const CHOSEN_CACHE_ENTRIES: usize = 128;
 
 impl ChosenEntry {
     fn bytes(&self) -> usize {
-        8 * (self.bounds.len() + self.params.len()) + std::mem::size_of::<Chosen>() * self.lines.len()
+        8 * (self.key.bounds.len() + self.key.params.len()) + std::mem::size_of::<Chosen>() * self.lines.len()
     }
 }
 
 impl ChosenCache {
-    fn get(&self, bounds: &[u64], params: &[u64], upper: bool) -> Option<&[Chosen]> {
-        self.entries
-            .iter()
-            .find(|e| e.upper == upper && e.bounds == bounds && e.params == params)
-            .map(|e| e.lines.as_slice())
+    fn get(&self, key: &ChosenKey) -> Option<std::sync::Arc<Vec<Chosen>>> {
+        self.entries.iter().find(|e| e.key == *key).map(|e| e.lines.clone())
     }
 
     fn put(&mut self, entry: ChosenEntry) {
         if entry.bytes() > CHOSEN_CACHE_BYTES / 4 {
             return;
         }
+        self.bytes += entry.bytes();
         self.entries.push_front(entry);
-        let mut total = 0;
-        let keep = self.entries.iter().take_while(|e| {
-            total += e.bytes();
-            total <= CHOSEN_CACHE_BYTES
-        });
-        let keep = keep.count().max(1);
-        while self.entries.len() > keep {
-            let evicted = self.entries.pop_back().expect("longer than keep");
-            if self.spare.len() < 4 {
-                self.spare.push(evicted.lines);
+        while self.entries.len() > 1
+            && (self.bytes > CHOSEN_CACHE_BYTES || self.entries.len() > CHOSEN_CACHE_ENTRIES)
+        {
+            let evicted = self.entries.pop_back().expect("more than one entry");
+            self.bytes -= evicted.bytes();
+            if let (true, Ok(lines)) = (self.spare.len() < 4, std::sync::Arc::try_unwrap(evicted.lines)) {
+                self.spare.push(lines);
             }
         }
     }
@@ -127,14 +151,6 @@ impl ChosenCache {
         b.clear();
         b
     }
-}
-
-/// The cache key of input bounds and parameters.
-fn key_bits<T: Scalar>(es: &[Elem<T>], p: &[T]) -> (Vec<u64>, Vec<u64>) {
-    (
-        es.iter().flat_map(|e| [e.l.to_bits(), e.u.to_bits()]).collect(),
-        p.iter().map(|x| x.as_f64().to_bits()).collect(),
-    )
 }
 
 /// The function's values at an element's fixed check points (`l`, `u`, the midpoint
@@ -179,7 +195,8 @@ impl<F: Func> Elementwise<F> {
             .ok_or_else(|| Error::Invalid(format!("{} has no optimizable relaxation", self.func.op_type())))
     }
 
-    /// Run `f` on the plans of input bounds `lower`, `upper` (computed once per bounds).
+    /// Run `f` on the plans of input bounds `lower`, `upper` (computed once per bounds;
+    /// the plans of the last few bounds are kept: both sides of α-CROWN may run at once).
     fn with_plans<T: Scalar, R>(
         &self,
         tg: &dyn Tangents,
@@ -189,30 +206,40 @@ impl<F: Func> Elementwise<F> {
     ) -> Result<R> {
         let lo64: Vec<f64> = lower.iter().map(|x| x.as_f64()).collect();
         let hi64: Vec<f64> = upper.iter().map(|x| x.as_f64()).collect();
-        let mut cache = self.plans.lock().expect("plan cache");
-        if !cache.as_ref().is_some_and(|c| c.lower == lo64 && c.upper == hi64) {
-            let op = self.func.op_type();
-            let elems = lo64
-                .iter()
-                .zip(&hi64)
-                .map(|(&l, &u)| {
-                    let (l, u) = check_bounds(op, l, u)?;
-                    self.func.domain(l, u)?;
-                    if l.is_finite() && u.is_finite() {
-                        let plan = tg.plan(l, u);
-                        let values = check_values(l, u, &plan.relax.contacts, |p| self.func.f(p));
-                        let (lo, hi) = self.secure_known(l, u, plan.relax, &values)?;
-                        let known = Known { values: values.into_iter().collect() };
-                        Ok((l, u, lo, hi, Some(plan), known))
-                    } else {
-                        let (lo, hi) = self.relax_f64(l, u)?;
-                        Ok((l, u, lo, hi, None, Known::default()))
-                    }
-                })
-                .collect::<Result<Vec<_>>>()?;
-            *cache = Some(PlanCache { lower: lo64, upper: hi64, elems });
-        }
-        f(cache.as_ref().expect("filled above"))
+        let found = {
+            let cache = self.plans.lock().expect("plan cache");
+            cache.iter().find(|c| c.lower == lo64 && c.upper == hi64).cloned()
+        };
+        let plans = match found {
+            Some(p) => p,
+            None => {
+                let op = self.func.op_type();
+                let elems = lo64
+                    .iter()
+                    .zip(&hi64)
+                    .map(|(&l, &u)| {
+                        let (l, u) = check_bounds(op, l, u)?;
+                        self.func.domain(l, u)?;
+                        if l.is_finite() && u.is_finite() {
+                            let plan = tg.plan(l, u);
+                            let values = check_values(l, u, &plan.relax.contacts, |p| self.func.f(p));
+                            let (lo, hi) = self.secure_known(l, u, plan.relax, &values)?;
+                            let known = Known { values: values.into_iter().collect() };
+                            Ok((l, u, lo, hi, Some(plan), known))
+                        } else {
+                            let (lo, hi) = self.relax_f64(l, u)?;
+                            Ok((l, u, lo, hi, None, Known::default()))
+                        }
+                    })
+                    .collect::<Result<Vec<_>>>()?;
+                let p = std::sync::Arc::new(PlanCache { lower: lo64, upper: hi64, elems });
+                let mut cache = self.plans.lock().expect("plan cache");
+                cache.push_front(p.clone());
+                cache.truncate(PLAN_CACHE_ENTRIES);
+                p
+            }
+        };
+        f(&plans)
     }
 
     /// The elements of input bounds `lower`, `upper` as the optimized rules see them:
@@ -424,13 +451,9 @@ impl<T: Scalar, F: Func> OptimizableRelaxation<T> for Elementwise<F> {
                         debug_assert_eq!(c.lower, lower, "the side follows the same coefficient");
                         (T::from_f64(c.k), T::from_f64(c.b))
                     });
-                    let (bounds, params) = key_bits(&es, p);
-                    self.chosen.lock().expect("chosen lines").put(ChosenEntry {
-                        bounds,
-                        params,
-                        upper,
-                        lines,
-                    });
+                    let entry =
+                        ChosenEntry { key: ChosenKey::new(&es, p, upper), lines: std::sync::Arc::new(lines) };
+                    self.chosen.lock().expect("chosen lines").put(entry);
                     out
                 }
                 None => split_rows(m, upper, bias, |_, j| es[j].crown),
@@ -459,9 +482,8 @@ impl<T: Scalar, F: Func> OptimizableRelaxation<T> for Elementwise<F> {
         let n = es.len();
         self.check_params(params, a.nrows(), n)?;
         let params = &params[..a.nrows() * 2 * n];
-        let (bounds, key) = key_bits(&es, params);
-        let cache = self.chosen.lock().expect("chosen lines");
-        let recorded = cache.get(&bounds, &key, upper);
+        let recorded = self.chosen.lock().expect("chosen lines").get(&ChosenKey::new(&es, params, upper));
+        let recorded = recorded.as_deref();
         forward_rows_by_side(a, upper, z[0], out, |r, j, lower| match recorded.map(|l| l[r * n + j]) {
             Some(c) if c.lower == lower => (T::from_f64(c.k), T::from_f64(c.b)),
             _ => {
@@ -495,9 +517,8 @@ impl<T: Scalar, F: Func> OptimizableRelaxation<T> for Elementwise<F> {
             )));
         }
         let params = &params[..a.nrows() * 2 * n];
-        let (bounds, key) = key_bits(&es, params);
-        let cache = self.chosen.lock().expect("chosen lines");
-        let recorded = cache.get(&bounds, &key, upper);
+        let recorded = self.chosen.lock().expect("chosen lines").get(&ChosenKey::new(&es, params, upper));
+        let recorded = recorded.as_deref();
         for r in 0..a.nrows() {
             let base = r * 2 * n;
             grad[base..base + 2 * n].iter_mut().for_each(|g| *g = T::zero());
