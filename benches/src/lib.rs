@@ -46,7 +46,7 @@ const ALPHA_EXTRA: (&str, &str) = ("vnncomp", "eran_sigmoid_6x200_idx7167");
 
 /// The cases α-CROWN is benchmarked on, as `(folder, case)`: every reference case
 /// (input perturbations) whose `case.json` records auto_LiRPA's α-CROWN time, and
-/// [`ALPHA_EXTRA`]; sorted by name.
+/// ERAN sigmoid 6x200 (whose target is relative to our own CROWN); sorted by name.
 pub fn alpha_cases() -> Vec<(String, String)> {
     let mut cases = vec![(ALPHA_EXTRA.0.to_string(), ALPHA_EXTRA.1.to_string())];
     for folder in FOLDERS {
