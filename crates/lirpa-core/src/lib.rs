@@ -14,6 +14,7 @@ pub mod graph;
 pub mod linear;
 pub mod op;
 pub mod perturbation;
+pub mod recent;
 pub mod registry;
 pub mod rng;
 pub mod scalar;

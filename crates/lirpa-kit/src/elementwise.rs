@@ -22,9 +22,8 @@ pub struct Elementwise<F: Func> {
     /// later node crosses this one with the same bounds, and the lines cost many
     /// function evaluations each.
     last: std::sync::Mutex<Option<RelaxCache>>,
-    /// The α-CROWN plans (tangent ranges and secured CROWN lines) of recent input
-    /// bounds: every optimized rule of one pass, and `project` once per row, reads them.
-    pub(crate) plans: std::sync::Mutex<std::collections::VecDeque<std::sync::Arc<opt::PlanCache>>>,
+    /// The α-CROWN plans (tangent ranges and secured CROWN lines) of recent input bounds.
+    pub(crate) plans: std::sync::Mutex<opt::Plans>,
     /// The lines the optimized rules chose in recent sweeps, for the adjoint sweeps.
     pub(crate) chosen: std::sync::Mutex<opt::ChosenCache>,
 }
@@ -46,8 +45,11 @@ impl<F: Func> Elementwise<F> {
         Elementwise {
             func,
             last: std::sync::Mutex::new(None),
-            plans: std::sync::Mutex::new(Default::default()),
-            chosen: std::sync::Mutex::new(opt::ChosenCache::default()),
+            plans: std::sync::Mutex::new(opt::Plans::new(opt::PLAN_CACHE_ENTRIES, usize::MAX)),
+            chosen: std::sync::Mutex::new(opt::ChosenCache::new(
+                opt::CHOSEN_CACHE_ENTRIES,
+                opt::CHOSEN_CACHE_BYTES,
+            )),
         }
     }
 }

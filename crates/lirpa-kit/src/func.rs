@@ -84,6 +84,17 @@ pub enum Pivot {
     Inner(f64),
 }
 
+impl Pivot {
+    /// The pivot as a point of the interval `[l, u]`.
+    pub fn point(self, l: f64, u: f64) -> f64 {
+        match self {
+            Pivot::L => l,
+            Pivot::U => u,
+            Pivot::Inner(c) => c,
+        }
+    }
+}
+
 impl FixedLine {
     pub const CHORD: FixedLine = FixedLine { chord: true, pivot: Pivot::L };
 }

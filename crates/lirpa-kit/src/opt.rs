@@ -42,116 +42,55 @@ use crate::func::{FixedLine, Func, Pivot, TangentPlan, Tangents};
 use crate::line::{Line, check_points, check_values, secure_values, to_scalar};
 use lirpa_core::linear::{Lines, forward_rows_by_side, split_rows, split_rows_by_side, takes_lower_line};
 use lirpa_core::op::{BackwardCtx, OptimizableRelaxation, SideParams};
+use lirpa_core::recent::Recent;
 use lirpa_core::reexport::faer::{Mat, MatRef, Par};
 use lirpa_core::reexport::smallvec::SmallVec;
 use lirpa_core::{BackwardResult, Error, LinearA, LinearBias, Result, Scalar};
+use std::sync::Arc;
 
 /// The `f64` part of [`Elem`] for every element of some input bounds.
 #[derive(Debug)]
 pub(crate) struct PlanCache {
-    lower: Vec<f64>,
-    upper: Vec<f64>,
     elems: Vec<(f64, f64, Line, Line, Option<TangentPlan>, Known)>,
 }
 
+/// The plans of recent input bounds (keyed by their bits): every optimized rule of
+/// one pass, and `project` once per row, reads them, and both sides of α-CROWN may
+/// run at once.
+pub(crate) type Plans = Recent<Arc<PlanCache>>;
+
 /// Plans of this many recent input bounds are kept per operator.
-const PLAN_CACHE_ENTRIES: usize = 8;
+pub(crate) const PLAN_CACHE_ENTRIES: usize = 8;
 
 /// The lines the optimized rules of recent sweeps chose, keyed by the bits of the
-/// elements' intervals and of the parameters, the side and the row count, newest
-/// first, bounded in bytes: the adjoint sweep of a pass reads the lines (and their
-/// gradients) its backward pass chose instead of computing them again.
-#[derive(Debug, Default)]
-pub(crate) struct ChosenCache {
-    entries: std::collections::VecDeque<ChosenEntry>,
-    /// The bytes of `entries`.
-    bytes: usize,
-    /// Line buffers of evicted entries, reused (fresh large buffers cost page clearing).
-    spare: Vec<Vec<Chosen>>,
-}
+/// elements' intervals and of the parameters and the side ([`chosen_key`]): the
+/// adjoint sweep of a pass reads the lines (and their gradients) its backward pass
+/// chose instead of computing them again.
+pub(crate) type ChosenCache = Recent<Arc<Vec<Chosen>>>;
 
-#[derive(Debug)]
-struct ChosenEntry {
-    key: ChosenKey,
-    lines: std::sync::Arc<Vec<Chosen>>,
-}
+/// At most this many bytes of chosen lines per operator (as the table cache it replaced:
+/// 64 MB made ERAN sigmoid α-CROWN about 5% faster, at twice the memory per operator).
+pub(crate) const CHOSEN_CACHE_BYTES: usize = 32 << 20;
+/// At most this many entries per operator (a look-up scans them): enough for every
+/// pass crossing the operator in one iteration of a deep network or a batch.
+pub(crate) const CHOSEN_CACHE_ENTRIES: usize = 128;
 
-/// The bits of an operator's input bounds and of a pass's parameters, the side, and a
-/// hash of them all (compared first: entries of earlier iterations share long runs of
-/// equal bits with the current one).
-#[derive(Debug, PartialEq)]
-struct ChosenKey {
-    hash: u64,
-    upper: bool,
-    bounds: Vec<u64>,
-    params: Vec<u64>,
-}
-
-impl ChosenKey {
-    fn new<T: Scalar>(es: &[Elem<T>], p: &[T], upper: bool) -> ChosenKey {
-        let bounds: Vec<u64> = es.iter().flat_map(|e| [e.l.to_bits(), e.u.to_bits()]).collect();
-        let params: Vec<u64> = p.iter().map(|x| x.as_f64().to_bits()).collect();
-        let hash = bounds
-            .iter()
-            .chain(&params)
-            .fold(upper as u64, |h, &x| (h.rotate_left(5) ^ x).wrapping_mul(0x517c_c1b7_2722_0a95));
-        ChosenKey { hash, upper, bounds, params }
-    }
+/// The cache key of an operator's input bounds, a pass's parameters and the side.
+fn chosen_key<T: Scalar>(es: &[Elem<T>], p: &[T], upper: bool) -> Vec<u64> {
+    let bounds = es.iter().flat_map(|e| [e.l.to_bits(), e.u.to_bits()]);
+    bounds.chain(p.iter().map(|x| x.as_f64().to_bits())).chain([upper as u64]).collect()
 }
 
 /// The line one (row, element) took: its side, the line in `T` (held exactly as
 /// `f64`), and how it moves with its parameter, at rate `scale·(z - point)` (a NaN
 /// `scale`: not recorded, computed when needed).
 #[derive(Clone, Copy, Debug)]
-struct Chosen {
+pub(crate) struct Chosen {
     lower: bool,
     k: f64,
     b: f64,
     scale: f64,
     point: f64,
-}
-
-/// At most this many bytes of chosen lines per operator (as the table cache it replaced:
-/// 64 MB made ERAN sigmoid α-CROWN about 5% faster, at twice the memory per operator).
-const CHOSEN_CACHE_BYTES: usize = 32 << 20;
-/// At most this many entries per operator (a look-up scans them): enough for every
-/// pass crossing the operator in one iteration of a deep network or a batch.
-const CHOSEN_CACHE_ENTRIES: usize = 128;
-
-impl ChosenEntry {
-    fn bytes(&self) -> usize {
-        8 * (self.key.bounds.len() + self.key.params.len()) + std::mem::size_of::<Chosen>() * self.lines.len()
-    }
-}
-
-impl ChosenCache {
-    fn get(&self, key: &ChosenKey) -> Option<std::sync::Arc<Vec<Chosen>>> {
-        self.entries.iter().find(|e| e.key == *key).map(|e| e.lines.clone())
-    }
-
-    fn put(&mut self, entry: ChosenEntry) {
-        if entry.bytes() > CHOSEN_CACHE_BYTES / 4 {
-            return;
-        }
-        self.bytes += entry.bytes();
-        self.entries.push_front(entry);
-        while self.entries.len() > 1
-            && (self.bytes > CHOSEN_CACHE_BYTES || self.entries.len() > CHOSEN_CACHE_ENTRIES)
-        {
-            let evicted = self.entries.pop_back().expect("more than one entry");
-            self.bytes -= evicted.bytes();
-            if let (true, Ok(lines)) = (self.spare.len() < 4, std::sync::Arc::try_unwrap(evicted.lines)) {
-                self.spare.push(lines);
-            }
-        }
-    }
-
-    /// An empty line buffer, reused if one is spare.
-    fn buffer(&mut self) -> Vec<Chosen> {
-        let mut b = self.spare.pop().unwrap_or_default();
-        b.clear();
-        b
-    }
 }
 
 /// The function's values at an element's fixed check points (`l`, `u`, the midpoint
@@ -176,11 +115,7 @@ pub struct Elem<T> {
 /// upper), as a point; `None` when there is none.
 fn pivot_at<T>(tg: &dyn Tangents, e: &Elem<T>, k: f64, lower: bool) -> Option<f64> {
     let (_, fixed) = tg.slope_relax(e.l, e.u, k)?;
-    Some(match fixed[if lower { 0 } else { 1 }]?.pivot {
-        Pivot::L => e.l,
-        Pivot::U => e.u,
-        Pivot::Inner(c) => c,
-    })
+    Some(fixed[if lower { 0 } else { 1 }]?.pivot.point(e.l, e.u))
 }
 
 /// The tangent point a parameter `p` stands for, given `(crown point, lo, hi)`.
@@ -207,10 +142,8 @@ impl<F: Func> Elementwise<F> {
     ) -> Result<R> {
         let lo64: Vec<f64> = lower.iter().map(|x| x.as_f64()).collect();
         let hi64: Vec<f64> = upper.iter().map(|x| x.as_f64()).collect();
-        let found = {
-            let cache = self.plans.lock().expect("plan cache");
-            cache.iter().find(|c| c.lower == lo64 && c.upper == hi64).cloned()
-        };
+        let key: Vec<u64> = lo64.iter().chain(&hi64).map(|x| x.to_bits()).collect();
+        let found = self.plans.lock().expect("plan cache").get(&key);
         let plans = match found {
             Some(p) => p,
             None => {
@@ -233,10 +166,9 @@ impl<F: Func> Elementwise<F> {
                         }
                     })
                     .collect::<Result<Vec<_>>>()?;
-                let p = std::sync::Arc::new(PlanCache { lower: lo64, upper: hi64, elems });
-                let mut cache = self.plans.lock().expect("plan cache");
-                cache.push_front(p.clone());
-                cache.truncate(PLAN_CACHE_ENTRIES);
+                let bytes = std::mem::size_of_val(elems.as_slice());
+                let p = Arc::new(PlanCache { elems });
+                self.plans.lock().expect("plan cache").put(key, bytes, p.clone());
                 p
             }
         };
@@ -293,11 +225,7 @@ impl<F: Func> Elementwise<F> {
             let Some((rk, fixed)) = tg.slope_relax(e.l, e.u, t) else { return crown };
             own = rk.contacts;
             // A line of slope `t` through its pivot `c` moves at rate `z - c`.
-            let c = fixed[if lower { 0 } else { 1 }].map(|fx| match fx.pivot {
-                Pivot::L => e.l,
-                Pivot::U => e.u,
-                Pivot::Inner(c) => c,
-            });
+            let c = fixed[if lower { 0 } else { 1 }].map(|fx| fx.pivot.point(e.l, e.u));
             let line = if lower { rk.lower } else { rk.upper };
             (line, if c.is_some() { 1.0 } else { f64::NAN }, c.unwrap_or(f64::NAN))
         } else {
@@ -331,7 +259,6 @@ impl<F: Func> Elementwise<F> {
 
     /// The lines of a sweep's coefficients `m` (one side, `rows × n`), recorded for
     /// the adjoint sweep; blocks of rows in parallel under `par`.
-    #[allow(clippy::too_many_arguments)]
     fn choose<T: Scalar>(
         &self,
         tg: &dyn Tangents,
@@ -342,8 +269,8 @@ impl<F: Func> Elementwise<F> {
         par: Par,
     ) -> Vec<Chosen> {
         let (rows, n) = (m.nrows(), es.len());
-        let mut lines = self.chosen.lock().expect("chosen lines").buffer();
-        lines.resize(rows * n, Chosen { lower: true, k: 0.0, b: 0.0, scale: f64::NAN, point: f64::NAN });
+        let mut lines =
+            vec![Chosen { lower: true, k: 0.0, b: 0.0, scale: f64::NAN, point: f64::NAN }; rows * n];
         // A block of `ROWS` rows, column by column (`m` is column-major).
         const ROWS: usize = 16;
         let block = |(bi, out): (usize, &mut [Chosen])| {
@@ -452,9 +379,12 @@ impl<T: Scalar, F: Func> OptimizableRelaxation<T> for Elementwise<F> {
                         debug_assert_eq!(c.lower, lower, "the side follows the same coefficient");
                         (T::from_f64(c.k), T::from_f64(c.b))
                     });
-                    let entry =
-                        ChosenEntry { key: ChosenKey::new(&es, p, upper), lines: std::sync::Arc::new(lines) };
-                    self.chosen.lock().expect("chosen lines").put(entry);
+                    let bytes = std::mem::size_of_val(lines.as_slice());
+                    self.chosen.lock().expect("chosen lines").put(
+                        chosen_key(&es, p, upper),
+                        bytes,
+                        Arc::new(lines),
+                    );
                     out
                 }
                 None => split_rows(m, upper, bias, |_, j| es[j].crown),
@@ -483,7 +413,7 @@ impl<T: Scalar, F: Func> OptimizableRelaxation<T> for Elementwise<F> {
         let n = es.len();
         self.check_params(params, a.nrows(), n)?;
         let params = &params[..a.nrows() * 2 * n];
-        let recorded = self.chosen.lock().expect("chosen lines").get(&ChosenKey::new(&es, params, upper));
+        let recorded = self.chosen.lock().expect("chosen lines").get(&chosen_key(&es, params, upper));
         let recorded = recorded.as_deref();
         forward_rows_by_side(a, upper, z[0], out, |r, j, lower| match recorded.map(|l| l[r * n + j]) {
             Some(c) if c.lower == lower => (T::from_f64(c.k), T::from_f64(c.b)),
@@ -518,7 +448,7 @@ impl<T: Scalar, F: Func> OptimizableRelaxation<T> for Elementwise<F> {
             )));
         }
         let params = &params[..a.nrows() * 2 * n];
-        let recorded = self.chosen.lock().expect("chosen lines").get(&ChosenKey::new(&es, params, upper));
+        let recorded = self.chosen.lock().expect("chosen lines").get(&chosen_key(&es, params, upper));
         let recorded = recorded.as_deref();
         for r in 0..a.nrows() {
             let base = r * 2 * n;
@@ -597,11 +527,7 @@ impl<T: Scalar, F: Func> OptimizableRelaxation<T> for Elementwise<F> {
                 let fx = fx?;
                 let k = if fx.chord { k_chord } else { line_k };
                 let (dkl, dku) = if fx.chord { ((k - dfl) / w, (dfu - k) / w) } else { (0.0, 0.0) };
-                let c = match fx.pivot {
-                    Pivot::L => l,
-                    Pivot::U => u,
-                    Pivot::Inner(c) => c,
-                };
+                let c = fx.pivot.point(l, u);
                 let el = if fx.pivot == Pivot::L { dfl - k } else { 0.0 };
                 let eu = if fx.pivot == Pivot::U { dfu - k } else { 0.0 };
                 // ∂y/∂l = dkl·z - dkl·c + el (a zero dkl leaves c out: it may be NaN).

@@ -20,6 +20,7 @@ use lirpa_core::op::{
     BackwardCtx, Evaluate, Interval, IntervalRule, LinearRelaxation, NodeDef, Operator,
     OptimizableRelaxation, SideParams,
 };
+use lirpa_core::recent::Recent;
 use lirpa_core::reexport::faer::{Mat, MatRef};
 use lirpa_core::{
     BackwardResult, BuiltOp, ElementwiseRelaxation, ElementwiseTrain, FormInput, LinearA, LinearBias,
@@ -98,26 +99,20 @@ pub struct TwoPiece<T: Scalar> {
     op_type: &'static str,
     /// Slope on the negative side (0 for Relu).
     slope: T,
-    /// Relaxations of recent input bounds: every iteration of α/β-CROWN crosses the
-    /// node with the same bounds (a sub-domain's stay fixed), in its sweep and adjoint.
-    recent: std::sync::Mutex<std::collections::VecDeque<Recent<T>>>,
+    /// Relaxations of recent input bounds and lower-slope modes: every iteration of
+    /// α/β-CROWN crosses the node with the same bounds (a sub-domain's stay fixed), in
+    /// its sweep and adjoint.
+    recent: std::sync::Mutex<Recent<std::sync::Arc<ElementwiseRelaxation<T>>>>,
 }
 
-/// Input bounds, the lower-slope mode and the relaxation computed for them.
-#[derive(Debug)]
-struct Recent<T: Scalar> {
-    lower: Vec<T>,
-    upper: Vec<T>,
-    mode: ReluLowerSlope,
-    relaxation: std::sync::Arc<ElementwiseRelaxation<T>>,
-}
-
-/// At most this many elements of bounds and relaxations per operator in `recent`.
-const RECENT_ELEMENTS: usize = 1 << 20;
+/// At most this many recent relaxations per operator (a look-up scans them), and
+/// this many bytes.
+const RECENT_ENTRIES: usize = 128;
+const RECENT_BYTES: usize = 32 << 20;
 
 impl<T: Scalar> TwoPiece<T> {
     fn new(op_type: &'static str, slope: T) -> Self {
-        TwoPiece { op_type, slope, recent: Default::default() }
+        TwoPiece { op_type, slope, recent: std::sync::Mutex::new(Recent::new(RECENT_ENTRIES, RECENT_BYTES)) }
     }
 
     /// [`relaxation`](Self::relaxation), from `recent` when these bounds were relaxed
@@ -128,25 +123,14 @@ impl<T: Scalar> TwoPiece<T> {
         upper: &[T],
         mode: ReluLowerSlope,
     ) -> std::sync::Arc<ElementwiseRelaxation<T>> {
-        let same = |e: &Recent<T>| e.mode == mode && e.lower == lower && e.upper == upper;
-        if let Some(e) = self.recent.lock().expect("recent relaxations").iter().find(|e| same(e)) {
-            return e.relaxation.clone();
+        let bits = lower.iter().chain(upper).map(|x| x.as_f64().to_bits());
+        let key: Vec<u64> = bits.chain([mode as u64]).collect();
+        if let Some(r) = self.recent.lock().expect("recent relaxations").get(&key) {
+            return r;
         }
         let relaxation = std::sync::Arc::new(self.relaxation(lower, upper, mode));
-        let mut recent = self.recent.lock().expect("recent relaxations");
-        recent.push_front(Recent {
-            lower: lower.to_vec(),
-            upper: upper.to_vec(),
-            mode,
-            relaxation: relaxation.clone(),
-        });
-        let mut total = 0;
-        let keep = recent.iter().take_while(|e| {
-            total += 6 * e.lower.len();
-            total <= RECENT_ELEMENTS
-        });
-        let keep = keep.count().max(1);
-        recent.truncate(keep);
+        let bytes = 4 * lower.len() * std::mem::size_of::<T>();
+        self.recent.lock().expect("recent relaxations").put(key, bytes, relaxation.clone());
         relaxation
     }
 }
