@@ -38,11 +38,21 @@ pub enum FpKind {
     /// `c ± |W|·m` up to its own rounding. Backward: `Λ·W` and `Λ·c` by sums.
     Affine,
     /// Element-wise, with an interval rule of at most one rounded product per element
-    /// (ReLU, LeakyReLU's `α·l`): every line any of its
+    /// (ReLU, LeakyReLU's `α·l`) or a range already widened for the function's own
+    /// evaluation error (the plugin kit's smooth functions): every line any of its
     /// relaxations uses, `s·x + b` on input bounds within `[−m, m]`, has
-    /// `|s|·m + |b| ≤ line_scale·m`. Backward: one product per coefficient, and the bias
-    /// as a sum.
-    Elementwise { line_scale: f64 },
+    /// `|s|·m + |b| ≤ line_scale·m + offset`. Backward: one product per coefficient, and
+    /// the bias as a sum. `offset > 0` marks a function that floating point does not
+    /// compute exactly (a transcendental one): with [`FpSound::Float32Model`] the
+    /// deployed network's evaluation of it may differ from the exact function by
+    /// [`FpSound::function_error`] times `offset`.
+    Elementwise { line_scale: f64, offset: f64 },
+    /// Relaxed by lines that select inputs or take constants within the output's range
+    /// (MaxPool: `y ≥ x_i*`, `y ≤ x_i*` or `y ≤ max u`): every line `w·x + c` for output
+    /// `k` has `|w|·M + |c|` at most the magnitude of the interval rule on the symmetric
+    /// box `[−M, M]` of the inputs. The interval rule and the forward value are exact;
+    /// backward sums coefficients (at most `terms` per entry) and the bias.
+    Selection,
 }
 
 impl FpRounding {
@@ -104,6 +114,18 @@ impl FpSound {
             FpSound::Off => 0.0,
             FpSound::Real => gamma(unit_roundoff::<T>(), n),
             FpSound::Float32Model => up(gamma(unit_roundoff::<T>(), n) + gamma(unit_roundoff::<f32>(), n)),
+        }
+    }
+
+    /// The error, relative to a function's range scale (the `offset` of
+    /// [`FpKind::Elementwise`]), that [`FpSound::Float32Model`] allows a float32 inference
+    /// engine's evaluation of a non-piecewise-linear element-wise function (Sigmoid,
+    /// Tanh, ...): `2⁻¹⁷`, 64 ulps of `f32` at 1, far above the error of correctly rounded,
+    /// libm-quality or vectorized polynomial implementations. `0` otherwise.
+    pub fn function_error(self) -> f64 {
+        match self {
+            FpSound::Float32Model => 64.0 * unit_roundoff::<f32>() * 2.0,
+            _ => 0.0,
         }
     }
 

@@ -247,6 +247,16 @@ pub trait LinearRelaxation<T: Scalar> {
         None
     }
 
+    /// For an affine operator whose constant term was folded from several model
+    /// constants (BatchNormalization's `B − mean·scale/√(var + ε)`), per output element
+    /// an upper bound of the magnitudes of the folded terms (`|B| + |mean·scale/√(var + ε)|`),
+    /// which the cancellation in the fold can make much larger than the constant itself:
+    /// the floating-point-sound mode adds it to the element's magnitude so that the
+    /// fold's rounding is covered. `None` (the default): the constant is a model constant.
+    fn fp_folded_magnitude(&self) -> Option<Vec<f64>> {
+        None
+    }
+
     /// Optimizable relaxation parameters (α-CROWN), if this relaxation has any.
     fn optimizable(&self) -> Option<&dyn OptimizableRelaxation<T>> {
         None

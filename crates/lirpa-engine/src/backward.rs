@@ -609,6 +609,7 @@ impl<'g, T: Scalar> State<'g, T> {
         }
         for (id, &need) in needed.iter().enumerate() {
             if need && self.bounds[id].is_none() {
+                self.fp_catch_up(id)?;
                 let b = self.constrain(id, self.intermediate_bounds(id)?);
                 self.bounds[id] = Some(b);
                 if let Some(mut fp) = self.fp.take() {
@@ -617,6 +618,17 @@ impl<'g, T: Scalar> State<'g, T> {
                     r?;
                 }
             }
+        }
+        self.fp_catch_up(target)
+    }
+
+    /// The sound mode's error models of the nodes up to `upto`, caught up with the
+    /// latest bounds before a sweep visits them.
+    fn fp_catch_up(&mut self, upto: NodeId) -> Result<()> {
+        if let Some(mut fp) = self.fp.take() {
+            let r = fp.catch_up(self, upto);
+            self.fp = Some(fp);
+            r?;
         }
         Ok(())
     }

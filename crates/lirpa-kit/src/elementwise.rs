@@ -208,6 +208,15 @@ impl<T: Scalar, F: Func> IntervalRule<T> for Elementwise<F> {
 }
 
 impl<T: Scalar, F: Func> LinearRelaxation<T> for Elementwise<F> {
+    /// The functions with a line bound ([`Func::fp_line_bound`]); the bias sum runs
+    /// over every element.
+    fn fp_rounding(&self) -> Option<lirpa_core::FpRounding> {
+        let (line_scale, offset) = self.func.fp_line_bound()?;
+        Some(lirpa_core::FpRounding {
+            kind: lirpa_core::FpKind::Elementwise { line_scale, offset },
+            terms: None,
+        })
+    }
     fn backward(&self, ctx: &BackwardCtx<'_, T>, a: LinearA<T>) -> Result<BackwardResult<T>> {
         let b = ctx.bounds(0)?;
         Ok(self.relaxation(b.lower, b.upper)?.backward(a))

@@ -34,6 +34,17 @@ pub trait Func: std::fmt::Debug + Send + Sync + 'static {
     fn tangents(&self) -> Option<&dyn Tangents> {
         None
     }
+    /// For the floating-point-sound mode: `(s, c)` such that every line `k·x + b` any
+    /// relaxation of this function uses on input bounds inside `[−m, m]` (CROWN's,
+    /// α-CROWN's, secured and rounded to the bound type) has `|k|·m + |b| ≤ s·m + c`,
+    /// for every `m` ([`lirpa_core::FpKind::Elementwise`]); `c > 0` says floating point
+    /// does not compute the function exactly. A function with a bounded derivative
+    /// `|f'| ≤ S` and range `|f| ≤ F` has lines of slope at most `S` through a point of
+    /// the graph within the interval, so `(3·S, 2·F)` holds with room for the securing
+    /// margins. `None` (the default): the sound mode refuses the operator by name.
+    fn fp_line_bound(&self) -> Option<(f64, f64)> {
+        None
+    }
 }
 
 /// How the relaxation on one interval may be optimized: for each line that is a
@@ -222,5 +233,8 @@ impl Func for Box<dyn Func> {
     }
     fn tangents(&self) -> Option<&dyn Tangents> {
         (**self).tangents()
+    }
+    fn fp_line_bound(&self) -> Option<(f64, f64)> {
+        (**self).fp_line_bound()
     }
 }

@@ -95,6 +95,16 @@ impl Func for SShaped {
     fn tangents(&self) -> Option<&dyn Tangents> {
         Some(self)
     }
+    /// `|f'| ≤ S` and `|f| ≤ F`: `(3·S, 2·F)` (see [`Func::fp_line_bound`]).
+    fn fp_line_bound(&self) -> Option<(f64, f64)> {
+        let (s, f) = match self.0 {
+            SKind::Sigmoid => (0.25, 1.0),
+            SKind::Tanh => (1.0, 1.0),
+            SKind::Atan => (1.0, FRAC_PI_2),
+            SKind::Erf => (std::f64::consts::FRAC_2_SQRT_PI, 1.0),
+        };
+        Some((3.0 * s, 2.0 * f))
+    }
 }
 
 impl SShaped {

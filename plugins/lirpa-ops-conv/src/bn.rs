@@ -100,6 +100,25 @@ impl<T: Scalar> IntervalRule<T> for ChannelAffine<T> {
 }
 
 impl<T: Scalar> LinearRelaxation<T> for ChannelAffine<T> {
+    fn fp_rounding(&self) -> Option<lirpa_core::FpRounding> {
+        // One product and one sum per element (forward), one product per coefficient
+        // (backward); the fold of `a` in f64 (three roundings) and its rounding to `T`.
+        Some(lirpa_core::FpRounding {
+            kind: lirpa_core::FpKind::Affine,
+            terms: Some(4 + lirpa_core::FpRounding::SLACK),
+        })
+    }
+    /// `|B| + |mean·a|` per element: the fold `b = B − mean·a` may cancel.
+    fn fp_folded_magnitude(&self) -> Option<Vec<f64>> {
+        let s = &self.stats;
+        let mut out = Vec::with_capacity(self.c * self.inner);
+        for ch in 0..self.c {
+            let a = s.scale[ch] / s.std[ch];
+            let m = lirpa_core::fpsound::up(s.b[ch].abs() + (s.mean[ch] * a).abs());
+            out.extend(std::iter::repeat_n(m, self.inner));
+        }
+        Some(out)
+    }
     fn backward(&self, _ctx: &BackwardCtx<'_, T>, a: LinearA<T>) -> Result<BackwardResult<T>> {
         let win = a.window.as_ref();
         let mut bias = LinearBias::zeros(a.spec());

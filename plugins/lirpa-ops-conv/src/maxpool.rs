@@ -97,6 +97,17 @@ impl<T: Scalar> IntervalRule<T> for MaxPool {
 }
 
 impl<T: Scalar> LinearRelaxation<T> for MaxPool {
+    fn fp_rounding(&self) -> Option<lirpa_core::FpRounding> {
+        // Backward sums, per input element, the coefficients of the outputs whose
+        // window holds it.
+        let mut count = vec![0usize; self.n_in];
+        self.windows.iter().flatten().for_each(|&i| count[i as usize] += 1);
+        let most = count.into_iter().max().unwrap_or(0);
+        Some(lirpa_core::FpRounding {
+            kind: lirpa_core::FpKind::Selection,
+            terms: Some(most + lirpa_core::FpRounding::SLACK),
+        })
+    }
     fn backward(&self, ctx: &BackwardCtx<'_, T>, a: LinearA<T>) -> Result<BackwardResult<T>> {
         let b = ctx.bounds(0)?;
         let lines = self.lines(b.lower, b.upper);

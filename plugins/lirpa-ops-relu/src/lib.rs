@@ -258,7 +258,7 @@ impl<T: Scalar> LinearRelaxation<T> for TwoPiece<T> {
         // end, an intercept of at most 2·S·M (plus the chord's securing margin).
         let s = self.slope.as_f64().abs().max(1.0);
         Some(lirpa_core::FpRounding {
-            kind: lirpa_core::FpKind::Elementwise { line_scale: 3.0 * s + 1.0 },
+            kind: lirpa_core::FpKind::Elementwise { line_scale: 3.0 * s + 1.0, offset: 0.0 },
             terms: None,
         })
     }

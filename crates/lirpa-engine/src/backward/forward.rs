@@ -8,7 +8,7 @@
 //! `forward+backward` computes intermediate bounds this way and the bounded node by a
 //! backward (CROWN) pass.
 
-use super::{BoundResult, Bounds, State};
+use super::{BoundResult, Bounds, State, fpsound};
 use crate::options::{BoundOptions, BoundRequest, Method};
 use faer::{Mat, MatRef};
 use lirpa_core::op::{BackwardCtx, Interval};
@@ -47,6 +47,23 @@ pub(super) fn compute_bounds_forward<T: Scalar>(
     // can leave a function's domain where IBP's do not, e.g. Sqrt(sigmoid(x) + 0.1)),
     // its inputs take these instead and the rule is applied again.
     let mut tight: Vec<Option<Bounds<T>>> = vec![None; target + 1];
+    // The sound mode's magnitudes: of the perturbed inputs' sets (all columns), and of
+    // each node's form's terms.
+    let mut mags: Vec<Option<Vec<T>>> = vec![None; target + 1];
+    let input_mag: Vec<T> = match &st.fp {
+        None => Vec::new(),
+        Some(_) => {
+            let mut m = vec![T::zero(); dim];
+            for &id in graph.inputs() {
+                if st.ptb[id].is_some() {
+                    let (l, u) = st.input_interval(id);
+                    m[offsets[id]..offsets[id] + l.len()]
+                        .copy_from_slice(&lirpa_core::fpsound::magnitudes(&l, &u));
+                }
+            }
+            m
+        }
+    };
     for id in 0..=last {
         if !cone[id] || !st.perturbed[id] {
             continue;
@@ -81,6 +98,28 @@ pub(super) fn compute_bounds_forward<T: Scalar>(
                 }
             },
         };
+        let mut form = form;
+        if let (Some(fp), NodeKind::Op(_)) = (&st.fp, &node.kind) {
+            // The composition's rounding, outward.
+            let ins: Vec<Vec<T>> = node
+                .inputs
+                .iter()
+                .map(|&i| match (&st.values[i], &mags[i]) {
+                    (Some(v), _) => v.iter().map(|x| x.abs()).collect(),
+                    (None, Some(m)) => m.clone(),
+                    (None, None) => unreachable!("inputs have forms before their consumers"),
+                })
+                .collect();
+            let used: Vec<Option<Vec<T>>> = node
+                .inputs
+                .iter()
+                .map(|&i| st.bounds[i].as_ref().map(|(l, u)| lirpa_core::fpsound::magnitudes(l, u)))
+                .collect();
+            fp.widen_form(graph, id, &ins, &used, &mut form)?;
+        }
+        if st.fp.is_some() {
+            mags[id] = Some(fpsound::form_magnitude(&form, &input_mag));
+        }
         let (lo, hi) = concretize_form(&st, &form, &offsets)?;
         if let Some(i) = lo.iter().chain(&hi).position(|x| x.is_nan()) {
             return Err(Error::NonFinite(format!("forward-mode bound {i} of node '{}'", node.name)));
@@ -97,9 +136,16 @@ pub(super) fn compute_bounds_forward<T: Scalar>(
         forms[id] = Some(form);
     }
     let (lower, upper) = if opts.method == Method::Forward {
-        let f = match req.c {
-            None => forms[target].take().expect("the bounded node has a form"),
-            Some(c) => spec_form(&st, target, c, &forms, dim)?,
+        let f = match (req.c, &mags[target]) {
+            (None, _) => forms[target].take().expect("the bounded node has a form"),
+            // The sound mode substitutes the form directly, with the product's error.
+            (Some(c), Some(m)) => fpsound::spec_of_form(
+                c,
+                forms[target].as_ref().expect("the bounded node has a form"),
+                m,
+                st.par,
+            )?,
+            (Some(c), None) => spec_form(&st, target, c, &forms, dim)?,
         };
         let (mut lo, mut hi) = concretize_form(&st, &f, &offsets)?;
         if !req.lower {
@@ -110,6 +156,12 @@ pub(super) fn compute_bounds_forward<T: Scalar>(
         }
         (lo, hi)
     } else {
+        // The backward pass's error models from the bounds its relaxations will use.
+        if let Some(mut fp) = st.fp.take() {
+            let r = fp.refresh(&st, None);
+            st.fp = Some(fp);
+            r?;
+        }
         let c = LinearA::both(st.spec_mat(target, req), req.lower, req.upper);
         let (roots, bias) = st.backward_from(target, c, st.par)?;
         st.concretize(&roots, &bias, req.lower, req.upper)
@@ -176,6 +228,9 @@ fn interval_on<T: Scalar>(
         .collect::<Result<_>>()?;
     let (mut lo, mut hi) = (vec![T::zero(); node.numel()], vec![T::zero(); node.numel()]);
     op.interval(&ins, &mut lo, &mut hi).map_err(|e| e.at_node(&node.name, op.op_type()))?;
+    if let Some(fp) = &st.fp {
+        fp.widen(st.graph, id, &ins, &mut lo, &mut hi)?;
+    }
     Ok((lo, hi))
 }
 
@@ -251,10 +306,14 @@ fn concretize_form<T: Scalar>(
         }
         let p = st.ptb[id].expect("perturbed input");
         let n = st.graph.node(id).numel();
-        let cl = p.concretize(f.lw.as_ref().subcols(off, n), false);
-        let cu = p.concretize(f.uw.as_ref().subcols(off, n), true);
-        lo.iter_mut().zip(cl).for_each(|(a, b)| *a += b);
-        hi.iter_mut().zip(cu).for_each(|(a, b)| *a += b);
+        let (wl, wu) = (f.lw.as_ref().subcols(off, n), f.uw.as_ref().subcols(off, n));
+        let (mut cl, mut cu) = (p.concretize(wl, false), p.concretize(wu, true));
+        if let Some(fp) = &st.fp {
+            fpsound::move_out(&mut cl, fp.form_concretize_error(id, wl), false);
+            fpsound::move_out(&mut cu, fp.form_concretize_error(id, wu), true);
+        }
+        fpsound::add_outward(&mut lo, &cl, false, st.fp.is_some());
+        fpsound::add_outward(&mut hi, &cu, true, st.fp.is_some());
     }
     Ok((lo, hi))
 }

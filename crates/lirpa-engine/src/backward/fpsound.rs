@@ -4,15 +4,19 @@
 //!
 //! Per backward step through node `y` with coefficients `Λ` (rows) the operator
 //! computes `Λ' = Λ·W` and `Λ·c` (affine) or `Λ·s`, `Λ·b` (element-wise lines); the
-//! error of `Λ'·x + bias` against exact arithmetic is at most `g·Σ_k |Λ_rk|·m_k + η`
-//! where `m_k ≥ |W|·|x| + |c|` (resp. `|s|·|x| + |b|`) over the set (`g` from the
-//! operator's [`FpRounding`]). `m` comes from the operator's own interval rule on the
-//! symmetric box `[−M, M]` of its inputs' magnitudes `M`, which themselves come from
-//! sound intervals. The bias is moved down (lower side) or up by that much. Sums of
+//! error of `Λ'·x + bias` against exact arithmetic is at most
+//! `Σ_k |Λ_rk|·(g·|W|·|x| + g_b·|c|)_k + η` (`g` from the operator's [`FpRounding`],
+//! `g_b` from the bias sum's length, the output's size) or `g·Σ_k |Λ_rk|·m_k + η` with
+//! `m_k ≥ |s|·|x| + |b|` (element-wise lines) over the set. `|c|` and `|W|·|x|` come
+//! from the operator's own interval rule on the symmetric box `[−M, M]` of its inputs'
+//! magnitudes `M`, which themselves come from sound intervals (plus the magnitudes of
+//! folded constants, [`LinearRelaxation::fp_folded_magnitude`]). The bias is moved down
+//! (lower side) or up by that much. Sums of
 //! coefficients at fan-out, constants' products, bias accumulation and concretization
 //! get the same treatment; IBP widens each affine interval by the same term.
 //!
 //! [`BoundOptions::fp_sound`]: crate::BoundOptions::fp_sound
+//! [`LinearRelaxation::fp_folded_magnitude`]: lirpa_core::op::LinearRelaxation::fp_folded_magnitude
 
 use super::{Bounds, State};
 use faer::MatRef;
@@ -34,11 +38,32 @@ pub(super) struct FpState<T: Scalar> {
     ivl: Vec<Option<Bounds<T>>>,
     /// Per perturbed operator node with arithmetic: `(m, g, η)`.
     step: Vec<Option<Step<T>>>,
+    /// The first node whose magnitudes and step predate the latest bounds
+    /// ([`FpState::catch_up`]).
+    stale: usize,
+}
+
+impl<T: Scalar> Step<T> {
+    /// Widen an affine interval rule's result by its rounding.
+    fn widen(&self, lo: &mut [T], hi: &mut [T]) {
+        for ((l, h), m) in lo.iter_mut().zip(hi.iter_mut()).zip(&self.fmag) {
+            let w = up(self.factor * m.as_f64() + self.eta);
+            *l = lower_by(*l, w);
+            *h = raise_by(*h, w);
+        }
+    }
 }
 
 struct Step<T> {
+    /// `m` per output element (what the interval rule's error is relative to).
     fmag: Vec<T>,
     factor: f64,
+    /// The backward step's error per unit of `|Λ|`, per output element: the
+    /// coefficient products' (`factor` times their part of `m`) plus the bias sum's,
+    /// which runs over every output element (`γ` of the output's size times the
+    /// constant's magnitude), plus, for a deployed float32 network, its evaluation
+    /// error of a transcendental function.
+    back: Vec<T>,
     /// Absolute (underflow) term per row.
     eta: f64,
 }
@@ -60,43 +85,69 @@ fn terms_of<T: Scalar>(graph: &Graph<T>, id: NodeId, r: &FpRounding) -> usize {
     })
 }
 
-/// `m` of an affine operator: the magnitude of its interval rule on the symmetric boxes
-/// `[−M, M]` of its inputs (`|v|` for exact inputs), raised by that rule's own
-/// rounding: on `[−M, M]` it computes `c ± |W|·M` with an error of at most
-/// `γ·(|c| + |W|·M)`.
-fn affine_magnitude<T: Scalar>(
+/// The two parts of an affine operator's magnitude: its constant's `|c|` and its
+/// linear part's `|W|·M`, from its interval rule on the symmetric boxes `[−M, M]` of its
+/// inputs (`|v|` for exact inputs), which returns `c ± |W|·M` up to its own rounding
+/// (at most `γ·(|c| + |W|·M)`, covered by the margin): `(|c|, |W|·M)`, each raised.
+fn affine_parts<T: Scalar>(
     op: &dyn Operator<T>,
     boxes: &[Vec<T>],
     numel: usize,
     terms: usize,
-) -> Result<Vec<T>> {
+) -> Result<(Vec<T>, Vec<T>)> {
     let negs: Vec<Vec<T>> = boxes.iter().map(|m| m.iter().map(|&x| -x).collect()).collect();
     let ins: SmallVec<[Interval<'_, T>; 4]> =
         boxes.iter().zip(&negs).map(|(m, n)| Interval { lower: n, upper: m }).collect();
     let (mut lo, mut hi) = (vec![T::zero(); numel], vec![T::zero(); numel]);
     op.interval(&ins, &mut lo, &mut hi)?;
+    // The computed ends are within g·(|c| + r) of c ∓ r, so half their sum and half
+    // their difference are within that much (plus the f64 rounding the margin covers)
+    // of |c| and r.
     let g = gamma(unit_roundoff::<T>(), terms);
-    let scale = up(1.0 + 2.0 * g);
-    Ok(magnitudes(&lo, &hi).into_iter().map(|m| raise_by(T::zero(), up(m.as_f64() * scale))).collect())
+    let (mut c, mut r) = (Vec::with_capacity(numel), Vec::with_capacity(numel));
+    for (l, h) in lo.iter().zip(&hi) {
+        let (l, h) = (l.as_f64(), h.as_f64());
+        let slack = up(g * (l.abs() + h.abs()));
+        c.push(raise_by(T::zero(), up(((l + h) / 2.0).abs() + slack)));
+        r.push(raise_by(T::zero(), up((h - l) / 2.0 + slack)));
+    }
+    Ok((c, r))
 }
 
 impl<T: Scalar> FpState<T> {
-    /// Magnitudes and steps of every node after `from` (all when `from` is `None`),
-    /// from sound intervals: `bounds` where known, else IBP widened by the rounding.
+    /// After node `from` got its bounds: its magnitudes from them, and every later node
+    /// marked for [`FpState::catch_up`] (`None`: everything recomputed now). Until a
+    /// later node is caught up, its error model stays the one of older, wider
+    /// intervals: looser, still sound (relaxations only see tighter bounds), except for
+    /// the direct consumers of `from` if its new bounds are wider somewhere than its old
+    /// interval, which is why a sweep catches up the nodes it visits first.
     pub fn refresh(&mut self, st: &State<'_, T>, from: Option<NodeId>) -> Result<()> {
-        let g = st.graph;
-        let start = from.map_or(0, |f| f + 1);
-        if let Some(f) = from
-            && let Some((l, u)) = &st.bounds[f]
-        {
+        let Some(f) = from else {
+            self.stale = 0;
+            return self.catch_up(st, st.graph.len());
+        };
+        if let Some((l, u)) = &st.bounds[f] {
             self.mag[f] = Some(magnitudes(l, u));
             self.ivl[f] = Some((l.clone(), u.clone()));
         }
-        for id in start..g.len() {
+        self.stale = self.stale.min(f + 1);
+        Ok(())
+    }
+
+    /// Magnitudes and steps of the marked nodes up to `upto` (all: the graph's length),
+    /// from sound intervals: `bounds` where known, else IBP widened by the rounding.
+    pub fn catch_up(&mut self, st: &State<'_, T>, upto: NodeId) -> Result<()> {
+        let g = st.graph;
+        let end = (upto + 1).min(g.len());
+        for id in self.stale..end {
             if !st.perturbed[id] {
                 continue;
             }
             let node = g.node(id);
+            let step = match node.op() {
+                Some(op) => self.step_of(st, id, op)?,
+                None => None,
+            };
             let (l, u) = match (&st.bounds[id], &node.kind) {
                 (Some(b), _) => b.clone(),
                 (None, NodeKind::Input) => st.input_interval(id),
@@ -114,17 +165,21 @@ impl<T: Scalar> FpState<T> {
                         .collect();
                     let (mut lo, mut hi) = (vec![T::zero(); node.numel()], vec![T::zero(); node.numel()]);
                     op.interval(&ins, &mut lo, &mut hi).map_err(|e| e.at_node(&node.name, op.op_type()))?;
-                    self.widen(g, id, &ins, &mut lo, &mut hi)?;
+                    // An affine interval's error is the step's own (same input
+                    // magnitudes); the others' need no interval evaluation.
+                    match (rounding_of(g, id, op.as_ref())?.kind, &step) {
+                        (FpKind::Affine, Some(step)) => step.widen(&mut lo, &mut hi),
+                        _ => self.widen(g, id, &ins, &mut lo, &mut hi)?,
+                    }
                     (lo, hi)
                 }
                 (None, NodeKind::Constant(_)) => unreachable!("constants are not perturbed"),
             };
-            if let Some(op) = node.op() {
-                self.step[id] = self.step_of(st, id, op)?;
-            }
+            self.step[id] = step;
             self.mag[id] = Some(magnitudes(&l, &u));
             self.ivl[id] = Some((l, u));
         }
+        self.stale = self.stale.max(end);
         Ok(())
     }
 
@@ -155,19 +210,53 @@ impl<T: Scalar> FpState<T> {
         let node = g.node(id);
         let r = rounding_of(g, id, op)?;
         let terms = terms_of(g, id, &r);
-        let fmag = match r.kind {
+        let factor = self.mode.factor::<T>(terms);
+        // The bias `Λ·c` is a sum over every output element (or window cell).
+        let bias_factor = self.mode.factor::<T>(node.numel() + FpRounding::SLACK).max(factor);
+        let scaled = |x: f64| raise_by(T::zero(), up(x));
+        let (fmag, back): (Vec<T>, Vec<T>) = match r.kind {
             FpKind::Exact => return Ok(None),
-            FpKind::Affine => affine_magnitude(op, boxes, node.numel(), terms)
-                .map_err(|e| e.at_node(&node.name, op.op_type()))?,
-            FpKind::Elementwise { line_scale } => {
-                boxes[0].iter().map(|&m| raise_by(T::zero(), up(m.as_f64() * line_scale))).collect()
+            FpKind::Affine => {
+                let (mut c, rad) = affine_parts(op, boxes, node.numel(), terms)
+                    .map_err(|e| e.at_node(&node.name, op.op_type()))?;
+                if let Some(folded) = op.fp_folded_magnitude() {
+                    for (c, f) in c.iter_mut().zip(folded) {
+                        *c = scaled(c.as_f64() + f);
+                    }
+                }
+                let fmag = c.iter().zip(&rad).map(|(c, r)| scaled(c.as_f64() + r.as_f64())).collect();
+                let back = c
+                    .iter()
+                    .zip(&rad)
+                    .map(|(c, r)| scaled(bias_factor * c.as_f64() + factor * r.as_f64()))
+                    .collect();
+                (fmag, back)
+            }
+            FpKind::Selection => {
+                // Either part of a line is within the interval rule's magnitude.
+                let (c, rad) = affine_parts(op, boxes, node.numel(), terms)
+                    .map_err(|e| e.at_node(&node.name, op.op_type()))?;
+                let fmag: Vec<T> = c.iter().zip(&rad).map(|(c, r)| scaled(c.as_f64() + r.as_f64())).collect();
+                let back = fmag.iter().map(|m| scaled(bias_factor * m.as_f64())).collect();
+                (fmag, back)
+            }
+            FpKind::Elementwise { line_scale, offset } => {
+                // The terms' count covers the bias sum; the deployed network's function
+                // evaluation adds its error per element.
+                let deployed = self.mode.function_error() * offset;
+                let fmag: Vec<T> =
+                    boxes[0].iter().map(|&m| scaled(m.as_f64() * line_scale + offset)).collect();
+                let back = fmag.iter().map(|m| scaled(factor * m.as_f64() + deployed)).collect();
+                (fmag, back)
             }
         };
         let sum_in: f64 = boxes.iter().flatten().map(|m| m.as_f64()).sum();
         Ok(Some(Step {
             fmag,
-            factor: self.mode.factor::<T>(terms),
-            eta: up(self.mode.underflow::<T>(terms) * up(1.0 + sum_in * (1.0 + 1e-10))),
+            factor,
+            back,
+            eta: up(self.mode.underflow::<T>(terms.max(node.numel() + FpRounding::SLACK))
+                * up(1.0 + sum_in * (1.0 + 1e-10))),
         }))
     }
 
@@ -184,10 +273,12 @@ impl<T: Scalar> FpState<T> {
     ) -> Result<()> {
         let Some(op) = g.node(id).op() else { return Ok(()) };
         match rounding_of(g, id, op)?.kind {
-            FpKind::Exact => return Ok(()),
-            FpKind::Elementwise { .. } => {
-                // One rounded product per element (e.g. LeakyReLU's `α·l`).
+            FpKind::Exact | FpKind::Selection => return Ok(()),
+            FpKind::Elementwise { offset, .. } => {
+                // One rounded product per element (e.g. LeakyReLU's `α·l`); a deployed
+                // network's evaluation error of a transcendental function.
                 let (f, eta) = (self.mode.factor::<T>(2), self.mode.underflow::<T>(2));
+                let eta = up(eta + self.mode.function_error() * offset);
                 for (l, h) in lo.iter_mut().zip(hi.iter_mut()) {
                     let w = up(f * l.abs().max(h.abs()).as_f64() + eta);
                     *l = lower_by(*l, w);
@@ -198,20 +289,67 @@ impl<T: Scalar> FpState<T> {
             FpKind::Affine => {}
         }
         let boxes: Vec<Vec<T>> = ins.iter().map(|i| magnitudes(i.lower, i.upper)).collect();
-        let Some(step) = self.step_from(g, id, op, &boxes)? else { return Ok(()) };
-        for ((l, h), m) in lo.iter_mut().zip(hi.iter_mut()).zip(&step.fmag) {
-            let w = up(step.factor * m.as_f64() + step.eta);
-            *l = lower_by(*l, w);
-            *h = raise_by(*h, w);
+        // The node's caught-up step holds for inputs within the magnitudes it was
+        // computed from (exact inputs are the same values): no second interval rule.
+        let within = |(&i, b): (&NodeId, &Vec<T>)| match &self.mag[i] {
+            Some(m) => b.iter().zip(m).all(|(x, y)| x <= y),
+            None => true,
+        };
+        if id < self.stale
+            && let Some(Some(step)) = self.step.get(id)
+            && g.node(id).inputs.iter().zip(&boxes).all(within)
+        {
+            step.widen(lo, hi);
+        } else if let Some(step) = self.step_from(g, id, op, &boxes)? {
+            step.widen(lo, hi);
         }
         Ok(())
+    }
+
+    /// Forward mode: move the biases of `form`, the linear bounds of node `id` that its
+    /// operator composed from its inputs' (`ins`: for each input, the magnitude of its
+    /// form's terms over the set, [`form_magnitude`], or `|v|` for an exact input;
+    /// `bounds`: the input bounds its relaxation used), outward by the composition's
+    /// rounding. Composing `W·(A·x + b) + c` rounds by at most `γ·(|c| + |W|·m)` where
+    /// `m ≥ |A|·|x| + |b|`: the operator's error model on the box `[−m, m]`.
+    pub fn widen_form(
+        &self,
+        g: &Graph<T>,
+        id: NodeId,
+        ins: &[Vec<T>],
+        bounds: &[Option<Vec<T>>],
+        form: &mut lirpa_core::LinearForm<T>,
+    ) -> Result<()> {
+        let Some(op) = g.node(id).op() else { return Ok(()) };
+        // Relaxations hold on the input bounds they were given: cover those too.
+        let boxes: Vec<Vec<T>> = ins
+            .iter()
+            .zip(bounds)
+            .map(|(m, b)| match b {
+                Some(b) => m.iter().zip(b).map(|(x, y)| x.max(*y)).collect(),
+                None => m.clone(),
+            })
+            .collect();
+        let Some(step) = self.step_from(g, id, op, &boxes)? else { return Ok(()) };
+        for (k, m) in step.fmag.iter().enumerate() {
+            let w = up(step.factor * m.as_f64() + step.eta);
+            form.lb[k] = lower_by(form.lb[k], w);
+            form.ub[k] = raise_by(form.ub[k], w);
+        }
+        Ok(())
+    }
+
+    /// Forward mode: the rounding error of concretizing the columns `m` of a form over
+    /// perturbed input `id`'s set.
+    pub fn form_concretize_error(&self, id: NodeId, m: MatRef<'_, T>) -> Option<Vec<f64>> {
+        Some(concretization_error(m, None, self.mag[id].as_ref()?))
     }
 
     /// Move `bias` outward by the error of the backward step through node `id` with
     /// coefficients `a` (those the operator receives).
     pub fn step(&self, id: NodeId, a: &LinearA<T>, bias: &mut LinearBias<T>) {
         let Some(Some(s)) = self.step.get(id) else { return };
-        widen_bias(a, &s.fmag, s.factor, s.eta, bias);
+        widen_bias(a, &s.back, 1.0, s.eta, bias);
     }
 
     /// The error of summing coefficients at fan-out into `acc` on node `id` (one
@@ -220,6 +358,47 @@ impl<T: Scalar> FpState<T> {
         let Some(Some(m)) = self.mag.get(id) else { return };
         widen_bias(acc, m, gamma(unit_roundoff::<T>(), 1), 0.0, bias);
     }
+}
+
+/// The magnitude of a form's terms over a set within `[−mx, mx]` (all perturbed inputs'
+/// columns): `max(|lw|·mx + |lb|, |uw|·mx + |ub|)` per row, rounded up.
+pub(super) fn form_magnitude<T: Scalar>(f: &lirpa_core::LinearForm<T>, mx: &[T]) -> Vec<T> {
+    let l = abs_dot(f.lw.as_ref(), None, mx);
+    let u = abs_dot(f.uw.as_ref(), None, mx);
+    (0..f.lb.len())
+        .map(|k| {
+            let m = (l[k] + f.lb[k].abs().as_f64()).max(u[k] + f.ub[k].abs().as_f64());
+            raise_by(T::zero(), up(m))
+        })
+        .collect()
+}
+
+/// Forward mode: `C·form` with the product's rounding outward (`γ·|C|·m`, `m` the form's
+/// term magnitudes).
+pub(super) fn spec_of_form<T: Scalar>(
+    c: MatRef<'_, T>,
+    f: &lirpa_core::LinearForm<T>,
+    m: &[T],
+    par: faer::Par,
+) -> Result<lirpa_core::LinearForm<T>> {
+    let dim = f.lw.ncols();
+    let rows = c.nrows();
+    let mut out = lirpa_core::LinearForm {
+        lw: faer::Mat::zeros(rows, dim),
+        lb: vec![T::zero(); rows],
+        uw: faer::Mat::zeros(rows, dim),
+        ub: vec![T::zero(); rows],
+    };
+    let c = c.to_owned();
+    lirpa_core::linear::substitute_form(&mut out, &c, &c, f, par)?;
+    let n = c.ncols() + 2;
+    let (g, eta) = (gamma(unit_roundoff::<T>(), n), FpSound::Real.underflow::<T>(n));
+    for (k, d) in abs_dot(c.as_ref(), None, m).into_iter().enumerate() {
+        let w = up(g * d + eta);
+        out.lb[k] = lower_by(out.lb[k], w);
+        out.ub[k] = raise_by(out.ub[k], w);
+    }
+    Ok(out)
 }
 
 /// `bias.lower -= factor·|a.lower|·m + eta`, `bias.upper += factor·|a.upper|·m + eta`.
@@ -252,23 +431,17 @@ pub(super) fn product_error<T: Scalar>(
 
 impl<'g, T: Scalar> State<'g, T> {
     /// The sound mode's state for this computation, or `None` when it is off; refuses
-    /// what the mode cannot bound (forward modes; operators without an error model;
-    /// inexact operators evaluated on exact inputs).
+    /// what the mode cannot bound (operators without an error model; inexact operators
+    /// evaluated on exact inputs).
     pub(super) fn fp_state(&self) -> Result<Option<FpState<T>>> {
         let mode = self.opts.fp_sound;
         if !mode.is_on() {
             return Ok(None);
         }
-        if matches!(self.opts.method, crate::Method::Forward | crate::Method::ForwardBackward) {
-            return Err(Error::Invalid(format!(
-                "floating-point-sound bounds (--fp-sound) are not available for the {} method yet",
-                self.opts.method
-            )));
-        }
         for (id, node) in self.graph.nodes().iter().enumerate() {
             if let (Some(op), false) = (node.op(), self.perturbed[id]) {
                 let r = rounding_of(self.graph, id, op)?;
-                if r.kind != FpKind::Exact {
+                if !matches!(r.kind, FpKind::Exact | FpKind::Selection) {
                     return Err(Error::Unimplemented {
                         node: node.name.clone(),
                         op_type: op.op_type().to_string(),
@@ -279,8 +452,13 @@ impl<'g, T: Scalar> State<'g, T> {
             }
         }
         let n = self.graph.len();
-        let mut fp =
-            FpState { mode, mag: vec![None; n], ivl: vec![None; n], step: (0..n).map(|_| None).collect() };
+        let mut fp = FpState {
+            mode,
+            mag: vec![None; n],
+            ivl: vec![None; n],
+            step: (0..n).map(|_| None).collect(),
+            stale: 0,
+        };
         fp.refresh(self, None)?;
         Ok(Some(fp))
     }
