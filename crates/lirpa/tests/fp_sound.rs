@@ -497,6 +497,25 @@ const METHODS: [Method; 6] = [
     Method::ForwardBackward,
 ];
 
+/// Every method in both sound modes, f32 and f64, must contain the exact outputs:
+/// `(bounds checked, default-mode f32 bounds that exclude an exact output)`.
+fn check_every_method(net: &Net, b: &(Vec<i128>, Vec<i128>), seed: u64) -> (usize, usize) {
+    let (mut checked, mut default_violations) = (0, 0);
+    for method in METHODS {
+        for mode in [FpSound::Real, FpSound::Float32Model] {
+            for o in [
+                check::<f32>(net, b, &opts(method, mode), seed),
+                check::<f64>(net, b, &opts(method, mode), seed),
+            ] {
+                checked += o.checked;
+                assert_eq!(o.violated, 0, "seed {seed}: {}", o.first.unwrap());
+            }
+        }
+        default_violations += check::<f32>(net, b, &opts(method, FpSound::Off), seed).violated;
+    }
+    (checked, default_violations)
+}
+
 #[test]
 fn sound_bounds_contain_exact_outputs_on_random_graphs() {
     let (mut default_violations, mut checked) = (0, 0);
@@ -504,18 +523,9 @@ fn sound_bounds_contain_exact_outputs_on_random_graphs() {
         let net = Net::random(seed);
         // Tiny boxes (every ReLU stable: CROWN is exact up to rounding) and wider ones.
         let b = make_box(net.n_in, seed, if seed % 3 == 0 { 4 } else { 18 });
-        for method in METHODS {
-            for mode in [FpSound::Real, FpSound::Float32Model] {
-                for o in [
-                    check::<f32>(&net, &b, &opts(method, mode), seed),
-                    check::<f64>(&net, &b, &opts(method, mode), seed),
-                ] {
-                    checked += o.checked;
-                    assert_eq!(o.violated, 0, "seed {seed}: {}", o.first.unwrap());
-                }
-            }
-            default_violations += check::<f32>(&net, &b, &opts(method, FpSound::Off), seed).violated;
-        }
+        let (c, v) = check_every_method(&net, &b, seed);
+        checked += c;
+        default_violations += v;
     }
     println!(
         "{checked} sound bounds checked; {default_violations} default-mode f32 bounds excluded an exact output"
@@ -539,18 +549,9 @@ fn sound_bounds_enclose_exact_outputs_through_smooth_and_pooling_layers() {
             }
         }
         let b = make_box(net.n_in, seed, if seed % 3 == 0 { 4 } else { 18 });
-        for method in METHODS {
-            for mode in [FpSound::Real, FpSound::Float32Model] {
-                for o in [
-                    check::<f32>(&net, &b, &opts(method, mode), seed),
-                    check::<f64>(&net, &b, &opts(method, mode), seed),
-                ] {
-                    checked += o.checked;
-                    assert_eq!(o.violated, 0, "seed {seed}: {}", o.first.unwrap());
-                }
-            }
-            default_violations += check::<f32>(&net, &b, &opts(method, FpSound::Off), seed).violated;
-        }
+        let (c, v) = check_every_method(&net, &b, seed);
+        checked += c;
+        default_violations += v;
     }
     println!(
         "{checked} sound bounds checked (Sigmoid, Tanh, BatchNormalization, MaxPool layers: {kinds:?}); \
