@@ -189,14 +189,35 @@ pub fn above<T: Scalar>(b: f64) -> T {
     if v.as_f64() < b { v.next_up() } else { v }
 }
 
-/// A `T` at most `x − w` (`w ≥ 0` an error bound; `x` unchanged when `w = 0`).
+/// A `T` at most `x − w` (`w ≥ 0` an error bound; `x` unchanged when `w = 0`), never
+/// of magnitude below [`tiny_floor`] other than 0 (see there).
 pub fn lower_by<T: Scalar>(x: T, w: f64) -> T {
-    if w == 0.0 || !x.is_finite() { x } else { below::<T>((x.as_f64() - w).next_down()) }
+    if w == 0.0 || !x.is_finite() {
+        return x;
+    }
+    let r = below::<T>((x.as_f64() - w).next_down());
+    let t = tiny_floor::<T>();
+    if r != T::zero() && r.abs() < t { if r < T::zero() { -t } else { T::zero() } } else { r }
 }
 
-/// A `T` at least `x + w`.
+/// A `T` at least `x + w`, never of magnitude below [`tiny_floor`] other than 0.
 pub fn raise_by<T: Scalar>(x: T, w: f64) -> T {
-    if w == 0.0 || !x.is_finite() { x } else { above::<T>((x.as_f64() + w).next_up()) }
+    if w == 0.0 || !x.is_finite() {
+        return x;
+    }
+    let r = above::<T>((x.as_f64() + w).next_up());
+    let t = tiny_floor::<T>();
+    if r != T::zero() && r.abs() < t { if r > T::zero() { t } else { T::zero() } } else { r }
+}
+
+/// `√(smallest normal)` of `T` (2⁻⁶³ for `f32`, 2⁻⁵¹¹ for `f64`): values moved outward
+/// by an error term land at 0 or at least this far from it (still outward), so that
+/// the products later computed from them (interval rules, magnitudes) do not go
+/// subnormal, which x86 computes about a hundred times slower. An error term on an
+/// exact 0 (a dead ReLU's output) would otherwise put subnormals into every following
+/// layer's sums.
+pub fn tiny_floor<T: Scalar>() -> T {
+    T::min_positive_value().sqrt()
 }
 
 /// The largest absolute value in `[l, u]`, for every element.
@@ -224,14 +245,20 @@ pub fn abs_dot<T: Scalar>(m: MatRef<'_, T>, window: Option<&Window>, v: &[T]) ->
             }
         }
         Some(w) => {
+            // Per window cell, each row's node element (once, for every channel).
             let (hw, area) = (w.h * w.w, w.ph * w.pw);
-            for ch in 0..w.c {
-                for y in 0..w.ph {
-                    for x in 0..w.pw {
+            let mut at = vec![usize::MAX; m.nrows()];
+            for y in 0..w.ph {
+                for x in 0..w.pw {
+                    for (r, a) in at.iter_mut().enumerate() {
+                        *a = w.position(r, y, x).map_or(usize::MAX, |(hy, wx)| hy * w.w + wx);
+                    }
+                    for ch in 0..w.c {
                         let col = m.col(ch * area + y * w.pw + x);
-                        for (r, o) in out.iter_mut().enumerate() {
-                            if let Some((hy, wx)) = w.position(r, y, x) {
-                                *o += col[r].as_f64().abs() * v[ch * hw + hy * w.w + wx].as_f64();
+                        let vc = &v[ch * hw..(ch + 1) * hw];
+                        for ((o, &k), a) in out.iter_mut().zip(&at).zip(col.iter()) {
+                            if k != usize::MAX {
+                                *o += a.as_f64().abs() * vc[k].as_f64();
                             }
                         }
                     }
@@ -263,6 +290,11 @@ mod tests {
         let x = 1.0f32;
         assert!(lower_by(x, 1e-30) < x && raise_by(x, 1e-30) > x);
         assert_eq!(lower_by(x, 0.0), x);
+        // Error terms on 0 never make subnormals: outward to 0 or past √(smallest normal).
+        let t = tiny_floor::<f32>();
+        assert_eq!(t as f64, 2f64.powi(-63));
+        assert_eq!((lower_by(0.0f32, 1e-45), raise_by(0.0f32, 1e-45)), (-t, t));
+        assert_eq!((raise_by(-1e-30f32, 1e-45), lower_by(1e-30f32, 1e-45)), (0.0, 0.0));
         assert!((lower_by(x, 0.25) as f64) <= 0.75 && (raise_by(x, 0.25) as f64) >= 1.25);
         assert_eq!(FpSound::Off.factor::<f32>(100), 0.0);
         assert!(FpSound::Float32Model.factor::<f64>(100) > FpSound::Real.factor::<f32>(100));

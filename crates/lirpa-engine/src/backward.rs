@@ -505,7 +505,7 @@ impl<'g, T: Scalar> State<'g, T> {
         let mut hi = vec![T::zero(); node.numel()];
         op.interval(&ins, &mut lo, &mut hi).map_err(|e| e.at_node(&node.name, op.op_type()))?;
         if let Some(fp) = &self.fp {
-            fp.widen(self.graph, id, &ins, &mut lo, &mut hi)?;
+            fp.widen(self, id, &ins, &mut lo, &mut hi)?;
         }
         Ok((lo, hi))
     }

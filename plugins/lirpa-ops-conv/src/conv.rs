@@ -521,7 +521,12 @@ impl<T: Scalar> IntervalRule<T> for Conv<T> {
         let x = inputs[0];
         let mid: Vec<T> = x.lower.iter().zip(x.upper).map(|(&l, &u)| (l + u) * half).collect();
         let rad: Vec<T> = x.lower.iter().zip(x.upper).map(|(&l, &u)| (u - l) * half).collect();
-        self.convolve(&self.w, &mid, lower);
+        // A symmetric box (the sound mode's magnitudes) has no centre to convolve.
+        if mid.iter().all(|m| *m == T::zero()) {
+            lower.iter_mut().for_each(|l| *l = T::zero());
+        } else {
+            self.convolve(&self.w, &mid, lower);
+        }
         self.add_bias(lower);
         self.convolve(&self.w_abs, &rad, upper);
         for (l, u) in lower.iter_mut().zip(upper.iter_mut()) {

@@ -106,7 +106,17 @@ impl<T: Scalar> IntervalRule<T> for Dense<T> {
         let half = T::from_f64(0.5);
         let mid: Vec<T> = x.lower.iter().zip(x.upper).map(|(&l, &u)| (l + u) * half).collect();
         let rad: Vec<T> = x.lower.iter().zip(x.upper).map(|(&l, &u)| (u - l) * half).collect();
-        self.apply(&self.w, &mid, lower, true);
+        if mid.iter().all(|m| *m == T::zero()) {
+            // A symmetric box (the sound mode's magnitudes): the centre maps to the bias.
+            lower.iter_mut().for_each(|l| *l = T::zero());
+            if let Some(b) = &self.bias {
+                for (o, b) in lower.chunks_mut(b.len()).flat_map(|c| c.iter_mut().zip(b)) {
+                    *o += *b;
+                }
+            }
+        } else {
+            self.apply(&self.w, &mid, lower, true);
+        }
         self.apply(&self.w_abs, &rad, upper, false);
         for (l, u) in lower.iter_mut().zip(upper.iter_mut()) {
             let (c, r) = (*l, *u);

@@ -101,12 +101,12 @@ pub(super) fn compute_bounds_forward<T: Scalar>(
         let mut form = form;
         if let (Some(fp), NodeKind::Op(_)) = (&st.fp, &node.kind) {
             // The composition's rounding, outward.
-            let ins: Vec<Vec<T>> = node
+            let ins: Vec<fpsound::InputBox<'_, T>> = node
                 .inputs
                 .iter()
                 .map(|&i| match (&st.values[i], &mags[i]) {
-                    (Some(v), _) => v.iter().map(|x| x.abs()).collect(),
-                    (None, Some(m)) => m.clone(),
+                    (Some(v), _) => fpsound::InputBox::Exact(v),
+                    (None, Some(m)) => fpsound::InputBox::Sym(m.clone()),
                     (None, None) => unreachable!("inputs have forms before their consumers"),
                 })
                 .collect();
@@ -115,7 +115,7 @@ pub(super) fn compute_bounds_forward<T: Scalar>(
                 .iter()
                 .map(|&i| st.bounds[i].as_ref().map(|(l, u)| lirpa_core::fpsound::magnitudes(l, u)))
                 .collect();
-            fp.widen_form(graph, id, &ins, &used, &mut form)?;
+            fp.widen_form(graph, id, ins, &used, &mut form)?;
         }
         if st.fp.is_some() {
             mags[id] = Some(fpsound::form_magnitude(&form, &input_mag));
@@ -229,7 +229,7 @@ fn interval_on<T: Scalar>(
     let (mut lo, mut hi) = (vec![T::zero(); node.numel()], vec![T::zero(); node.numel()]);
     op.interval(&ins, &mut lo, &mut hi).map_err(|e| e.at_node(&node.name, op.op_type()))?;
     if let Some(fp) = &st.fp {
-        fp.widen(st.graph, id, &ins, &mut lo, &mut hi)?;
+        fp.widen(st, id, &ins, &mut lo, &mut hi)?;
     }
     Ok((lo, hi))
 }

@@ -85,19 +85,59 @@ fn terms_of<T: Scalar>(graph: &Graph<T>, id: NodeId, r: &FpRounding) -> usize {
     })
 }
 
+/// An input of an error model: the magnitudes `M` of a perturbed input (the box
+/// `[−M, M]`), or the values of an exact one (constants, weights: borrowed, never
+/// copied).
+pub(super) enum InputBox<'a, T> {
+    Sym(Vec<T>),
+    Exact(&'a [T]),
+}
+
+impl<T: Scalar> InputBox<'_, T> {
+    /// `Σ|x|` over the box.
+    fn sum(&self) -> f64 {
+        match self {
+            InputBox::Sym(m) => m.iter().map(|x| x.as_f64()).sum(),
+            InputBox::Exact(v) => v.iter().map(|x| x.abs().as_f64()).sum(),
+        }
+    }
+    /// The magnitudes, element by element.
+    fn magnitudes(&self) -> impl Iterator<Item = T> + '_ {
+        let (sym, exact): (&[T], &[T]) = match self {
+            InputBox::Sym(m) => (m, &[]),
+            InputBox::Exact(v) => (&[], v),
+        };
+        sym.iter().copied().chain(exact.iter().map(|x| x.abs()))
+    }
+}
+
 /// The two parts of an affine operator's magnitude: its constant's `|c|` and its
 /// linear part's `|W|·M`, from its interval rule on the symmetric boxes `[−M, M]` of its
-/// inputs (`|v|` for exact inputs), which returns `c ± |W|·M` up to its own rounding
-/// (at most `γ·(|c| + |W|·M)`, covered by the margin): `(|c|, |W|·M)`, each raised.
+/// perturbed inputs and the values of its exact ones, which returns `c ± |W|·M` up to
+/// its own rounding (at most `γ·(|c| + |W|·M)`, covered by the margin): `(|c|, |W|·M)`,
+/// each raised. Exact inputs' contributions are constants: they belong to `c`.
 fn affine_parts<T: Scalar>(
     op: &dyn Operator<T>,
-    boxes: &[Vec<T>],
+    boxes: &[InputBox<'_, T>],
     numel: usize,
     terms: usize,
 ) -> Result<(Vec<T>, Vec<T>)> {
-    let negs: Vec<Vec<T>> = boxes.iter().map(|m| m.iter().map(|&x| -x).collect()).collect();
-    let ins: SmallVec<[Interval<'_, T>; 4]> =
-        boxes.iter().zip(&negs).map(|(m, n)| Interval { lower: n, upper: m }).collect();
+    let negs: Vec<Option<Vec<T>>> = boxes
+        .iter()
+        .map(|b| match b {
+            InputBox::Sym(m) => Some(m.iter().map(|&x| -x).collect()),
+            InputBox::Exact(_) => None,
+        })
+        .collect();
+    let ins: SmallVec<[Interval<'_, T>; 4]> = boxes
+        .iter()
+        .zip(&negs)
+        .map(|(b, n)| match (b, n) {
+            (InputBox::Sym(m), Some(n)) => Interval { lower: n, upper: m },
+            (InputBox::Exact(v), _) => Interval { lower: v, upper: v },
+            (InputBox::Sym(_), None) => unreachable!("negated above"),
+        })
+        .collect();
     let (mut lo, mut hi) = (vec![T::zero(); numel], vec![T::zero(); numel]);
     op.interval(&ins, &mut lo, &mut hi)?;
     // The computed ends are within g·(|c| + r) of c ∓ r, so half their sum and half
@@ -169,7 +209,7 @@ impl<T: Scalar> FpState<T> {
                     // magnitudes); the others' need no interval evaluation.
                     match (rounding_of(g, id, op.as_ref())?.kind, &step) {
                         (FpKind::Affine, Some(step)) => step.widen(&mut lo, &mut hi),
-                        _ => self.widen(g, id, &ins, &mut lo, &mut hi)?,
+                        _ => self.widen(st, id, &ins, &mut lo, &mut hi)?,
                     }
                     (lo, hi)
                 }
@@ -185,27 +225,27 @@ impl<T: Scalar> FpState<T> {
 
     /// The error model of node `id` from its inputs' magnitudes (`None`: exact).
     fn step_of(&self, st: &State<'_, T>, id: NodeId, op: &dyn Operator<T>) -> Result<Option<Step<T>>> {
-        let boxes: Vec<Vec<T>> = st
+        let boxes: Vec<InputBox<'_, T>> = st
             .graph
             .node(id)
             .inputs
             .iter()
             .map(|&i| match (&st.values[i], &self.mag[i]) {
-                (Some(v), _) => v.iter().map(|x| x.abs()).collect(),
-                (None, Some(m)) => m.clone(),
+                (Some(v), _) => InputBox::Exact(v),
+                (None, Some(m)) => InputBox::Sym(m.clone()),
                 (None, None) => unreachable!("inputs are bounded before their consumers"),
             })
             .collect();
         self.step_from(st.graph, id, op, &boxes)
     }
 
-    /// The error model of node `id` when its inputs lie in `[−boxes, boxes]`.
+    /// The error model of node `id` when its inputs lie in `boxes`.
     fn step_from(
         &self,
         g: &Graph<T>,
         id: NodeId,
         op: &dyn Operator<T>,
-        boxes: &[Vec<T>],
+        boxes: &[InputBox<'_, T>],
     ) -> Result<Option<Step<T>>> {
         let node = g.node(id);
         let r = rounding_of(g, id, op)?;
@@ -245,12 +285,12 @@ impl<T: Scalar> FpState<T> {
                 // evaluation adds its error per element.
                 let deployed = self.mode.function_error() * offset;
                 let fmag: Vec<T> =
-                    boxes[0].iter().map(|&m| scaled(m.as_f64() * line_scale + offset)).collect();
+                    boxes[0].magnitudes().map(|m| scaled(m.as_f64() * line_scale + offset)).collect();
                 let back = fmag.iter().map(|m| scaled(factor * m.as_f64() + deployed)).collect();
                 (fmag, back)
             }
         };
-        let sum_in: f64 = boxes.iter().flatten().map(|m| m.as_f64()).sum();
+        let sum_in: f64 = boxes.iter().map(InputBox::sum).sum();
         Ok(Some(Step {
             fmag,
             factor,
@@ -265,12 +305,13 @@ impl<T: Scalar> FpState<T> {
     /// element-wise ones: one product per element; copies need nothing).
     pub fn widen(
         &self,
-        g: &Graph<T>,
+        st: &State<'_, T>,
         id: NodeId,
         ins: &[Interval<'_, T>],
         lo: &mut [T],
         hi: &mut [T],
     ) -> Result<()> {
+        let g = st.graph;
         let Some(op) = g.node(id).op() else { return Ok(()) };
         match rounding_of(g, id, op)?.kind {
             FpKind::Exact | FpKind::Selection => return Ok(()),
@@ -288,16 +329,25 @@ impl<T: Scalar> FpState<T> {
             }
             FpKind::Affine => {}
         }
-        let boxes: Vec<Vec<T>> = ins.iter().map(|i| magnitudes(i.lower, i.upper)).collect();
+        let inputs = &g.node(id).inputs;
+        let boxes: Vec<InputBox<'_, T>> = ins
+            .iter()
+            .zip(inputs)
+            .map(|(b, &i)| match &st.values[i] {
+                Some(v) => InputBox::Exact(v),
+                None => InputBox::Sym(magnitudes(b.lower, b.upper)),
+            })
+            .collect();
         // The node's caught-up step holds for inputs within the magnitudes it was
         // computed from (exact inputs are the same values): no second interval rule.
-        let within = |(&i, b): (&NodeId, &Vec<T>)| match &self.mag[i] {
-            Some(m) => b.iter().zip(m).all(|(x, y)| x <= y),
-            None => true,
+        let within = |(&i, b): (&NodeId, &InputBox<'_, T>)| match (&self.mag[i], b) {
+            (Some(m), InputBox::Sym(b)) => b.iter().zip(m).all(|(x, y)| x <= y),
+            (_, InputBox::Exact(_)) => true,
+            (None, InputBox::Sym(_)) => false,
         };
         if id < self.stale
             && let Some(Some(step)) = self.step.get(id)
-            && g.node(id).inputs.iter().zip(&boxes).all(within)
+            && inputs.iter().zip(&boxes).all(within)
         {
             step.widen(lo, hi);
         } else if let Some(step) = self.step_from(g, id, op, &boxes)? {
@@ -308,7 +358,7 @@ impl<T: Scalar> FpState<T> {
 
     /// Forward mode: move the biases of `form`, the linear bounds of node `id` that its
     /// operator composed from its inputs' (`ins`: for each input, the magnitude of its
-    /// form's terms over the set, [`form_magnitude`], or `|v|` for an exact input;
+    /// form's terms over the set, [`form_magnitude`], or the values of an exact input;
     /// `bounds`: the input bounds its relaxation used), outward by the composition's
     /// rounding. Composing `W·(A·x + b) + c` rounds by at most `γ·(|c| + |W|·m)` where
     /// `m ≥ |A|·|x| + |b|`: the operator's error model on the box `[−m, m]`.
@@ -316,18 +366,20 @@ impl<T: Scalar> FpState<T> {
         &self,
         g: &Graph<T>,
         id: NodeId,
-        ins: &[Vec<T>],
+        ins: Vec<InputBox<'_, T>>,
         bounds: &[Option<Vec<T>>],
         form: &mut lirpa_core::LinearForm<T>,
     ) -> Result<()> {
         let Some(op) = g.node(id).op() else { return Ok(()) };
         // Relaxations hold on the input bounds they were given: cover those too.
-        let boxes: Vec<Vec<T>> = ins
-            .iter()
+        let boxes: Vec<InputBox<'_, T>> = ins
+            .into_iter()
             .zip(bounds)
-            .map(|(m, b)| match b {
-                Some(b) => m.iter().zip(b).map(|(x, y)| x.max(*y)).collect(),
-                None => m.clone(),
+            .map(|(m, b)| match (m, b) {
+                (InputBox::Sym(m), Some(b)) => {
+                    InputBox::Sym(m.iter().zip(b).map(|(x, y)| x.max(*y)).collect())
+                }
+                (m, _) => m,
             })
             .collect();
         let Some(step) = self.step_from(g, id, op, &boxes)? else { return Ok(()) };
