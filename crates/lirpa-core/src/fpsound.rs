@@ -195,9 +195,7 @@ pub fn lower_by<T: Scalar>(x: T, w: f64) -> T {
     if w == 0.0 || !x.is_finite() {
         return x;
     }
-    let r = below::<T>((x.as_f64() - w).next_down());
-    let t = tiny_floor::<T>();
-    if r != T::zero() && r.abs() < t { if r < T::zero() { -t } else { T::zero() } } else { r }
+    off_tiny(below::<T>((x.as_f64() - w).next_down()), false)
 }
 
 /// A `T` at least `x + w`, never of magnitude below [`tiny_floor`] other than 0.
@@ -205,9 +203,22 @@ pub fn raise_by<T: Scalar>(x: T, w: f64) -> T {
     if w == 0.0 || !x.is_finite() {
         return x;
     }
-    let r = above::<T>((x.as_f64() + w).next_up());
+    off_tiny(above::<T>((x.as_f64() + w).next_up()), true)
+}
+
+/// `r` moved outward (up when `upward`) to 0 or `±tiny_floor` when it lies strictly
+/// between them.
+fn off_tiny<T: Scalar>(r: T, upward: bool) -> T {
     let t = tiny_floor::<T>();
-    if r != T::zero() && r.abs() < t { if r > T::zero() { t } else { T::zero() } } else { r }
+    if r == T::zero() || r.abs() >= t {
+        r
+    } else if upward {
+        if r > T::zero() { t } else { T::zero() }
+    } else if r < T::zero() {
+        -t
+    } else {
+        T::zero()
+    }
 }
 
 /// `√(smallest normal)` of `T` (2⁻⁶³ for `f32`, 2⁻⁵¹¹ for `f64`): values moved outward

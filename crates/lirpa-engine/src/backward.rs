@@ -612,11 +612,7 @@ impl<'g, T: Scalar> State<'g, T> {
                 self.fp_catch_up(id)?;
                 let b = self.constrain(id, self.intermediate_bounds(id)?);
                 self.bounds[id] = Some(b);
-                if let Some(mut fp) = self.fp.take() {
-                    let r = fp.refresh(self, Some(id));
-                    self.fp = Some(fp);
-                    r?;
-                }
+                self.fp_refresh(Some(id))?;
             }
         }
         self.fp_catch_up(target)
@@ -625,8 +621,19 @@ impl<'g, T: Scalar> State<'g, T> {
     /// The sound mode's error models of the nodes up to `upto`, caught up with the
     /// latest bounds before a sweep visits them.
     fn fp_catch_up(&mut self, upto: NodeId) -> Result<()> {
+        self.with_fp(|fp, st| fp.catch_up(st, upto))
+    }
+
+    /// The sound mode's error models after node `from` got its bounds (`None`: all
+    /// recomputed from the current bounds; see [`fpsound::FpState::refresh`]).
+    pub(super) fn fp_refresh(&mut self, from: Option<NodeId>) -> Result<()> {
+        self.with_fp(|fp, st| fp.refresh(st, from))
+    }
+
+    /// `f` on the sound mode's state (if on) and this state.
+    fn with_fp(&mut self, f: impl FnOnce(&mut fpsound::FpState<T>, &Self) -> Result<()>) -> Result<()> {
         if let Some(mut fp) = self.fp.take() {
-            let r = fp.catch_up(self, upto);
+            let r = f(&mut fp, self);
             self.fp = Some(fp);
             r?;
         }

@@ -497,23 +497,34 @@ const METHODS: [Method; 6] = [
     Method::ForwardBackward,
 ];
 
-/// Every method in both sound modes, f32 and f64, must contain the exact outputs:
-/// `(bounds checked, default-mode f32 bounds that exclude an exact output)`.
-fn check_every_method(net: &Net, b: &(Vec<i128>, Vec<i128>), seed: u64) -> (usize, usize) {
-    let (mut checked, mut default_violations) = (0, 0);
+/// Every method in both sound modes, f32 and f64, must contain the exact outputs (of
+/// `C·y` with a specification): `(bounds checked, default-mode bounds that exclude an
+/// exact output in f32, in f64)`.
+fn check_every_method(
+    net: &Net,
+    b: &(Vec<i128>, Vec<i128>),
+    seed: u64,
+    spec: Option<&[Vec<i128>]>,
+) -> (usize, usize, usize) {
+    let (mut checked, mut default_f32, mut default_f64) = (0, 0, 0);
     for method in METHODS {
-        for mode in [FpSound::Real, FpSound::Float32Model] {
-            for o in [
-                check::<f32>(net, b, &opts(method, mode), seed),
-                check::<f64>(net, b, &opts(method, mode), seed),
-            ] {
+        for mode in [FpSound::Off, FpSound::Real, FpSound::Float32Model] {
+            let (o32, o64) = (
+                check_spec::<f32>(net, b, &opts(method, mode), seed, spec),
+                check_spec::<f64>(net, b, &opts(method, mode), seed, spec),
+            );
+            if mode == FpSound::Off {
+                default_f32 += o32.violated;
+                default_f64 += o64.violated;
+                continue;
+            }
+            for o in [o32, o64] {
                 checked += o.checked;
                 assert_eq!(o.violated, 0, "seed {seed}: {}", o.first.unwrap());
             }
         }
-        default_violations += check::<f32>(net, b, &opts(method, FpSound::Off), seed).violated;
     }
-    (checked, default_violations)
+    (checked, default_f32, default_f64)
 }
 
 #[test]
@@ -523,7 +534,7 @@ fn sound_bounds_contain_exact_outputs_on_random_graphs() {
         let net = Net::random(seed);
         // Tiny boxes (every ReLU stable: CROWN is exact up to rounding) and wider ones.
         let b = make_box(net.n_in, seed, if seed % 3 == 0 { 4 } else { 18 });
-        let (c, v) = check_every_method(&net, &b, seed);
+        let (c, v, _) = check_every_method(&net, &b, seed, None);
         checked += c;
         default_violations += v;
     }
@@ -549,7 +560,7 @@ fn sound_bounds_enclose_exact_outputs_through_smooth_and_pooling_layers() {
             }
         }
         let b = make_box(net.n_in, seed, if seed % 3 == 0 { 4 } else { 18 });
-        let (c, v) = check_every_method(&net, &b, seed);
+        let (c, v, _) = check_every_method(&net, &b, seed, None);
         checked += c;
         default_violations += v;
     }
@@ -613,20 +624,8 @@ fn batch_norm_fold_cancellation_is_covered() {
     for seed in 0..20u64 {
         let net = batch_norm_fold_net(seed);
         let b = make_box(1, seed, 20);
-        for method in METHODS {
-            for mode in [FpSound::Off, FpSound::Real, FpSound::Float32Model] {
-                for o in [
-                    check::<f32>(&net, &b, &opts(method, mode), seed),
-                    check::<f64>(&net, &b, &opts(method, mode), seed),
-                ] {
-                    if mode == FpSound::Off {
-                        default_violations += o.violated;
-                    } else {
-                        assert_eq!(o.violated, 0, "seed {seed}: {}", o.first.unwrap());
-                    }
-                }
-            }
-        }
+        let (_, v32, v64) = check_every_method(&net, &b, seed, None);
+        default_violations += v32 + v64;
     }
     println!("{default_violations} default-mode bounds excluded the exact output's enclosure");
     assert!(default_violations > 0, "the fold's cancellation should fool round-to-nearest");
@@ -654,20 +653,8 @@ fn specification_sums_over_smooth_activations_are_covered() {
             })
             .collect();
         let bx = make_box(2, seed, 18);
-        for method in METHODS {
-            for mode in [FpSound::Off, FpSound::Real, FpSound::Float32Model] {
-                for o in [
-                    check_spec::<f32>(&net, &bx, &opts(method, mode), seed, Some(&spec)),
-                    check_spec::<f64>(&net, &bx, &opts(method, mode), seed, Some(&spec)),
-                ] {
-                    if mode == FpSound::Off {
-                        default_violations += o.violated;
-                    } else {
-                        assert_eq!(o.violated, 0, "seed {seed}: {}", o.first.unwrap());
-                    }
-                }
-            }
-        }
+        let (_, v32, v64) = check_every_method(&net, &bx, seed, Some(&spec));
+        default_violations += v32 + v64;
     }
     println!("{default_violations} default-mode bounds excluded the exact output's enclosure");
 }

@@ -157,11 +157,7 @@ pub(super) fn compute_bounds_forward<T: Scalar>(
         (lo, hi)
     } else {
         // The backward pass's error models from the bounds its relaxations will use.
-        if let Some(mut fp) = st.fp.take() {
-            let r = fp.refresh(&st, None);
-            st.fp = Some(fp);
-            r?;
-        }
+        st.fp_refresh(None)?;
         let c = LinearA::both(st.spec_mat(target, req), req.lower, req.upper);
         let (roots, bias) = st.backward_from(target, c, st.par)?;
         st.concretize(&roots, &bias, req.lower, req.upper)

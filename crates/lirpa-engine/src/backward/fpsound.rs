@@ -256,7 +256,7 @@ impl<T: Scalar> FpState<T> {
         let scaled = |x: f64| raise_by(T::zero(), up(x));
         let (fmag, back): (Vec<T>, Vec<T>) = match r.kind {
             FpKind::Exact => return Ok(None),
-            FpKind::Affine => {
+            FpKind::Affine | FpKind::Selection => {
                 let (mut c, rad) = affine_parts(op, boxes, node.numel(), terms)
                     .map_err(|e| e.at_node(&node.name, op.op_type()))?;
                 if let Some(folded) = op.fp_folded_magnitude() {
@@ -264,20 +264,16 @@ impl<T: Scalar> FpState<T> {
                         *c = scaled(c.as_f64() + f);
                     }
                 }
-                let fmag = c.iter().zip(&rad).map(|(c, r)| scaled(c.as_f64() + r.as_f64())).collect();
-                let back = c
-                    .iter()
-                    .zip(&rad)
-                    .map(|(c, r)| scaled(bias_factor * c.as_f64() + factor * r.as_f64()))
-                    .collect();
-                (fmag, back)
-            }
-            FpKind::Selection => {
-                // Either part of a line is within the interval rule's magnitude.
-                let (c, rad) = affine_parts(op, boxes, node.numel(), terms)
-                    .map_err(|e| e.at_node(&node.name, op.op_type()))?;
                 let fmag: Vec<T> = c.iter().zip(&rad).map(|(c, r)| scaled(c.as_f64() + r.as_f64())).collect();
-                let back = fmag.iter().map(|m| scaled(bias_factor * m.as_f64())).collect();
+                // A selection's line may put the whole magnitude in either part.
+                let back = match r.kind {
+                    FpKind::Selection => fmag.iter().map(|m| scaled(bias_factor * m.as_f64())).collect(),
+                    _ => c
+                        .iter()
+                        .zip(&rad)
+                        .map(|(c, r)| scaled(bias_factor * c.as_f64() + factor * r.as_f64()))
+                        .collect(),
+                };
                 (fmag, back)
             }
             FpKind::Elementwise { line_scale, offset } => {
@@ -382,11 +378,8 @@ impl<T: Scalar> FpState<T> {
                 (m, _) => m,
             })
             .collect();
-        let Some(step) = self.step_from(g, id, op, &boxes)? else { return Ok(()) };
-        for (k, m) in step.fmag.iter().enumerate() {
-            let w = up(step.factor * m.as_f64() + step.eta);
-            form.lb[k] = lower_by(form.lb[k], w);
-            form.ub[k] = raise_by(form.ub[k], w);
+        if let Some(step) = self.step_from(g, id, op, &boxes)? {
+            step.widen(&mut form.lb, &mut form.ub);
         }
         Ok(())
     }
