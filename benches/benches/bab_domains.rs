@@ -43,9 +43,9 @@ fn bench_domains(c: &mut Criterion) {
         .collect();
     assert_eq!(children.len(), 8, "the root has four split candidates");
     let sub = ClampBounder::beta(g, 3, 1, None);
+    let warm = root.alpha.as_ref().map(|a| a.cast::<f64>());
     let bound = |(known, splits): &(Arc<lirpa::NodeBounds>, Vec<Split>)| {
-        sub.bound(&region.lower, &region.upper, &rows, Some(known), splits, root.alpha.as_deref())
-            .expect("bound")
+        sub.bound(&region.lower, &region.upper, &rows, Some(known), splits, warm.as_ref()).expect("bound")
     };
     let mut group = c.benchmark_group("bab_domains");
     group.sample_size(10).measurement_time(Duration::from_secs(5)).warm_up_time(Duration::from_millis(500));
@@ -62,7 +62,7 @@ fn bench_domains(c: &mut Criterion) {
             c: rows.clone(),
             known: known.clone(),
             splits: splits.clone(),
-            warm: root.alpha.as_deref(),
+            warm: warm.as_ref(),
         })
         .collect();
     for threads in [1, 2] {

@@ -93,8 +93,20 @@ struct VerifyArgs {
     /// stacked engine call; default: the library's).
     #[arg(long)]
     bab_batch: Option<usize>,
+    /// Root bound of the ReLU-split phase: `optimized` (α-CROWN intermediate bounds),
+    /// `final` (CROWN's intermediate bounds, the final bound's α and β optimized) or
+    /// `auto` (by the time left and the model).
+    #[arg(long, value_enum, default_value_t = RootArg::Auto)]
+    root: RootArg,
     #[command(flatten)]
     fp: FpArg,
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum RootArg {
+    Auto,
+    Optimized,
+    Final,
 }
 
 #[derive(Clone, Copy, ValueEnum)]
@@ -429,6 +441,11 @@ fn verify(args: &VerifyArgs, started: std::time::Instant) -> Result<()> {
     opts.relu_bab.candidates = args.branch_candidates.unwrap_or(opts.relu_bab.candidates);
     opts.relu_bab.screen = args.screen_candidates.unwrap_or(opts.relu_bab.screen);
     opts.relu_bab.batch = args.bab_batch.unwrap_or(opts.relu_bab.batch).max(1);
+    opts.root = match args.root {
+        RootArg::Auto => lirpa_verify::RootBound::Auto,
+        RootArg::Optimized => lirpa_verify::RootBound::Optimized,
+        RootArg::Final => lirpa_verify::RootBound::Final,
+    };
     opts.progress = Some(&progress);
     opts.fp_sound = args.fp.mode()?;
     let model = lirpa_verify::Model::load(&args.model)?;

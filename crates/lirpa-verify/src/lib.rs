@@ -245,6 +245,20 @@ pub struct Progress {
     pub per_second: f64,
 }
 
+/// The root bound of the ReLU-split phase.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub enum RootBound {
+    /// [`RootBound::Optimized`] when the time left affords it and nothing is split by
+    /// general branching; [`RootBound::Final`] otherwise.
+    #[default]
+    Auto,
+    /// α-CROWN: every intermediate bound optimized jointly with the final one.
+    Optimized,
+    /// CROWN's intermediate bounds kept; only the final bound's α (and β) optimized,
+    /// as in the sub-domains.
+    Final,
+}
+
 /// Options of [`verify`].
 pub struct VerifyOptions<'a> {
     /// Nothing is returned after this instant (a `Timeout` is returned at it).
@@ -272,6 +286,8 @@ pub struct VerifyOptions<'a> {
     pub relu_split: bool,
     /// α-CROWN iterations of the ReLU-split root bound.
     pub alpha_iterations: usize,
+    /// Which root bound starts the ReLU-split phase.
+    pub root: RootBound,
     /// Input split: α-CROWN iterations for the boxes CROWN does not prove from depth
     /// `alpha_depth` on (0: CROWN only).
     pub alpha_split_iterations: usize,
@@ -300,6 +316,7 @@ impl VerifyOptions<'_> {
             extra_attack: Duration::from_secs(30),
             relu_split: true,
             alpha_iterations: 20,
+            root: RootBound::Auto,
             // ACAS Xu property 2 on 3_3 / 4_2: CROWN alone times out at 116 s; with
             // 3 α-CROWN iterations from depth 12 on, 47 s / 18 s (from depth 0: 4_2 in
             // 34 s, 3_3 over 70 s).
@@ -327,6 +344,13 @@ const ALPHA_ROOT_COST: u32 = 40;
 /// With less time than that but this many CROWN bounds' worth, the root keeps CROWN's
 /// intermediate bounds and optimizes the final bound only (as the sub-domains do).
 const BETA_ROOT_COST: u32 = 4;
+
+/// Most α parameters of an optimized root bound (see [`relu_bab::RootBounder`] and
+/// [`relu_bab::alpha_params`]). Measured with 2 threads: oval21 cifar_deep_kw (5.4
+/// million) takes 10 s for its 20 iterations, cifar_base_kw (0.4 million) 1 s; the
+/// 4-block CIFAR ResNet (10-18 million) over 200 s and 7 GB, where the final-only root
+/// proves 2 more of its properties in 60 s (11 of 17 expected unsat instead of 9).
+const MAX_ROOT_ALPHA_PARAMS: usize = 8_000_000;
 
 /// Verify `problem` on `model`. See the crate documentation for the pipeline.
 pub fn verify(model: &Model, problem: &Problem, opts: &VerifyOptions<'_>) -> Result<(Verdict, Stats)> {
@@ -435,18 +459,28 @@ pub fn verify(model: &Model, problem: &Problem, opts: &VerifyOptions<'_>) -> Res
             // optimized intermediate bounds cost too much: the root keeps CROWN's and
             // optimizes the final bound only, as the sub-domains do.
             let general = nodes.iter().any(|(_, k)| *k == relu_bab::SplitKind::Midpoint);
-            let root = (if (general || !full_root) && opts.relu_bab.beta {
-                relu_bab::ClampBounder::beta(&model.g64, opts.alpha_iterations, 0, Some(opts.deadline))
-            } else {
-                relu_bab::ClampBounder::new(
-                    &model.g64,
-                    lirpa::Method::AlphaCrown,
-                    opts.alpha_iterations,
-                    0,
-                    Some(opts.deadline),
-                )
-            })
+            let optimized = relu_bab::ClampBounder::new(
+                &model.g64,
+                lirpa::Method::AlphaCrown,
+                opts.alpha_iterations,
+                0,
+                Some(opts.deadline),
+            )
             .fp_sound(opts.fp_sound);
+            let final_only =
+                relu_bab::ClampBounder::beta(&model.g64, opts.alpha_iterations, 0, Some(opts.deadline))
+                    .fp_sound(opts.fp_sound);
+            let root: Box<dyn relu_bab::SplitBounder> = match opts.root {
+                _ if !opts.relu_bab.beta => Box::new(optimized),
+                RootBound::Auto if general || !full_root => Box::new(final_only),
+                RootBound::Auto => Box::new(relu_bab::RootBounder {
+                    optimized,
+                    final_only,
+                    max_params: MAX_ROOT_ALPHA_PARAMS,
+                }),
+                RootBound::Optimized => Box::new(optimized),
+                RootBound::Final => Box::new(final_only),
+            };
             let sub = match (opts.relu_bab.sub_iterations, opts.relu_bab.beta) {
                 (0, _) => relu_bab::ClampBounder::new(&model.g64, lirpa::Method::Crown, 0, 1, None),
                 (k, true) => relu_bab::ClampBounder::beta(&model.g64, k, 1, Some(opts.deadline)),
@@ -471,7 +505,7 @@ pub fn verify(model: &Model, problem: &Problem, opts: &VerifyOptions<'_>) -> Res
             let (r, n) = relu_bab::relu_split(
                 region,
                 &nodes,
-                &root,
+                root.as_ref(),
                 &sub,
                 &check_many,
                 &local,

@@ -159,17 +159,79 @@ fn split_at(kind: SplitKind, node: NodeId, j: usize, l: f64, u: f64) -> Option<S
 pub struct DomainBound {
     /// Lower bounds of the specification rows.
     pub lower: Vec<f64>,
-    /// Coefficients of the linear lower bounds w.r.t. the input (rows × inputs).
-    pub a: Option<Vec<f64>>,
+    /// The input corners minimizing each row's linear lower bound (the signs of its
+    /// coefficients w.r.t. the input): counterexample candidates.
+    pub corners: Option<Corners>,
     /// Intermediate bounds computed on the domain (split constraints included).
     pub intermediate: Arc<NodeBounds>,
     /// Some intermediate interval is empty: no input satisfies the splits.
     pub infeasible: bool,
-    /// α-CROWN parameters, for warm-starting the children.
-    pub alpha: Option<Arc<AlphaState<f64>>>,
+    /// α-CROWN parameters, for warm-starting the children (in `f32`: half the memory
+    /// of a waiting domain; any value is projected onto its feasible set before use).
+    pub alpha: Option<Arc<AlphaState<f32>>>,
     /// The best split candidates by their score (BaBSR-like, see `split_scores`), best
     /// first; empty when the bounder gives no coefficients.
     pub scores: Vec<(Split, f64)>,
+}
+
+/// Per row of a bound, the corner of the input box minimizing its linear lower bound:
+/// one bit per input, set where the row's coefficient is positive (the lower end).
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct Corners {
+    rows: usize,
+    inputs: usize,
+    bits: Vec<u64>,
+}
+
+impl Corners {
+    /// The corners of the rows of `a` (rows × inputs).
+    pub fn new(a: faer::MatRef<'_, f64>) -> Corners {
+        let (rows, n) = (a.nrows(), a.ncols());
+        let mut bits = vec![0u64; (rows * n).div_ceil(64)];
+        for i in 0..rows {
+            for j in 0..n {
+                if a[(i, j)] > 0.0 {
+                    let k = i * n + j;
+                    bits[k / 64] |= 1 << (k % 64);
+                }
+            }
+        }
+        Corners { rows, inputs: n, bits }
+    }
+
+    fn bit(&self, k: usize) -> bool {
+        self.bits.get(k / 64).is_some_and(|w| w >> (k % 64) & 1 == 1)
+    }
+
+    /// Rows held.
+    pub fn rows(&self) -> usize {
+        self.rows
+    }
+
+    /// Row `r`'s corner of the box `[lower, upper]`.
+    pub fn point(&self, r: usize, lower: &[f64], upper: &[f64]) -> Vec<f64> {
+        let n = self.inputs;
+        (0..n.min(lower.len())).map(|j| if self.bit(r * n + j) { lower[j] } else { upper[j] }).collect()
+    }
+
+    /// The corners of rows `rows`, in that order.
+    fn select(&self, rows: &[usize]) -> Corners {
+        let n = self.inputs;
+        let mut bits = vec![0u64; (rows.len() * n).div_ceil(64)];
+        for (i, &r) in rows.iter().enumerate() {
+            for j in 0..n {
+                if self.bit(r * n + j) {
+                    let k = i * n + j;
+                    bits[k / 64] |= 1 << (k % 64);
+                }
+            }
+        }
+        Corners { rows: rows.len(), inputs: n, bits }
+    }
+
+    fn bytes(&self) -> usize {
+        8 * self.bits.len()
+    }
 }
 
 /// Candidates kept per domain.
@@ -375,7 +437,7 @@ impl SplitBounder for ClampBounder<'_> {
         }
         let (res, inter, alpha) = if opts.method == Method::AlphaCrown {
             let (r, st, b) = lirpa::compute_bounds_optimized_keep(self.graph, &inputs, &opts, &req, warm)?;
-            (r, b, Some(Arc::new(st)))
+            (r, b, Some(st))
         } else {
             let (r, b) = lirpa::compute_bounds_keep(self.graph, &inputs, &opts, &req)?;
             (r, b, None)
@@ -397,6 +459,71 @@ impl SplitBounder for ClampBounder<'_> {
             .map(|part| self.bound_stacked(&inputs, part))
             .collect::<Result<_>>()?;
         Ok(parts.into_iter().flatten().collect())
+    }
+}
+
+/// The root bound of the split phase: α-CROWN with optimized intermediate bounds when
+/// its parameters fit `max_params`, otherwise CROWN's intermediate bounds with the final
+/// bound's α and β optimized (`final_only`, the bound the sub-domains use). α-CROWN
+/// keeps one parameter per (unstable element of an intermediate node, element of a
+/// relaxed node before it), plus optimizer state: on the 4-block CIFAR ResNet that is
+/// gigabytes and seconds per iteration, where the final-only bound leaves most of the
+/// minute to branch and bound.
+pub struct RootBounder<'g> {
+    pub optimized: ClampBounder<'g>,
+    pub final_only: ClampBounder<'g>,
+    pub max_params: usize,
+}
+
+/// About how many parameters α-CROWN with optimized intermediate bounds holds on
+/// intermediate bounds `inter`: per split node, its unstable elements (those it
+/// refines) times the elements of the split nodes before it (its cone's relaxed
+/// nodes, for a chain or a residual network).
+pub fn alpha_params(g: &Graph<f64>, kinds: &[(NodeId, SplitKind)], inter: &NodeBounds) -> usize {
+    let mut before = 0usize;
+    let mut total = 0usize;
+    for &(id, _) in kinds {
+        let unstable = inter.get(id).map_or(g.node(id).numel(), |(l, u)| {
+            l.iter().zip(u).filter(|(l, u)| **l < 0.0 && **u > 0.0).count()
+        });
+        total = total.saturating_add(unstable.saturating_mul(before));
+        before += g.node(id).numel();
+    }
+    total
+}
+
+impl SplitBounder for RootBounder<'_> {
+    fn bound(
+        &self,
+        lower: &[f64],
+        upper: &[f64],
+        c: &[&[f64]],
+        known: Option<&Arc<NodeBounds>>,
+        splits: &[Split],
+        warm: Option<&AlphaState<f64>>,
+    ) -> Result<DomainBound> {
+        if known.is_some() || !splits.is_empty() {
+            return self.final_only.bound(lower, upper, c, known, splits, warm);
+        }
+        let cm = spec_matrix(c);
+        let req =
+            BoundRequest { node: None, c: Some(cm.as_ref()), lower: true, upper: false, return_a: false };
+        let inputs = [InputValue::Perturbed(Perturbation::new_box(lower.to_vec(), upper.to_vec())?)];
+        let crown = BoundOptions { method: Method::Crown, ..self.final_only.opts.clone() };
+        let (_, inter) = lirpa::compute_bounds_keep(self.graph(), &inputs, &crown, &req)?;
+        let inter = Arc::new(crate::bab::keep_bounds(inter));
+        let params = alpha_params(self.graph(), &self.final_only.kinds, &inter);
+        if params <= self.max_params {
+            self.optimized.bound(lower, upper, c, None, splits, warm)
+        } else {
+            self.final_only.bound(lower, upper, c, Some(&inter), splits, warm)
+        }
+    }
+}
+
+impl RootBounder<'_> {
+    fn graph(&self) -> &Graph<f64> {
+        self.final_only.graph
     }
 }
 
@@ -424,7 +551,7 @@ impl ClampBounder<'_> {
         let req = BoundRequest { node: None, c: None, lower: true, upper: false, return_a: true };
         let opts = BoundOptions { threads: 1, ..self.opts.clone() };
         let out = lirpa::compute_bounds_optimized_batch(self.graph, inputs, &opts, &req, &subs)?;
-        Ok(out.into_iter().map(|(r, st, inter)| self.domain_bound(r, inter, Some(Arc::new(st)))).collect())
+        Ok(out.into_iter().map(|(r, st, inter)| self.domain_bound(r, inter, Some(st))).collect())
     }
 
     /// A domain's bound from the engine's result: infeasibility, split scores and the
@@ -433,26 +560,17 @@ impl ClampBounder<'_> {
         &self,
         res: lirpa::BoundResult<f64>,
         inter: lirpa::IntermediateBounds<f64>,
-        alpha: Option<Arc<AlphaState<f64>>>,
+        alpha: Option<AlphaState<f64>>,
     ) -> DomainBound {
         let infeasible = NodeBounds::infeasible(&inter);
         let scores = split_scores(self.graph, &self.kinds, &res.node_a, &inter);
-        let a = res.a.first().and_then(|a| a.a.lower.as_ref()).map(|m| {
-            let (rows, n) = (m.nrows(), m.ncols());
-            let mut v = vec![0.0; rows * n];
-            for i in 0..rows {
-                for j in 0..n {
-                    v[i * n + j] = m[(i, j)];
-                }
-            }
-            v
-        });
+        let corners = res.a.first().and_then(|a| a.a.lower.as_ref()).map(|m| Corners::new(m.as_ref()));
         DomainBound {
             lower: res.lower,
-            a,
+            corners,
             intermediate: Arc::new(crate::bab::keep_bounds(inter)),
             infeasible,
-            alpha,
+            alpha: alpha.map(|a| Arc::new(a.cast())),
             scores,
         }
     }
@@ -497,7 +615,7 @@ impl Default for ReluBabOptions {
         ReluBabOptions {
             batch: 16,
             candidates: 1,
-            max_pending: 20_000,
+            max_pending: 1_000_000,
             max_pending_bytes: 4 << 30,
             screen: 0,
             sub_iterations: 3,
@@ -512,16 +630,51 @@ struct Node {
     bound: DomainBound,
     open: Vec<usize>,
     worst: f64,
+    /// The domain's intermediate bounds are `bound.intermediate` (an ancestor's,
+    /// shared) with every split of `splits` applied: what β-CROWN's sub-domains keep,
+    /// stored once instead of once per waiting domain.
+    derived: bool,
 }
 
 impl Node {
+    /// The domain's intermediate bounds.
+    fn intermediate(&self) -> std::borrow::Cow<'_, NodeBounds> {
+        if !self.derived || self.splits.is_empty() {
+            return std::borrow::Cow::Borrowed(&*self.bound.intermediate);
+        }
+        let mut known = (*self.bound.intermediate).clone();
+        for s in &self.splits {
+            s.apply(&mut known);
+        }
+        std::borrow::Cow::Owned(known)
+    }
+
     /// The intermediate bounds and split list of the child of split `s`.
     fn child(&self, s: Split) -> (Arc<NodeBounds>, Vec<Split>) {
-        let mut known = (*self.bound.intermediate).clone();
+        let mut known = self.intermediate().into_owned();
         s.apply(&mut known);
         let mut splits = self.splits.clone();
         splits.push(s);
         (Arc::new(known), splits)
+    }
+
+    /// The child of this domain bounded by `bound` under `splits` (`known`: the
+    /// intermediate bounds it was given). When the bound kept them as they were, the
+    /// child shares this domain's intermediate bounds and derives its own from its
+    /// splits.
+    fn kid(
+        &self,
+        splits: Vec<Split>,
+        known: &NodeBounds,
+        mut bound: DomainBound,
+        open: Vec<usize>,
+        worst: f64,
+    ) -> Node {
+        let derived = *bound.intermediate == *known;
+        if derived {
+            bound.intermediate = self.bound.intermediate.clone();
+        }
+        Node { splits, bound, open, worst, derived }
     }
 
     /// About how many bytes the domain holds (what it shares with others counted too:
@@ -529,7 +682,11 @@ impl Node {
     fn bytes(&self) -> usize {
         let f = std::mem::size_of::<f64>();
         let b = &self.bound;
-        let inter: usize = b.intermediate.nodes.iter().map(|(_, l, u)| l.len() + u.len()).sum();
+        let inter: usize = if self.derived {
+            0
+        } else {
+            b.intermediate.nodes.iter().map(|(_, l, u)| l.len() + u.len()).sum()
+        };
         let alpha: usize = b.alpha.as_ref().map_or(0, |a| {
             a.runs
                 .iter()
@@ -548,7 +705,9 @@ impl Node {
                 .map(|b| b.values.len() + 4 * b.constraints.len())
                 .sum()
         });
-        f * (inter + alpha + beta + b.lower.len() + b.a.as_ref().map_or(0, Vec::len))
+        f * (inter + b.lower.len())
+            + std::mem::size_of::<f32>() * (alpha + beta)
+            + b.corners.as_ref().map_or(0, Corners::bytes)
             + std::mem::size_of::<Split>() * self.splits.len()
             + std::mem::size_of::<Node>()
     }
@@ -593,19 +752,16 @@ fn rows<'r>(region: &'r Region, open: &[usize]) -> Vec<&'r [f64]> {
 /// Counterexample candidates of a domain: the corners minimizing each open
 /// disjunct's first row's linear lower bound.
 fn candidates_x(region: &Region, open: &[usize], bound: &DomainBound) -> Vec<Vec<f64>> {
-    let Some(a) = &bound.a else { return vec![] };
-    let n = region.lower.len();
+    let Some(corners) = &bound.corners else { return vec![] };
     let mut out = Vec::new();
     let mut r0 = 0;
     for &k in open {
         let r = r0;
         r0 += region.disjuncts[k].d.len();
-        if a.len() < (r + 1) * n {
+        if r >= corners.rows() {
             break;
         }
-        out.push(
-            (0..n).map(|j| if a[r * n + j] > 0.0 { region.lower[j] } else { region.upper[j] }).collect(),
-        );
+        out.push(corners.point(r, &region.lower, &region.upper));
     }
     out
 }
@@ -644,7 +800,7 @@ fn choose(
         .map(|&(sp, score)| (score, sp))
         .collect();
     if cand.is_empty() {
-        for (id, l, u) in &node.bound.intermediate.nodes {
+        for (id, l, u) in &node.intermediate().nodes {
             let Some(&(_, kind)) = split_nodes.iter().find(|(n, _)| n == id) else { continue };
             for (i, (&l, &u)) in l.iter().zip(u).enumerate() {
                 if let Some(sp) = split_at(kind, *id, i, l, u) {
@@ -662,6 +818,7 @@ fn choose(
         // Rank the best-scored candidates by the worse of their children's cheap bounds.
         let c = rows(region, &node.open);
         cand.truncate(opts.screen);
+        let warm = node.bound.alpha.as_ref().map(|a| a.cast::<f64>());
         let mut ranked = Vec::with_capacity(cand.len());
         for (_, s) in cand {
             let mut worse = f64::INFINITY;
@@ -670,14 +827,8 @@ fn choose(
                     return Ok(Plan::Deadline);
                 }
                 let (known, splits) = node.child(Split { active, ..s });
-                let b = bounder.screen(
-                    &region.lower,
-                    &region.upper,
-                    &c,
-                    Some(&known),
-                    &splits,
-                    node.bound.alpha.as_deref(),
-                )?;
+                let b =
+                    bounder.screen(&region.lower, &region.upper, &c, Some(&known), &splits, warm.as_ref())?;
                 worse = worse.min(evaluate(region, &node.open, &b).1);
             }
             ranked.push((worse, s));
@@ -706,6 +857,9 @@ fn branch_batch(
         .par_iter()
         .map(|n| choose(region, split_nodes, n, bounder, opts, deadline))
         .collect::<Result<_>>()?;
+    // The parents' warm starts, back in f64.
+    let warms: Vec<Option<AlphaState<f64>>> =
+        batch.par_iter().map(|n| n.bound.alpha.as_ref().map(|a| a.cast())).collect();
     // The children to bound: (domain, candidate) of each, two per candidate.
     let mut queries = Vec::new();
     let mut owners = Vec::new();
@@ -715,7 +869,7 @@ fn branch_batch(
             for active in [true, false] {
                 let (known, splits) = n.child(Split { active, ..s });
                 let c = rows(region, &n.open);
-                queries.push(Query { c, known, splits, warm: n.bound.alpha.as_deref() });
+                queries.push(Query { c, known, splits, warm: warms[i].as_ref() });
                 owners.push((i, k));
             }
         }
@@ -744,7 +898,7 @@ fn branch_batch(
         if !open_k.is_empty() {
             // The bound's rows follow `node.open`; keep only the open ones' rows.
             let b = restrict(region, &node.open, &open_k, b);
-            kids.push(Node { splits: q.splits, bound: b, open: open_k, worst: worst_k });
+            kids.push(node.kid(q.splits, &q.known, b, open_k, worst_k));
         }
     }
     let out: Vec<Branched> = plans
@@ -778,22 +932,19 @@ fn restrict(region: &Region, from: &[usize], keep: &[usize], mut b: DomainBound)
     if from.len() == keep.len() {
         return b;
     }
-    let n = region.lower.len();
     let mut lower = Vec::new();
-    let mut a = b.a.as_ref().map(|_| Vec::new());
+    let mut kept = Vec::new();
     let mut r0 = 0;
     for &k in from {
         let m = region.disjuncts[k].d.len();
         if keep.contains(&k) {
             lower.extend_from_slice(&b.lower[r0..r0 + m]);
-            if let (Some(dst), Some(src)) = (a.as_mut(), b.a.as_ref()) {
-                dst.extend_from_slice(&src[r0 * n..(r0 + m) * n]);
-            }
+            kept.extend(r0..r0 + m);
         }
         r0 += m;
     }
     b.lower = lower;
-    b.a = a;
+    b.corners = b.corners.map(|c| c.select(&kept));
     // The α state was made for the parent's rows: keep it (warm starts match rows by
     // index and skip what does not apply).
     b
@@ -868,7 +1019,7 @@ pub fn relu_split(
     let b = restrict(region, &(0..region.disjuncts.len()).collect::<Vec<_>>(), &open, b);
     let mut heap = std::collections::BinaryHeap::new();
     let mut seq = 0u64;
-    heap.push(Pending(Node { splits: vec![], bound: b, open, worst }, seq));
+    heap.push(Pending(Node { splits: vec![], bound: b, open, worst, derived: false }, seq));
     let mut done = 1u64;
     let mut stuck: Option<f64> = None;
     let mut last_report = start;
@@ -942,4 +1093,75 @@ pub fn relu_split(
             done,
         ),
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn corners_are_the_signs_of_the_coefficients() {
+        // 5 rows of 70 inputs: rows cross the 64-bit words.
+        let mut rng = lirpa::sample::Rng::new(7);
+        let a = faer::Mat::<f64>::from_fn(5, 70, |_, _| rng.uniform() - 0.5);
+        let lower: Vec<f64> = (0..70).map(|j| -(j as f64)).collect();
+        let upper: Vec<f64> = (0..70).map(|j| j as f64 + 0.5).collect();
+        let corners = Corners::new(a.as_ref());
+        assert_eq!(corners.rows(), 5);
+        assert_eq!(Corners::new(a.as_ref().subcols(0, 10).subrows(0, 1)).rows(), 1);
+        let expect = |r: usize| -> Vec<f64> {
+            (0..70).map(|j| if a[(r, j)] > 0.0 { lower[j] } else { upper[j] }).collect()
+        };
+        for r in 0..5 {
+            assert_eq!(corners.point(r, &lower, &upper), expect(r), "row {r}");
+        }
+        let kept = corners.select(&[3, 1]);
+        assert_eq!(kept.point(0, &lower, &upper), expect(3));
+        assert_eq!(kept.point(1, &lower, &upper), expect(1));
+    }
+
+    /// A β-CROWN child keeps the intermediate bounds it was given: it shares its
+    /// parent's and derives its own from its splits, exactly; a bounder that recomputes
+    /// them (the splits only clamping) keeps its own.
+    #[test]
+    fn kept_intermediate_bounds_are_derived_from_the_splits() {
+        let g = lirpa::sample::ReluMlp::new(11, 3, &[12, 12], 2).unwrap().graph;
+        let (lo, hi) = (vec![-1.0; 3], vec![1.0; 3]);
+        let c: Vec<&[f64]> = vec![&[1.0, -1.0]];
+        let nodes = split_nodes(&g);
+        for beta in [true, false] {
+            let bounder = if beta {
+                ClampBounder::beta(&g, 2, 1, None)
+            } else {
+                ClampBounder::new(&g, Method::Crown, 0, 1, None)
+            };
+            let root_bound = bounder.bound(&lo, &hi, &c, None, &[], None).unwrap();
+            let root = Node { splits: vec![], bound: root_bound, open: vec![0], worst: -1.0, derived: false };
+            // Split the first unstable neuron of each split node, one after the other.
+            let mut node = root;
+            let mut depth = 0;
+            for &(id, _) in &nodes {
+                let inter = node.intermediate().into_owned();
+                let Some((_, l, u)) = inter.nodes.iter().find(|(n, _, _)| *n == id) else { continue };
+                let Some(i) = (0..l.len()).find(|&i| l[i] < 0.0 && u[i] > 0.0) else { continue };
+                let s = Split::relu(id, i, depth % 2 == 0);
+                let (known, splits) = node.child(s);
+                let mut manual = inter.clone();
+                s.apply(&mut manual);
+                assert_eq!(*known, manual, "the child's bounds are its parent's with the split");
+                let b = bounder.bound(&lo, &hi, &c, Some(&known), &splits, None).unwrap();
+                let own = (*b.intermediate).clone();
+                let kid = node.kid(splits, &known, b, vec![0], -1.0);
+                assert_eq!(kid.derived, own == *known, "β {beta}");
+                if beta {
+                    assert!(kid.derived, "β-CROWN keeps the given bounds");
+                    assert!(Arc::ptr_eq(&kid.bound.intermediate, &node.bound.intermediate));
+                }
+                assert_eq!(*kid.intermediate(), own, "β {beta}, depth {depth}");
+                node = kid;
+                depth += 1;
+            }
+            assert!(depth >= 2, "only {depth} splits made");
+        }
+    }
 }

@@ -89,9 +89,9 @@ fn check_subdomains(
         for i in 0..splits.len() {
             let mut known = (*bound.intermediate).clone();
             splits[i].apply(&mut known);
-            bound = bounder
-                .bound(lo, hi, &rows, Some(&Arc::new(known)), &splits[..=i], bound.alpha.as_deref())
-                .unwrap();
+            let warm = bound.alpha.as_ref().map(|a| a.cast::<f64>());
+            bound =
+                bounder.bound(lo, hi, &rows, Some(&Arc::new(known)), &splits[..=i], warm.as_ref()).unwrap();
         }
         for z in &values {
             if !splits.iter().all(|s| s.holds(z)) {

@@ -105,6 +105,48 @@ pub struct AlphaState<T> {
     pub runs: Vec<AlphaRun<T>>,
 }
 
+impl<T: Scalar> AlphaState<T> {
+    /// The same parameters in another precision (e.g. `f32` to store a
+    /// branch-and-bound domain's warm start in half the memory: any parameter value
+    /// is projected onto its feasible set before use, so rounding never costs soundness).
+    pub fn cast<U: Scalar>(&self) -> AlphaState<U> {
+        let v = |x: &Vec<T>| x.iter().map(|&y| U::from_f64(y.as_f64())).collect::<Vec<U>>();
+        AlphaState {
+            target: self.target,
+            spec: self.spec,
+            runs: self
+                .runs
+                .iter()
+                .map(|r| AlphaRun {
+                    upper: r.upper,
+                    passes: r
+                        .passes
+                        .iter()
+                        .map(|p| AlphaPass {
+                            start: p.start,
+                            rows: p.rows.clone(),
+                            nodes: p
+                                .nodes
+                                .iter()
+                                .map(|n| AlphaNode {
+                                    node: n.node,
+                                    width: n.width,
+                                    lower: n.lower.as_ref().map(v),
+                                    upper: n.upper.as_ref().map(v),
+                                })
+                                .collect(),
+                        })
+                        .collect(),
+                    beta: r
+                        .beta
+                        .as_ref()
+                        .map(|b| BetaParams { constraints: b.constraints.clone(), values: v(&b.values) }),
+                })
+                .collect(),
+        }
+    }
+}
+
 impl<T: Scalar> AlphaRun<T> {
     /// Whether `other` has the same passes, rows and parameter layout.
     pub fn same_layout(&self, other: &AlphaRun<T>) -> bool {
