@@ -352,6 +352,10 @@ const BETA_ROOT_COST: u32 = 4;
 /// proves 2 more of its properties in 60 s (11 of 17 expected unsat instead of 9).
 const MAX_ROOT_ALPHA_PARAMS: usize = 8_000_000;
 
+/// Above [`MAX_ROOT_ALPHA_PARAMS`], the root optimizes the intermediate bounds of the
+/// last split nodes whose parameters come to at most this many.
+const MAX_PARTIAL_ROOT_ALPHA_PARAMS: usize = 2_000_000;
+
 /// Verify `problem` on `model`. See the crate documentation for the pipeline.
 pub fn verify(model: &Model, problem: &Problem, opts: &VerifyOptions<'_>) -> Result<(Verdict, Stats)> {
     model.check_sizes(problem)?;
@@ -477,6 +481,7 @@ pub fn verify(model: &Model, problem: &Problem, opts: &VerifyOptions<'_>) -> Res
                     optimized,
                     final_only,
                     max_params: MAX_ROOT_ALPHA_PARAMS,
+                    partial_params: MAX_PARTIAL_ROOT_ALPHA_PARAMS,
                 }),
                 RootBound::Optimized => Box::new(optimized),
                 RootBound::Final => Box::new(final_only),

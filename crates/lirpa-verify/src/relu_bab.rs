@@ -463,16 +463,18 @@ impl SplitBounder for ClampBounder<'_> {
 }
 
 /// The root bound of the split phase: α-CROWN with optimized intermediate bounds when
-/// its parameters fit `max_params`, otherwise CROWN's intermediate bounds with the final
-/// bound's α and β optimized (`final_only`, the bound the sub-domains use). α-CROWN
-/// keeps one parameter per (unstable element of an intermediate node, element of a
-/// relaxed node before it), plus optimizer state: on the 4-block CIFAR ResNet that is
-/// gigabytes and seconds per iteration, where the final-only bound leaves most of the
-/// minute to branch and bound.
+/// its parameters fit `max_params`. Otherwise the intermediate bounds of the last split
+/// nodes whose parameters fit are optimized, the others keep CROWN's; with none, CROWN's
+/// intermediate bounds with the final bound's α and β optimized (`final_only`, the
+/// bound the sub-domains use). α-CROWN keeps one parameter per (unstable element of an
+/// intermediate node, element of a relaxed node before it), plus optimizer state: on
+/// the 4-block CIFAR ResNet that is gigabytes and seconds per iteration.
 pub struct RootBounder<'g> {
     pub optimized: ClampBounder<'g>,
     pub final_only: ClampBounder<'g>,
     pub max_params: usize,
+    /// Most α parameters of the partly optimized root.
+    pub partial_params: usize,
 }
 
 /// About how many parameters α-CROWN with optimized intermediate bounds holds on
@@ -480,16 +482,25 @@ pub struct RootBounder<'g> {
 /// refines) times the elements of the split nodes before it (its cone's relaxed
 /// nodes, for a chain or a residual network).
 pub fn alpha_params(g: &Graph<f64>, kinds: &[(NodeId, SplitKind)], inter: &NodeBounds) -> usize {
+    alpha_params_per_node(g, kinds, inter).iter().fold(0usize, |a, (_, p)| a.saturating_add(*p))
+}
+
+/// [`alpha_params`] per split node, in the order of `kinds`.
+fn alpha_params_per_node(
+    g: &Graph<f64>,
+    kinds: &[(NodeId, SplitKind)],
+    inter: &NodeBounds,
+) -> Vec<(NodeId, usize)> {
     let mut before = 0usize;
-    let mut total = 0usize;
+    let mut out = Vec::with_capacity(kinds.len());
     for &(id, _) in kinds {
         let unstable = inter.get(id).map_or(g.node(id).numel(), |(l, u)| {
             l.iter().zip(u).filter(|(l, u)| **l < 0.0 && **u > 0.0).count()
         });
-        total = total.saturating_add(unstable.saturating_mul(before));
+        out.push((id, unstable.saturating_mul(before)));
         before += g.node(id).numel();
     }
-    total
+    out
 }
 
 impl SplitBounder for RootBounder<'_> {
@@ -512,12 +523,38 @@ impl SplitBounder for RootBounder<'_> {
         let crown = BoundOptions { method: Method::Crown, ..self.final_only.opts.clone() };
         let (_, inter) = lirpa::compute_bounds_keep(self.graph(), &inputs, &crown, &req)?;
         let inter = Arc::new(crate::bab::keep_bounds(inter));
-        let params = alpha_params(self.graph(), &self.final_only.kinds, &inter);
-        if params <= self.max_params {
-            self.optimized.bound(lower, upper, c, None, splits, warm)
-        } else {
-            self.final_only.bound(lower, upper, c, Some(&inter), splits, warm)
+        let per_node = alpha_params_per_node(self.graph(), &self.final_only.kinds, &inter);
+        if per_node.iter().fold(0usize, |a, (_, p)| a.saturating_add(*p)) <= self.max_params {
+            return self.optimized.bound(lower, upper, c, None, splits, warm);
         }
+        // The last split nodes whose parameters fit (the deepest bounds are the
+        // loosest), the others kept at CROWN's bounds.
+        let mut used = 0usize;
+        let mut chosen = Vec::new();
+        for &(id, p) in per_node.iter().rev() {
+            if p > 0 && used.saturating_add(p) <= self.partial_params {
+                used += p;
+                chosen.push(id);
+            }
+        }
+        if chosen.is_empty() {
+            return self.final_only.bound(lower, upper, c, Some(&inter), splits, warm);
+        }
+        let kept = Arc::new(NodeBounds {
+            nodes: inter.nodes.iter().filter(|(id, _, _)| !chosen.contains(id)).cloned().collect(),
+        });
+        let mut partial = ClampBounder {
+            graph: self.graph(),
+            opts: BoundOptions { fixed_node_bounds: true, ..self.optimized.opts.clone() },
+            beta: false,
+            kinds: self.optimized.kinds.clone(),
+        };
+        // Its iterations stop at a third of the time left: the rest is for the split.
+        if let Some(d) = partial.opts.optimize.deadline {
+            let now = Instant::now();
+            partial.opts.optimize.deadline = Some(now + d.saturating_duration_since(now) / 3);
+        }
+        partial.bound(lower, upper, c, Some(&kept), splits, warm)
     }
 }
 

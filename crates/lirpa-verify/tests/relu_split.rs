@@ -13,7 +13,8 @@ use lirpa::core::{Attr, Attributes, GraphBuilder};
 use lirpa::sample::Rng;
 use lirpa_verify::bab::BabResult;
 use lirpa_verify::relu_bab::{
-    ClampBounder, ReluBabOptions, Split, SplitBounder, SplitKind, relu_inputs, relu_split, split_nodes,
+    ClampBounder, ReluBabOptions, RootBounder, Split, SplitBounder, SplitKind, relu_inputs, relu_split,
+    split_nodes,
 };
 use lirpa_verify::{Counterexample, Disjunct, Problem, Region};
 use std::path::Path;
@@ -381,5 +382,40 @@ fn split_nodes_are_the_inputs_of_splittable_activations() {
             (id("a"), SplitKind::Midpoint)
         ],
         "sigmoid and tanh inputs split at the midpoint (general branching)"
+    );
+}
+
+/// The root bound in each of its modes (α-CROWN on every intermediate bound, on the
+/// last ones only with CROWN's elsewhere, on none) is below every sampled output, and
+/// the modes differ (each path ran).
+#[test]
+fn every_root_bound_mode_is_below_the_sampled_outputs() {
+    let mut seen = [Vec::new(), Vec::new(), Vec::new()];
+    for seed in 0..8u64 {
+        let mut rng = Rng::new(5000 + seed);
+        let n_in = 2 + rng.below(3);
+        let g = mlp(500 + seed, n_in, &[10, 10, 10], 2);
+        let (lo, hi, m) = box_and_minimum(&g, n_in, 0.5, 1.0, &mut rng);
+        let c: Vec<&[f64]> = vec![&[1.0, -1.0]];
+        // (max_params, partial_params): everything, the last nodes, nothing.
+        for (mode, (max, partial)) in [(usize::MAX, 0), (0, 150), (0, 0)].into_iter().enumerate() {
+            let root = RootBounder {
+                optimized: ClampBounder::new(&g, lirpa::Method::AlphaCrown, 10, 1, None),
+                final_only: ClampBounder::beta(&g, 10, 1, None),
+                max_params: max,
+                partial_params: partial,
+            };
+            let b = root.bound(&lo, &hi, &c, None, &[], None).unwrap();
+            assert!(
+                b.lower[0] <= m + 1e-9,
+                "seed {seed}, mode {mode}: bound {} above a sample {m}",
+                b.lower[0]
+            );
+            seen[mode].push(b.lower[0]);
+        }
+    }
+    assert!(
+        seen[0] != seen[2] && seen[1] != seen[2] && seen[0] != seen[1],
+        "the modes gave the same bounds: {seen:?}"
     );
 }
