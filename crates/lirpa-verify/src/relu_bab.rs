@@ -424,11 +424,7 @@ impl SplitBounder for ClampBounder<'_> {
         let inputs = [InputValue::Perturbed(ptb)];
         // β-CROWN keeps given intermediate bounds: at the root, CROWN's.
         let known = match known {
-            None if self.beta => {
-                let crown = BoundOptions { method: Method::Crown, ..self.opts.clone() };
-                let (_, inter) = lirpa::compute_bounds_keep(self.graph, &inputs, &crown, &req)?;
-                Some(Arc::new(crate::bab::keep_bounds(inter)))
-            }
+            None if self.beta => Some(self.crown_intermediate(&inputs, &req)?),
             k => k.cloned(),
         };
         let mut opts = BoundOptions { node_bounds: known, ..self.opts.clone() };
@@ -520,9 +516,7 @@ impl SplitBounder for RootBounder<'_> {
         let req =
             BoundRequest { node: None, c: Some(cm.as_ref()), lower: true, upper: false, return_a: false };
         let inputs = [InputValue::Perturbed(Perturbation::new_box(lower.to_vec(), upper.to_vec())?)];
-        let crown = BoundOptions { method: Method::Crown, ..self.final_only.opts.clone() };
-        let (_, inter) = lirpa::compute_bounds_keep(self.graph(), &inputs, &crown, &req)?;
-        let inter = Arc::new(crate::bab::keep_bounds(inter));
+        let inter = self.final_only.crown_intermediate(&inputs, &req)?;
         let per_node = alpha_params_per_node(self.graph(), &self.final_only.kinds, &inter);
         if per_node.iter().fold(0usize, |a, (_, p)| a.saturating_add(*p)) <= self.max_params {
             return self.optimized.bound(lower, upper, c, None, splits, warm);
@@ -571,6 +565,17 @@ fn spec_matrix(c: &[&[f64]]) -> faer::Mat<f64> {
 }
 
 impl ClampBounder<'_> {
+    /// CROWN's intermediate bounds (what β-CROWN keeps at the root).
+    fn crown_intermediate(
+        &self,
+        inputs: &[InputValue<f64>],
+        req: &BoundRequest<'_, f64>,
+    ) -> Result<Arc<NodeBounds>> {
+        let crown = BoundOptions { method: Method::Crown, ..self.opts.clone() };
+        let (_, inter) = lirpa::compute_bounds_keep(self.graph, inputs, &crown, req)?;
+        Ok(Arc::new(crate::bab::keep_bounds(inter)))
+    }
+
     /// One engine call for `queries`, on one thread.
     fn bound_stacked(&self, inputs: &[InputValue<f64>], queries: &[Query<'_>]) -> Result<Vec<DomainBound>> {
         let specs: Vec<faer::Mat<f64>> = queries.iter().map(|q| spec_matrix(&q.c)).collect();
