@@ -248,8 +248,9 @@ pub struct Progress {
 /// The root bound of the ReLU-split phase.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
 pub enum RootBound {
-    /// [`RootBound::Optimized`] when the time left affords it and nothing is split by
-    /// general branching; [`RootBound::Final`] otherwise.
+    /// [`relu_bab::RootBounder`] when the time left affords it and nothing is split by
+    /// general branching (all intermediate bounds optimized within a parameter budget,
+    /// else the last ones that fit, else none); [`RootBound::Final`] otherwise.
     #[default]
     Auto,
     /// α-CROWN: every intermediate bound optimized jointly with the final one.

@@ -187,16 +187,19 @@ impl Corners {
     /// The corners of the rows of `a` (rows × inputs).
     pub fn new(a: faer::MatRef<'_, f64>) -> Corners {
         let (rows, n) = (a.nrows(), a.ncols());
-        let mut bits = vec![0u64; (rows * n).div_ceil(64)];
+        let mut c = Corners { rows, inputs: n, bits: vec![0u64; (rows * n).div_ceil(64)] };
         for i in 0..rows {
             for j in 0..n {
                 if a[(i, j)] > 0.0 {
-                    let k = i * n + j;
-                    bits[k / 64] |= 1 << (k % 64);
+                    c.set(i * n + j);
                 }
             }
         }
-        Corners { rows, inputs: n, bits }
+        c
+    }
+
+    fn set(&mut self, k: usize) {
+        self.bits[k / 64] |= 1 << (k % 64);
     }
 
     fn bit(&self, k: usize) -> bool {
@@ -217,16 +220,15 @@ impl Corners {
     /// The corners of rows `rows`, in that order.
     fn select(&self, rows: &[usize]) -> Corners {
         let n = self.inputs;
-        let mut bits = vec![0u64; (rows.len() * n).div_ceil(64)];
+        let mut c = Corners { rows: rows.len(), inputs: n, bits: vec![0u64; (rows.len() * n).div_ceil(64)] };
         for (i, &r) in rows.iter().enumerate() {
             for j in 0..n {
                 if self.bit(r * n + j) {
-                    let k = i * n + j;
-                    bits[k / 64] |= 1 << (k % 64);
+                    c.set(i * n + j);
                 }
             }
         }
-        Corners { rows: rows.len(), inputs: n, bits }
+        c
     }
 
     fn bytes(&self) -> usize {
@@ -478,7 +480,11 @@ pub struct RootBounder<'g> {
 /// refines) times the elements of the split nodes before it (its cone's relaxed
 /// nodes, for a chain or a residual network).
 pub fn alpha_params(g: &Graph<f64>, kinds: &[(NodeId, SplitKind)], inter: &NodeBounds) -> usize {
-    alpha_params_per_node(g, kinds, inter).iter().fold(0usize, |a, (_, p)| a.saturating_add(*p))
+    total_params(&alpha_params_per_node(g, kinds, inter))
+}
+
+fn total_params(per_node: &[(NodeId, usize)]) -> usize {
+    per_node.iter().fold(0usize, |a, (_, p)| a.saturating_add(*p))
 }
 
 /// [`alpha_params`] per split node, in the order of `kinds`.
@@ -518,7 +524,8 @@ impl SplitBounder for RootBounder<'_> {
         let inputs = [InputValue::Perturbed(Perturbation::new_box(lower.to_vec(), upper.to_vec())?)];
         let inter = self.final_only.crown_intermediate(&inputs, &req)?;
         let per_node = alpha_params_per_node(self.graph(), &self.final_only.kinds, &inter);
-        if per_node.iter().fold(0usize, |a, (_, p)| a.saturating_add(*p)) <= self.max_params {
+        if total_params(&per_node) <= self.max_params {
+            // CROWN's bounds served only the count: α-CROWN recomputes its own.
             return self.optimized.bound(lower, upper, c, None, splits, warm);
         }
         // The last split nodes whose parameters fit (the deepest bounds are the
@@ -625,7 +632,7 @@ pub struct ReluBabOptions {
     pub batch: usize,
     /// Split candidates tried per domain (both children bounded for each).
     pub candidates: usize,
-    /// Most domains waiting (each holds its intermediate bounds).
+    /// Most domains waiting (a guard; the byte budget below is what binds).
     pub max_pending: usize,
     /// Most bytes the waiting domains may hold (their intermediate bounds, linear
     /// coefficients and α,β state): the cap on waiting domains is also this over the
@@ -830,6 +837,7 @@ fn choose(
     node: &Node,
     bounder: &dyn SplitBounder,
     opts: &ReluBabOptions,
+    warm: Option<&AlphaState<f64>>,
     deadline: Instant,
 ) -> Result<Plan> {
     // Candidates by their score where the bound gave one ([`split_scores`]),
@@ -860,7 +868,6 @@ fn choose(
         // Rank the best-scored candidates by the worse of their children's cheap bounds.
         let c = rows(region, &node.open);
         cand.truncate(opts.screen);
-        let warm = node.bound.alpha.as_ref().map(|a| a.cast::<f64>());
         let mut ranked = Vec::with_capacity(cand.len());
         for (_, s) in cand {
             let mut worse = f64::INFINITY;
@@ -869,8 +876,7 @@ fn choose(
                     return Ok(Plan::Deadline);
                 }
                 let (known, splits) = node.child(Split { active, ..s });
-                let b =
-                    bounder.screen(&region.lower, &region.upper, &c, Some(&known), &splits, warm.as_ref())?;
+                let b = bounder.screen(&region.lower, &region.upper, &c, Some(&known), &splits, warm)?;
                 worse = worse.min(evaluate(region, &node.open, &b).1);
             }
             ranked.push((worse, s));
@@ -895,13 +901,14 @@ fn branch_batch(
     opts: &ReluBabOptions,
     deadline: Instant,
 ) -> Result<Vec<Branched>> {
-    let plans: Vec<Plan> = batch
-        .par_iter()
-        .map(|n| choose(region, split_nodes, n, bounder, opts, deadline))
-        .collect::<Result<_>>()?;
     // The parents' warm starts, back in f64.
     let warms: Vec<Option<AlphaState<f64>>> =
         batch.par_iter().map(|n| n.bound.alpha.as_ref().map(|a| a.cast())).collect();
+    let plans: Vec<Plan> = batch
+        .par_iter()
+        .zip(&warms)
+        .map(|(n, w)| choose(region, split_nodes, n, bounder, opts, w.as_ref(), deadline))
+        .collect::<Result<_>>()?;
     // The children to bound: (domain, candidate) of each, two per candidate.
     let mut queries = Vec::new();
     let mut owners = Vec::new();
