@@ -475,19 +475,28 @@ pub fn verify(model: &Model, problem: &Problem, opts: &VerifyOptions<'_>) -> Res
             let final_only =
                 relu_bab::ClampBounder::beta(&model.g64, opts.alpha_iterations, 0, Some(opts.deadline))
                     .fp_sound(opts.fp_sound);
-            let root: Box<dyn relu_bab::SplitBounder> = match opts.root {
-                _ if !opts.relu_bab.beta => Box::new(optimized),
-                RootBound::Auto if general || !full_root => Box::new(final_only),
-                RootBound::Auto => Box::new(relu_bab::RootBounder {
-                    optimized,
-                    final_only,
-                    max_params: MAX_ROOT_ALPHA_PARAMS,
-                    partial_params: MAX_PARTIAL_ROOT_ALPHA_PARAMS,
-                }),
-                RootBound::Optimized => Box::new(optimized),
-                RootBound::Final => Box::new(final_only),
+            // The root, and whether it optimizes every intermediate bound.
+            let (root, optimized_root): (Box<dyn relu_bab::SplitBounder>, bool) = match opts.root {
+                _ if !opts.relu_bab.beta => (Box::new(optimized), true),
+                RootBound::Auto if general || !full_root => (Box::new(final_only), false),
+                RootBound::Auto => {
+                    let root = relu_bab::RootBounder::new(
+                        optimized,
+                        final_only,
+                        MAX_ROOT_ALPHA_PARAMS,
+                        MAX_PARTIAL_ROOT_ALPHA_PARAMS,
+                    );
+                    let full = root.plan(&region.lower, &region.upper)? == relu_bab::RootPlan::Optimized;
+                    (Box::new(root), full)
+                }
+                RootBound::Optimized => (Box::new(optimized), true),
+                RootBound::Final => (Box::new(final_only), false),
             };
-            let sub = match (opts.relu_bab.sub_iterations, opts.relu_bab.beta) {
+            let sub_iterations = opts
+                .relu_bab
+                .sub_iterations
+                .unwrap_or_else(|| relu_bab::sub_iterations(optimized_root && opts.relu_bab.beta));
+            let sub = match (sub_iterations, opts.relu_bab.beta) {
                 (0, _) => relu_bab::ClampBounder::new(&model.g64, lirpa::Method::Crown, 0, 1, None),
                 (k, true) => relu_bab::ClampBounder::beta(&model.g64, k, 1, Some(opts.deadline)),
                 (k, false) => relu_bab::ClampBounder::new(

@@ -468,11 +468,75 @@ impl SplitBounder for ClampBounder<'_> {
 /// intermediate node, element of a relaxed node before it), plus optimizer state: on
 /// the 4-block CIFAR ResNet that is gigabytes and seconds per iteration.
 pub struct RootBounder<'g> {
-    pub optimized: ClampBounder<'g>,
-    pub final_only: ClampBounder<'g>,
-    pub max_params: usize,
+    optimized: ClampBounder<'g>,
+    final_only: ClampBounder<'g>,
+    max_params: usize,
     /// Most α parameters of the partly optimized root.
-    pub partial_params: usize,
+    partial_params: usize,
+    /// The box last planned, CROWN's intermediate bounds on it and the plan.
+    planned: std::sync::Mutex<Option<Planned>>,
+}
+
+type Planned = (Vec<f64>, Vec<f64>, Arc<NodeBounds>, RootPlan);
+
+/// What [`RootBounder`] does on a box.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum RootPlan {
+    /// α-CROWN with every intermediate bound optimized.
+    Optimized,
+    /// α-CROWN on the intermediate bounds of these split nodes, CROWN's elsewhere.
+    Partial(Vec<NodeId>),
+    /// CROWN's intermediate bounds, the final bound's α and β optimized.
+    FinalOnly,
+}
+
+impl<'g> RootBounder<'g> {
+    pub fn new(
+        optimized: ClampBounder<'g>,
+        final_only: ClampBounder<'g>,
+        max_params: usize,
+        partial_params: usize,
+    ) -> Self {
+        RootBounder { optimized, final_only, max_params, partial_params, planned: Default::default() }
+    }
+
+    /// What the root bound of the box `[lower, upper]` does, from CROWN's intermediate
+    /// bounds and the α parameters they imply ([`alpha_params`]); computed once per box
+    /// and kept for [`SplitBounder::bound`].
+    pub fn plan(&self, lower: &[f64], upper: &[f64]) -> Result<RootPlan> {
+        Ok(self.planned(lower, upper)?.1)
+    }
+
+    fn planned(&self, lower: &[f64], upper: &[f64]) -> Result<(Arc<NodeBounds>, RootPlan)> {
+        let mut cache = self.planned.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some((l, u, inter, plan)) = cache.as_ref()
+            && l == lower
+            && u == upper
+        {
+            return Ok((inter.clone(), plan.clone()));
+        }
+        let req = BoundRequest { node: None, c: None, lower: true, upper: false, return_a: false };
+        let inputs = [InputValue::Perturbed(Perturbation::new_box(lower.to_vec(), upper.to_vec())?)];
+        let inter = self.final_only.crown_intermediate(&inputs, &req)?;
+        let per_node = alpha_params_per_node(self.graph(), &self.final_only.kinds, &inter);
+        let plan = if total_params(&per_node) <= self.max_params {
+            RootPlan::Optimized
+        } else {
+            // The last split nodes whose parameters fit (the deepest bounds are the
+            // loosest), the others kept at CROWN's bounds.
+            let mut used = 0usize;
+            let mut chosen = Vec::new();
+            for &(id, p) in per_node.iter().rev() {
+                if p > 0 && used.saturating_add(p) <= self.partial_params {
+                    used += p;
+                    chosen.push(id);
+                }
+            }
+            if chosen.is_empty() { RootPlan::FinalOnly } else { RootPlan::Partial(chosen) }
+        };
+        *cache = Some((lower.to_vec(), upper.to_vec(), inter.clone(), plan.clone()));
+        Ok((inter, plan))
+    }
 }
 
 /// About how many parameters α-CROWN with optimized intermediate bounds holds on
@@ -518,29 +582,13 @@ impl SplitBounder for RootBounder<'_> {
         if known.is_some() || !splits.is_empty() {
             return self.final_only.bound(lower, upper, c, known, splits, warm);
         }
-        let cm = spec_matrix(c);
-        let req =
-            BoundRequest { node: None, c: Some(cm.as_ref()), lower: true, upper: false, return_a: false };
-        let inputs = [InputValue::Perturbed(Perturbation::new_box(lower.to_vec(), upper.to_vec())?)];
-        let inter = self.final_only.crown_intermediate(&inputs, &req)?;
-        let per_node = alpha_params_per_node(self.graph(), &self.final_only.kinds, &inter);
-        if total_params(&per_node) <= self.max_params {
-            // CROWN's bounds served only the count: α-CROWN recomputes its own.
-            return self.optimized.bound(lower, upper, c, None, splits, warm);
-        }
-        // The last split nodes whose parameters fit (the deepest bounds are the
-        // loosest), the others kept at CROWN's bounds.
-        let mut used = 0usize;
-        let mut chosen = Vec::new();
-        for &(id, p) in per_node.iter().rev() {
-            if p > 0 && used.saturating_add(p) <= self.partial_params {
-                used += p;
-                chosen.push(id);
-            }
-        }
-        if chosen.is_empty() {
-            return self.final_only.bound(lower, upper, c, Some(&inter), splits, warm);
-        }
+        let (inter, plan) = self.planned(lower, upper)?;
+        let chosen = match plan {
+            // CROWN's bounds served only the plan: α-CROWN recomputes its own.
+            RootPlan::Optimized => return self.optimized.bound(lower, upper, c, None, splits, warm),
+            RootPlan::FinalOnly => return self.final_only.bound(lower, upper, c, Some(&inter), splits, warm),
+            RootPlan::Partial(chosen) => chosen,
+        };
         let kept = Arc::new(NodeBounds {
             nodes: inter.nodes.iter().filter(|(id, _, _)| !chosen.contains(id)).cloned().collect(),
         });
@@ -639,8 +687,9 @@ pub struct ReluBabOptions {
     /// size of the root's children, so a deep network sheds with `unknown` before the
     /// machine runs out of memory.
     pub max_pending_bytes: usize,
-    /// α-CROWN iterations for sub-domains (warm-started from the parent); 0: CROWN.
-    pub sub_iterations: usize,
+    /// α,β iterations per sub-domain (warm-started from the parent; 0: CROWN); `None`:
+    /// [`sub_iterations`] by the root bound.
+    pub sub_iterations: Option<usize>,
     /// Filtered smart branching: the best this many candidates by score are ranked by
     /// a cheap bound of both their children ([`SplitBounder::screen`]) before the
     /// [`ReluBabOptions::candidates`] best of them are bounded fully (0 or 1: off, the
@@ -657,8 +706,7 @@ impl Default for ReluBabOptions {
     fn default() -> Self {
         // Measured on mnistfc 256x2 prop_1_0.03 (worst open bound after 10 s, one
         // core): β-CROWN sub-domains with the parent's intermediate bounds and BaBSR
-        // branching reach -0.51 with 3 iterations (-0.53 with 5, -0.56 with 10, -0.89
-        // with 1: no β optimization); clamping only (the earlier loop) -1.03;
+        // branching reach -0.51 (3 iterations); clamping only (the earlier loop) -1.03;
         // recomputing optimized intermediate bounds per domain -0.78 (10x fewer
         // domains). Two or four candidates per split: no better.
         ReluBabOptions {
@@ -667,10 +715,25 @@ impl Default for ReluBabOptions {
             max_pending: 1_000_000,
             max_pending_bytes: 4 << 30,
             screen: 0,
-            sub_iterations: 3,
+            sub_iterations: None,
             beta: true,
         }
     }
+}
+
+/// α,β iterations per β-CROWN sub-domain by default, by whether the root optimized
+/// every intermediate bound (full α-CROWN). With optimized intermediate bounds, the
+/// parent's α is near its optimum and the new split's β (started at 0) needs the
+/// iterations: oval21 cifar_base_kw img4631 is proven in 40 s with 6 (worst bound
+/// −0.0052 at 60 s with 3); cifar_wide_kw img6762 ends at −0.011 instead of −0.024;
+/// resnet_2b prop_10 takes the same time. Without them (CROWN's intermediate bounds
+/// below the ResNets' α budget), domains count more than iterations: resnet_4b prop_0
+/// ends at −0.081 with 6 and −0.066 with 3, prop_14 at −0.23 and −0.16 (60 s, two
+/// threads). The cost elsewhere is small: mnistfc 256x2 prop_1_0.03 (α-CROWN root, 10 s,
+/// one core) reached −0.51 with 3, −0.53 with 5, −0.56 with 10 (−0.89 with 1: no β
+/// optimization).
+pub fn sub_iterations(optimized_root: bool) -> usize {
+    if optimized_root { 6 } else { 3 }
 }
 
 /// A domain with its bound.

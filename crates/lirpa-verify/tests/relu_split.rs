@@ -13,8 +13,8 @@ use lirpa::core::{Attr, Attributes, GraphBuilder};
 use lirpa::sample::Rng;
 use lirpa_verify::bab::BabResult;
 use lirpa_verify::relu_bab::{
-    ClampBounder, ReluBabOptions, RootBounder, Split, SplitBounder, SplitKind, relu_inputs, relu_split,
-    split_nodes,
+    ClampBounder, ReluBabOptions, RootBounder, RootPlan, Split, SplitBounder, SplitKind, relu_inputs,
+    relu_split, split_nodes,
 };
 use lirpa_verify::{Counterexample, Disjunct, Problem, Region};
 use std::path::Path;
@@ -212,7 +212,7 @@ fn run(g: &Graph<f64>, problem: &Problem, secs: f64, beta: bool) -> BabResult {
     let opts = ReluBabOptions {
         batch: 2,
         candidates: 2,
-        sub_iterations: 5,
+        sub_iterations: Some(5),
         beta,
         screen,
         ..ReluBabOptions::default()
@@ -399,12 +399,19 @@ fn every_root_bound_mode_is_below_the_sampled_outputs() {
         let c: Vec<&[f64]> = vec![&[1.0, -1.0]];
         // (max_params, partial_params): everything, the last nodes, nothing.
         for (mode, (max, partial)) in [(usize::MAX, 0), (0, 150), (0, 0)].into_iter().enumerate() {
-            let root = RootBounder {
-                optimized: ClampBounder::new(&g, lirpa::Method::AlphaCrown, 10, 1, None),
-                final_only: ClampBounder::beta(&g, 10, 1, None),
-                max_params: max,
-                partial_params: partial,
+            let root = RootBounder::new(
+                ClampBounder::new(&g, lirpa::Method::AlphaCrown, 10, 1, None),
+                ClampBounder::beta(&g, 10, 1, None),
+                max,
+                partial,
+            );
+            let plan = root.plan(&lo, &hi).unwrap();
+            let expected = match mode {
+                0 => plan == RootPlan::Optimized,
+                1 => matches!(plan, RootPlan::Partial(ref nodes) if !nodes.is_empty()),
+                _ => plan == RootPlan::FinalOnly,
             };
+            assert!(expected, "seed {seed}, mode {mode}: plan {plan:?}");
             let b = root.bound(&lo, &hi, &c, None, &[], None).unwrap();
             assert!(
                 b.lower[0] <= m + 1e-9,
