@@ -248,9 +248,9 @@ pub struct Progress {
 /// The root bound of the ReLU-split phase.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
 pub enum RootBound {
-    /// [`relu_bab::RootBounder`] when the time left affords it and nothing is split by
-    /// general branching (all intermediate bounds optimized within a parameter budget,
-    /// else the last ones that fit, else none); [`RootBound::Final`] otherwise.
+    /// [`relu_bab::RootBounder`] when the time left affords it (all intermediate
+    /// bounds optimized within a parameter budget, else the last ones that fit, else
+    /// none); [`RootBound::Final`] otherwise.
     #[default]
     Auto,
     /// α-CROWN: every intermediate bound optimized jointly with the final one.
@@ -460,10 +460,12 @@ pub fn verify(model: &Model, problem: &Problem, opts: &VerifyOptions<'_>) -> Res
                 return Ok((Verdict::Sat(ce), stats));
             }
             let nodes = relu_bab::split_nodes(&model.g64);
-            // With smooth activations to split (general branching), or little time,
-            // optimized intermediate bounds cost too much: the root keeps CROWN's and
-            // optimizes the final bound only, as the sub-domains do.
-            let general = nodes.iter().any(|(_, k)| *k == relu_bab::SplitKind::Midpoint);
+            // With little time, optimized intermediate bounds cost too much: the root
+            // keeps CROWN's and optimizes the final bound only, as the sub-domains do.
+            // Smooth activations (general branching) get the same root as ReLUs: on
+            // ERAN sigmoid 6x200 the optimized root proves in 3-5 s the 9
+            // expected-unsat properties that the final-only root left to the split
+            // (5 of them open at 60 s).
             let optimized = relu_bab::ClampBounder::new(
                 &model.g64,
                 lirpa::Method::AlphaCrown,
@@ -478,7 +480,7 @@ pub fn verify(model: &Model, problem: &Problem, opts: &VerifyOptions<'_>) -> Res
             // The root, and whether it optimizes every intermediate bound.
             let (root, optimized_root): (Box<dyn relu_bab::SplitBounder>, bool) = match opts.root {
                 _ if !opts.relu_bab.beta => (Box::new(optimized), true),
-                RootBound::Auto if general || !full_root => (Box::new(final_only), false),
+                RootBound::Auto if !full_root => (Box::new(final_only), false),
                 RootBound::Auto => {
                     let root = relu_bab::RootBounder::new(
                         optimized,
