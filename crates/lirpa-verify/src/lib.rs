@@ -107,15 +107,28 @@ impl Model {
         problem.is_counterexample(&x, &y).then_some(Counterexample { x, y })
     }
 
-    /// The first of the candidates `xs` that [`confirm`](Self::confirm) accepts: all
-    /// are evaluated in one batched forward pass (a matrix product per layer), and a
-    /// point that looks unsafe there is confirmed by `confirm`'s own forward pass.
+    /// The first of the candidates `xs` that [`confirm`](Self::confirm) accepts: they
+    /// are evaluated in batched forward passes (a matrix product per layer), one share
+    /// per thread of the pool, and a point that looks unsafe there is confirmed by
+    /// `confirm`'s own forward pass.
     pub fn confirm_many(
         &self,
         problem: &Problem,
         region: &Region,
         xs: &[Vec<f64>],
     ) -> Option<Counterexample> {
+        use rayon::prelude::*;
+        // A share below this many points is not worth a thread.
+        const MIN_SHARE: usize = 8;
+        let share = xs.len().div_ceil(rayon::current_num_threads().max(1)).max(MIN_SHARE);
+        if xs.len() > share {
+            return xs.par_chunks(share).find_map_first(|part| self.confirm_batch(problem, region, part));
+        }
+        self.confirm_batch(problem, region, xs)
+    }
+
+    /// [`confirm_many`](Self::confirm_many) on the calling thread.
+    fn confirm_batch(&self, problem: &Problem, region: &Region, xs: &[Vec<f64>]) -> Option<Counterexample> {
         if xs.len() < 2 {
             return xs.first().and_then(|x| self.confirm(problem, region, x));
         }

@@ -451,13 +451,42 @@ impl SplitBounder for ClampBounder<'_> {
             return bound_each(self, lower, upper, queries);
         }
         let inputs = [InputValue::Perturbed(Perturbation::new_box(lower.to_vec(), upper.to_vec())?)];
-        let share = queries.len().div_ceil(rayon::current_num_threads().max(1));
-        let parts: Vec<Vec<DomainBound>> = queries
-            .par_chunks(share.max(1))
+        let parts: Vec<Vec<DomainBound>> = balanced_parts(queries, rayon::current_num_threads())
+            .into_par_iter()
             .map(|part| self.bound_stacked(&inputs, part))
             .collect::<Result<_>>()?;
         Ok(parts.into_iter().flatten().collect())
     }
+}
+
+/// `queries` cut into at most `threads` consecutive, non-empty parts with about equal
+/// numbers of specification rows (a domain's cost is about proportional to its rows,
+/// and domains differ in how many disjuncts are still open): the `k`-th cut is where
+/// the running count of rows comes nearest to `k / threads` of them.
+fn balanced_parts<'q, 'a>(queries: &'q [Query<'a>], threads: usize) -> Vec<&'q [Query<'a>]> {
+    let n = queries.len();
+    let threads = threads.clamp(1, n.max(1));
+    // prefix[i]: rows of the first i queries.
+    let mut prefix = Vec::with_capacity(n + 1);
+    prefix.push(0usize);
+    for q in queries {
+        prefix.push(prefix[prefix.len() - 1] + q.c.len().max(1));
+    }
+    let total = prefix[n];
+    let mut parts = Vec::with_capacity(threads);
+    let mut start = 0;
+    for k in 1..threads {
+        // Leave at least one query for each part still to come.
+        let cut = (start + 1..=n - (threads - k))
+            .min_by_key(|&i| (prefix[i] * threads).abs_diff(k * total))
+            .expect("a query for each part");
+        parts.push(&queries[start..cut]);
+        start = cut;
+    }
+    if start < n {
+        parts.push(&queries[start..]);
+    }
+    parts
 }
 
 /// The root bound of the split phase: α-CROWN with optimized intermediate bounds when
@@ -1274,6 +1303,38 @@ mod tests {
                 depth += 1;
             }
             assert!(depth >= 2, "only {depth} splits made");
+        }
+    }
+
+    #[test]
+    fn balanced_parts_cover_the_queries_in_order_with_even_rows() {
+        let row = [1.0, -1.0];
+        let known = Arc::new(NodeBounds::default());
+        let query =
+            |rows: usize| Query { c: vec![&row[..]; rows], known: known.clone(), splits: vec![], warm: None };
+        // (rows of each query, threads, rows of each part expected)
+        let cases: &[(&[usize], usize, &[usize])] = &[
+            (&[9, 1, 1, 1, 1, 1, 1, 1, 1, 1], 2, &[9, 9]),
+            (&[1, 1, 1, 1], 2, &[2, 2]),
+            (&[3, 3, 3, 3, 3, 3], 3, &[6, 6, 6]),
+            (&[1, 1, 9], 2, &[2, 9]),
+            (&[5], 4, &[5]),
+            (&[2, 2], 4, &[2, 2]),
+            (&[1, 1, 1], 1, &[3]),
+        ];
+        for &(rows, threads, want) in cases {
+            let queries: Vec<Query<'_>> = rows.iter().map(|&r| query(r)).collect();
+            let parts = balanced_parts(&queries, threads);
+            let got: Vec<usize> = parts.iter().map(|p| p.iter().map(|q| q.c.len()).sum()).collect();
+            assert_eq!(got, want, "rows {rows:?} on {threads} threads");
+            // Consecutive, in order, every query once.
+            let mut next = queries.as_ptr();
+            for p in &parts {
+                assert!(!p.is_empty());
+                assert_eq!(p.as_ptr(), next);
+                next = next.wrapping_add(p.len());
+            }
+            assert_eq!(next, queries.as_ptr().wrapping_add(queries.len()));
         }
     }
 }
