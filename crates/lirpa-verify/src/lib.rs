@@ -355,6 +355,17 @@ pub struct Stats {
 /// starts with an α-CROWN root bound (optimized intermediate bounds, then sub-domains).
 const ALPHA_ROOT_COST: u32 = 40;
 
+/// How many CROWN bounds of the model the time left must cover for a root that
+/// optimizes every intermediate bound ([`relu_bab::RootPlan::Optimized`]); with less,
+/// at most the last ones within [`MAX_PARTIAL_ROOT_ALPHA_PARAMS`] are. That root costs
+/// 130-400 CROWN bounds (2 threads, `crown_cost` against the root's time): resnet_2b
+/// 31.3 s against 0.245 s, oval21 cifar_deep_kw 7.5 s against 0.023 s, cifar_wide_kw
+/// 4.8 s against 0.012 s, cifar_base_kw 1.4 s against 0.005 s. With a 10 s cap the
+/// resnet_2b root took the whole budget: 27 of its 41 expected-unsat properties proven,
+/// 37 with the partly optimized root (36 with the final-only one); at 60 s its full root
+/// still fits (37 s of CROWN bounds).
+const OPTIMIZED_ROOT_COST: u32 = 150;
+
 /// With less time than that but this many CROWN bounds' worth, the root keeps CROWN's
 /// intermediate bounds and optimizes the final bound only (as the sub-domains do).
 const BETA_ROOT_COST: u32 = 4;
@@ -455,6 +466,9 @@ pub fn verify(model: &Model, problem: &Problem, opts: &VerifyOptions<'_>) -> Res
         let left = opts.deadline.saturating_duration_since(Instant::now());
         let affordable = left > crown_cost * BETA_ROOT_COST;
         let full_root = left > crown_cost * ALPHA_ROOT_COST;
+        // Every intermediate bound optimized only with time for it; otherwise at most
+        // the last ones within the partial budget (which stops at a third of the time).
+        let max_root_params = if left > crown_cost * OPTIMIZED_ROOT_COST { MAX_ROOT_ALPHA_PARAMS } else { 0 };
         if !split && opts.relu_split && affordable && matches!(res, bab::BabResult::Unknown(_)) {
             // CROWN did not prove the region: PGD (a tenth of the time left), then an
             // α-CROWN root bound and ReLU-split branch and bound.
@@ -498,7 +512,7 @@ pub fn verify(model: &Model, problem: &Problem, opts: &VerifyOptions<'_>) -> Res
                     let root = relu_bab::RootBounder::new(
                         optimized,
                         final_only,
-                        MAX_ROOT_ALPHA_PARAMS,
+                        max_root_params,
                         MAX_PARTIAL_ROOT_ALPHA_PARAMS,
                     );
                     let full = root.plan(&region.lower, &region.upper)? == relu_bab::RootPlan::Optimized;
