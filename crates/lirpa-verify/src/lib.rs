@@ -359,12 +359,14 @@ const ALPHA_ROOT_COST: u32 = 40;
 /// optimizes every intermediate bound ([`relu_bab::RootPlan::Optimized`]); with less,
 /// at most the last ones within [`MAX_PARTIAL_ROOT_ALPHA_PARAMS`] are. That root costs
 /// 130-400 CROWN bounds (2 threads, `crown_cost` against the root's time): resnet_2b
-/// 31.3 s against 0.245 s, oval21 cifar_deep_kw 7.5 s against 0.023 s, cifar_wide_kw
-/// 4.8 s against 0.012 s, cifar_base_kw 1.4 s against 0.005 s. With a 10 s cap the
-/// resnet_2b root took the whole budget: 27 of its 41 expected-unsat properties proven,
-/// 37 with the partly optimized root (36 with the final-only one); at 60 s its full root
-/// still fits (37 s of CROWN bounds).
-const OPTIMIZED_ROOT_COST: u32 = 150;
+/// 31.3 s against 0.245 s (0.16 s in a run with faster allocation), oval21
+/// cifar_deep_kw 7.5 s against 0.023 s, cifar_wide_kw 4.8 s against 0.012 s,
+/// cifar_base_kw 1.4 s against 0.005 s. On resnet_2b the full root does not pay: with
+/// a 10 s cap it took the whole budget (27 of the 41 expected-unsat properties proven,
+/// 37 with the partly optimized root, 36 with the final-only one), and at 60 s the
+/// partly optimized root proves all 41 too (the slowest, prop_35, at 39.4 s; prop_10,
+/// 35.9 s after the full root, in 15-17 s).
+const OPTIMIZED_ROOT_COST: u32 = 400;
 
 /// With less time than that but this many CROWN bounds' worth, the root keeps CROWN's
 /// intermediate bounds and optimizes the final bound only (as the sub-domains do).
