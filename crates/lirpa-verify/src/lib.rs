@@ -364,8 +364,8 @@ const ALPHA_ROOT_COST: u32 = 40;
 /// cifar_base_kw 1.4 s against 0.005 s. On resnet_2b the full root does not pay: with
 /// a 10 s cap it took the whole budget (27 of the 41 expected-unsat properties proven,
 /// 37 with the partly optimized root, 36 with the final-only one), and at 60 s the
-/// partly optimized root proves all 41 too (the slowest, prop_35, at 39.4 s; prop_10,
-/// 35.9 s after the full root, in 15-17 s).
+/// partly optimized root proves all 41 too (the slowest, prop_35, at 39.4 s; prop_10
+/// at 20.7 s, 35.9 s after the full root).
 const OPTIMIZED_ROOT_COST: u32 = 400;
 
 /// With less time than that but this many CROWN bounds' worth, the root keeps CROWN's

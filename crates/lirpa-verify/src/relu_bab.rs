@@ -476,10 +476,11 @@ fn balanced_parts<'q, 'a>(queries: &'q [Query<'a>], threads: usize) -> Vec<&'q [
     let mut parts = Vec::with_capacity(threads);
     let mut start = 0;
     for k in 1..threads {
-        // Leave at least one query for each part still to come.
+        // Leave at least one query for each part still to come (the range is never
+        // empty: `threads <= n` and each earlier cut left enough).
         let cut = (start + 1..=n - (threads - k))
             .min_by_key(|&i| (prefix[i] * threads).abs_diff(k * total))
-            .expect("a query for each part");
+            .unwrap_or(start + 1);
         parts.push(&queries[start..cut]);
         start = cut;
     }
